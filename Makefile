@@ -1,0 +1,42 @@
+# Two entry points: `make run` (the app on its embedded default) and `make test` (the whole suite).
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PYTHON ?= python3
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test install install-test translations browser db-upgrade bench
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+$(VENV)/.installed: $(VENV)/bin/python setup.cfg pyproject.toml
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.installed-test: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed translations
+install-test: $(VENV)/.installed-test translations browser
+
+# Message catalogs are compiled here, not committed: the .po files are the source.
+translations: $(VENV)/.installed
+	$(VENV)/bin/pybabel compile -q -d wizard/translations
+
+# Browser tests drive Debian's Chromium (no browser download).
+browser:
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
+db-upgrade: install
+	$(VENV)/bin/flask --app wizard db upgrade
+
+run: db-upgrade
+	$(PY) -m wizard.devserver
+
+test: install-test
+	$(PY) -m pytest
+
+bench: install-test
+	$(PY) tests/bench/webhook.py

@@ -1,0 +1,73 @@
+"""Accounts: sign-in, sign-out, password change, and the CLI that staff use to create them."""
+from wizard.extensions import db
+from wizard.models import Shop, User
+
+
+def test_cli_creates_staff_owner_and_shop(app, runner):
+    result = runner.invoke(args=["user", "create", "Staff@Example.com", "--staff", "--password", "s3cret-pass"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(args=["user", "create", "owner@example.com", "--password", "s3cret-pass"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(args=["shop", "create", "sunny", "--name", "晴天", "--owner", "owner@example.com"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        staff = db.session.scalar(db.select(User).filter_by(email="staff@example.com"))
+        assert staff.is_staff and staff.password_hash != "s3cret-pass"
+        shop = db.session.scalar(db.select(Shop).filter_by(slug="sunny"))
+        assert shop.name == "晴天" and [o.email for o in shop.owners] == ["owner@example.com"]
+
+
+def test_cli_asks_for_password_when_omitted(app, runner):
+    result = runner.invoke(args=["user", "create", "ask@example.com"], input="long-enough\nlong-enough\n")
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        assert db.session.scalar(db.select(User).filter_by(email="ask@example.com")).check_password("long-enough")
+
+
+def test_cli_refuses_bad_input_and_changes_nothing(app, runner, make_user):
+    assert runner.invoke(args=["user", "create", "not-an-email", "--password", "long-enough"]).exit_code != 0
+    result = runner.invoke(args=["user", "create", "a@example.com", "--password", "short"])
+    assert result.exit_code != 0 and "at least 8" in result.output
+    result = runner.invoke(args=["shop", "create", "Bad Slug!", "--name", "x", "--owner", "a@example.com"])
+    assert result.exit_code != 0 and "shop code" in result.output
+    result = runner.invoke(args=["shop", "create", "ok", "--name", "x", "--owner", "nobody@example.com"])
+    assert result.exit_code != 0 and "No user" in result.output
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(User.id))) == 0
+        assert db.session.scalar(db.select(db.func.count(Shop.id))) == 0
+
+
+def test_sign_in_wrong_password_then_right(client, make_shop):
+    slug, email = make_shop()
+    response = client.post("/login", data={"email": email, "password": "wrong password"})
+    assert response.status_code == 200
+    assert "not right" in response.get_data(as_text=True) or "不正確" in response.get_data(as_text=True)
+    response = client.post("/login", data={"email": email.upper(), "password": "correct horse"})
+    assert response.status_code == 302
+
+
+def test_sign_out_ends_the_session(client, make_shop, login):
+    slug, email = make_shop()
+    login(email)
+    assert client.get("/account/password").status_code == 200
+    client.post("/logout")
+    response = client.get("/account/password")
+    assert response.status_code == 302 and "/login" in response.headers["Location"]
+
+
+def test_password_change(client, app, make_shop, login):
+    slug, email = make_shop()
+    login(email)
+    bad = client.post("/account/password", data={"current": "nope", "new": "brand-new-pass", "confirm": "brand-new-pass"})
+    assert bad.status_code == 200
+    good = client.post("/account/password",
+                       data={"current": "correct horse", "new": "brand-new-pass", "confirm": "brand-new-pass"})
+    assert good.status_code == 302
+    client.post("/logout")
+    assert client.post("/login", data={"email": email, "password": "brand-new-pass"}).status_code == 302
+
+
+def test_login_never_redirects_off_site(client, make_shop):
+    slug, email = make_shop()
+    response = client.post("/login?next=https://evil.example/", data={"email": email, "password": "correct horse"})
+    assert "evil.example" not in response.headers["Location"]

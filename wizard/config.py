@@ -1,0 +1,91 @@
+"""Configuration: defaults, then ``instance/config.py``, then ``WIZARD_*`` environment variables.
+
+One place decides every setting so that the embedded default (SQLite in ``instance/`` and the built-in LINE
+sandbox) needs nothing installed, while production states its choices explicitly in the environment.
+"""
+import os
+import secrets
+from pathlib import Path
+
+from cryptography.fernet import Fernet
+
+DEFAULTS = {
+    # Where LINE calls us. The webhook URL shown to shop owners is PUBLIC_BASE_URL + /line/webhook/<token>.
+    "PUBLIC_BASE_URL": "http://127.0.0.1:5000",
+    # Unset means the real LINE Platform (https://api.line.me). With SANDBOX on it points at the sandbox.
+    "LINE_API_HOST": None,
+    "SANDBOX_URL": "http://127.0.0.1:5001",
+    # Seconds the LINE client waits for LINE before it reports a timeout.
+    "LINE_TIMEOUT": 8.0,
+    # LINE allows 60 webhook tests an hour per channel; we keep well under it.
+    "WEBHOOK_TEST_COOLDOWN": 60,
+    # Bodies above this are refused with 413 before the signature is even read.
+    "WEBHOOK_MAX_BYTES": 1024 * 1024,
+    # Run the event worker as a thread inside the web process (the embedded default does).
+    "WORKER_IN_PROCESS": False,
+    # How long a cached live check stays fresh before a page asks LINE again.
+    "CHECK_MAX_AGE": 60,
+    "BABEL_DEFAULT_LOCALE": "zh_Hant_TW",
+    "LANGUAGES": ["zh_Hant_TW", "en"],
+    "WTF_CSRF_TIME_LIMIT": None,
+    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+}
+
+_BOOLEAN = {"SANDBOX", "WORKER_IN_PROCESS", "TESTING", "SESSION_COOKIE_SECURE"}
+_NUMBER = {"LINE_TIMEOUT": float, "WEBHOOK_TEST_COOLDOWN": int, "WEBHOOK_MAX_BYTES": int, "CHECK_MAX_AGE": int}
+
+
+def _parse_bool(value):
+    return str(value).strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _instance_secret(instance_path, name, make):
+    """Read a generated secret from instance/, creating it on first run (readable by the owner only)."""
+    path = Path(instance_path) / name
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = make()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value)
+    return value
+
+
+def load(app, overrides=None):
+    """Fill ``app.config`` in the documented order; ``overrides`` (tests) win over everything."""
+    app.config.from_mapping(DEFAULTS)
+    app.config.from_pyfile("config.py", silent=True)
+    for key, value in os.environ.items():
+        if not key.startswith("WIZARD_") or key == "WIZARD_TEST_DATABASE_URL":
+            continue
+        name = key[len("WIZARD_"):]
+        if name in _BOOLEAN:
+            value = _parse_bool(value)
+        elif name in _NUMBER:
+            value = _NUMBER[name](value)
+        app.config[name] = value
+    if overrides:
+        app.config.update(overrides)
+    _derive(app)
+
+
+def _derive(app):
+    """Settings that follow from others; computed once here so no module guesses them again."""
+    cfg = app.config
+    embedded_db = "sqlite:///" + os.path.join(app.instance_path, "wizard.db")
+    cfg.setdefault("DATABASE_URL", embedded_db)
+    cfg["SQLALCHEMY_DATABASE_URI"] = cfg["DATABASE_URL"]
+    if "SANDBOX" not in cfg:
+        # The sandbox is on in the embedded default only: no database server and no LINE host chosen.
+        cfg["SANDBOX"] = cfg["DATABASE_URL"] == embedded_db and not cfg.get("LINE_API_HOST")
+    if cfg["SANDBOX"] and not cfg.get("LINE_API_HOST"):
+        cfg["LINE_API_HOST"] = cfg["SANDBOX_URL"]
+    cfg.setdefault("SANDBOX_DATABASE_URL", "sqlite:///" + os.path.join(app.instance_path, "sandbox.db"))
+    if not cfg.get("SECRET_KEY"):
+        cfg["SECRET_KEY"] = _instance_secret(app.instance_path, "secret_key", lambda: secrets.token_hex(32))
+    if not cfg.get("ENCRYPTION_KEY"):
+        cfg["ENCRYPTION_KEY"] = _instance_secret(
+            app.instance_path, "encryption_key", lambda: Fernet.generate_key().decode()
+        )
+    cfg["PUBLIC_BASE_URL"] = cfg["PUBLIC_BASE_URL"].rstrip("/")

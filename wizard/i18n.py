@@ -1,0 +1,31 @@
+"""Which language a page speaks: Traditional Chinese (Taiwan) unless the person chose English.
+
+The choice travels as ``?lang=en`` once, then lives in the session (and on the user, when signed in).
+"""
+from flask import current_app, request, session
+from flask_login import current_user
+
+NAMES = {"zh_Hant_TW": "中文", "en": "English"}
+HTML_LANG = {"zh_Hant_TW": "zh-Hant-TW", "en": "en"}
+
+
+def select_locale():
+    supported = current_app.config["LANGUAGES"]
+    wanted = request.args.get("lang")
+    if wanted in supported:
+        session["lang"] = wanted
+        return wanted
+    if session.get("lang") in supported:
+        return session["lang"]
+    if getattr(current_user, "is_authenticated", False) and current_user.locale in supported:
+        return current_user.locale
+    return current_app.config["BABEL_DEFAULT_LOCALE"]
+
+
+def init_app(app):
+    @app.context_processor
+    def language_context():
+        from flask_babel import get_locale
+        locale = str(get_locale() or app.config["BABEL_DEFAULT_LOCALE"])
+        return {"html_lang": HTML_LANG.get(locale, "zh-Hant-TW"), "current_lang": locale,
+                "language_names": NAMES}

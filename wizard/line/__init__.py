@@ -1,0 +1,1 @@
+"""Everything that speaks LINE: the client (outbound), the receiver (inbound), and what events do."""

@@ -1,0 +1,76 @@
+"""Named problems: every way a call to LINE can fail, reduced to a code a page can explain.
+
+Pages, the CLI and the status JSON use ``code``; people read ``message`` (translated) and ``hint``.
+"""
+from flask_babel import lazy_gettext as _l
+
+MESSAGES = {
+    "wrong_secret": (
+        _l("LINE did not accept this Channel secret."),
+        _l("Copy the Channel secret again from the Messaging API settings. If someone pressed “Issue” "
+           "(重新發行) there, the old secret stopped working."),
+    ),
+    "unknown_channel": (
+        _l("LINE does not know this Channel ID."),
+        _l("Copy the Channel ID again from Settings → Messaging API; it is a number of about 10 digits."),
+    ),
+    "line_unreachable": (
+        _l("We could not reach LINE."),
+        _l("This is usually brief. Try again in a minute; nothing you entered is lost."),
+    ),
+    "timeout": (
+        _l("LINE took too long to answer."),
+        _l("Try again in a minute; nothing you entered is lost."),
+    ),
+    "rate_limited": (
+        _l("LINE asked us to slow down."),
+        _l("Too many checks in a short time. Wait a few minutes, then check again."),
+    ),
+    "url_not_https": (
+        _l("LINE only accepts a webhook URL that starts with https://."),
+        _l("The CRM's public address must use HTTPS. Ask your onboarding contact to fix the server address."),
+    ),
+    "invalid_url": (
+        _l("LINE did not accept this webhook URL."),
+        _l("Check that the address is complete and at most 500 characters long."),
+    ),
+    "endpoint_not_set": (
+        _l("No webhook URL is set in LINE yet."),
+        _l("Paste the webhook URL in Messaging API → Webhook URL and save, or let us set it for you."),
+    ),
+    "invalid_token": (
+        _l("LINE refused our access token."),
+        _l("Check the channel again; if it keeps failing, enter the Channel secret again."),
+    ),
+    "not_found": (
+        _l("LINE could not find what we asked for."),
+        _l("The user may have blocked the account or the channel may have changed."),
+    ),
+    "forbidden": (
+        _l("This channel is not allowed to do that."),
+        _l("Check the channel's plan and permissions in LINE Official Account Manager."),
+    ),
+    "line_error": (
+        _l("LINE answered with an error."),
+        _l("Try again later. If it keeps happening, tell your onboarding contact what is shown here."),
+    ),
+}
+
+
+class LineProblem(Exception):
+    """A failed call to LINE. ``status`` and ``detail`` are LINE's own words, kept for staff and logs."""
+
+    def __init__(self, code: str, status: int | None = None, detail: str | None = None):
+        assert code in MESSAGES, code
+        super().__init__(f"{code} (status={status}): {detail or ''}")
+        self.code = code
+        self.status = status
+        self.detail = detail
+
+    @property
+    def message(self) -> str:
+        return str(MESSAGES[self.code][0])
+
+    @property
+    def hint(self) -> str:
+        return str(MESSAGES[self.code][1])

@@ -1,0 +1,207 @@
+"""The product's data: people, shops, their LINE channel, wizard step states, webhook traffic, contacts.
+
+Every timestamp is stored as naive UTC (``utcnow``); pages convert for display. Webhook events are unique per
+channel on LINE's ``webhookEventId`` so that a redelivered event is stored once and processed once.
+"""
+from datetime import datetime, timezone
+
+from flask_login import UserMixin
+from sqlalchemy import JSON, BigInteger, ForeignKey, String, Text, UniqueConstraint, Index
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from . import crypto
+from .extensions import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class User(UserMixin, db.Model):
+    """Staff see every shop; an owner (``is_staff`` false) sees only ``shop``."""
+
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_staff: Mapped[bool] = mapped_column(default=False)
+    shop_id: Mapped[int | None] = mapped_column(ForeignKey("shops.id", ondelete="SET NULL"))
+    api_token_digest: Mapped[str | None] = mapped_column(String(64), unique=True)
+    locale: Mapped[str | None] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    shop: Mapped["Shop | None"] = relationship(back_populates="owners", foreign_keys=[shop_id])
+
+    def set_password(self, password: str) -> None:
+        self.password_hash = generate_password_hash(password)
+
+    def check_password(self, password: str) -> bool:
+        return check_password_hash(self.password_hash, password)
+
+    def can_see(self, shop: "Shop") -> bool:
+        return self.is_staff or self.shop_id == shop.id
+
+
+class Shop(db.Model):
+    """A CRM customer. Owner confirmations are the facts LINE cannot tell us (see the wizard's steps)."""
+
+    __tablename__ = "shops"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    line_module_enabled: Mapped[bool] = mapped_column(default=True)
+    # What the owner confirmed, keyed by what was confirmed (e.g. "line_login", "auto_response"), with the time.
+    confirmations: Mapped[dict] = mapped_column(JSON, default=dict)
+    claimed_basic_id: Mapped[str | None] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    owners: Mapped[list[User]] = relationship(back_populates="shop", foreign_keys=[User.shop_id])
+    channel: Mapped["Channel | None"] = relationship(back_populates="shop", uselist=False,
+                                                    cascade="all, delete-orphan")
+    step_states: Mapped[list["StepState"]] = relationship(back_populates="shop", cascade="all, delete-orphan")
+
+
+class Channel(db.Model):
+    """The shop's LINE Messaging API channel, as far as we know it from the last checks."""
+
+    __tablename__ = "channels"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), unique=True)
+    channel_id: Mapped[str] = mapped_column(String(20), index=True)
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    webhook_token: Mapped[str] = mapped_column(String(64), unique=True)
+    bot_user_id: Mapped[str | None] = mapped_column(String(40))
+    basic_id: Mapped[str | None] = mapped_column(String(40))
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    picture_url: Mapped[str | None] = mapped_column(String(500))
+    chat_mode: Mapped[str | None] = mapped_column(String(10))
+    mark_as_read_mode: Mapped[str | None] = mapped_column(String(10))
+    connected_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # When LINE last sent its verification (an empty events list) to our receiver.
+    last_verified_at: Mapped[datetime | None]
+    last_delivery_at: Mapped[datetime | None]
+    # Raw results of the latest live checks, keyed by check name, each {"at": iso, ...}.
+    check_results: Mapped[dict] = mapped_column(JSON, default=dict)
+
+    shop: Mapped[Shop] = relationship(back_populates="channel")
+
+    @property
+    def secret(self) -> str:
+        return crypto.decrypt(self.secret_encrypted)
+
+    @secret.setter
+    def secret(self, value: str) -> None:
+        self.secret_encrypted = crypto.encrypt(value)
+
+    @property
+    def add_friend_url(self) -> str | None:
+        if not self.basic_id:
+            return None
+        return "https://line.me/R/ti/p/%40" + self.basic_id.lstrip("@")
+
+
+class StepState(db.Model):
+    """The last known state of one wizard step for one shop; the overall status is derived from these."""
+
+    __tablename__ = "step_states"
+    __table_args__ = (UniqueConstraint("shop_id", "key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(String(60))
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    checked_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    shop: Mapped[Shop] = relationship(back_populates="step_states")
+
+
+class WebhookDelivery(db.Model):
+    """One accepted POST from LINE, its raw body kept so nothing it carried can be lost."""
+
+    __tablename__ = "webhook_deliveries"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    destination: Mapped[str | None] = mapped_column(String(40))
+    event_count: Mapped[int] = mapped_column(default=0)
+    new_event_count: Mapped[int] = mapped_column(default=0)
+    body: Mapped[str] = mapped_column(Text)
+
+
+class WebhookEvent(db.Model):
+    """One event from a delivery. ``status`` is pending until the worker has run it (processed or failed)."""
+
+    __tablename__ = "webhook_events"
+    __table_args__ = (
+        UniqueConstraint("channel_id", "webhook_event_id", name="uq_event_per_channel"),
+        Index("ix_events_pending", "status", "timestamp"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    delivery_id: Mapped[int] = mapped_column(ForeignKey("webhook_deliveries.id", ondelete="CASCADE"))
+    webhook_event_id: Mapped[str] = mapped_column(String(64))
+    type: Mapped[str] = mapped_column(String(40))
+    mode: Mapped[str | None] = mapped_column(String(20))
+    timestamp: Mapped[int] = mapped_column(BigInteger)
+    source_type: Mapped[str | None] = mapped_column(String(10))
+    source_user_id: Mapped[str | None] = mapped_column(String(40))
+    is_redelivery: Mapped[bool] = mapped_column(default=False)
+    payload: Mapped[dict] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(12), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    processed_at: Mapped[datetime | None]
+
+
+class WebhookRejection(db.Model):
+    """Counts of refused deliveries per channel and reason; bodies are never kept (they may be forged)."""
+
+    __tablename__ = "webhook_rejections"
+    __table_args__ = (UniqueConstraint("channel_id", "reason"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    reason: Mapped[str] = mapped_column(String(40))
+    count: Mapped[int] = mapped_column(default=0)
+    first_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Contact(db.Model):
+    """A LINE user who added the shop's account: the CRM contact the whole integration exists for."""
+
+    __tablename__ = "contacts"
+    __table_args__ = (UniqueConstraint("channel_id", "line_user_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
+    line_user_id: Mapped[str] = mapped_column(String(40))
+    display_name: Mapped[str | None] = mapped_column(String(200))
+    picture_url: Mapped[str | None] = mapped_column(String(500))
+    status_message: Mapped[str | None] = mapped_column(Text)
+    language: Mapped[str | None] = mapped_column(String(16))
+    followed_at: Mapped[datetime | None]
+    blocked_at: Mapped[datetime | None]
+    form_sent_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    @property
+    def blocked(self) -> bool:
+        return self.blocked_at is not None
+
+
+class Message(db.Model):
+    """A message a contact sent us (``in``) or we sent them (``out``)."""
+
+    __tablename__ = "messages"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("webhook_events.id", ondelete="SET NULL"))
+    direction: Mapped[str] = mapped_column(String(3))
+    type: Mapped[str] = mapped_column(String(20))
+    text: Mapped[str | None] = mapped_column(Text)
+    line_message_id: Mapped[str | None] = mapped_column(String(40))
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
