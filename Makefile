@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PYTHON ?= python3
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test install install-test translations browser db-upgrade bench
+.PHONY: run test install install-test translations browser db-upgrade bench messages
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,3 +40,8 @@ test: install-test
 
 bench: install-test
 	$(PY) tests/bench/webhook.py
+
+# After changing user-facing text: refresh the template and both catalogs, then translate what is new.
+messages: $(VENV)/.installed
+	$(VENV)/bin/pybabel extract -F babel.cfg -k _l -k lazy_gettext -o wizard/translations/messages.pot .
+	$(VENV)/bin/pybabel update -q -i wizard/translations/messages.pot -d wizard/translations --no-fuzzy-matching

@@ -28,13 +28,19 @@ def db_url(request, tmp_path):
 
 @pytest.fixture
 def sandbox(tmp_path):
-    """A LINE sandbox on its own port and its own SQLite file, reached by the app over real HTTP."""
+    """A LINE sandbox on its own port and its own SQLite file, reached by the app over real HTTP.
+
+    The file is the app's default ``SANDBOX_DATABASE_URL`` (instance/sandbox.db), so ``flask sandbox …``
+    commands run through ``runner`` act on the same channels. ``sandbox.control`` is its ``Sandbox`` object
+    (create channels, make users follow, read what was sent, inject failures)."""
     from wizard.sandbox import create_sandbox_app
-    sandbox_app = create_sandbox_app(f"sqlite:///{tmp_path / 'sandbox.db'}")
+    (tmp_path / "instance").mkdir(exist_ok=True)
+    sandbox_app = create_sandbox_app(f"sqlite:///{tmp_path / 'instance' / 'sandbox.db'}")
     served = Served(sandbox_app)
     sandbox_app.url = served.url
     yield sandbox_app
     served.stop()
+    sandbox_app.control.close()
 
 
 @pytest.fixture

@@ -35,6 +35,9 @@ def create_app(test_config=None):
     i18n.init_app(app)
 
     from . import models  # noqa: F401  (registers the tables with SQLAlchemy)
+    from .extensions import tune_sqlite
+    with app.app_context():
+        tune_sqlite(db.engine)
     from .line import receiver
     from .views import api, auth, shops, wizard
     app.register_blueprint(auth.bp)
@@ -42,6 +45,7 @@ def create_app(test_config=None):
     app.register_blueprint(wizard.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(receiver.bp)
+    from .views import contact_form, health; app.register_blueprint(contact_form.bp); app.register_blueprint(health.bp)  # noqa: E702,E501
     csrf.exempt(receiver.bp)
     csrf.exempt(api.bp)
 

@@ -26,6 +26,7 @@ DEFAULTS = {
     # How long a cached live check stays fresh before a page asks LINE again.
     "CHECK_MAX_AGE": 60,
     "BABEL_DEFAULT_LOCALE": "zh_Hant_TW",
+    "BABEL_DEFAULT_TIMEZONE": "Asia/Taipei",
     "LANGUAGES": ["zh_Hant_TW", "en"],
     "WTF_CSRF_TIME_LIMIT": None,
     "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},

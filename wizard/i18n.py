@@ -2,7 +2,7 @@
 
 The choice travels as ``?lang=en`` once, then lives in the session (and on the user, when signed in).
 """
-from flask import current_app, request, session
+from flask import current_app, has_request_context, request, session
 from flask_login import current_user
 
 NAMES = {"zh_Hant_TW": "中文", "en": "English"}
@@ -11,6 +11,8 @@ HTML_LANG = {"zh_Hant_TW": "zh-Hant-TW", "en": "en"}
 
 def select_locale():
     supported = current_app.config["LANGUAGES"]
+    if not has_request_context():
+        return current_app.config["BABEL_DEFAULT_LOCALE"]
     wanted = request.args.get("lang")
     if wanted in supported:
         session["lang"] = wanted
@@ -22,7 +24,16 @@ def select_locale():
     return current_app.config["BABEL_DEFAULT_LOCALE"]
 
 
+def localtime(value):
+    """Naive UTC from the database, shown in the shop's time zone (Taiwan by default)."""
+    from flask_babel import format_datetime
+    if value is None:
+        return ""
+    return format_datetime(value, "yyyy-MM-dd HH:mm")
+
+
 def init_app(app):
+    app.add_template_filter(localtime)
     @app.context_processor
     def language_context():
         from flask_babel import get_locale

@@ -3,7 +3,7 @@
 Every timestamp is stored as naive UTC (``utcnow``); pages convert for display. Webhook events are unique per
 channel on LINE's ``webhookEventId`` so that a redelivered event is stored once and processed once.
 """
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
 
 from flask_login import UserMixin
 from sqlalchemy import JSON, BigInteger, ForeignKey, String, Text, UniqueConstraint, Index
@@ -57,8 +57,12 @@ class Shop(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     owners: Mapped[list[User]] = relationship(back_populates="shop", foreign_keys=[User.shop_id])
-    channel: Mapped["Channel | None"] = relationship(back_populates="shop", uselist=False,
-                                                    cascade="all, delete-orphan")
+    # Every channel the shop ever connected; a reset disconnects one but keeps its contacts and history.
+    channels: Mapped[list["Channel"]] = relationship(back_populates="shop", cascade="all, delete-orphan")
+    # The connected one, if any.
+    channel: Mapped["Channel | None"] = relationship(
+        primaryjoin="and_(Shop.id == Channel.shop_id, Channel.disconnected_at.is_(None))",
+        uselist=False, viewonly=True)
     step_states: Mapped[list["StepState"]] = relationship(back_populates="shop", cascade="all, delete-orphan")
 
 
@@ -67,7 +71,7 @@ class Channel(db.Model):
 
     __tablename__ = "channels"
     id: Mapped[int] = mapped_column(primary_key=True)
-    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), unique=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
     channel_id: Mapped[str] = mapped_column(String(20), index=True)
     secret_encrypted: Mapped[str] = mapped_column(Text)
     webhook_token: Mapped[str] = mapped_column(String(64), unique=True)
@@ -78,13 +82,14 @@ class Channel(db.Model):
     chat_mode: Mapped[str | None] = mapped_column(String(10))
     mark_as_read_mode: Mapped[str | None] = mapped_column(String(10))
     connected_at: Mapped[datetime] = mapped_column(default=utcnow)
+    disconnected_at: Mapped[datetime | None]
     # When LINE last sent its verification (an empty events list) to our receiver.
     last_verified_at: Mapped[datetime | None]
     last_delivery_at: Mapped[datetime | None]
     # Raw results of the latest live checks, keyed by check name, each {"at": iso, ...}.
     check_results: Mapped[dict] = mapped_column(JSON, default=dict)
 
-    shop: Mapped[Shop] = relationship(back_populates="channel")
+    shop: Mapped[Shop] = relationship(back_populates="channels")
 
     @property
     def secret(self) -> str:
@@ -152,6 +157,11 @@ class WebhookEvent(db.Model):
     status: Mapped[str] = mapped_column(String(12), default="pending")
     attempts: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(Text)
+    # A worker's lease (line/worker.py): who holds the event and until when; a dead worker's lease runs out.
+    claimed_by: Mapped[str | None] = mapped_column(String(32))
+    claimed_until: Mapped[datetime | None]
+    # A failed attempt waits until then before the next (backoff).
+    next_attempt_at: Mapped[datetime | None]
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     processed_at: Mapped[datetime | None]
 
@@ -184,6 +194,13 @@ class Contact(db.Model):
     followed_at: Mapped[datetime | None]
     blocked_at: Mapped[datetime | None]
     form_sent_at: Mapped[datetime | None]
+    # The customer data form (views/contact_form.py): a random link token and what the customer entered.
+    form_token: Mapped[str | None] = mapped_column(String(64), unique=True)
+    form_filled_at: Mapped[datetime | None]
+    customer_name: Mapped[str | None] = mapped_column(String(100))
+    phone: Mapped[str | None] = mapped_column(String(20))
+    email: Mapped[str | None] = mapped_column(String(254))
+    birthday: Mapped[date | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -50,6 +50,10 @@ MESSAGES = {
         _l("This channel is not allowed to do that."),
         _l("Check the channel's plan and permissions in LINE Official Account Manager."),
     ),
+    "invalid_reply_token": (
+        _l("The reply token was already used or has expired."),
+        _l("A reply must follow the customer's action within about a minute; send a push message instead."),
+    ),
     "line_error": (
         _l("LINE answered with an error."),
         _l("Try again later. If it keeps happening, tell your onboarding contact what is shown here."),

@@ -1,4 +1,204 @@
-"""POST /line/webhook/<token>: verify, store, acknowledge; nothing else (see worker.py for the rest)."""
-from flask import Blueprint
+"""POST /line/webhook/<token>: verify, store, acknowledge; nothing else (see worker.py for the rest).
+
+LINE counts a delivery as failed when we take longer than 2 seconds, and it does not come back for a 200 we
+gave but did not keep. So the request does only what makes the delivery durable: find the channel by its
+random token, check the body's size and signature, check it has LINE's shape, and in one transaction store
+the delivery and each event (unique per channel on ``webhookEventId``, so duplicates and redeliveries are
+stored once). Nothing here calls LINE; the worker runs the events after the answer.
+
+Refusals never store the body (it may be forged); they only bump a per-channel counter with the reason, so
+the wizard can tell "the Channel secret was reissued" (steady ``bad_signature``) apart from stray noise.
+"""
+import base64
+import hashlib
+import hmac
+import json
+import logging
+
+from flask import Blueprint, abort, current_app, request
+from linebot.v3.webhook import SignatureValidator
+
+from ..extensions import db
+from ..models import Channel, WebhookDelivery, WebhookEvent, utcnow
+from . import store
 
 bp = Blueprint("receiver", __name__)
+log = logging.getLogger(__name__)
+
+# Rejection reasons as stored in WebhookRejection.reason (pages and `line stats` read these codes).
+MISSING_SIGNATURE = "missing_signature"
+BAD_SIGNATURE = "bad_signature"
+TOO_LARGE = "too_large"
+INVALID_JSON = "invalid_json"
+INVALID_PAYLOAD = "invalid_payload"
+REASONS = (MISSING_SIGNATURE, BAD_SIGNATURE, TOO_LARGE, INVALID_JSON, INVALID_PAYLOAD)
+
+# Column sizes in models.WebhookEvent; a longer value is not something LINE sends.
+_MAX_EVENT_ID = 64
+_MAX_TYPE = 40
+
+
+class NotLinePayload(ValueError):
+    """A correctly signed body that is not a LINE webhook request body."""
+
+    def __init__(self, reason, detail):
+        super().__init__(detail)
+        self.reason = reason
+
+
+def _refuse(channel, reason, status, detail):
+    store.count_rejection(channel.id, reason)
+    # Only the reason goes to the log: the body may carry personal data, the signature is not ours to keep.
+    log.info("webhook refused for channel %s: %s (%s)", channel.id, reason, detail)
+    return {"message": detail}, status
+
+
+def signature_matches(secret: str, body: bytes, signature: str) -> bool:
+    """Constant-time check of ``x-line-signature`` (Base64 HMAC-SHA256 of the raw body under the secret).
+
+    LINE's SDK validator takes the body as text; a body that is not UTF-8 cannot be LINE's JSON, but we
+    still check it byte for byte (same HMAC, same constant-time compare) so that a correctly signed odd body
+    is reported as "not a LINE payload" and not as a wrong secret.
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest())
+        return hmac.compare_digest(signature.encode("utf-8", "surrogatepass"), expected)
+    return SignatureValidator(secret).validate(text, signature)
+
+
+def parse_payload(body: bytes):
+    """Return (destination, events) or raise NotLinePayload; checks only what storing needs."""
+    try:
+        # Decode first: json.loads(bytes) would also accept UTF-16/32, which LINE never sends.
+        payload = json.loads(body.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; deep nesting recurses
+        raise NotLinePayload(INVALID_JSON, "The body is not JSON.") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("events"), list):
+        raise NotLinePayload(INVALID_PAYLOAD, "The body has no 'events' list.")
+    destination = payload.get("destination")
+    if destination is not None and not _storable(destination, 40):
+        raise NotLinePayload(INVALID_PAYLOAD, "'destination' is not a bot user id.")
+    for index, event in enumerate(payload["events"]):
+        problem = _event_problem(event)
+        if problem:
+            raise NotLinePayload(INVALID_PAYLOAD, f"events[{index}]: {problem}")
+    return destination, payload["events"]
+
+
+def _storable(value, max_length):
+    """A string a text column takes on both databases: not empty, not too long, no NUL, no lone surrogate."""
+    if not isinstance(value, str) or not 0 < len(value) <= max_length or "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _event_problem(event):
+    if not isinstance(event, dict):
+        return "not an object"
+    if not _storable(event.get("type"), _MAX_TYPE):
+        return "no 'type'"
+    timestamp = event.get("timestamp")
+    # bool is an int in Python (a JSON true is not a timestamp); the column is a signed 64-bit integer.
+    if not isinstance(timestamp, int) or isinstance(timestamp, bool) or not 0 <= timestamp < 2 ** 63:
+        return "no 'timestamp' in milliseconds"
+    if not _storable(event.get("webhookEventId"), _MAX_EVENT_ID):
+        return "no 'webhookEventId'"
+    if "mode" in event and not _storable(event["mode"], 20):
+        return "'mode' is not a short string"
+    for key in ("source", "deliveryContext"):
+        if key in event and not isinstance(event[key], dict):
+            return f"'{key}' is not an object"
+    source = event.get("source") or {}
+    for key, length in (("type", 10), ("userId", 40)):
+        if key in source and not _storable(source[key], length):
+            return f"'source.{key}' is not a short string"
+    return None
+
+
+def _event_row(channel_id, delivery_id, event):
+    source = event.get("source") or {}
+    return {
+        "channel_id": channel_id,
+        "delivery_id": delivery_id,
+        "webhook_event_id": event["webhookEventId"],
+        "type": event["type"],
+        "mode": event.get("mode"),
+        "timestamp": event["timestamp"],
+        "source_type": source.get("type"),
+        "source_user_id": source.get("userId"),
+        "is_redelivery": bool((event.get("deliveryContext") or {}).get("isRedelivery")),
+        "payload": event,
+        "status": "pending",
+        "attempts": 0,
+        "received_at": utcnow(),
+    }
+
+
+def _read_body(limit):
+    """The raw body, or None when it is longer than ``limit`` (declared or actually sent)."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    body = request.stream.read(limit + 1)
+    return None if len(body) > limit else body
+
+
+@bp.post("/line/webhook/<token>")
+def webhook(token):
+    if len(token) > 64:
+        abort(404)
+    channel = db.session.scalar(db.select(Channel).filter_by(webhook_token=token))
+    if channel is None:
+        abort(404)
+
+    body = _read_body(current_app.config["WEBHOOK_MAX_BYTES"])
+    if body is None:
+        return _refuse(channel, TOO_LARGE, 413, "The body is too large.")
+
+    signature = request.headers.get("x-line-signature", "")
+    if not signature:
+        return _refuse(channel, MISSING_SIGNATURE, 400, "The x-line-signature header is missing.")
+    if not signature_matches(channel.secret, body, signature):
+        return _refuse(channel, BAD_SIGNATURE, 400, "The signature does not match the Channel secret.")
+
+    try:
+        destination, events = parse_payload(body)
+    except NotLinePayload as exc:
+        return _refuse(channel, exc.reason, 400, str(exc))
+
+    new_ids = _store(channel, destination, body, events)
+    if new_ids:
+        from . import worker
+        worker.wake()
+    return {"message": "ok", "stored": len(new_ids)}, 200
+
+
+def _store(channel, destination, body, events):
+    """Delivery, new events and the channel's timestamps in one transaction; returns the new event ids."""
+    now = utcnow()
+    delivery = WebhookDelivery(
+        channel_id=channel.id, received_at=now, destination=destination or None,
+        event_count=len(events), body=body.decode("utf-8"),
+    )
+    db.session.add(delivery)
+    db.session.flush()
+    # The same id twice in one body: keep the first, as the database would for two deliveries.
+    rows, seen = [], set()
+    for event in events:
+        if event["webhookEventId"] not in seen:
+            seen.add(event["webhookEventId"])
+            rows.append(_event_row(channel.id, delivery.id, event))
+    new_ids = store.insert_ignoring(WebhookEvent, rows, ["channel_id", "webhook_event_id"],
+                                    returning=WebhookEvent.id)
+    delivery.new_event_count = len(new_ids)
+    channel.last_delivery_at = now
+    if not events:
+        # LINE's "Verify" button and the webhook test send an empty, signed events list.
+        channel.last_verified_at = now
+    db.session.commit()
+    return new_ids

@@ -1,1 +1,53 @@
-"""The LINE sandbox: an HTTP imitation of the LINE Platform for tests and the offline demo."""
+"""The LINE sandbox: a small separate WSGI app that imitates the LINE Platform over real HTTP.
+
+``create_sandbox_app(database_url)`` serves LINE's API paths (``platform``), a control page at ``/`` (``views``)
+and a JSON control API under ``/_sandbox/api`` (``api``). Its state lives in its own database (``store``) so the
+``flask sandbox …`` commands (``commands``) and a running sandbox see the same channels. ``control.Sandbox`` is
+the LINE side's Python interface; ``deliver`` signs and posts webhooks.
+
+It is a development and test tool: production never mounts it.
+"""
+import secrets
+from pathlib import Path
+
+from flask import Flask, jsonify, request
+
+from .control import Sandbox, SandboxError
+
+__all__ = ["create_sandbox_app", "Sandbox", "SandboxError"]
+
+TEMPLATES = Path(__file__).resolve().parent.parent.parent / "templates"
+_API_PREFIXES = ("/v2/", "/oauth2/", "/_sandbox/api/")
+
+
+def create_sandbox_app(database_url: str, **options) -> Flask:
+    """``options`` go to ``Sandbox`` (``token_ttl``, ``reply_token_ttl``, ``webhook_timeout``)."""
+    app = Flask("wizard.sandbox", template_folder=str(TEMPLATES), static_folder=None)
+    app.config["SANDBOX_DATABASE_URL"] = database_url
+    # Only flash messages live in the session: a fresh key per process is enough.
+    app.secret_key = secrets.token_hex(32)
+    app.json.ensure_ascii = False
+    app.json.sort_keys = False
+    app.control = app.extensions["sandbox"] = Sandbox(database_url, **options)
+
+    from . import api, platform, views
+    app.register_blueprint(platform.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(views.bp)
+
+    @app.before_request
+    def _same_origin_only():
+        # The control side changes state on POST; a page on another origin must not drive it from a browser.
+        origin = request.headers.get("Origin")
+        if request.method not in ("GET", "HEAD", "OPTIONS") and origin and origin != request.host_url.rstrip("/"):
+            return jsonify(message="Cross-origin requests are not accepted"), 403
+        return None
+
+    @app.errorhandler(404)
+    @app.errorhandler(405)
+    def _not_here(exc):
+        if request.path.startswith(_API_PREFIXES):
+            return jsonify(message="Not found" if exc.code == 404 else "Method not allowed"), exc.code
+        return exc
+
+    return app

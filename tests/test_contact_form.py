@@ -1,0 +1,97 @@
+"""The customer data form a new friend reaches from the welcome message: /form/<token>."""
+import pytest
+
+from tests.webhooks import make_channel
+from wizard import crypto
+from wizard.extensions import db
+from wizard.models import Contact
+
+
+@pytest.fixture
+def form_link(app, make_shop):
+    slug, _ = make_shop()
+    channel = make_channel(app, slug)
+    with app.app_context():
+        contact = Contact(channel_id=channel["id"], line_user_id="U" + "1" * 32, display_name="林小美",
+                          form_token=crypto.new_token())
+        db.session.add(contact)
+        db.session.commit()
+        return f"/form/{contact.form_token}", contact.id
+
+
+def stored(app, contact_id):
+    with app.app_context():
+        return db.session.get(Contact, contact_id)
+
+
+def test_the_form_shows_the_shops_name_and_asks_for_the_details(client, form_link):
+    page = client.get(form_link[0] + "?lang=en")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert "晴天烘焙坊" in html
+    for name in ("customer_name", "phone", "email", "birthday"):
+        assert f'name="{name}"' in html
+    assert 'type="tel"' in html and 'type="date"' in html
+
+
+def test_valid_details_are_stored_and_thanked_for(app, client, form_link):
+    path, contact_id = form_link
+    response = client.post(path + "?lang=en", data={
+        "customer_name": "  林小美 ", "phone": "0912-345 678", "email": "mei@example.com.tw",
+        "birthday": "1990-05-31",
+    })
+
+    assert response.status_code == 302
+    thanks = client.get(response.headers["Location"])
+    assert "Thank you, 林小美!" in thanks.get_data(as_text=True)
+    contact = stored(app, contact_id)
+    assert (contact.customer_name, contact.phone, contact.email) == ("林小美", "0912345678", "mei@example.com.tw")
+    assert contact.birthday.isoformat() == "1990-05-31"
+    assert contact.form_filled_at is not None
+
+
+def test_the_birthday_may_be_left_out_and_details_corrected_later(app, client, form_link):
+    path, contact_id = form_link
+    data = {"customer_name": "陳大文", "phone": "+886 912 345 678", "email": "wen@example.com", "birthday": ""}
+    assert client.post(path, data=data).status_code == 302
+    assert stored(app, contact_id).birthday is None
+
+    again = client.get(path + "?lang=en").get_data(as_text=True)
+    assert "You can correct them here" in again and 'value="陳大文"' in again
+    assert client.post(path, data=dict(data, phone="02 2345 6789")).status_code == 302
+    assert stored(app, contact_id).phone == "0223456789"
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("customer_name", "", "Enter your name."),
+    ("customer_name", "名" * 101, "Use at most 100 characters."),
+    ("phone", "", "Enter your phone number."),
+    ("phone", "0912", "Enter a phone number of 8 to 15 digits"),
+    ("phone", "call me maybe", "Enter a phone number of 8 to 15 digits"),
+    ("email", "", "Enter your e-mail address."),
+    ("email", "mei at example", "Enter an e-mail address like name@example.com."),
+    ("email", "mei@example", "Enter an e-mail address like name@example.com."),
+    ("birthday", "31/05/1990", "Enter the birthday as a date, for example 1990-05-31."),
+    ("birthday", "2999-01-01", "Enter a birthday between 1900 and today."),
+])
+def test_bad_input_is_refused_with_a_clear_message_and_kept_on_the_page(app, client, form_link, field, value,
+                                                                          message):
+    path, contact_id = form_link
+    data = {"customer_name": "林小美", "phone": "0912345678", "email": "mei@example.com", "birthday": ""}
+    data[field] = value
+
+    response = client.post(path + "?lang=en", data=data)
+
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200
+    assert message in html
+    assert 'class="error-summary"' in html and f'href="#{field}"' in html
+    assert 'value="mei@example.com"' in html or field == "email"  # what was typed is not lost
+    assert stored(app, contact_id).form_filled_at is None
+
+
+def test_an_unknown_link_says_so(client, form_link):
+    for path in ("/form/not-a-real-token", "/form/" + "x" * 100, "/form/nope/thanks"):
+        response = client.get(path + "?lang=en")
+        assert response.status_code == 404
+        assert "This link does not work" in response.get_data(as_text=True)

@@ -1,0 +1,273 @@
+"""The LINE client against the sandbox over real HTTP: every call, and every way LINE can fail."""
+import logging
+import time
+import uuid
+
+import pytest
+
+from tests.servers import free_port
+from tests.sink import Sink, sink  # noqa: F401  (fixture)
+from wizard.line.client import LineClient, client_for
+from wizard.line.problems import LineProblem
+
+
+@pytest.fixture
+def channel(sandbox):
+    return sandbox.control.create_channel(display_name="晴天烘焙坊")
+
+
+@pytest.fixture
+def line(sandbox, channel):
+    return LineClient(channel["channelId"], channel["channelSecret"], host=sandbox.url, timeout=3.0)
+
+
+def problem_of(call, *args, **kwargs) -> LineProblem:
+    with pytest.raises(LineProblem) as caught:
+        call(*args, **kwargs)
+    return caught.value
+
+
+def test_verify_credentials_shows_the_account_the_owner_will_recognise(sandbox, channel, line):
+    info = line.verify_credentials()
+    assert info["userId"] == channel["botUserId"] and info["basicId"] == channel["basicId"]
+    assert info["displayName"] == "晴天烘焙坊" and info["chatMode"] == "chat" and info["markAsReadMode"] == "manual"
+    assert info["premiumId"] is None and info["pictureUrl"].startswith(sandbox.url)
+    # The verification issued a stateless token: nothing else of the shop's is revoked by it.
+    assert sandbox.control.token_issues(channel["channelId"]) == 1
+
+
+def test_wrong_secret_is_named(sandbox, channel):
+    client = LineClient(channel["channelId"], "0" * 32, host=sandbox.url)
+    problem = problem_of(client.verify_credentials)
+    assert (problem.code, problem.status, problem.detail) == ("wrong_secret", 400, "Invalid 'client_credentials'.")
+    assert "Channel secret" in problem.message
+
+
+def test_unknown_channel_is_named(sandbox, channel):
+    problem = problem_of(LineClient("1999999999", channel["channelSecret"], host=sandbox.url).verify_credentials)
+    assert (problem.code, problem.status) == ("unknown_channel", 400)
+
+
+def test_reissued_secret_stops_the_old_one(sandbox, channel, line):
+    line.verify_credentials()
+    new_secret = sandbox.control.update(channel["channelId"], reissue_secret=True)["channelSecret"]
+    assert problem_of(line.verify_credentials).code == "wrong_secret"
+    assert LineClient(channel["channelId"], new_secret, host=sandbox.url).verify_credentials()["basicId"]
+
+
+def test_line_down_is_unreachable_and_fails_fast(channel):
+    closed = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    problem = problem_of(LineClient(channel["channelId"], channel["channelSecret"], host=closed).bot_info)
+    assert problem.code == "line_unreachable" and problem.status is None
+    assert time.monotonic() - started < 1
+
+
+def test_rate_limited(sandbox, channel, line):
+    line.issue_token()
+    sandbox.control.fail(channel["channelId"], 429)
+    problem = problem_of(line.bot_info)
+    assert (problem.code, problem.status) == ("rate_limited", 429)
+    assert problem.detail == "The API rate limit has been exceeded. Try again later."
+    sandbox.control.heal(channel["channelId"])
+    assert line.bot_info()["basicId"] == channel["basicId"]
+
+
+def test_rate_limited_while_issuing_a_token(sandbox, channel, line):
+    sandbox.control.fail(channel["channelId"], 429, times=1)
+    assert problem_of(line.verify_credentials).code == "rate_limited"
+    assert line.verify_credentials()["userId"] == channel["botUserId"]
+
+
+@pytest.mark.parametrize("status", [500, 503])
+def test_server_errors_keep_lines_status(sandbox, channel, line, status):
+    sandbox.control.fail(channel["channelId"], status)
+    problem = problem_of(line.get_webhook_endpoint)
+    assert (problem.code, problem.status) == ("line_error", status)
+
+
+def test_timeout(sandbox, channel):
+    sandbox.control.fail(channel["channelId"], None, delay=1.0)
+    client = LineClient(channel["channelId"], channel["channelSecret"], host=sandbox.url, timeout=0.3)
+    started = time.monotonic()
+    assert problem_of(client.verify_credentials).code == "timeout"
+    assert time.monotonic() - started < 0.9
+
+
+def test_token_is_cached_across_calls_and_clients(sandbox, channel, line):
+    line.bot_info()
+    problem_of(line.get_webhook_endpoint)
+    LineClient(channel["channelId"], channel["channelSecret"], host=sandbox.url).bot_info()
+    assert sandbox.control.token_issues(channel["channelId"]) == 1
+    # Verifying credentials always asks LINE again (the secret may have been reissued since).
+    line.verify_credentials()
+    assert sandbox.control.token_issues(channel["channelId"]) == 2
+
+
+def test_token_near_expiry_is_renewed(sandbox, channel, line):
+    sandbox.control.token_ttl = 30  # inside the client's one-minute margin: never worth reusing
+    line.bot_info()
+    line.bot_info()
+    assert sandbox.control.token_issues(channel["channelId"]) == 2
+
+
+def test_rejected_cached_token_is_dropped_and_issued_again_once(sandbox, channel, line):
+    line.bot_info()
+    sandbox.control.revoke_tokens(channel["channelId"])
+    assert line.bot_info()["basicId"] == channel["basicId"]
+    assert sandbox.control.token_issues(channel["channelId"]) == 2
+    # When LINE keeps refusing, the client gives up after that one new token instead of looping.
+    sandbox.control.fail(channel["channelId"], 401)
+    assert problem_of(line.bot_info).code == "invalid_token"
+    assert sandbox.control.token_issues(channel["channelId"]) == 2
+
+
+def test_webhook_endpoint_get_set(sandbox, channel, line, sink):
+    problem = problem_of(line.get_webhook_endpoint)
+    assert (problem.code, problem.status, problem.detail) == ("endpoint_not_set", 404, "Webhook endpoint not found")
+    line.set_webhook_endpoint(sink.url)
+    assert line.get_webhook_endpoint() == {"endpoint": sink.url, "active": True}
+    sandbox.control.update(channel["channelId"], webhook_active=False)
+    assert line.get_webhook_endpoint() == {"endpoint": sink.url, "active": False}
+
+
+@pytest.mark.parametrize("url, code", [
+    ("http://crm.example.com/line/webhook/abc", "url_not_https"),
+    ("https://crm.example.com/" + "a" * 500, "invalid_url"),
+    ("not a url", "invalid_url"),
+    ("ftp://crm.example.com/hook", "invalid_url"),
+])
+def test_set_webhook_endpoint_refusals(line, url, code):
+    assert problem_of(line.set_webhook_endpoint, url).code == code
+    assert problem_of(line.get_webhook_endpoint).code == "endpoint_not_set"
+
+
+def test_https_endpoint_is_accepted(line):
+    line.set_webhook_endpoint("https://crm.example.com/line/webhook/abc")
+    assert line.get_webhook_endpoint()["endpoint"] == "https://crm.example.com/line/webhook/abc"
+
+
+def test_webhook_test_really_calls_the_url(sandbox, channel, line, sink):
+    assert problem_of(line.test_webhook_endpoint).code == "endpoint_not_set"
+    line.set_webhook_endpoint(sink.url)
+    result = line.test_webhook_endpoint()
+    assert result["success"] is True and result["statusCode"] == 200
+    assert (result["reason"], result["detail"]) == ("OK", "200")
+    assert result["timestamp"].endswith("Z")
+    assert sink.bodies == [{"destination": channel["botUserId"], "events": []}]
+    assert sink.verified(channel["channelSecret"])
+
+
+def test_webhook_test_reports_what_went_wrong(sandbox, channel, line):
+    not_found = Sink(status=404)
+    slow = Sink(delay=1.0)
+    try:
+        result = line.test_webhook_endpoint(not_found.url)
+        assert (result["success"], result["statusCode"], result["reason"], result["detail"]) == (
+            False, 404, "ERROR_STATUS_CODE", "404")
+        result = line.test_webhook_endpoint(f"http://127.0.0.1:{free_port()}/hook")
+        assert (result["success"], result["statusCode"], result["reason"]) == (False, 0, "COULD_NOT_CONNECT")
+        sandbox.control.webhook_timeout = 0.3  # LINE waits 2 s; the sandbox can be told to give up sooner
+        result = line.test_webhook_endpoint(slow.url)
+        assert (result["success"], result["statusCode"], result["reason"]) == (False, 0, "REQUEST_TIMEOUT")
+        assert problem_of(line.test_webhook_endpoint, "http://crm.example.com/hook").code == "url_not_https"
+    finally:
+        not_found.stop()
+        slow.stop()
+
+
+def test_webhook_test_is_limited_to_60_an_hour(channel, line):
+    closed = f"http://127.0.0.1:{free_port()}/hook"
+    for _ in range(60):
+        line.test_webhook_endpoint(closed)
+    problem = problem_of(line.test_webhook_endpoint, closed)
+    assert (problem.code, problem.status) == ("rate_limited", 429)
+
+
+def test_profile(sandbox, channel, line):
+    user = sandbox.control.follow(channel["channelId"], name="林小美")["user"]
+    profile = line.get_profile(user["userId"])
+    assert profile["userId"] == user["userId"] and profile["displayName"] == "林小美"
+    assert profile["language"] == "zh-TW" and profile["pictureUrl"].startswith("http")
+    assert profile["statusMessage"] is None
+    assert problem_of(line.get_profile, "U" + "0" * 32).code == "not_found"
+    sandbox.control.unfollow(channel["channelId"], user["userId"])
+    problem = problem_of(line.get_profile, user["userId"])
+    assert (problem.code, problem.status) == ("not_found", 404)
+
+
+def test_reply_reaches_the_customer_once(sandbox, channel, line):
+    said = sandbox.control.say(channel["channelId"], sandbox.control.follow(channel["channelId"])["user"]["userId"],
+                               "我想訂蛋糕")
+    token = said["event"]["replyToken"]
+    answer = line.reply(token, [{"type": "text", "text": "好的，請問哪一天？"}])
+    assert answer["sentMessages"][0]["id"].isdigit()
+    sent = sandbox.control.sent_messages(channel["channelId"])
+    assert [(m["kind"], m["to"], m["message"]["text"]) for m in sent] == [
+        ("reply", said["user"]["userId"], "好的，請問哪一天？")]
+    problem = problem_of(line.reply, token, [{"type": "text", "text": "again"}])
+    assert (problem.code, problem.status, problem.detail) == ("invalid_reply_token", 400, "Invalid reply token")
+
+
+def test_expired_reply_token(sandbox, channel, line):
+    token = sandbox.control.follow(channel["channelId"])["event"]["replyToken"]
+    sandbox.control.expire_reply_tokens(channel["channelId"])
+    assert problem_of(line.reply, token, [{"type": "text", "text": "hi"}]).code == "invalid_reply_token"
+    assert sandbox.control.sent_messages(channel["channelId"]) == []
+
+
+def test_invalid_message_keeps_lines_words(sandbox, channel, line):
+    token = sandbox.control.follow(channel["channelId"])["event"]["replyToken"]
+    problem = problem_of(line.reply, token, [{"type": "text", "text": ""}])
+    assert (problem.code, problem.status, problem.detail) == ("line_error", 400, "The request body has 1 error(s)")
+    # Nothing was sent, so the token is still good.
+    line.reply(token, [{"type": "text", "text": "歡迎！"}])
+
+
+def test_push_with_retry_key_is_delivered_once(sandbox, channel, line):
+    user_id = sandbox.control.follow(channel["channelId"])["user"]["userId"]
+    key = str(uuid.uuid4())
+    first = line.push(user_id, [{"type": "text", "text": "您的蛋糕好了"}], retry_key=key)
+    again = line.push(user_id, [{"type": "text", "text": "您的蛋糕好了"}], retry_key=key)
+    assert again["sentMessages"][0]["id"] == first["sentMessages"][0]["id"]
+    sent = sandbox.control.sent_messages(channel["channelId"], user_id)
+    assert [(m["kind"], m["message"]["text"], m["delivered"]) for m in sent] == [("push", "您的蛋糕好了", True)]
+
+
+def test_push_to_unknown_or_blocked_users(sandbox, channel, line):
+    problem = problem_of(line.push, "U" + "1" * 32, [{"type": "text", "text": "hi"}])
+    assert (problem.code, problem.status, problem.detail) == ("not_found", 400, "Failed to send messages")
+    user_id = sandbox.control.follow(channel["channelId"])["user"]["userId"]
+    sandbox.control.unfollow(channel["channelId"], user_id)
+    line.push(user_id, [{"type": "text", "text": "hi"}])  # LINE answers 200 and drops it
+    assert [m["delivered"] for m in sandbox.control.sent_messages(channel["channelId"])] == [False]
+
+
+def test_secrets_and_tokens_never_reach_the_logs(sandbox, channel, line, caplog):
+    caplog.set_level(logging.DEBUG)
+    token = line.issue_token()
+    line.verify_credentials()
+    sandbox.control.fail(channel["channelId"], 429)
+    problem_of(line.bot_info)
+    problem_of(LineClient(channel["channelId"], "f" * 32, host=sandbox.url).issue_token, fresh=True)
+    assert "rate_limited" in caplog.text
+    for secret in (channel["channelSecret"], "f" * 32, token):
+        assert secret not in caplog.text
+
+
+def test_client_for_a_saved_channel_uses_the_apps_settings(app, sandbox, channel, make_shop):
+    from wizard import crypto
+    from wizard.extensions import db
+    from wizard.models import Channel, Shop
+    slug, _ = make_shop()
+    with app.app_context():
+        shop = db.session.scalar(db.select(Shop).filter_by(slug=slug))
+        saved = Channel(shop_id=shop.id, channel_id=channel["channelId"], webhook_token=crypto.new_token(32))
+        saved.secret = channel["channelSecret"]
+        db.session.add(saved)
+        db.session.commit()
+        db.session.expunge_all()
+        reloaded = db.session.scalar(db.select(Channel).filter_by(channel_id=channel["channelId"]))
+        client = client_for(reloaded)
+        assert (client.host, client.timeout) == (sandbox.url, 3.0)
+        assert client.verify_credentials()["basicId"] == channel["basicId"]

@@ -1,0 +1,61 @@
+"""The status JSON (API and ``line doctor --json``) agrees with the pages, and only the right people get it."""
+import json
+
+import pytest
+
+from tests.wizard_helpers import connect, status_reason
+
+KEYS = ["prepare", "create_account", "enable_messaging_api", "credentials", "webhook_url", "response_settings",
+        "test_friend"]
+
+
+@pytest.fixture
+def line(sandbox):
+    return sandbox.control
+
+
+def test_api_shape_and_agreement_with_pages_and_doctor(client, runner, make_shop, login, line, live_app):
+    slug, email = make_shop()
+    login(email)
+    channel = line.create_channel(chat_mode="bot")
+    connect(client, slug, channel)
+    client.post(f"/setup/{slug}/webhook_url", data={"action": "set_endpoint"})
+    body = client.get(f"/api/v1/shops/{slug}/status").get_json()
+    assert set(body) >= {"shop", "connected", "steps"} and body["shop"] == slug
+    assert [step["key"] for step in body["steps"]] == KEYS
+    for step in body["steps"]:
+        assert set(step) >= {"key", "state", "reason", "message", "checked_at"}
+        assert step["state"] in ("todo", "done", "action_needed", "unverifiable")
+        assert status_reason(client.get(f"/setup/{slug}/{step['key']}")) == (step["state"], step["reason"])
+    by_key = {step["key"]: step for step in body["steps"]}
+    assert by_key["response_settings"]["reason"] == "chat_mode_bot" and body["connected"] is False
+
+    result = runner.invoke(args=["line", "doctor", slug, "--json"])
+    assert result.exit_code == 1
+    doctor = json.loads(result.output)
+    assert [(s["key"], s["state"], s["reason"]) for s in doctor["steps"]] == \
+           [(s["key"], s["state"], s["reason"]) for s in body["steps"]]
+
+    line.update(channel["channelId"], chat_mode="chat")
+    line.follow(channel["channelId"])
+    result = runner.invoke(args=["line", "doctor", slug])
+    assert result.exit_code == 0, result.output
+    assert "connected" in result.output.splitlines()[-1]
+    assert client.get(f"/api/v1/shops/{slug}/status").get_json()["connected"] is True
+
+
+def test_api_access_rules(app, client, runner, make_shop, make_user, login):
+    slug, email = make_shop()
+    other, other_email = make_shop("other-shop")
+    assert client.get(f"/api/v1/shops/{slug}/status").status_code == 401
+    staff = make_user("staff@example.com", staff=True)
+    token = runner.invoke(args=["user", "token", staff]).output.strip()
+    assert len(token) >= 32
+    ok = client.get(f"/api/v1/shops/{slug}/status", headers={"Authorization": f"Bearer {token}"})
+    assert ok.status_code == 200 and ok.get_json()["shop"] == slug
+    assert client.get(f"/api/v1/shops/{slug}/status",
+                      headers={"Authorization": "Bearer nope"}).status_code == 401
+    assert runner.invoke(args=["user", "token", other_email]).exit_code != 0  # owners get no tokens
+    login(other_email)
+    assert client.get(f"/api/v1/shops/{slug}/status").status_code == 404
+    assert client.get(f"/api/v1/shops/{other}/status").status_code == 200

@@ -1,0 +1,350 @@
+"""The event worker and what events do, against the LINE sandbox over real HTTP.
+
+The sandbox plays LINE: its users follow, block and talk, and it POSTs the signed webhooks to the app served on
+``live_app``; the worker then calls the sandbox back for profiles, replies and pushes.
+"""
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+
+from tests.webhooks import (ROOT, encode, follow_event, make_channel, sdk_sample, signed_headers, text_event,
+                            with_unique_ids)
+from wizard import create_app
+from wizard.extensions import db
+from wizard.line import worker
+from wizard.models import Contact, Message, WebhookEvent, utcnow
+
+
+@pytest.fixture
+def line(app, sandbox, live_app, make_shop):
+    """A shop connected to a sandbox channel whose webhook URL is our live receiver."""
+    slug, _ = make_shop()
+    control = sandbox.control
+    created = control.create_channel(display_name="晴天烘焙坊")
+    channel = make_channel(app, slug, channel_id=created["channelId"], secret=created["channelSecret"],
+                           bot_user_id=created["botUserId"])
+    control.update(created["channelId"], endpoint=live_app.url + channel["path"])
+    return Line(app, control, channel, slug)
+
+
+class Line:
+    def __init__(self, app, control, channel, slug):
+        self.app, self.control, self.channel, self.slug = app, control, channel, slug
+        self.id = channel["channel_id"]
+
+    def act(self, result):
+        """A sandbox user's action; LINE's webhook must have reached us and been acknowledged."""
+        assert result["delivery"]["statusCode"] == 200, result
+        return result["user"]["userId"]
+
+    def follow(self, user_id=None, **options):
+        return self.act(self.control.follow(self.id, user_id, **options))
+
+    def post(self, *events):
+        body = encode({"destination": self.channel["bot_user_id"], "events": list(events)})
+        response = self.app.test_client().post(self.channel["path"], data=body,
+                                               headers=signed_headers(self.channel["secret"], body))
+        assert response.status_code == 200, response.get_data(as_text=True)
+
+    def contact(self, user_id):
+        with self.app.app_context():
+            contact = db.session.scalar(db.select(Contact).filter_by(line_user_id=user_id))
+            db.session.expunge_all()
+            return contact
+
+    def events(self):
+        with self.app.app_context():
+            rows = db.session.scalars(db.select(WebhookEvent).order_by(WebhookEvent.id)).all()
+            db.session.expunge_all()
+            return rows
+
+    def messages(self, direction=None):
+        with self.app.app_context():
+            query = db.select(Message).order_by(Message.id)
+            if direction:
+                query = query.filter_by(direction=direction)
+            rows = db.session.scalars(query).all()
+            db.session.expunge_all()
+            return rows
+
+    def make_due(self):
+        """Time passes: every event waiting for its backoff becomes due now."""
+        with self.app.app_context():
+            db.session.execute(update(WebhookEvent).where(WebhookEvent.next_attempt_at.is_not(None))
+                               .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+            db.session.commit()
+
+
+def restarted(app, **overrides):
+    """A new app on the same database and instance, as a restarted process would build it."""
+    keys = ("TESTING", "DATABASE_URL", "SECRET_KEY", "ENCRYPTION_KEY", "WTF_CSRF_ENABLED", "LINE_API_HOST",
+            "SANDBOX", "PUBLIC_BASE_URL", "LINE_TIMEOUT")
+    return create_app({"INSTANCE_PATH": app.instance_path, **{k: app.config[k] for k in keys}, **overrides})
+
+
+def test_a_follow_makes_a_contact_with_its_profile_and_sends_the_form(app, client, line):
+    user_id = line.follow(name="林小美")
+
+    assert worker.process_pending(app) == 1
+
+    contact = line.contact(user_id)
+    assert (contact.display_name, contact.language) == ("林小美", "zh-TW")
+    assert contact.picture_url and contact.followed_at and not contact.blocked
+    assert contact.form_sent_at is not None and contact.form_token
+    received = line.control.sent_messages(line.id, user_id)
+    assert len(received) == 1 and received[0]["kind"] == "reply"
+    form_url = f"{app.config['PUBLIC_BASE_URL']}/form/{contact.form_token}"
+    assert form_url in received[0]["message"]["text"]
+    [sent] = line.messages("out")
+    assert (sent.contact_id, sent.text, sent.line_message_id) == (
+        contact.id, received[0]["message"]["text"], received[0]["id"])
+    [event] = line.events()
+    assert (event.status, event.attempts, event.error) == ("processed", 1, "form sent by reply")
+    # The link in the message opens the customer's own form.
+    page = client.get(form_url.removeprefix(app.config["PUBLIC_BASE_URL"]))
+    assert page.status_code == 200 and "晴天烘焙坊" in page.get_data(as_text=True)
+
+
+def test_the_form_speaks_the_contacts_language_when_we_have_it(app, line):
+    user_id = line.follow(language="en")
+    worker.process_pending(app)
+    [received] = line.control.sent_messages(line.id, user_id)
+    assert received["message"]["text"].startswith("Thank you for adding 晴天烘焙坊 as a friend!")
+
+
+def test_the_form_is_pushed_when_the_reply_token_has_expired(app, line):
+    user_id = line.follow()
+    line.control.expire_reply_tokens(line.id)  # the worker was down for more than a minute
+
+    worker.process_pending(app)
+
+    [received] = line.control.sent_messages(line.id, user_id)
+    assert received["kind"] == "push" and received["delivered"]
+    assert line.events()[0].error == "form sent by push"
+
+
+def test_unfollow_blocks_and_a_refollow_restores_without_a_second_form(app, line):
+    user_id = line.follow()
+    worker.process_pending(app)
+
+    line.act(line.control.unfollow(line.id, user_id))
+    worker.process_pending(app)
+    blocked = line.contact(user_id)
+    assert blocked.blocked and blocked.blocked_at >= blocked.followed_at
+
+    line.follow(user_id)
+    worker.process_pending(app)
+    restored = line.contact(user_id)
+    assert not restored.blocked and restored.followed_at > blocked.followed_at
+    assert restored.id == blocked.id
+    # Blocking and unblocking within a day does not send the form again.
+    assert len(line.control.sent_messages(line.id, user_id)) == 1
+    assert line.events()[-1].error == "form sent recently: not sent again"
+
+
+def test_events_taken_out_of_order_leave_the_latest_state(app, line):
+    """A follow processed after a newer unfollow of the same user must not turn a blocker into a friend."""
+    user_id = "U" + "7" * 32
+    now = int(time.time() * 1000)
+    line.post(follow_event(user_id, kind="unfollow", timestamp=now))
+    worker.process_pending(app)
+    line.post(follow_event(user_id, mode="standby", timestamp=now - 5000))
+    worker.process_pending(app)
+    assert line.contact(user_id).blocked
+    assert line.events()[-1].error == "older than the contact's latest unfollow: ignored"
+
+
+def test_a_message_is_stored_with_its_contact(app, line):
+    user_id = line.follow()
+    line.act(line.control.say(line.id, user_id, "請問週末有營業嗎？"))
+
+    assert worker.process_pending(app) == 2
+
+    [incoming] = line.messages("in")
+    assert (incoming.text, incoming.type, incoming.contact_id) == (
+        "請問週末有營業嗎？", "text", line.contact(user_id).id)
+
+
+def test_a_message_from_a_stranger_creates_the_contact(app, line):
+    sticker = text_event("U" + "8" * 32, "")
+    sticker["message"] = {"id": "1", "type": "sticker", "packageId": "1", "stickerId": "1"}
+    line.post(sticker)
+    worker.process_pending(app)
+    [incoming] = line.messages("in")
+    assert (incoming.type, incoming.text) == ("sticker", None)
+    assert line.contact("U" + "8" * 32).id == incoming.contact_id
+
+
+def test_a_standby_follow_is_recorded_but_never_answered(app, line):
+    user_id = line.follow()
+    other = "U" + "9" * 32
+    line.post(follow_event(other, mode="standby"))
+
+    worker.process_pending(app)
+
+    assert line.contact(other).followed_at is not None
+    assert line.control.sent_messages(line.id, other) == []
+    assert "standby mode: no message sent" in line.events()[-1].error
+    assert len(line.control.sent_messages(line.id, user_id)) == 1
+
+
+def test_line_failing_is_retried_with_backoff_and_never_blocks_other_events(app, line):
+    line.control.fail(line.id, 500)
+    user_id = line.follow()
+    talker = line.follow()
+    line.act(line.control.say(line.id, talker, "hello"))
+
+    worker.process_pending(app)
+
+    first, second, message = line.events()
+    assert (first.status, first.attempts) == ("pending", 1)
+    assert first.next_attempt_at > utcnow() and "500" in first.error
+    assert message.status == "processed"  # the failing follows did not hold it up
+    assert line.contact(user_id) is not None  # the contact is not lost while LINE fails
+    assert worker.process_pending(app) == 0  # nothing is due before its backoff
+
+    line.control.heal(line.id)
+    line.make_due()
+    assert worker.process_pending(app) == 2
+    assert {e.status for e in line.events()} == {"processed"}
+    assert line.contact(user_id).display_name and line.contact(user_id).form_sent_at
+    assert len(line.control.sent_messages(line.id, user_id)) == 1
+
+
+def test_an_event_that_keeps_failing_ends_failed_with_its_error(app, line):
+    line.control.fail(line.id, 503)
+    line.follow()
+    for _ in range(worker.MAX_ATTEMPTS):
+        line.make_due()
+        assert worker.process_pending(app) == 1
+    [event] = line.events()
+    assert (event.status, event.attempts) == ("failed", worker.MAX_ATTEMPTS)
+    assert "503" in event.error
+    line.make_due()
+    assert worker.process_pending(app) == 0
+
+
+def test_processing_stopped_midway_finishes_after_a_restart(app, line):
+    payload = with_unique_ids(sdk_sample(), destination=line.channel["bot_user_id"])
+    line.post(*payload["events"])
+
+    assert worker.process_pending(app, limit=10) == 10  # the process stops here
+    assert [e.status for e in line.events()].count("pending") == 18
+
+    again = restarted(app)
+    try:
+        assert worker.process_pending(again) == 18
+    finally:
+        with again.app_context():
+            db.engine.dispose()
+    events = line.events()
+    assert {e.status for e in events} == {"processed"}
+    assert {e.attempts for e in events} == {1}
+    # Each one-to-one message of the file became exactly one stored message.
+    one_to_one = [e for e in payload["events"] if e["type"] == "message" and e["source"]["type"] == "user"]
+    assert len(line.messages("in")) == len(one_to_one)
+
+
+CRASHING_WORKER = """
+import os
+from wizard import create_app
+from wizard.extensions import db
+from wizard.line import events, worker
+
+app = create_app()
+real = events.HANDLERS["message"]
+done = []
+
+@events.handles("message")
+def dies_midway(event):
+    if len(done) == int(os.environ["DIE_AT"]):
+        real(event)
+        db.session.flush()  # the message is written but never committed: the process dies here
+        os._exit(17)
+    done.append(event.id)
+    return real(event)
+
+worker.process_pending(app)
+"""
+
+
+def test_a_worker_killed_mid_event_loses_nothing_and_doubles_nothing(app, line, db_url):
+    users = [line.follow() for _ in range(2)]
+    for index in range(6):
+        line.act(line.control.say(line.id, users[index % 2], f"message {index}"))
+    env = {**os.environ, "WIZARD_DATABASE_URL": db_url, "WIZARD_INSTANCE_PATH": app.instance_path,
+           "WIZARD_SECRET_KEY": app.config["SECRET_KEY"], "WIZARD_ENCRYPTION_KEY": app.config["ENCRYPTION_KEY"],
+           "WIZARD_SANDBOX": "0", "WIZARD_LINE_API_HOST": app.config["LINE_API_HOST"],
+           "WIZARD_PUBLIC_BASE_URL": app.config["PUBLIC_BASE_URL"], "WIZARD_WORKER_LEASE_SECONDS": "0.5",
+           "DIE_AT": "3"}
+
+    died = subprocess.run([sys.executable, "-c", CRASHING_WORKER], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+
+    assert died.returncode == 17, died.stderr
+    statuses = [e.status for e in line.events()]
+    assert statuses.count("processed") == 5  # two follows and three messages
+    assert statuses.count("processing") == 1  # claimed by the dead worker
+    assert len(line.messages("in")) == 3
+
+    time.sleep(0.6)  # the dead worker's lease runs out
+    again = restarted(app)
+    try:
+        assert worker.process_pending(again) == 3  # the dead worker's event and the two behind it
+    finally:
+        with again.app_context():
+            db.engine.dispose()
+    assert {e.status for e in line.events()} == {"processed"}
+    assert sorted(m.text for m in line.messages("in")) == [f"message {i}" for i in range(6)]
+    assert len(line.control.sent_messages(line.id)) == 2  # one form per follower, none doubled
+
+
+def test_the_in_process_worker_runs_events_as_they_arrive(app, line):
+    loop = worker.start_in_process(app)
+    try:
+        assert worker.start_in_process(app) is loop
+        started = time.monotonic()
+        user_id = line.follow()
+        while time.monotonic() - started < 5 and not (line.contact(user_id) and line.contact(user_id).form_sent_at):
+            time.sleep(0.02)
+        # Woken by the receiver, not by its poll every few seconds.
+        assert time.monotonic() - started < loop.interval
+        assert line.events()[0].status == "processed"
+    finally:
+        worker.stop_in_process(app)
+
+
+def test_line_stats_counts_the_traffic(app, runner, line):
+    user_id = line.follow()
+    line.act(line.control.say(line.id, user_id, "hi"))
+    assert line.control.redeliver(line.id)["delivery"]["statusCode"] == 200  # a duplicate: no new event
+    line.act(line.control.unfollow(line.id, user_id))
+    bad = encode({"destination": line.channel["bot_user_id"], "events": []})
+    line.app.test_client().post(line.channel["path"], data=bad, headers=signed_headers("0" * 32, bad))
+    worker.process_pending(app, limit=2)
+
+    result = runner.invoke(args=["line", "stats", line.slug, "--json"])
+
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output)
+    assert {key: stats[key] for key in ("deliveries", "events", "processed", "pending", "rejected", "contacts",
+                                        "blocked", "messages")} == {
+        "deliveries": 4, "events": 3, "processed": 2, "pending": 1, "rejected": 1, "contacts": 1,
+        "blocked": 0, "messages": 2}
+    assert stats["rejections"]["bad_signature"]["count"] == 1
+    assert stats["forms_sent"] == 1 and stats["failed"] == 0
+    assert stats["last_delivery_at"]
+
+
+def test_line_worker_once_runs_what_is_pending(app, runner, line):
+    line.follow()
+    result = runner.invoke(args=["line", "worker", "--once"])
+    assert result.exit_code == 0, result.output
+    assert "Ran 1 event(s)." in result.output
+    assert line.events()[0].status == "processed"

@@ -1,0 +1,275 @@
+"""LineClient: the only gateway from the app to LINE (or the sandbox), through line-bot-sdk v3.
+
+Credentials are proven by issuing a *stateless* (v3) channel access token: it lives 15 minutes, has no cap and
+never revokes the shop's other tokens (a v2 short-lived token would push out the oldest of 30). Tokens are
+cached per process, keyed by host, Channel ID and a digest of the secret (a reissued secret means a new key),
+until a minute before they expire; a cached token LINE rejects with 401 is dropped and issued again once.
+
+Every failure becomes a ``LineProblem`` with a named code (see ``problems.py``) and LINE's status and words:
+connection refused or unresolvable → ``line_unreachable``; no answer in ``timeout`` seconds → ``timeout``;
+429 → ``rate_limited``; 400 from the token endpoint → ``wrong_secret`` or ``unknown_channel``; 401 →
+``invalid_token``; 403 → ``forbidden``; 404 on the webhook endpoint → ``endpoint_not_set`` (LINE answers
+404 "Webhook endpoint not found" when no URL is set; it never answers an empty endpoint), elsewhere
+``not_found``; anything else (5xx included) → ``line_error``.
+
+Secrets and tokens are never logged: the SDK's own loggers are reset to WARNING by every ``Configuration``
+it builds, and this module logs only codes and statuses.
+"""
+import hashlib
+import json
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from datetime import datetime
+from urllib.parse import urlsplit
+
+import urllib3
+from flask import current_app
+from linebot.v3 import messaging, oauth
+from linebot.v3.messaging import (MessagingApi, PushMessageRequest, ReplyMessageRequest, SetWebhookEndpointRequest,
+                                  TestWebhookEndpointRequest)
+from linebot.v3.oauth import ChannelAccessToken
+
+from .problems import LineProblem
+
+log = logging.getLogger(__name__)
+
+# Re-issue a cached token when less than this many seconds of its life remain.
+TOKEN_MARGIN = 60
+
+_cache: dict[tuple, tuple[str, float]] = {}
+_cache_lock = threading.Lock()
+_issue_locks: dict[tuple, threading.Lock] = {}
+
+
+def client_for(channel) -> "LineClient":
+    """A client for a saved ``wizard.models.Channel``, pointed where the app's configuration says."""
+    return LineClient(channel.channel_id, channel.secret, host=current_app.config.get("LINE_API_HOST"),
+                      timeout=current_app.config.get("LINE_TIMEOUT", 8.0))
+
+
+class LineClient:
+    def __init__(self, channel_id: str, channel_secret: str, host: str | None = None, timeout: float = 8.0):
+        self.channel_id = str(channel_id)
+        self._secret = channel_secret
+        self.host = host.rstrip("/") if host else None
+        self.timeout = timeout
+        secret_digest = hashlib.sha256(channel_secret.encode("utf-8")).hexdigest()
+        self._key = (self.host, self.channel_id, secret_digest)
+
+    def __repr__(self):
+        return f"<LineClient channel {self.channel_id} at {self.host or 'api.line.me'}>"
+
+    # ---- tokens ---------------------------------------------------------------------------------------------
+
+    def issue_token(self, fresh: bool = False) -> str:
+        """A stateless channel access token, from the cache unless ``fresh`` (or near expiry)."""
+        return self._token(fresh)[0]
+
+    def _token(self, fresh=False) -> tuple[str, bool]:
+        """(token, came from the cache). One issue at a time per key, so a burst of calls issues one token."""
+        with _cache_lock:
+            lock = _issue_locks.setdefault(self._key, threading.Lock())
+        with lock:
+            if not fresh:
+                with _cache_lock:
+                    cached = _cache.get(self._key)
+                if cached and cached[1] - TOKEN_MARGIN > time.time():
+                    return cached[0], True
+            answer = self._call("issue_token", self._issue)
+            with _cache_lock:
+                _cache[self._key] = (answer.access_token, time.time() + answer.expires_in)
+            return answer.access_token, False
+
+    def _forget(self, token: str) -> None:
+        with _cache_lock:
+            if _cache.get(self._key, (None,))[0] == token:
+                del _cache[self._key]
+
+    def _with_token(self, operation: str, call):
+        """Run ``call(api)`` with a MessagingApi holding a token; a cached token refused with 401 is replaced
+        by a fresh one once (it may have expired early or been revoked)."""
+        token, cached = self._token()
+        try:
+            return self._call(operation, lambda: self._messaging(token, call))
+        except LineProblem as problem:
+            if problem.code != "invalid_token" or not cached:
+                raise
+            self._forget(token)
+            token, _ = self._token(fresh=True)
+            return self._call(operation, lambda: self._messaging(token, call))
+
+    # ---- calls ----------------------------------------------------------------------------------------------
+
+    def verify_credentials(self) -> dict:
+        """Prove the Channel ID and secret with a fresh token, then return ``bot_info()``."""
+        self.issue_token(fresh=True)
+        return self.bot_info()
+
+    def bot_info(self) -> dict:
+        info = self._with_token("bot_info", lambda api: api.get_bot_info(_request_timeout=self.timeout))
+        return {"userId": info.user_id, "basicId": info.basic_id, "premiumId": info.premium_id,
+                "displayName": info.display_name, "pictureUrl": info.picture_url, "chatMode": info.chat_mode,
+                "markAsReadMode": info.mark_as_read_mode}
+
+    def get_webhook_endpoint(self) -> dict:
+        """``{"endpoint", "active"}``; raises ``endpoint_not_set`` when LINE holds no URL (its 404)."""
+        answer = self._with_token("get_webhook_endpoint",
+                                  lambda api: api.get_webhook_endpoint(_request_timeout=self.timeout))
+        return {"endpoint": answer.endpoint, "active": answer.active}
+
+    def set_webhook_endpoint(self, url: str) -> None:
+        """LINE accepts an https URL of at most 500 characters (``url_not_https`` / ``invalid_url``)."""
+        request = _endpoint_request(SetWebhookEndpointRequest, url)
+        with _url_refused(url):
+            self._with_token("set_webhook_endpoint", lambda api: api.set_webhook_endpoint(
+                request, _request_timeout=self.timeout))
+
+    def test_webhook_endpoint(self, url: str | None = None) -> dict:
+        """LINE calls the URL (the one it holds when ``url`` is None) and reports what it got back.
+        LINE allows 60 of these an hour per channel."""
+        request = _endpoint_request(TestWebhookEndpointRequest, url) if url else TestWebhookEndpointRequest()
+        with _url_refused(url):
+            answer = self._with_token("test_webhook_endpoint", lambda api: api.test_webhook_endpoint(
+                request, _request_timeout=self.timeout))
+        return {"success": answer.success, "timestamp": _iso(answer.timestamp), "statusCode": answer.status_code,
+                "reason": answer.reason, "detail": answer.detail}
+
+    def get_profile(self, user_id: str) -> dict:
+        answer = self._with_token("get_profile", lambda api: api.get_profile(user_id, _request_timeout=self.timeout))
+        return {"userId": answer.user_id, "displayName": answer.display_name, "pictureUrl": answer.picture_url,
+                "statusMessage": answer.status_message, "language": answer.language}
+
+    def reply(self, reply_token: str, messages: list[dict]) -> dict:
+        """Reply with LINE message objects (e.g. ``{"type": "text", "text": …}``); returns LINE's answer,
+        ``{"sentMessages": [{"id", "quoteToken"?}]}``."""
+        body = ReplyMessageRequest.from_dict({"replyToken": reply_token, "messages": messages})
+        answer = self._with_token("reply", lambda api: api.reply_message(body, _request_timeout=self.timeout))
+        return answer.to_dict()
+
+    def push(self, to: str, messages: list[dict], retry_key: str | None = None) -> dict:
+        """Push messages to a user. With ``retry_key`` (a UUID) a repeated push is not delivered twice: LINE
+        answers 409 for a key it already accepted, which counts as success here."""
+        body = PushMessageRequest.from_dict({"to": to, "messages": messages})
+
+        def send(api):
+            try:
+                return api.push_message(body, x_line_retry_key=retry_key, _request_timeout=self.timeout).to_dict()
+            except messaging.ApiException as exc:
+                if exc.status == 409 and retry_key:
+                    return {"sentMessages": _json(exc.body).get("sentMessages", [])}
+                raise
+        return self._with_token("push", send)
+
+    # ---- plumbing -------------------------------------------------------------------------------------------
+
+    def _issue(self):
+        config = oauth.Configuration(host=self.host)
+        config.retries = False  # one attempt; whoever asked decides whether to try again
+        with _closing(oauth.ApiClient(config)) as api_client:
+            return ChannelAccessToken(api_client).issue_stateless_channel_token_by_client_secret(
+                client_id=self.channel_id, client_secret=self._secret, _request_timeout=self.timeout)
+
+    def _messaging(self, token, call):
+        config = messaging.Configuration(host=self.host, access_token=token)
+        config.retries = False
+        with _closing(messaging.ApiClient(config)) as api_client:
+            return call(MessagingApi(api_client))
+
+    def _call(self, operation, call):
+        try:
+            return call()
+        except (oauth.ApiException, messaging.ApiException) as exc:
+            problem = _from_answer(operation, exc)
+        except urllib3.exceptions.NewConnectionError as exc:
+            problem = LineProblem("line_unreachable", None, _reason(exc))
+        except urllib3.exceptions.ConnectTimeoutError as exc:
+            problem = LineProblem("line_unreachable", None, _reason(exc))
+        except urllib3.exceptions.TimeoutError as exc:
+            problem = LineProblem("timeout", None, _reason(exc))
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            problem = LineProblem("line_unreachable", None, _reason(exc))
+        except ValueError as exc:
+            # The SDK could not read LINE's answer (pydantic's ValidationError is a ValueError).
+            problem = LineProblem("line_error", None, f"unexpected answer: {type(exc).__name__}")
+        log.warning("LINE %s for channel %s failed: %s (status %s)", operation, self.channel_id, problem.code,
+                    problem.status)
+        raise problem
+
+
+def _from_answer(operation, exc) -> LineProblem:
+    status = exc.status or None
+    body = _json(exc.body)
+    detail = body.get("message") or body.get("error_description") or body.get("error") or exc.reason
+    if not status:
+        # The SDK reports TLS failures as status 0.
+        return LineProblem("line_unreachable", None, str(exc.reason or "")[:300])
+    if operation == "issue_token" and status == 400:
+        described = f"{body.get('error', '')} {body.get('error_description', '')}".lower()
+        code = "unknown_channel" if "client_id" in described else "wrong_secret"
+    elif status == 401:
+        code = "invalid_token"
+    elif status == 403:
+        code = "forbidden"
+    elif status == 404:
+        code = "endpoint_not_set" if operation in ("get_webhook_endpoint", "test_webhook_endpoint") else "not_found"
+    elif status == 429:
+        code = "rate_limited"
+    elif status == 400 and operation in ("set_webhook_endpoint", "test_webhook_endpoint"):
+        code = "invalid_url"
+    elif status == 400 and operation == "reply" and body.get("message") == "Invalid reply token":
+        code = "invalid_reply_token"
+    elif status == 400 and operation == "push" and body.get("message") == "Failed to send messages":
+        code = "not_found"
+    else:
+        code = "line_error"
+    return LineProblem(code, status, detail)
+
+
+def _endpoint_request(model, url):
+    try:
+        return model(endpoint=url)
+    except ValueError:
+        # The SDK refuses what LINE would refuse anyway (not a string, over 500 characters): same answer.
+        raise LineProblem("invalid_url", None, "A webhook URL is a string of at most 500 characters.") from None
+
+
+@contextmanager
+def _url_refused(url):
+    """LINE answers 400 for any URL it refuses; say "not https" when that is why."""
+    try:
+        yield
+    except LineProblem as problem:
+        if problem.code == "invalid_url" and url and urlsplit(url.strip()).scheme.lower() == "http":
+            raise LineProblem("url_not_https", problem.status, problem.detail) from None
+        raise
+
+
+@contextmanager
+def _closing(api_client):
+    """Close the SDK client's connections when the call is done instead of leaving them to the collector."""
+    try:
+        yield api_client
+    finally:
+        api_client.close()
+        api_client.rest_client.pool_manager.clear()
+
+
+def _json(raw) -> dict:
+    try:
+        value = json.loads(raw) if raw else {}
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _reason(exc) -> str:
+    # urllib3 messages name host and port, never headers or bodies: safe to keep for staff.
+    return str(exc)[:300]
+
+
+def _iso(value) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return str(value)

@@ -1,0 +1,109 @@
+"""The webhook tables' shared helpers: race-safe writes (insert-or-ignore, counters) and the traffic numbers.
+
+SQLite and PostgreSQL both speak ``INSERT … ON CONFLICT``; SQLAlchemy exposes it per dialect, so this module
+picks the dialect's ``insert`` once and the receiver, the worker and events.py never see the difference.
+A conflicting row is skipped (or counted) by the database itself, so a concurrent duplicate cannot surface as
+an IntegrityError and become a 500.
+"""
+from datetime import datetime, timezone
+
+from sqlalchemy import func
+from sqlalchemy.dialects import postgresql, sqlite
+
+from ..extensions import db
+from ..models import Contact, Message, WebhookDelivery, WebhookEvent, WebhookRejection, utcnow
+
+_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+
+
+def dialect_insert(model):
+    name = db.session.get_bind().dialect.name
+    try:
+        return _INSERTS[name](model)
+    except KeyError:  # pragma: no cover - only the two supported databases are configured
+        raise RuntimeError(f"unsupported database dialect {name!r}") from None
+
+
+def insert_ignoring(model, rows, conflict_columns, returning=None):
+    """INSERT ``rows``, silently skipping any that collide on ``conflict_columns``.
+
+    With ``returning`` (a column), returns that column's value for each row actually inserted.
+    """
+    if not rows:
+        return []
+    stmt = dialect_insert(model).values(rows).on_conflict_do_nothing(index_elements=conflict_columns)
+    if returning is None:
+        db.session.execute(stmt)
+        return []
+    return list(db.session.scalars(stmt.returning(returning)))
+
+
+def count_rejection(channel_id: int, reason: str) -> None:
+    """Add one to the (channel, reason) counter in its own short transaction; never stores the body."""
+    now = utcnow()
+    stmt = dialect_insert(WebhookRejection).values(
+        channel_id=channel_id, reason=reason, count=1, first_at=now, last_at=now)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["channel_id", "reason"],
+        set_={"count": WebhookRejection.count + 1, "last_at": now},
+    )
+    db.session.execute(stmt)
+    db.session.commit()
+
+
+def event_time(timestamp_ms: int) -> datetime:
+    """LINE's millisecond epoch timestamp as the naive UTC datetime every table stores."""
+    return datetime.fromtimestamp(timestamp_ms / 1000, tz=timezone.utc).replace(tzinfo=None)
+
+
+def _iso(value):
+    return value.isoformat() + "Z" if value else None
+
+
+def traffic_stats(shop) -> dict:
+    """Webhook and contact numbers over every channel the shop has had (history survives a reconnect)."""
+    ids = [channel.id for channel in shop.channels]
+
+    def count(model, *where):
+        return db.session.scalar(db.select(func.count()).select_from(model).where(
+            model.channel_id.in_(ids), *where)) or 0
+
+    by_status = dict(db.session.execute(
+        db.select(WebhookEvent.status, func.count()).where(WebhookEvent.channel_id.in_(ids))
+        .group_by(WebhookEvent.status)).all())
+    by_type = dict(db.session.execute(
+        db.select(WebhookEvent.type, func.count()).where(WebhookEvent.channel_id.in_(ids))
+        .group_by(WebhookEvent.type)).all())
+    rejections = {}
+    for row in db.session.scalars(db.select(WebhookRejection).where(WebhookRejection.channel_id.in_(ids))):
+        entry = rejections.setdefault(row.reason, {"count": 0, "first_at": row.first_at, "last_at": row.last_at})
+        entry["count"] += row.count
+        entry["first_at"] = min(entry["first_at"], row.first_at)
+        entry["last_at"] = max(entry["last_at"], row.last_at)
+    current = shop.channel
+    return {
+        "shop": shop.slug,
+        "channel_id": current.channel_id if current else None,
+        "deliveries": count(WebhookDelivery),
+        "events": sum(by_status.values()),
+        "processed": by_status.get("processed", 0),
+        # "processing" is pending work too: claimed by a worker that has not finished (or died).
+        "pending": by_status.get("pending", 0) + by_status.get("processing", 0),
+        "failed": by_status.get("failed", 0),
+        "rejected": sum(entry["count"] for entry in rejections.values()),
+        "rejections": {reason: {"count": entry["count"], "first_at": _iso(entry["first_at"]),
+                                "last_at": _iso(entry["last_at"])}
+                       for reason, entry in sorted(rejections.items())},
+        "contacts": count(Contact),
+        "blocked": count(Contact, Contact.blocked_at.is_not(None)),
+        "forms_sent": count(Contact, Contact.form_sent_at.is_not(None)),
+        "forms_filled": count(Contact, Contact.form_filled_at.is_not(None)),
+        "messages": count(Message),
+        "messages_in": count(Message, Message.direction == "in"),
+        "messages_out": count(Message, Message.direction == "out"),
+        "event_types": dict(sorted(by_type.items())),
+        "last_delivery_at": _iso(max((c.last_delivery_at for c in shop.channels if c.last_delivery_at),
+                                     default=None)),
+        "last_verified_at": _iso(max((c.last_verified_at for c in shop.channels if c.last_verified_at),
+                                     default=None)),
+    }

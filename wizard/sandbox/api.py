@@ -1,0 +1,120 @@
+"""JSON control API under ``/_sandbox/api``: the same LINE-side actions as the control page, for scripts.
+
+Every answer is JSON; a refused action answers ``{"error": "…"}`` with 400, 404 or 409.
+"""
+from flask import Blueprint, current_app, jsonify, request
+
+from .control import UNSET, SandboxError
+
+bp = Blueprint("sandbox_api", __name__, url_prefix="/_sandbox/api")
+
+
+def sandbox():
+    return current_app.extensions["sandbox"]
+
+
+def body() -> dict:
+    data = request.get_json(silent=True)
+    return data if isinstance(data, dict) else {}
+
+
+@bp.errorhandler(SandboxError)
+def _refused(exc):
+    return jsonify(error=str(exc)), exc.status
+
+
+@bp.get("/channels")
+def list_channels():
+    return jsonify(sandbox().channels())
+
+
+@bp.post("/channels")
+def create_channel():
+    data = body()
+    channel = sandbox().create_channel(
+        display_name=data.get("displayName"), endpoint=data.get("endpoint"),
+        webhook_active=data.get("webhookActive", True), chat_mode=data.get("chatMode", "chat"),
+        channel_id=data.get("channelId"), channel_secret=data.get("channelSecret"),
+        picture_url=data.get("pictureUrl"))
+    return jsonify(channel), 201
+
+
+@bp.get("/channels/<channel_id>")
+def show_channel(channel_id):
+    return jsonify(dict(sandbox().channel(channel_id), users=sandbox().users(channel_id)))
+
+
+@bp.patch("/channels/<channel_id>")
+def update_channel(channel_id):
+    data = body()
+    channel = sandbox().update(
+        channel_id, endpoint=data["endpoint"] if "endpoint" in data else UNSET,
+        webhook_active=data.get("webhookActive"), chat_mode=data.get("chatMode"),
+        reissue_secret=bool(data.get("reissueSecret")), display_name=data.get("displayName"))
+    return jsonify(channel)
+
+
+@bp.post("/channels/<channel_id>/follow")
+def follow(channel_id):
+    data = body()
+    return jsonify(sandbox().follow(channel_id, data.get("userId"), data.get("name"),
+                                    data.get("language", "zh-TW")))
+
+
+@bp.post("/channels/<channel_id>/unfollow")
+def unfollow(channel_id):
+    return jsonify(sandbox().unfollow(channel_id, body().get("userId")))
+
+
+@bp.post("/channels/<channel_id>/say")
+def say(channel_id):
+    data = body()
+    return jsonify(sandbox().say(channel_id, data.get("userId"), data.get("text", "")))
+
+
+@bp.post("/channels/<channel_id>/redeliver")
+def redeliver(channel_id):
+    return jsonify(sandbox().redeliver(channel_id))
+
+
+@bp.post("/channels/<channel_id>/verify")
+def verify(channel_id):
+    return jsonify(sandbox().verify(channel_id, body().get("endpoint")))
+
+
+@bp.get("/channels/<channel_id>/messages")
+def sent_messages(channel_id):
+    sandbox().channel(channel_id)
+    return jsonify(sandbox().sent_messages(channel_id, request.args.get("userId")))
+
+
+@bp.get("/channels/<channel_id>/deliveries")
+def deliveries(channel_id):
+    sandbox().channel(channel_id)
+    return jsonify(sandbox().deliveries(channel_id, request.args.get("limit", 50, type=int)))
+
+
+@bp.put("/channels/<channel_id>/failure")
+def fail(channel_id):
+    data = body()
+    return jsonify(sandbox().fail(channel_id, data.get("status"), times=data.get("times"),
+                                  delay=data.get("delay", 0.0)))
+
+
+@bp.delete("/channels/<channel_id>/failure")
+def heal(channel_id):
+    return jsonify(sandbox().heal(channel_id))
+
+
+@bp.post("/channels/<channel_id>/revoke-tokens")
+def revoke_tokens(channel_id):
+    sandbox().channel(channel_id)
+    sandbox().revoke_tokens(channel_id)
+    return jsonify({})
+
+
+@bp.post("/channels/<channel_id>/expire-reply-tokens")
+def expire_reply_tokens(channel_id):
+    sandbox().channel(channel_id)
+    sandbox().expire_reply_tokens(channel_id)
+    return jsonify({})

@@ -1,0 +1,319 @@
+"""The LINE Platform's HTTP API as our LINE client uses it: same paths, fields, status codes and error bodies.
+
+Covered: ``POST /oauth2/v3/token`` (stateless tokens), ``GET /v2/bot/info``, ``GET|PUT
+/v2/bot/channel/webhook/endpoint``, ``POST /v2/bot/channel/webhook/test`` (really calls the URL; 60 an hour),
+``GET /v2/bot/profile/{userId}``, ``POST /v2/bot/message/reply`` and ``/push``.
+
+Error bodies follow LINE's reference: ``{"message": …, "details": [...]}`` (details only when not empty) for
+the Messaging API, ``{"error": …, "error_description": …}`` for the token endpoint. A wrong secret answers
+400 ``invalid_request`` / ``Invalid 'client_credentials'.`` (documented for v3). For an unknown Channel ID
+LINE's v3 reference lists 400 without an example; we answer what LINE documents for the same mistake on its
+token endpoints, 400 ``invalid_client`` / ``invalid client_id``.
+"""
+import hashlib
+import hmac
+import time
+import uuid
+
+from flask import Blueprint, current_app, jsonify, request, url_for
+from sqlalchemy import delete, insert, select, update
+
+from . import deliver, ids
+from .control import mark_as_read_mode
+from .store import channels, messages, now, reply_tokens, tokens, users, webhook_tests
+
+bp = Blueprint("line_platform", __name__)
+
+WEBHOOK_TESTS_PER_HOUR = 60
+RETRY_KEY_LIFETIME = 24 * 3600
+MESSAGE_TYPES = ["text", "image", "video", "audio", "location", "sticker", "imagemap", "template", "flex",
+                 "textV2", "coupon"]
+AUTH_REQUIRED = "Authorization header required. Must follow the scheme, 'Authorization: Bearer <ACCESS TOKEN>'"
+AUTH_FAILED = "Authentication failed. Confirm that the access token in the authorization header is valid."
+STATUS_MESSAGES = {
+    400: "Bad request",
+    401: AUTH_FAILED,
+    403: "Access to this API is not available for your account",
+    404: "Not found",
+    429: "The API rate limit has been exceeded. Try again later.",
+}
+
+
+class LineError(Exception):
+    def __init__(self, status, body, headers=None):
+        super().__init__(status)
+        self.status, self.body, self.headers = status, body, headers or {}
+
+
+def error(status, message=None, details=None, **extra):
+    body = {"message": message or STATUS_MESSAGES.get(status, "Internal server error")}
+    if details:
+        body["details"] = details
+    body.update(extra)
+    return LineError(status, body)
+
+
+@bp.errorhandler(LineError)
+def _answer_error(exc):
+    return jsonify(exc.body), exc.status, exc.headers
+
+
+@bp.after_request
+def _request_id(response):
+    response.headers["X-Line-Request-Id"] = str(uuid.uuid4())
+    return response
+
+
+def sandbox():
+    return current_app.extensions["sandbox"]
+
+
+def store():
+    return sandbox().store
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _apply_failures(channel) -> None:
+    """The failure injected by the control side, if any: a delay, then an error status."""
+    if channel["fail_delay"]:
+        time.sleep(channel["fail_delay"])
+    status = channel["fail_status"]
+    if status is None:
+        return
+    if channel["fail_times"] is not None:
+        # Count down atomically so that "fail twice" fails exactly twice even under concurrent calls.
+        taken = store().run(update(channels).where(channels.c.channel_id == channel["channel_id"],
+                                                   channels.c.fail_times > 0)
+                            .values(fail_times=channels.c.fail_times - 1))
+        if not taken:
+            return
+    raise error(status)
+
+
+def _channel(channel_id):
+    return store().row(select(channels).where(channels.c.channel_id == channel_id))
+
+
+def _authenticated():
+    """The channel whose access token came in the Authorization header, or LINE's 401."""
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise error(401, AUTH_REQUIRED)
+    found = store().row(select(tokens.c.channel_id).where(tokens.c.digest == _digest(token.strip()),
+                                                          tokens.c.expires_at > now()))
+    channel = found and _channel(found["channel_id"])
+    if not channel:
+        raise error(401, AUTH_FAILED)
+    _apply_failures(channel)
+    return channel
+
+
+def _json_body():
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise error(400, "The request body could not be parsed as JSON (line: 1, column: 1)")
+    return body
+
+
+# ---- channel access token --------------------------------------------------------------------------------
+
+
+@bp.post("/oauth2/v3/token")
+def issue_stateless_token():
+    form = request.form
+    if form.get("grant_type") != "client_credentials":
+        raise LineError(400, {"error": "invalid_request", "error_description": "grant_type must be client_credentials"})
+    channel = _channel(form.get("client_id", ""))
+    if channel is None:
+        raise LineError(400, {"error": "invalid_client", "error_description": "invalid client_id"})
+    _apply_failures(channel)
+    if not hmac.compare_digest(form.get("client_secret", "").encode(), channel["secret"].encode()):
+        raise LineError(400, {"error": "invalid_request", "error_description": "Invalid 'client_credentials'."})
+    token, ttl = ids.access_token(), int(sandbox().token_ttl)
+    store().run(
+        delete(tokens).where(tokens.c.expires_at < now() - 3600),
+        insert(tokens).values(digest=_digest(token), channel_id=channel["channel_id"], expires_at=now() + ttl),
+        update(channels).where(channels.c.channel_id == channel["channel_id"])
+        .values(tokens_issued=channels.c.tokens_issued + 1),
+    )
+    return jsonify(token_type="Bearer", access_token=token, expires_in=ttl)
+
+
+# ---- bot and webhook settings -----------------------------------------------------------------------------
+
+
+def picture_url(stored, owner_id):
+    # A channel or user created without a picture gets a generated one served by the sandbox itself.
+    return stored or url_for("sandbox_views.picture", owner_id=owner_id, _external=True)
+
+
+@bp.get("/v2/bot/info")
+def bot_info():
+    channel = _authenticated()
+    info = {"userId": channel["bot_user_id"], "basicId": channel["basic_id"]}
+    if channel["premium_id"]:
+        info["premiumId"] = channel["premium_id"]
+    info.update(displayName=channel["display_name"],
+                pictureUrl=picture_url(channel["picture_url"], channel["bot_user_id"]),
+                chatMode=channel["chat_mode"], markAsReadMode=mark_as_read_mode(channel["chat_mode"]))
+    return jsonify(info)
+
+
+@bp.get("/v2/bot/channel/webhook/endpoint")
+def get_webhook_endpoint():
+    channel = _authenticated()
+    if not channel["endpoint"]:
+        raise error(404, "Webhook endpoint not found")
+    return jsonify(endpoint=channel["endpoint"], active=channel["webhook_active"])
+
+
+@bp.put("/v2/bot/channel/webhook/endpoint")
+def set_webhook_endpoint():
+    channel = _authenticated()
+    endpoint = _json_body().get("endpoint")
+    if not isinstance(endpoint, str):
+        raise error(400, "The request body has 1 error(s)",
+                    [{"message": "must be specified", "property": "endpoint"}])
+    if deliver.url_problem(endpoint):
+        raise error(400, "Invalid webhook endpoint URL")
+    store().run(update(channels).where(channels.c.channel_id == channel["channel_id"]).values(endpoint=endpoint))
+    return jsonify({})
+
+
+@bp.post("/v2/bot/channel/webhook/test")
+def test_webhook_endpoint():
+    channel = _authenticated()
+    since = now() - 3600
+    used = store().rows(select(webhook_tests.c.id).where(webhook_tests.c.channel_id == channel["channel_id"],
+                                                         webhook_tests.c.at > since))
+    if len(used) >= WEBHOOK_TESTS_PER_HOUR:
+        raise error(429)
+    store().run(insert(webhook_tests).values(channel_id=channel["channel_id"], at=now()))
+    body = request.get_json(silent=True) if request.get_data() else {}
+    if not isinstance(body, dict):
+        raise error(400, "The request body could not be parsed as JSON (line: 1, column: 1)")
+    url = body.get("endpoint")
+    if url is not None:
+        if deliver.url_problem(url):
+            raise error(400, "Invalid webhook endpoint URL")
+    elif not channel["endpoint"]:
+        raise error(404, "Webhook endpoint not found")
+    outcome = sandbox().verify(channel["channel_id"], url or channel["endpoint"])
+    return jsonify({key: outcome[key] for key in ("success", "timestamp", "statusCode", "reason", "detail")})
+
+
+# ---- users and messages ------------------------------------------------------------------------------------
+
+
+@bp.get("/v2/bot/profile/<user_id>")
+def profile(user_id):
+    channel = _authenticated()
+    user = store().row(select(users).where(users.c.channel_id == channel["channel_id"],
+                                           users.c.user_id == user_id, users.c.following.is_(True)))
+    if user is None:
+        raise error(404)
+    answer = {"displayName": user["display_name"], "userId": user["user_id"]}
+    if user["language"]:
+        answer["language"] = user["language"]
+    answer["pictureUrl"] = picture_url(user["picture_url"], user["user_id"])
+    if user["status_message"]:
+        answer["statusMessage"] = user["status_message"]
+    return jsonify(answer)
+
+
+def _message_errors(items):
+    if not isinstance(items, list) or not 1 <= len(items) <= 5:
+        return [{"message": "Size must be between 1 and 5", "property": "messages"}]
+    details = []
+    for index, item in enumerate(items):
+        kind = item.get("type") if isinstance(item, dict) else None
+        if kind not in MESSAGE_TYPES:
+            details.append({"message": f"Must be one of the following values: [{', '.join(MESSAGE_TYPES)}]",
+                            "property": f"messages[{index}].type"})
+        elif kind in ("text", "textV2"):
+            text = item.get("text")
+            if not isinstance(text, str) or not text:
+                details.append({"message": "May not be empty", "property": f"messages[{index}].text"})
+            elif len(text) > 5000:
+                details.append({"message": "Length must be between 0 and 5000",
+                                "property": f"messages[{index}].text"})
+    return details
+
+
+def _check_messages(body):
+    details = _message_errors(body.get("messages"))
+    if details:
+        raise error(400, f"The request body has {len(details)} error(s)", details)
+
+
+def _record(channel, user_id, kind, items, delivered, retry_key=None):
+    """Keep what was sent (tests and the control page read it back); returns LINE's ``sentMessages``."""
+    request_id, sent, rows = ids.request_id(), [], []
+    for item in items:
+        message_id = ids.message_id()
+        entry = {"id": message_id}
+        if item["type"] in ("text", "sticker"):
+            entry["quoteToken"] = ids.quote_token()
+        sent.append(entry)
+        rows.append(dict(message_id=message_id, channel_id=channel["channel_id"], user_id=user_id, kind=kind,
+                         message=item, delivered=delivered, retry_key=retry_key, request_id=request_id,
+                         created_at=now()))
+    store().run(insert(messages).values(rows))
+    return sent
+
+
+@bp.post("/v2/bot/message/reply")
+def reply():
+    channel = _authenticated()
+    body = _json_body()
+    token = body.get("replyToken")
+    if not isinstance(token, str) or not token:
+        raise error(400, "The request body has 1 error(s)",
+                    [{"message": "May not be empty", "property": "replyToken"}])
+    _check_messages(body)
+    found = store().row(select(reply_tokens).where(reply_tokens.c.token == token,
+                                                   reply_tokens.c.channel_id == channel["channel_id"]))
+    used_now = found and store().run(
+        update(reply_tokens).where(reply_tokens.c.token == token, reply_tokens.c.used.is_(False),
+                                   reply_tokens.c.expires_at > now()).values(used=True))
+    if not used_now:
+        raise error(400, "Invalid reply token")
+    user = store().row(select(users.c.following).where(users.c.channel_id == channel["channel_id"],
+                                                       users.c.user_id == found["user_id"]))
+    sent = _record(channel, found["user_id"], "reply", body["messages"], bool(user and user["following"]))
+    return jsonify(sentMessages=sent)
+
+
+@bp.post("/v2/bot/message/push")
+def push():
+    channel = _authenticated()
+    retry_key = request.headers.get("X-Line-Retry-Key")
+    if retry_key is not None:
+        try:
+            retry_key = str(uuid.UUID(retry_key))
+        except ValueError:
+            raise error(400, "The value of the X-Line-Retry-Key header is invalid")
+        earlier = store().rows(select(messages).where(messages.c.channel_id == channel["channel_id"],
+                                                      messages.c.retry_key == retry_key,
+                                                      messages.c.created_at > now() - RETRY_KEY_LIFETIME)
+                               .order_by(messages.c.id))
+        if earlier:
+            exc = error(409, "The retry key is already accepted",
+                        sentMessages=[{"id": row["message_id"]} for row in earlier])
+            exc.headers["X-Line-Accepted-Request-Id"] = earlier[0]["request_id"]
+            raise exc
+    body = _json_body()
+    to = body.get("to")
+    if not isinstance(to, str) or not to:
+        raise error(400, "The request body has 1 error(s)", [{"message": "May not be empty", "property": "to"}])
+    _check_messages(body)
+    user = store().row(select(users).where(users.c.channel_id == channel["channel_id"], users.c.user_id == to))
+    if user is None:
+        raise error(400, "Failed to send messages")
+    # As on LINE, a push to a user who blocked the account answers 200 but never arrives.
+    sent = _record(channel, to, "push", body["messages"], bool(user["following"]), retry_key)
+    return jsonify(sentMessages=sent)

@@ -1,0 +1,163 @@
+"""The sandbox's state: its own tables on its own engine, never the app's ``db``.
+
+The served sandbox and the ``flask sandbox …`` commands are separate processes, so everything the LINE side
+knows (channels, their friends, issued tokens, reply tokens, messages our app sent, webhooks LINE sent) lives
+in a database both can open. SQLAlchemy Core keeps it independent of the app's models and migrations; the
+tables are created on first use. Times are epoch seconds (floats): the sandbox only compares and shows them.
+"""
+import threading
+import time
+
+from sqlalchemy import (JSON, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
+                        create_engine, event)
+from sqlalchemy.pool import NullPool
+
+metadata = MetaData()
+
+channels = Table(
+    "sandbox_channels", metadata,
+    Column("channel_id", String(10), primary_key=True),
+    Column("secret", String(32), nullable=False),
+    Column("bot_user_id", String(33), nullable=False, unique=True),
+    Column("basic_id", String(20), nullable=False, unique=True),
+    Column("premium_id", String(40)),
+    Column("display_name", String(100), nullable=False),
+    Column("picture_url", String(500)),
+    Column("endpoint", String(500)),
+    Column("webhook_active", Boolean, nullable=False, default=True),
+    Column("chat_mode", String(4), nullable=False, default="chat"),
+    Column("tokens_issued", Integer, nullable=False, default=0),
+    # Failure injection: answer every call for this channel with fail_status (while fail_times is None or > 0),
+    # and wait fail_delay seconds before answering anything.
+    Column("fail_status", Integer),
+    Column("fail_times", Integer),
+    Column("fail_delay", Float, nullable=False, default=0.0),
+    Column("created_at", Float, nullable=False),
+)
+
+users = Table(
+    "sandbox_users", metadata,
+    Column("channel_id", String(10), ForeignKey("sandbox_channels.channel_id", ondelete="CASCADE"),
+           primary_key=True),
+    Column("user_id", String(33), primary_key=True),
+    Column("display_name", String(100), nullable=False),
+    Column("picture_url", String(500)),
+    Column("status_message", String(500)),
+    Column("language", String(20)),
+    Column("following", Boolean, nullable=False, default=False),
+    Column("followed_at", Float),
+    Column("blocked_at", Float),
+)
+
+# Only a digest of each access token is kept: enough to authenticate a call and to count issues.
+tokens = Table(
+    "sandbox_tokens", metadata,
+    Column("digest", String(64), primary_key=True),
+    Column("channel_id", String(10), nullable=False, index=True),
+    Column("expires_at", Float, nullable=False),
+)
+
+reply_tokens = Table(
+    "sandbox_reply_tokens", metadata,
+    Column("token", String(32), primary_key=True),
+    Column("channel_id", String(10), nullable=False),
+    Column("user_id", String(33), nullable=False),
+    Column("expires_at", Float, nullable=False),
+    Column("used", Boolean, nullable=False, default=False),
+)
+
+# Every message our app sent through reply or push: what a customer would have received.
+messages = Table(
+    "sandbox_messages", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("message_id", String(20), nullable=False),
+    Column("channel_id", String(10), nullable=False),
+    Column("user_id", String(40), nullable=False),
+    Column("kind", String(5), nullable=False),
+    Column("message", JSON, nullable=False),
+    Column("delivered", Boolean, nullable=False),
+    Column("retry_key", String(36)),
+    Column("request_id", String(36), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Index("ix_sandbox_messages_channel", "channel_id", "id"),
+)
+
+# Calls to the webhook test endpoint, for LINE's limit of 60 an hour per channel.
+webhook_tests = Table(
+    "sandbox_webhook_tests", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("channel_id", String(10), nullable=False),
+    Column("at", Float, nullable=False),
+    Index("ix_sandbox_webhook_tests_channel", "channel_id", "at"),
+)
+
+# Every webhook the sandbox POSTed, with what the endpoint answered.
+deliveries = Table(
+    "sandbox_deliveries", metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("channel_id", String(10), nullable=False),
+    Column("kind", String(10), nullable=False),
+    Column("url", String(500), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("success", Boolean, nullable=False),
+    Column("status_code", Integer, nullable=False),
+    Column("reason", String(40), nullable=False),
+    Column("detail", String(500), nullable=False),
+    Column("response_body", Text),
+    Column("at", Float, nullable=False),
+    Index("ix_sandbox_deliveries_channel", "channel_id", "id"),
+)
+
+# Two sandboxes created at once in one process must not both try to CREATE the same table.
+_create_lock = threading.Lock()
+
+
+def now() -> float:
+    return time.time()
+
+
+class Store:
+    """An engine on the sandbox database plus three helpers; callers write plain Core statements."""
+
+    def __init__(self, database_url: str):
+        self.url = database_url
+        if database_url.startswith("sqlite"):
+            # NullPool: no file handle outlives a call, and the CLI and server processes never hold a lock idle.
+            self.engine = create_engine(database_url, poolclass=NullPool, connect_args={"timeout": 30})
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        else:
+            self.engine = create_engine(database_url, pool_pre_ping=True)
+        with _create_lock:
+            metadata.create_all(self.engine)
+
+    def row(self, statement):
+        with self.engine.begin() as conn:
+            found = conn.execute(statement).mappings().first()
+            return dict(found) if found is not None else None
+
+    def rows(self, statement):
+        with self.engine.begin() as conn:
+            return [dict(found) for found in conn.execute(statement).mappings()]
+
+    def run(self, *statements):
+        """Execute in one transaction; returns the last result's rowcount (how many rows an UPDATE touched)."""
+        count = 0
+        with self.engine.begin() as conn:
+            for statement in statements:
+                count = conn.execute(statement).rowcount
+        return count
+
+    def close(self):
+        self.engine.dispose()
+
+    def drop(self):
+        """Remove the sandbox's tables (tests sharing a PostgreSQL database clean up with this)."""
+        metadata.drop_all(self.engine)
+
+
+def _sqlite_pragmas(dbapi_connection, _record):
+    # WAL lets the served sandbox read while a CLI process writes; foreign keys make deletes cascade.
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
