@@ -25,9 +25,9 @@ install-test: $(VENV)/.installed-test translations browser
 translations: $(VENV)/.installed
 	$(VENV)/bin/pybabel compile -q -d wizard/translations
 
-# Browser tests drive Debian's Chromium (no browser download).
+# Browser tests drive Debian's Chromium (no browser download); a CJK font lets screenshots show Chinese.
 browser:
-	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+	@{ command -v chromium >/dev/null && fc-list :lang=zh-tw | grep -q . ; } || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium fonts-wqy-microhei; }
 
 db-upgrade: install
 	$(VENV)/bin/flask --app wizard db upgrade
@@ -43,5 +43,5 @@ bench: install-test
 
 # After changing user-facing text: refresh the template and both catalogs, then translate what is new.
 messages: $(VENV)/.installed
-	$(VENV)/bin/pybabel extract -F babel.cfg -k _l -k lazy_gettext -o wizard/translations/messages.pot .
+	$(VENV)/bin/pybabel extract -F babel.cfg -c zh: -k _l -k lazy_gettext -o wizard/translations/messages.pot .
 	$(VENV)/bin/pybabel update -q -i wizard/translations/messages.pot -d wizard/translations --no-fuzzy-matching

@@ -1,11 +1,10 @@
 """A webhook endpoint for tests: a tiny WSGI app served on loopback that records what LINE (the sandbox) POSTs
 and answers with a chosen status, optionally slowly. ``verified(secret)`` checks every signature with the
-SDK's own ``SignatureValidator``."""
+SDK's own ``SignatureValidator``. Test modules define a ``sink`` fixture that serves one for the test."""
 import json
 import threading
 import time
 
-import pytest
 from linebot.v3.webhook import SignatureValidator
 
 from tests.servers import Served
@@ -49,10 +48,3 @@ class Sink:
 
     def stop(self):
         self.served.stop()
-
-
-@pytest.fixture
-def sink():
-    receiver = Sink()
-    yield receiver
-    receiver.stop()

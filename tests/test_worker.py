@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 
@@ -348,3 +349,25 @@ def test_line_worker_once_runs_what_is_pending(app, runner, line):
     assert result.exit_code == 0, result.output
     assert "Ran 1 event(s)." in result.output
     assert line.events()[0].status == "processed"
+
+
+def test_workers_running_side_by_side_never_run_an_event_twice(app, line):
+    """Four workers at once (as four gunicorn processes would): each event is claimed by exactly one."""
+    users = ["U" + f"{n:032x}" for n in range(4)]
+    line.post(*[text_event(users[n % 4], f"message {n}") for n in range(40)])
+    counts, start = [], threading.Barrier(4)
+
+    def run():
+        start.wait()
+        counts.append(worker.process_pending(app))
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert sum(counts) == 40
+    assert {(e.status, e.attempts) for e in line.events()} == {("processed", 1)}
+    assert sorted(m.text for m in line.messages("in")) == sorted(f"message {n}" for n in range(40))
+    assert len({m.contact_id for m in line.messages("in")}) == 4

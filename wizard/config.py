@@ -90,3 +90,7 @@ def _derive(app):
             app.instance_path, "encryption_key", lambda: Fernet.generate_key().decode()
         )
     cfg["PUBLIC_BASE_URL"] = cfg["PUBLIC_BASE_URL"].rstrip("/")
+    if cfg["PUBLIC_BASE_URL"].startswith("https://") and "WIZARD_SESSION_COOKIE_SECURE" not in os.environ:
+        # Behind HTTPS the session cookie must never travel over plain http.
+        cfg["SESSION_COOKIE_SECURE"] = cfg["REMEMBER_COOKIE_SECURE"] = True
+    cfg.setdefault("SESSION_COOKIE_SAMESITE", "Lax")

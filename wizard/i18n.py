@@ -15,7 +15,6 @@ def select_locale():
         return current_app.config["BABEL_DEFAULT_LOCALE"]
     wanted = request.args.get("lang")
     if wanted in supported:
-        session["lang"] = wanted
         return wanted
     if session.get("lang") in supported:
         return session["lang"]
@@ -32,8 +31,16 @@ def localtime(value):
     return format_datetime(value, "yyyy-MM-dd HH:mm")
 
 
+def remember_choice():
+    """``?lang=`` on any page (even one that only redirects) sticks for the rest of the visit."""
+    wanted = request.args.get("lang")
+    if wanted in current_app.config["LANGUAGES"]:
+        session["lang"] = wanted
+
+
 def init_app(app):
     app.add_template_filter(localtime)
+    app.before_request(remember_choice)
     @app.context_processor
     def language_context():
         from flask_babel import get_locale

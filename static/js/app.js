@@ -7,6 +7,21 @@
     if (summary) { summary.focus(); }
   }
 
+  /* A link in the error summary moves focus into its field (a plain #anchor would only scroll there),
+     with the field's label kept in view above it. */
+  function linkSummaryToFields() {
+    document.querySelectorAll(".error-summary a[href^='#']").forEach(function (link) {
+      link.addEventListener("click", function (event) {
+        var field = document.getElementById(link.getAttribute("href").slice(1));
+        if (!field) { return; }
+        event.preventDefault();
+        var label = document.querySelector("label[for='" + field.id + "']") || field;
+        label.scrollIntoView({ block: "start" });
+        field.focus({ preventScroll: true });
+      });
+    });
+  }
+
   /* Copy buttons are an extra: the text stays visible and selectable, since the clipboard needs HTTPS. */
   function copyText(button) {
     var target = document.querySelector(button.getAttribute("data-copy"));
@@ -31,10 +46,27 @@
     }
   }
 
-  /* The friend test page asks the server every few seconds until the first follow arrives. */
+  /* The friend test page asks the server every few seconds until the first follow arrives, then redraws the
+     progress rail and the step's status from the server's page, so the whole page agrees without a reload. */
+  function refreshStatus() {
+    fetch(window.location.href, { credentials: "same-origin" })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) {
+        if (!html) { return; }
+        var fresh = new DOMParser().parseFromString(html, "text/html");
+        [".rail", "main .status"].forEach(function (selector) {
+          var now = document.querySelector(selector), then = fresh.querySelector(selector);
+          if (now && then) { now.replaceWith(document.importNode(then, true)); }
+        });
+      })
+      .catch(function () { /* the live box already says it worked */ });
+  }
+
   function pollFriend(box) {
     var url = box.getAttribute("data-poll");
     var delay = 3000;
+    /* After the first follow, one more look: the friend's LINE name arrives a moment after the event. */
+    var settleLooks = 1;
     function tick() {
       fetch(url, { headers: { "Accept": "application/json" }, credentials: "same-origin" })
         .then(function (r) { return r.ok ? r.json() : null; })
@@ -42,21 +74,21 @@
           if (!data) { return; }
           if (box.innerHTML.trim() !== data.html.trim()) { box.innerHTML = data.html; }
           if (data.done) {
+            if (box.getAttribute("data-done") !== "true") { refreshStatus(); } else { settleLooks -= 1; }
             box.setAttribute("data-done", "true");
-            var rail = document.querySelector(".rail-item.current");
-            if (rail) { rail.classList.remove("state-todo"); rail.classList.add("state-done"); }
-            var status = document.querySelector(".status");
-            if (status) { status.setAttribute("data-reason", "follow_received"); }
           }
         })
         .catch(function () { /* offline for a moment: try again next tick */ })
-        .then(function () { if (box.getAttribute("data-done") !== "true") { setTimeout(tick, delay); } });
+        .then(function () {
+          if (box.getAttribute("data-done") !== "true" || settleLooks > 0) { setTimeout(tick, delay); }
+        });
     }
     setTimeout(tick, delay);
   }
 
   document.addEventListener("DOMContentLoaded", function () {
     focusErrorSummary();
+    linkSummaryToFields();
     document.querySelectorAll("[data-copy]").forEach(function (button) {
       button.addEventListener("click", function () { copyText(button); });
     });

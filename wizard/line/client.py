@@ -27,8 +27,8 @@ from urllib.parse import urlsplit
 import urllib3
 from flask import current_app
 from linebot.v3 import messaging, oauth
-from linebot.v3.messaging import (MessagingApi, PushMessageRequest, ReplyMessageRequest, SetWebhookEndpointRequest,
-                                  TestWebhookEndpointRequest)
+from linebot.v3.messaging import (MessagingApi, PushMessageRequest, ReplyMessageRequest,
+                                  SetWebhookEndpointRequest, TestWebhookEndpointRequest)
 from linebot.v3.oauth import ChannelAccessToken
 
 from .problems import LineProblem
@@ -61,7 +61,7 @@ class LineClient:
     def __repr__(self):
         return f"<LineClient channel {self.channel_id} at {self.host or 'api.line.me'}>"
 
-    # ---- tokens ---------------------------------------------------------------------------------------------
+    # ---- tokens --------------------------------------------------------------------------------------------
 
     def issue_token(self, fresh: bool = False) -> str:
         """A stateless channel access token, from the cache unless ``fresh`` (or near expiry)."""
@@ -100,7 +100,7 @@ class LineClient:
             token, _ = self._token(fresh=True)
             return self._call(operation, lambda: self._messaging(token, call))
 
-    # ---- calls ----------------------------------------------------------------------------------------------
+    # ---- calls ---------------------------------------------------------------------------------------------
 
     def verify_credentials(self) -> dict:
         """Prove the Channel ID and secret with a fresh token, then return ``bot_info()``."""
@@ -133,13 +133,15 @@ class LineClient:
         with _url_refused(url):
             answer = self._with_token("test_webhook_endpoint", lambda api: api.test_webhook_endpoint(
                 request, _request_timeout=self.timeout))
-        return {"success": answer.success, "timestamp": _iso(answer.timestamp), "statusCode": answer.status_code,
-                "reason": answer.reason, "detail": answer.detail}
+        return {"success": answer.success, "timestamp": _iso(answer.timestamp),
+                "statusCode": answer.status_code, "reason": answer.reason, "detail": answer.detail}
 
     def get_profile(self, user_id: str) -> dict:
-        answer = self._with_token("get_profile", lambda api: api.get_profile(user_id, _request_timeout=self.timeout))
-        return {"userId": answer.user_id, "displayName": answer.display_name, "pictureUrl": answer.picture_url,
-                "statusMessage": answer.status_message, "language": answer.language}
+        answer = self._with_token("get_profile",
+                                  lambda api: api.get_profile(user_id, _request_timeout=self.timeout))
+        return {"userId": answer.user_id, "displayName": answer.display_name,
+                "pictureUrl": answer.picture_url, "statusMessage": answer.status_message,
+                "language": answer.language}
 
     def reply(self, reply_token: str, messages: list[dict]) -> dict:
         """Reply with LINE message objects (e.g. ``{"type": "text", "text": …}``); returns LINE's answer,
@@ -155,14 +157,15 @@ class LineClient:
 
         def send(api):
             try:
-                return api.push_message(body, x_line_retry_key=retry_key, _request_timeout=self.timeout).to_dict()
+                answer = api.push_message(body, x_line_retry_key=retry_key, _request_timeout=self.timeout)
+                return answer.to_dict()
             except messaging.ApiException as exc:
                 if exc.status == 409 and retry_key:
                     return {"sentMessages": _json(exc.body).get("sentMessages", [])}
                 raise
         return self._with_token("push", send)
 
-    # ---- plumbing -------------------------------------------------------------------------------------------
+    # ---- plumbing ------------------------------------------------------------------------------------------
 
     def _issue(self):
         config = oauth.Configuration(host=self.host)
@@ -182,19 +185,18 @@ class LineClient:
             return call()
         except (oauth.ApiException, messaging.ApiException) as exc:
             problem = _from_answer(operation, exc)
-        except urllib3.exceptions.NewConnectionError as exc:
-            problem = LineProblem("line_unreachable", None, _reason(exc))
         except urllib3.exceptions.ConnectTimeoutError as exc:
+            # Refused, unresolvable (NewConnectionError is a ConnectTimeoutError) or no TCP answer at all.
             problem = LineProblem("line_unreachable", None, _reason(exc))
         except urllib3.exceptions.TimeoutError as exc:
             problem = LineProblem("timeout", None, _reason(exc))
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             problem = LineProblem("line_unreachable", None, _reason(exc))
         except ValueError as exc:
-            # The SDK could not read LINE's answer (pydantic's ValidationError is a ValueError).
-            problem = LineProblem("line_error", None, f"unexpected answer: {type(exc).__name__}")
-        log.warning("LINE %s for channel %s failed: %s (status %s)", operation, self.channel_id, problem.code,
-                    problem.status)
+            # The SDK could not read the answer as LINE's (pydantic's ValidationError is a ValueError).
+            problem = LineProblem("line_error", None, f"LINE's answer was unreadable ({type(exc).__name__})")
+        log.info("LINE %s for channel %s failed: %s (status %s)", operation, self.channel_id, problem.code,
+                 problem.status)
         raise problem
 
 
@@ -213,7 +215,8 @@ def _from_answer(operation, exc) -> LineProblem:
     elif status == 403:
         code = "forbidden"
     elif status == 404:
-        code = "endpoint_not_set" if operation in ("get_webhook_endpoint", "test_webhook_endpoint") else "not_found"
+        webhook = operation in ("get_webhook_endpoint", "test_webhook_endpoint")
+        code = "endpoint_not_set" if webhook else "not_found"
     elif status == 429:
         code = "rate_limited"
     elif status == 400 and operation in ("set_webhook_endpoint", "test_webhook_endpoint"):
@@ -232,7 +235,8 @@ def _endpoint_request(model, url):
         return model(endpoint=url)
     except ValueError:
         # The SDK refuses what LINE would refuse anyway (not a string, over 500 characters): same answer.
-        raise LineProblem("invalid_url", None, "A webhook URL is a string of at most 500 characters.") from None
+        detail = "A webhook URL is a string of at most 500 characters."
+        raise LineProblem("invalid_url", None, detail) from None
 
 
 @contextmanager

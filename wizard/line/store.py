@@ -27,15 +27,19 @@ def dialect_insert(model):
 def insert_ignoring(model, rows, conflict_columns, returning=None):
     """INSERT ``rows``, silently skipping any that collide on ``conflict_columns``.
 
-    With ``returning`` (a column), returns that column's value for each row actually inserted.
+    With ``returning`` (a column name), returns that column's value for each row actually inserted. The rows
+    go as parameters of one cached Core statement on the session's connection (no literal VALUES, no ORM
+    bookkeeping): the receiver runs this on every delivery.
     """
     if not rows:
         return []
-    stmt = dialect_insert(model).values(rows).on_conflict_do_nothing(index_elements=conflict_columns)
+    table = model.__table__
+    stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
+    connection = db.session.connection()
     if returning is None:
-        db.session.execute(stmt)
+        connection.execute(stmt, rows)
         return []
-    return list(db.session.scalars(stmt.returning(returning)))
+    return list(connection.execute(stmt.returning(table.c[returning]), rows).scalars())
 
 
 def count_rejection(channel_id: int, reason: str) -> None:

@@ -1,11 +1,13 @@
 """The LINE sandbox: a small separate WSGI app that imitates the LINE Platform over real HTTP.
 
-``create_sandbox_app(database_url)`` serves LINE's API paths (``platform``), a control page at ``/`` (``views``)
-and a JSON control API under ``/_sandbox/api`` (``api``). Its state lives in its own database (``store``) so the
-``flask sandbox …`` commands (``commands``) and a running sandbox see the same channels. ``control.Sandbox`` is
-the LINE side's Python interface; ``deliver`` signs and posts webhooks.
+``create_sandbox_app(database_url)`` serves LINE's API paths (``platform``), a control page at ``/``
+(``views``) and a JSON control API under ``/_sandbox/api`` (``api``). Its state lives in its own database
+(``store``) so the ``flask sandbox …`` commands (``commands``) and a running sandbox see the same channels.
+``control.Sandbox`` is the LINE side's Python interface; ``deliver`` signs and posts webhooks.
 
-It is a development and test tool: production never mounts it.
+It differs from LINE on purpose in one way: webhook URLs may be plain ``http`` on loopback hosts (LINE demands
+https), so a developer machine and the tests need no certificate. It is a development and test tool:
+production never mounts it.
 """
 import secrets
 from pathlib import Path
@@ -39,7 +41,8 @@ def create_sandbox_app(database_url: str, **options) -> Flask:
     def _same_origin_only():
         # The control side changes state on POST; a page on another origin must not drive it from a browser.
         origin = request.headers.get("Origin")
-        if request.method not in ("GET", "HEAD", "OPTIONS") and origin and origin != request.host_url.rstrip("/"):
+        changes = request.method not in ("GET", "HEAD", "OPTIONS")
+        if changes and origin and origin != request.host_url.rstrip("/"):
             return jsonify(message="Cross-origin requests are not accepted"), 403
         return None
 

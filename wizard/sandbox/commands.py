@@ -22,7 +22,7 @@ def opened():
     try:
         yield sandbox
     except SandboxError as exc:
-        raise click.ClickException(str(exc))
+        raise click.ClickException(str(exc)) from None
     finally:
         sandbox.close()
 
@@ -41,13 +41,14 @@ def _report(result, as_json):
     if delivery is None:
         click.echo(f"No webhook sent: {result['skipped']}.")
     else:
-        click.echo(f"Webhook to {delivery.get('url') or 'the endpoint'}: {delivery['reason']} {delivery['detail']}")
+        click.echo(f"Webhook to {delivery['url']}: {delivery['reason']} {delivery['detail']}")
 
 
 @sandbox_cli.command("create-channel")
 @click.option("--name", "display_name", help="The account's display name.")
 @click.option("--endpoint", help="Webhook URL to set right away.")
-@click.option("--json", "as_json", is_flag=True, help="Print channelId, channelSecret, basicId, botUserId as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print channelId, channelSecret, basicId and botUserId as JSON.")
 def create_channel(display_name, endpoint, as_json):
     """Create a channel, as enabling the Messaging API does."""
     with opened() as sandbox:

@@ -14,7 +14,8 @@ from .store import Store, channels, deliveries, messages, now, reply_tokens, tok
 
 UNSET = object()
 CHAT_MODES = ("chat", "bot")
-SAMPLE_NAMES = ["林小美", "陳大文", "王淑芬", "張志明", "李怡君", "黃建宏", "吳佩珊", "劉家豪", "蔡宜蓁", "楊俊傑"]
+SAMPLE_NAMES = ["林小美", "陳大文", "王淑芬", "張志明", "李怡君",
+                "黃建宏", "吳佩珊", "劉家豪", "蔡宜蓁", "楊俊傑"]
 
 
 class SandboxError(Exception):
@@ -37,11 +38,11 @@ class Sandbox:
     def close(self):
         self.store.close()
 
-    # ---- channels -------------------------------------------------------------------------------------------
+    # ---- channels ------------------------------------------------------------------------------------------
 
     def create_channel(self, *, display_name=None, endpoint=None, webhook_active=True, chat_mode="chat",
-                       channel_id=None, channel_secret=None, bot_user_id=None, basic_id=None, picture_url=None,
-                       premium_id=None) -> dict:
+                       channel_id=None, channel_secret=None, bot_user_id=None, basic_id=None,
+                       picture_url=None, premium_id=None) -> dict:
         if endpoint:
             self._check_url(endpoint)
         if chat_mode not in CHAT_MODES:
@@ -66,7 +67,8 @@ class Sandbox:
         return _channel_dict(self._channel_row(channel_id))
 
     def channels(self) -> list[dict]:
-        return [_channel_dict(row) for row in self.store.rows(select(channels).order_by(channels.c.created_at))]
+        rows = self.store.rows(select(channels).order_by(channels.c.created_at))
+        return [_channel_dict(row) for row in rows]
 
     def update(self, channel_id, *, endpoint=UNSET, webhook_active=None, chat_mode=None, reissue_secret=False,
                display_name=None) -> dict:
@@ -91,7 +93,7 @@ class Sandbox:
             self.store.run(update(channels).where(channels.c.channel_id == channel_id).values(**values))
         return self.channel(channel_id)
 
-    # ---- users and what they do -----------------------------------------------------------------------------
+    # ---- users and what they do ----------------------------------------------------------------------------
 
     def users(self, channel_id) -> list[dict]:
         self._channel_row(channel_id)
@@ -105,13 +107,13 @@ class Sandbox:
     def follow(self, channel_id, user_id=None, name=None, language="zh-TW") -> dict:
         """A user adds the account as a friend (or unblocks it); LINE then sends a follow event."""
         self._channel_row(channel_id)
+        if user_id and not _looks_like_user_id(user_id):
+            raise SandboxError("a user ID is U followed by 32 hex digits")
         existing = self.store.row(select(users).where(users.c.channel_id == channel_id,
                                                       users.c.user_id == user_id)) if user_id else None
         if existing and existing["following"]:
             raise SandboxError(f"{user_id} is already a friend; LINE sends a follow event only after a block "
                                "and unblock", 409)
-        if user_id and not _looks_like_user_id(user_id):
-            raise SandboxError("a user ID is U followed by 32 hex digits")
         user_id = user_id or ids.user_id()
         at = now()
         if existing:
@@ -178,7 +180,7 @@ class Sandbox:
         self._check_url(url)
         return self._post(channel, "test", url, {"destination": channel["bot_user_id"], "events": []})
 
-    # ---- what happened --------------------------------------------------------------------------------------
+    # ---- what happened -------------------------------------------------------------------------------------
 
     def sent_messages(self, channel_id, user_id=None) -> list[dict]:
         """Messages our app sent by reply or push, oldest first: what customers received."""
@@ -204,7 +206,7 @@ class Sandbox:
         """How many access tokens were issued for the channel (shows whether a client caches them)."""
         return self._channel_row(channel_id)["tokens_issued"]
 
-    # ---- failure injection ----------------------------------------------------------------------------------
+    # ---- failure injection ---------------------------------------------------------------------------------
 
     def fail(self, channel_id, status=429, *, times=None, delay=0.0) -> dict:
         """Answer the channel's API calls with ``status`` (``times`` times, or until ``heal``), and/or wait
@@ -233,7 +235,7 @@ class Sandbox:
                                .where(users.c.following.is_(True)).group_by(users.c.channel_id))
         return {row["channel_id"]: row["friends"] for row in rows}
 
-    # ---- inner workings -------------------------------------------------------------------------------------
+    # ---- inner workings ------------------------------------------------------------------------------------
 
     def _channel_row(self, channel_id) -> dict:
         row = self.store.row(select(channels).where(channels.c.channel_id == str(channel_id)))
@@ -252,13 +254,14 @@ class Sandbox:
     def _check_url(self, url):
         problem = deliver.url_problem(url)
         if problem == "not_https":
-            raise SandboxError("LINE only accepts https webhook URLs (the sandbox also takes http on loopback)")
+            raise SandboxError("LINE only accepts https webhook URLs (the sandbox also takes loopback http)")
         if problem:
             raise SandboxError("not a valid webhook URL (at most 500 characters)")
 
     def _event(self, channel_id, kind, user_id, **fields) -> dict:
-        event = {"type": kind, **fields, "webhookEventId": ids.ulid(), "deliveryContext": {"isRedelivery": False},
-                 "timestamp": int(now() * 1000), "source": {"type": "user", "userId": user_id}, "mode": "active"}
+        event = {"type": kind, **fields, "webhookEventId": ids.ulid(),
+                 "deliveryContext": {"isRedelivery": False}, "timestamp": int(now() * 1000),
+                 "source": {"type": "user", "userId": user_id}, "mode": "active"}
         if kind in ("follow", "message"):
             token = ids.reply_token()
             self.store.run(insert(reply_tokens).values(

@@ -28,7 +28,8 @@ WEBHOOK_TESTS_PER_HOUR = 60
 RETRY_KEY_LIFETIME = 24 * 3600
 MESSAGE_TYPES = ["text", "image", "video", "audio", "location", "sticker", "imagemap", "template", "flex",
                  "textV2", "coupon"]
-AUTH_REQUIRED = "Authorization header required. Must follow the scheme, 'Authorization: Bearer <ACCESS TOKEN>'"
+AUTH_REQUIRED = ("Authorization header required. "
+                 "Must follow the scheme, 'Authorization: Bearer <ACCESS TOKEN>'")
 AUTH_FAILED = "Authentication failed. Confirm that the access token in the authorization header is valid."
 STATUS_MESSAGES = {
     400: "Bad request",
@@ -126,17 +127,20 @@ def _json_body():
 def issue_stateless_token():
     form = request.form
     if form.get("grant_type") != "client_credentials":
-        raise LineError(400, {"error": "invalid_request", "error_description": "grant_type must be client_credentials"})
+        raise LineError(400, {"error": "invalid_request",
+                              "error_description": "grant_type must be client_credentials"})
     channel = _channel(form.get("client_id", ""))
     if channel is None:
         raise LineError(400, {"error": "invalid_client", "error_description": "invalid client_id"})
     _apply_failures(channel)
     if not hmac.compare_digest(form.get("client_secret", "").encode(), channel["secret"].encode()):
-        raise LineError(400, {"error": "invalid_request", "error_description": "Invalid 'client_credentials'."})
+        raise LineError(400, {"error": "invalid_request",
+                              "error_description": "Invalid 'client_credentials'."})
     token, ttl = ids.access_token(), int(sandbox().token_ttl)
     store().run(
         delete(tokens).where(tokens.c.expires_at < now() - 3600),
-        insert(tokens).values(digest=_digest(token), channel_id=channel["channel_id"], expires_at=now() + ttl),
+        insert(tokens).values(digest=_digest(token), channel_id=channel["channel_id"],
+                              expires_at=now() + ttl),
         update(channels).where(channels.c.channel_id == channel["channel_id"])
         .values(tokens_issued=channels.c.tokens_issued + 1),
     )
@@ -180,7 +184,8 @@ def set_webhook_endpoint():
                     [{"message": "must be specified", "property": "endpoint"}])
     if deliver.url_problem(endpoint):
         raise error(400, "Invalid webhook endpoint URL")
-    store().run(update(channels).where(channels.c.channel_id == channel["channel_id"]).values(endpoint=endpoint))
+    store().run(update(channels).where(channels.c.channel_id == channel["channel_id"])
+                .values(endpoint=endpoint))
     return jsonify({})
 
 
@@ -296,7 +301,7 @@ def push():
         try:
             retry_key = str(uuid.UUID(retry_key))
         except ValueError:
-            raise error(400, "The value of the X-Line-Retry-Key header is invalid")
+            raise error(400, "The value of the X-Line-Retry-Key header is invalid") from None
         earlier = store().rows(select(messages).where(messages.c.channel_id == channel["channel_id"],
                                                       messages.c.retry_key == retry_key,
                                                       messages.c.created_at > now() - RETRY_KEY_LIFETIME)
@@ -309,9 +314,11 @@ def push():
     body = _json_body()
     to = body.get("to")
     if not isinstance(to, str) or not to:
-        raise error(400, "The request body has 1 error(s)", [{"message": "May not be empty", "property": "to"}])
+        raise error(400, "The request body has 1 error(s)",
+                    [{"message": "May not be empty", "property": "to"}])
     _check_messages(body)
-    user = store().row(select(users).where(users.c.channel_id == channel["channel_id"], users.c.user_id == to))
+    user = store().row(select(users).where(users.c.channel_id == channel["channel_id"],
+                                           users.c.user_id == to))
     if user is None:
         raise error(400, "Failed to send messages")
     # As on LINE, a push to a user who blocked the account answers 200 but never arrives.

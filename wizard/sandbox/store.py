@@ -8,8 +8,8 @@ tables are created on first use. Times are epoch seconds (floats): the sandbox o
 import threading
 import time
 
-from sqlalchemy import (JSON, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
-                        create_engine, event)
+from sqlalchemy import (JSON, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table,
+                        Text, create_engine, event)
 from sqlalchemy.pool import NullPool
 
 metadata = MetaData()
@@ -27,8 +27,8 @@ channels = Table(
     Column("webhook_active", Boolean, nullable=False, default=True),
     Column("chat_mode", String(4), nullable=False, default="chat"),
     Column("tokens_issued", Integer, nullable=False, default=0),
-    # Failure injection: answer every call for this channel with fail_status (while fail_times is None or > 0),
-    # and wait fail_delay seconds before answering anything.
+    # Failure injection: answer every call for this channel with fail_status (while fail_times is None or
+    # above 0), and wait fail_delay seconds before answering anything.
     Column("fail_status", Integer),
     Column("fail_times", Integer),
     Column("fail_delay", Float, nullable=False, default=0.0),
@@ -122,7 +122,7 @@ class Store:
     def __init__(self, database_url: str):
         self.url = database_url
         if database_url.startswith("sqlite"):
-            # NullPool: no file handle outlives a call, and the CLI and server processes never hold a lock idle.
+            # NullPool: no file handle outlives a call; the CLI and server processes never hold a lock idle.
             self.engine = create_engine(database_url, poolclass=NullPool, connect_args={"timeout": 30})
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
@@ -140,7 +140,7 @@ class Store:
             return [dict(found) for found in conn.execute(statement).mappings()]
 
     def run(self, *statements):
-        """Execute in one transaction; returns the last result's rowcount (how many rows an UPDATE touched)."""
+        """Execute in one transaction; returns the last statement's rowcount (rows an UPDATE touched)."""
         count = 0
         with self.engine.begin() as conn:
             for statement in statements:
@@ -156,8 +156,10 @@ class Store:
 
 
 def _sqlite_pragmas(dbapi_connection, _record):
-    # WAL lets the served sandbox read while a CLI process writes; foreign keys make deletes cascade.
+    # WAL lets the served sandbox read while a CLI process writes; without fsync on every commit (state of a
+    # test double need not survive a power cut); foreign keys make deletes cascade.
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()

@@ -61,8 +61,8 @@ def channel(channel_id):
     try:
         found = sandbox().channel(channel_id)
     except SandboxError as exc:
-        return render_template("sandbox/index.html", channels=sandbox().channels(), friends=sandbox().counts(),
-                               missing=str(exc)), 404
+        return render_template("sandbox/index.html", channels=sandbox().channels(),
+                               friends=sandbox().counts(), missing=str(exc)), 404
     return render_template("sandbox/channel.html", channel=found, users=sandbox().users(channel_id),
                            messages=sandbox().sent_messages(channel_id)[-50:][::-1],
                            deliveries=sandbox().deliveries(channel_id, 20))
@@ -122,7 +122,7 @@ def failure(channel_id):
         sandbox().fail(channel_id, int(status) if status else None, times=int(times) if times else None,
                        delay=float(form.get("delay", "").strip() or 0))
     except ValueError:
-        raise SandboxError("status, times and delay are numbers")
+        raise SandboxError("status, times and delay are numbers") from None
     flash("Failure settings saved." if status or form.get("delay") else "LINE answers normally again.", "ok")
     return redirect(url_for(".channel", channel_id=channel_id))
 

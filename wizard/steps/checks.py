@@ -165,7 +165,8 @@ def _needs_credentials(key, ctx):
 def _signature_rejected_since_last_delivery(channel):
     last = db.session.scalar(db.select(WebhookRejection).where(
         WebhookRejection.channel_id == channel.id,
-        WebhookRejection.reason.in_(("bad_signature", "missing_signature")),
+        # A missing signature is not LINE (LINE always signs); a wrong one from a steady caller is.
+        WebhookRejection.reason == "bad_signature",
     ).order_by(WebhookRejection.last_at.desc()))
     if last is None or last.last_at < channel.connected_at:
         return None

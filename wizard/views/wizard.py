@@ -115,6 +115,11 @@ def _page(shop, status, key, **extra):
         step_url=lambda k: step_url(shop, k),
         describe=describe,
         sandbox=current_app.config.get("SANDBOX"),
+        # Sketches of LINE's screens show the owner's own names where we know them.
+        sketch_account_name=(channel.display_name if channel and channel.display_name else shop.name),
+        sketch_basic_id=channel.basic_id if channel and channel.basic_id else None,
+        sketch_channel_id=channel.channel_id if channel else None,
+        sketch_webhook_url=webhook_url(channel) if channel else None,
     )
     context.update(extra)
     return render_template(BY_KEY[key].template, **context)
