@@ -8,7 +8,6 @@ import uuid
 
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import create_engine, text
 
 from tests.servers import Served, free_port
 from wizard import create_app

@@ -1,6 +1,5 @@
 """The migrations build exactly the tables the models describe, so ``make run``'s ``db upgrade`` and production
 upgrades create the same schema the tests run on."""
-import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade

@@ -1,6 +1,4 @@
 """The setup wizard against the LINE sandbox: each step's checks, messages and actions as an owner sees them."""
-import json
-
 import pytest
 
 from tests.wizard_helpers import connect, page_text, status_reason

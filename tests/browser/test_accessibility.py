@@ -31,8 +31,10 @@ def violations(axe, page):
             if violation.get("impact") not in BLOCKING:
                 continue
             nodes = "\n".join(f"      {', '.join(map(str, node['target']))}: "
-                              f"{node.get('failureSummary', '').replace(chr(10), ' ')}\n"
-                              f"        {node['html'][:200]}" for node in violation["nodes"][:5])
+                              f"{' '.join(node.get('failureSummary', '').split())[:240]}\n"
+                              f"        {' '.join(node['html'].split())[:160]}" for node in violation["nodes"][:3])
+            more = len(violation["nodes"]) - 3
+            nodes += f"\n      … and {more} more" if more > 0 else ""
             found.append(f"  [{violation['impact']}] {violation['id']} at {viewport['width']} px: "
                          f"{violation['help']} ({violation['helpUrl']})\n{nodes}")
     return found

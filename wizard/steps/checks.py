@@ -12,8 +12,8 @@ from flask import current_app
 
 from ..crypto import SecretUnreadable
 from ..extensions import db
-from ..line.client import LineClient
-from ..line.connection import client_config, remember_bot_info, webhook_url
+from ..line.client import client_for
+from ..line.connection import remember_bot_info, webhook_url
 from ..line.problems import LineProblem
 from ..models import Contact, WebhookEvent, WebhookRejection, utcnow
 
@@ -57,7 +57,7 @@ class Context:
 
     def client(self):
         if self._client is None:
-            self._client = LineClient(self.channel.channel_id, self.channel.secret, **client_config())
+            self._client = client_for(self.channel)
         return self._client
 
     def ask(self, name, call):

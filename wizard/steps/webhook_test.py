@@ -9,8 +9,8 @@ from flask import current_app
 from flask_babel import lazy_gettext as _l
 
 from ..extensions import db
-from ..line.client import LineClient
-from ..line.connection import client_config, webhook_url
+from ..line.client import client_for
+from ..line.connection import webhook_url
 from ..line.problems import LineProblem
 from ..models import utcnow
 
@@ -45,7 +45,7 @@ def run(channel):
     history.append(now.isoformat() + "Z")
     ours = webhook_url(channel)
     verified_before = channel.last_verified_at
-    client = LineClient(channel.channel_id, channel.secret, **client_config())
+    client = client_for(channel)
     try:
         answer = client.test_webhook_endpoint(ours)
     finally:

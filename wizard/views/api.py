@@ -3,7 +3,7 @@
 A request is let in by the session (the shop's owner, or staff) or by a staff API token sent as
 ``Authorization: Bearer …`` (``flask --app wizard user token EMAIL`` prints one).
 """
-from flask import Blueprint, abort, jsonify, request
+from flask import Blueprint, jsonify, request
 from flask_login import current_user
 
 from .. import crypto

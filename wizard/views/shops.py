@@ -9,7 +9,7 @@ from wtforms.validators import DataRequired
 from ..cli import create_shop, create_user
 from ..extensions import db
 from ..models import Shop, StepState
-from ..steps.registry import BY_KEY, STEPS
+from ..steps.registry import STEPS
 from ..steps.status import stored_status
 
 NUMBERS = {step.key: (index + 1, step) for index, step in enumerate(STEPS)}

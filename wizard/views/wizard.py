@@ -18,14 +18,14 @@ from wtforms.validators import Optional, Regexp
 
 from .. import crypto
 from ..extensions import db
-from ..line.connection import FormatProblem, client_config, connect, disconnect, webhook_url
-from ..line.client import LineClient
+from ..line.connection import FormatProblem, connect, disconnect, webhook_url
+from ..line.client import client_for
 from ..line.problems import LineProblem
 from ..models import Shop, WebhookEvent, utcnow
 from ..steps import webhook_test
-from ..steps.checks import latest_follow, public_url_problem
+from ..steps.checks import public_url_problem
 from ..steps.reasons import describe
-from ..steps.registry import BY_KEY, CONNECTED_TITLE, PAGE_COUNT, STEPS, number
+from ..steps.registry import BY_KEY, CONNECTED_TITLE, PAGE_COUNT, STEPS
 from ..steps.status import evaluate, invalidate
 
 bp = Blueprint("wizard", __name__, url_prefix="/setup")
@@ -247,7 +247,7 @@ def _set_endpoint(shop, key):
     if problem:
         flash(describe(problem, {"url": current_app.config["PUBLIC_BASE_URL"]}), "error")
         return None
-    client = LineClient(channel.channel_id, channel.secret, **client_config())
+    client = client_for(channel)
     ours = webhook_url(channel)
     try:
         current = client.get_webhook_endpoint().get("endpoint") or ""
