@@ -201,6 +201,26 @@ def stored_counts(app):
         return total, distinct
 
 
+def server_cpu_seconds(master_pid):
+    """User + system CPU of gunicorn's master and workers so far (Linux /proc), to compare routes by cost."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in [master_pid] + _children(master_pid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+def _children(pid):
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def start_gunicorn(env, port, workers, threads):
     gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent)) or "gunicorn"
     process = subprocess.Popen(
@@ -273,14 +293,17 @@ def main(argv=None):
         asyncio.run(fixed_rate(port, [bare_request() for _ in range(100)], 100))
         warm_results, _ = asyncio.run(fixed_rate(port, [receiver_request() for _ in range(100)], 100))
         phases = {}
-        phases["bare_fixed"] = summary(*asyncio.run(fixed_rate(port, [bare_request() for _ in range(count)],
-                                                                  args.rate)))
-        phases["receiver_fixed"] = summary(*asyncio.run(fixed_rate(
-            port, [receiver_request() for _ in range(count)], args.rate)))
-        phases["bare_max"] = summary(*asyncio.run(max_throughput(
-            port, bare_request, args.concurrency, args.max_duration)))
-        phases["receiver_max"] = summary(*asyncio.run(max_throughput(
-            port, receiver_request, args.concurrency, args.max_duration)))
+
+        def measure(name, run):
+            cpu = server_cpu_seconds(server.pid)
+            phases[name] = summary(*asyncio.run(run))
+            phases[name]["server_cpu_ms_per_request"] = (
+                (server_cpu_seconds(server.pid) - cpu) * 1000 / max(1, phases[name]["requests"]))
+
+        measure("bare_fixed", fixed_rate(port, [bare_request() for _ in range(count)], args.rate))
+        measure("receiver_fixed", fixed_rate(port, [receiver_request() for _ in range(count)], args.rate))
+        measure("bare_max", max_throughput(port, bare_request, args.concurrency, args.max_duration))
+        measure("receiver_max", max_throughput(port, receiver_request, args.concurrency, args.max_duration))
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -306,10 +329,11 @@ def main(argv=None):
     else:
         print(f"database: {result['database']}; gunicorn {result['gunicorn']}; "
               f"fixed rate {args.rate:g}/s for {args.duration:g} s; max with {args.concurrency} connections")
-        print(f"{'phase':16} {'requests':>8} {'errors':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+        print(f"{'phase':16} {'requests':>8} {'errors':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
+              f"{'cpu ms/req':>10}")
         for name, p in phases.items():
             print(f"{name:16} {p['requests']:8d} {p['errors']:6d} {p['throughput']:8.1f} {p['p50_ms']:8.2f} "
-                  f"{p['p99_ms']:8.2f} {p['max_ms']:8.2f}")
+                  f"{p['p99_ms']:8.2f} {p['max_ms']:8.2f} {p['server_cpu_ms_per_request']:10.3f}")
         print(f"events sent {result['events_sent']}, acknowledged {acknowledged}, stored {stored} "
               f"({distinct} distinct): {'none lost or doubled' if result['none_lost_or_doubled'] else 'MISMATCH'}")
         print(f"receiver/bare max throughput: {result['receiver_vs_bare_max_throughput']:.2f}; "

@@ -22,12 +22,18 @@ SCREENSHOTS = ARTIFACTS / "screenshots"
 TIMEOUT_MS = 5000
 
 
-@pytest.fixture(params=["sqlite"])
+# Browser tests run on SQLite only, unless WIZARD_BROWSER_POSTGRESQL=1 (with WIZARD_TEST_DATABASE_URL) asks for
+# PostgreSQL too. They test what a person sees and does; every query behind these pages already runs on
+# PostgreSQL in tests/test_wizard.py and tests/test_status_api.py, and a second pass of this Chromium suite
+# would double its run time (about 40 s) without covering another line of SQL.
+PG_URL = os.environ.get("WIZARD_TEST_DATABASE_URL")
+BROWSER_BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL and os.environ.get("WIZARD_BROWSER_POSTGRESQL") == "1"
+                                 else [])
+
+
+@pytest.fixture(params=BROWSER_BACKENDS)
 def db_url(request, tmp_path):
-    """Browser tests run on SQLite only. They test what a person sees and does; every query behind these pages
-    already runs on PostgreSQL too in tests/test_wizard.py and tests/test_status_api.py, and running this
-    Chromium suite a second time would double its run time without covering another line of SQL."""
-    return f"sqlite:///{tmp_path / 'wizard.db'}"
+    return f"sqlite:///{tmp_path / 'wizard.db'}" if request.param == "sqlite" else PG_URL
 
 
 @pytest.fixture(autouse=True)

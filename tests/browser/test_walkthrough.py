@@ -25,7 +25,9 @@ def test_new_owner_walks_through_every_step(page, owner, sandbox, runner, worker
     line = sandbox.control
     # LINE as a new channel has it: webhook switched off and chat mode "bot".
     channel = line.create_channel(display_name="晴天烘焙坊", webhook_active=False, chat_mode="bot")
-    agree = lambda key, expected: assert_agrees(page, slug, key, expected, runner)  # noqa: E731
+
+    def agree(key, expected):
+        return assert_agrees(page, slug, key, expected, runner)
 
     sign_in(page, email, lang="en")
 
@@ -51,7 +53,7 @@ def test_new_owner_walks_through_every_step(page, owner, sandbox, runner, worker
     expect(page).to_have_url(re.compile("/enable_messaging_api$"))
     title_is(page, 3, "Enable the Messaging API")
     agree("enable_messaging_api", ("todo", "awaiting_credentials"))
-    expect(page.locator("main")).to_contain_text(f"“{'晴天烘焙坊'}”")  # the provider name we suggest
+    expect(page.locator("main")).to_contain_text("“晴天烘焙坊”")  # the provider name we suggest
     page.get_by_role("link", name=re.compile("Next")).click()
 
     # 4. Channel ID and Channel secret: first a secret LINE refuses.
@@ -102,6 +104,11 @@ def test_new_owner_walks_through_every_step(page, owner, sandbox, runner, worker
     agree("webhook_url", ("action_needed", "endpoint_not_set"))
     url = page.locator("#webhook-url").inner_text().strip()
     assert re.fullmatch(re.escape(live_app.url) + r"/line/webhook/[A-Za-z0-9_-]{22,}", url), url
+    # The copy button puts exactly the shown URL on the clipboard (127.0.0.1 counts as a secure origin).
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    page.locator(".copy-block").get_by_role("button", name="Copy").click()
+    expect(page.locator(".copy-block .copy-status")).to_have_text("Copied.")
+    assert page.evaluate("navigator.clipboard.readText()") == url
     page.get_by_role("button", name="Set it for me").click()
     expect(page.locator(".flash")).to_contain_text("The webhook URL is now set in LINE.")
     assert line.channel(channel["channelId"])["endpoint"] == url
@@ -236,3 +243,29 @@ def test_credentials_with_the_keyboard_alone(page, owner, sandbox):
     tab_to(page, ".credentials-form button[type=submit]")
     ring = focus_ring(page)
     assert ring["style"] != "none" and ring["width"] >= 2, f"no visible focus on the button: {ring}"
+
+
+def test_a_busy_line_keeps_what_was_typed_and_says_to_wait(page, owner, sandbox):
+    slug, email = owner
+    line = sandbox.control
+    channel = line.create_channel(display_name="晴天烘焙坊")
+    line.fail(channel["channelId"], 429, times=1)  # LINE answers the next call with "slow down"
+    sign_in(page, email, lang="en")
+    page.goto(f"/setup/{slug}/credentials")
+    page.get_by_label("Channel ID", exact=True).fill(channel["channelId"])
+    page.get_by_label("Channel secret", exact=True).fill(channel["channelSecret"])
+    page.get_by_role("button", name="Check and save").click()
+
+    summary = page.locator(".error-summary")
+    expect(summary).to_be_focused()
+    expect(summary).to_contain_text("LINE asked us to slow down.")
+    expect(summary).to_contain_text("Wait a few minutes")
+    # Not the owner's typing: no field is marked wrong, and both keep what was typed.
+    expect(page.locator("[aria-invalid=true]")).to_have_count(0)
+    expect(page.get_by_label("Channel ID", exact=True)).to_have_value(channel["channelId"])
+    expect(page.get_by_label("Channel secret", exact=True)).to_have_value(channel["channelSecret"])
+    assert_agrees(page, slug, "credentials", ("todo", "no_credentials"))
+
+    page.get_by_role("button", name="Check and save").click()  # a moment later LINE answers again
+    expect(page.locator(".account-name")).to_have_text("晴天烘焙坊")
+    assert_agrees(page, slug, "credentials", ("done", "credentials_verified"))

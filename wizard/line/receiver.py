@@ -14,6 +14,8 @@ import hashlib
 import hmac
 import json
 import logging
+import threading
+from collections import Counter
 from datetime import timedelta
 
 from flask import Blueprint, abort, current_app, request
@@ -158,7 +160,7 @@ _DELIVERY_TIME_RESOLUTION = timedelta(seconds=1)
 # bookkeeping would cost more than the SQL itself.
 _FIND_CHANNEL = (select(_CHANNELS.c.id, _CHANNELS.c.secret_encrypted, _CHANNELS.c.last_delivery_at)
                  .where(_CHANNELS.c.webhook_token == bindparam("token")))
-_NEW_DELIVERY = insert(_DELIVERIES).returning(_DELIVERIES.c.id)
+_NEW_DELIVERIES = insert(_DELIVERIES).returning(_DELIVERIES.c.id, sort_by_parameter_order=True)
 
 
 @bp.post("/line/webhook/<token>")
@@ -185,44 +187,129 @@ def webhook(token):
     except NotLinePayload as exc:
         return _refuse(channel_id, exc.reason, 400, str(exc))
 
-    stored = _store(channel_id, found.last_delivery_at, destination, body, events)
-    if stored:
+    delivery = Delivery(channel_id, found.last_delivery_at, destination, body, events)
+    _group_commit().submit(delivery)
+    if delivery.error is not None:
+        raise delivery.error  # the database failed: a 500, and LINE may deliver again
+    if delivery.new:
         worker.wake()
-    return {"message": "ok", "stored": stored}, 200
+    return {"message": "ok", "stored": delivery.new}, 200
 
 
-def _store(channel_id, last_delivery_at, destination, body, events):
-    """Delivery, new events and the channel's timestamps in one transaction; returns how many were new.
+class Delivery:
+    """One verified request on its way into the database; ``done`` once committed (or failed with ``error``)."""
 
-    Three statements in the usual case: the delivery (counted as all new, which it almost always is), its
-    events, and nothing else; the count is corrected only when some events were already stored, and the
-    channel's ``last_delivery_at`` is written at most once a second, so busy channels do not queue up on
-    their own row.
+    __slots__ = ("channel_id", "last_delivery_at", "destination", "body", "events", "unique", "new", "error",
+                 "done")
+
+    def __init__(self, channel_id, last_delivery_at, destination, body, events):
+        self.channel_id, self.last_delivery_at = channel_id, last_delivery_at
+        self.destination, self.body, self.events = destination, body, events
+        # The same id twice in one body: keep the first, as the database would for two deliveries.
+        self.unique, seen = [], set()
+        for event in events:
+            if event["webhookEventId"] not in seen:
+                seen.add(event["webhookEventId"])
+                self.unique.append(event)
+        self.new, self.error, self.done = 0, None, False
+
+
+class GroupCommit:
+    """Deliveries arriving together share one transaction: group commit, as databases do for their logs.
+
+    Each request thread queues its delivery; if no thread of this process is writing, it takes everything
+    queued and writes it in one transaction, else it waits for the writer that takes its delivery along.
+    Nobody waits on a timer: a lone delivery is written at once, and under load each commit (and its
+    fsync, and SQLite's single write lock) is shared by every delivery that arrived while the last one
+    ran. Every request still answers only after its own delivery is committed.
+    """
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._queue = []
+        self._writing = False
+
+    def submit(self, delivery):
+        with self._cond:
+            self._queue.append(delivery)
+            while self._writing and not delivery.done:
+                self._cond.wait()
+            if delivery.done:
+                return
+            self._writing = True
+            batch, self._queue = self._queue, []
+        try:
+            _commit(batch)
+        finally:
+            with self._cond:
+                for item in batch:
+                    if not item.done:  # only an unexpected BaseException gets here
+                        item.error, item.done = RuntimeError("delivery not written"), True
+                self._writing = False
+                self._cond.notify_all()
+
+
+def _group_commit():
+    group = current_app.extensions.get("wizard_group_commit")
+    if group is None:
+        group = current_app.extensions.setdefault("wizard_group_commit", GroupCommit())
+    return group
+
+
+def _commit(batch):
+    """Write the batch in one transaction; if that fails, each delivery alone, so one cannot sink others."""
+    try:
+        _write(batch)
+        db.session.commit()
+    except Exception as exc:
+        db.session.rollback()
+        if len(batch) == 1:
+            batch[0].error = exc
+        else:
+            log.warning("a batch of %d deliveries failed (%s); writing them one by one", len(batch), exc)
+            for item in batch:
+                try:
+                    _write([item])
+                    db.session.commit()
+                except Exception as single:
+                    db.session.rollback()
+                    item.error = single
+    for item in batch:
+        item.done = True
+
+
+def _write(batch):
+    """Deliveries, their new events and the channels' timestamps, in the current transaction.
+
+    Each delivery's count of new events is written as all new (as it almost always is) and corrected only
+    when some were already stored; ``last_delivery_at`` is written at most once a second, so a busy channel
+    does not queue every transaction on its own row.
     """
     now = utcnow()
-    # The same id twice in one body: keep the first, as the database would for two deliveries.
-    unique, seen = [], set()
-    for event in events:
-        if event["webhookEventId"] not in seen:
-            seen.add(event["webhookEventId"])
-            unique.append(event)
     connection = db.session.connection()
-    delivery_id = connection.execute(_NEW_DELIVERY, {
-        "channel_id": channel_id, "received_at": now, "destination": destination or None,
-        "event_count": len(events), "new_event_count": len(unique), "body": body.decode("utf-8"),
-    }).scalar_one()
-    rows = [_event_row(channel_id, delivery_id, event, now) for event in unique]
-    new = len(store.insert_ignoring(WebhookEvent, rows, ["channel_id", "webhook_event_id"], returning="id"))
-    if new != len(unique):
-        connection.execute(update(_DELIVERIES).where(_DELIVERIES.c.id == delivery_id)
-                           .values(new_event_count=new))
-    seen_at = {}
-    if last_delivery_at is None or now - last_delivery_at >= _DELIVERY_TIME_RESOLUTION:
-        seen_at["last_delivery_at"] = now
-    if not events:
-        # LINE's "Verify" button and the webhook test send an empty, signed events list.
-        seen_at.update(last_delivery_at=now, last_verified_at=now)
-    if seen_at:
-        connection.execute(update(_CHANNELS).where(_CHANNELS.c.id == channel_id).values(**seen_at))
-    db.session.commit()
-    return new
+    deliveries = [{
+        "channel_id": item.channel_id, "received_at": now, "destination": item.destination or None,
+        "event_count": len(item.events), "new_event_count": len(item.unique), "body": item.body.decode("utf-8"),
+    } for item in batch]
+    # One row goes as a plain execute; several as one executemany (a multi-row INSERT … RETURNING).
+    delivery_ids = connection.execute(_NEW_DELIVERIES, deliveries[0] if len(batch) == 1 else deliveries
+                                      ).scalars().all()
+    rows = [_event_row(item.channel_id, delivery_id, event, now)
+            for item, delivery_id in zip(batch, delivery_ids) for event in item.unique]
+    new_per_delivery = Counter(store.insert_ignoring(WebhookEvent, rows, ["channel_id", "webhook_event_id"],
+                                                     returning="delivery_id"))
+    channels = {}
+    for item, delivery_id in zip(batch, delivery_ids):
+        item.new = new_per_delivery[delivery_id]
+        if item.new != len(item.unique):
+            connection.execute(update(_DELIVERIES).where(_DELIVERIES.c.id == delivery_id)
+                               .values(new_event_count=item.new))
+        seen_at = channels.setdefault(item.channel_id, {})
+        if item.last_delivery_at is None or now - item.last_delivery_at >= _DELIVERY_TIME_RESOLUTION:
+            seen_at["last_delivery_at"] = now
+        if not item.events:
+            # LINE's "Verify" button and the webhook test send an empty, signed events list.
+            seen_at.update(last_delivery_at=now, last_verified_at=now)
+    for channel_id, seen_at in channels.items():
+        if seen_at:
+            connection.execute(update(_CHANNELS).where(_CHANNELS.c.id == channel_id).values(**seen_at))

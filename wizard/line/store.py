@@ -24,22 +24,34 @@ def dialect_insert(model):
         raise RuntimeError(f"unsupported database dialect {name!r}") from None
 
 
+_statements = {}
+
+
+def _insert_ignoring_statement(dialect, model, conflict_columns, returning):
+    key = (dialect, model, tuple(conflict_columns), returning)
+    stmt = _statements.get(key)
+    if stmt is None:
+        table = model.__table__
+        stmt = _INSERTS[dialect](table).on_conflict_do_nothing(index_elements=conflict_columns)
+        if returning is not None:
+            stmt = stmt.returning(table.c[returning])
+        stmt = _statements.setdefault(key, stmt)
+    return stmt
+
+
 def insert_ignoring(model, rows, conflict_columns, returning=None):
     """INSERT ``rows``, silently skipping any that collide on ``conflict_columns``.
 
-    With ``returning`` (a column name), returns that column's value for each row actually inserted. The rows
-    go as parameters of one cached Core statement on the session's connection (no literal VALUES, no ORM
-    bookkeeping): the receiver runs this on every delivery.
+    With ``returning`` (a column name), returns that column's value for each row actually inserted. The
+    statement is built once per process and runs on the session's connection without ORM bookkeeping: the
+    receiver runs this on every delivery, where building it anew cost more than the SQL.
     """
     if not rows:
         return []
-    table = model.__table__
-    stmt = dialect_insert(table).on_conflict_do_nothing(index_elements=conflict_columns)
     connection = db.session.connection()
-    if returning is None:
-        connection.execute(stmt, rows)
-        return []
-    return list(connection.execute(stmt.returning(table.c[returning]), rows).scalars())
+    stmt = _insert_ignoring_statement(connection.dialect.name, model, conflict_columns, returning)
+    result = connection.execute(stmt, rows[0] if len(rows) == 1 else rows)
+    return list(result.scalars()) if returning is not None else []
 
 
 def count_rejection(channel_id: int, reason: str) -> None:

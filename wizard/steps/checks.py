@@ -5,7 +5,8 @@ seven steps costs one token, one bot-info and one webhook-endpoint request at mo
 """
 import ipaddress
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 from urllib.parse import urlsplit
 
 from flask import current_app
@@ -252,7 +253,9 @@ def check_test_friend(ctx):
     contact = db.session.scalar(db.select(Contact).filter_by(
         channel_id=ctx.channel.id, line_user_id=event.source_user_id))
     name = (contact.display_name if contact and contact.display_name else None) or event.source_user_id
-    when = datetime.utcfromtimestamp(event.timestamp / 1000)
+    at = datetime.fromtimestamp(event.timestamp / 1000, timezone.utc)
+    # Shown in the shop's time zone, like every other time on the pages.
+    local = at.astimezone(ZoneInfo(current_app.config["BABEL_DEFAULT_TIMEZONE"]))
     return StepResult("test_friend", DONE, "follow_received",
-                      {"name": name, "when": when.strftime("%Y-%m-%d %H:%M") + " UTC",
-                       "user_id": event.source_user_id, "at": when.isoformat() + "Z"})
+                      {"name": name, "when": local.strftime("%Y-%m-%d %H:%M"),
+                       "user_id": event.source_user_id, "at": at.replace(tzinfo=None).isoformat() + "Z"})

@@ -317,7 +317,7 @@ def _friend_context(shop):
         return {"add_friend_url": None, "qr_svg": None, "last_event": None}
     url = channel.add_friend_url
     return {"add_friend_url": url,
-            "qr_svg": segno.make(url, error="m").svg_inline(scale=5, border=2, title=_("QR code to add "
+            "qr_svg": segno.make(url, error="m").svg_inline(scale=5, border=2, omitsize=True, title=_("QR code to add "
                       "%(name)s as a friend", name=channel.display_name or "")) if url else None,
             "last_event": _last_event(channel)}
 
