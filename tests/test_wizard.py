@@ -252,3 +252,17 @@ def test_staff_sees_every_shop_and_creates_one(client, make_shop, make_user, log
     bad = client.post("/shops/new", data={"slug": "Bad Slug", "name": "x", "owner_email": "c@example.com",
                                           "owner_password": "long-enough"})
     assert bad.status_code == 422 and "shop code" in page_text(bad)
+
+
+@pytest.mark.parametrize("base, reason", [
+    ("http://crm.example.com", "public_url_not_https"),
+    ("https://127.0.0.1:8443", "public_url_not_public"),
+    ("https://192.168.1.20", "public_url_not_public"),
+    ("https://crm.local", "public_url_not_public"),
+])
+def test_public_url_that_line_would_refuse_is_flagged_first(client, app, owner, base, reason):
+    """Against the real LINE Platform (no sandbox host), a URL LINE cannot call is the first thing said."""
+    app.config.update(LINE_API_HOST=None, PUBLIC_BASE_URL=base)
+    page = client.get(f"/setup/{owner}/webhook_url")
+    assert status_reason(page) == ("action_needed", reason)
+    assert base in page_text(page)

@@ -185,14 +185,15 @@ def _secret_reissued(channel):
 
 
 def check_webhook_url(ctx):
+    # Before anything else: no URL we could show would be accepted by LINE.
+    url_problem = public_url_problem()
+    if url_problem:
+        return StepResult("webhook_url", ACTION, url_problem, {"url": current_app.config["PUBLIC_BASE_URL"]})
     waiting = _needs_credentials("webhook_url", ctx)
     if waiting:
         # LINE refusing our old secret and LINE's calls failing our signature check tell the same story.
         return (ctx.channel is not None and _secret_reissued(ctx.channel)) or waiting
     ours = webhook_url(ctx.channel)
-    url_problem = public_url_problem()
-    if url_problem:
-        return StepResult("webhook_url", ACTION, url_problem, {"url": current_app.config["PUBLIC_BASE_URL"]})
     try:
         endpoint = ctx.endpoint()
     except LineProblem as problem:
