@@ -23,7 +23,7 @@ install-test: $(VENV)/.installed-test translations browser
 
 # Message catalogs are compiled here, not committed: the .po files are the source.
 translations: $(VENV)/.installed
-	$(VENV)/bin/pybabel compile -q -d wizard/translations
+	$(VENV)/bin/pybabel -q compile -d wizard/translations
 
 # Browser tests drive Debian's Chromium (no browser download); a CJK font lets screenshots show Chinese.
 browser:
@@ -44,4 +44,4 @@ bench: install-test
 # After changing user-facing text: refresh the template and both catalogs, then translate what is new.
 messages: $(VENV)/.installed
 	$(VENV)/bin/pybabel extract -F babel.cfg -c zh: -k _l -k lazy_gettext -o wizard/translations/messages.pot .
-	$(VENV)/bin/pybabel update -q -i wizard/translations/messages.pot -d wizard/translations --no-fuzzy-matching
+	$(VENV)/bin/pybabel -q update -i wizard/translations/messages.pot -d wizard/translations --no-fuzzy-matching

@@ -14,7 +14,8 @@ import hashlib
 import hmac
 import json
 import logging
-import threading
+import os
+import time
 from collections import Counter
 from datetime import timedelta
 
@@ -163,14 +164,45 @@ _FIND_CHANNEL = (select(_CHANNELS.c.id, _CHANNELS.c.secret_encrypted, _CHANNELS.
 _NEW_DELIVERIES = insert(_DELIVERIES).returning(_DELIVERIES.c.id, sort_by_parameter_order=True)
 
 
+class KnownChannel:
+    """What the receiver needs of a channel, kept for a second so busy channels are not read per delivery.
+
+    A second is how long a changed Channel secret may take to apply here; ``last_delivery_at`` is what this
+    process last wrote, which is all it needs to write it at most once a second.
+    """
+
+    __slots__ = ("id", "secret", "last_delivery_at", "fresh_until")
+
+    def __init__(self, row, fresh_for):
+        self.id, self.secret = row.id, crypto.decrypt(row.secret_encrypted)
+        self.last_delivery_at = row.last_delivery_at
+        self.fresh_until = time.monotonic() + fresh_for
+
+
+def _known_channel(token):
+    cache = current_app.extensions.setdefault("wizard_known_channels", {})
+    known = cache.get(token)
+    if known is not None and known.fresh_until > time.monotonic():
+        return known
+    row = db.session.connection().execute(_FIND_CHANNEL, {"token": token}).first()
+    if row is None:
+        cache.pop(token, None)
+        return None
+    known = KnownChannel(row, float(current_app.config.get("WEBHOOK_CHANNEL_CACHE_SECONDS", 1.0)))
+    if len(cache) > 10_000:  # tokens come from the URL: never let them grow the cache without bound
+        cache.clear()
+    cache[token] = known
+    return known
+
+
 @bp.post("/line/webhook/<token>")
 def webhook(token):
     if len(token) > 64:
         abort(404)
-    found = db.session.connection().execute(_FIND_CHANNEL, {"token": token}).first()
-    if found is None:
+    channel = _known_channel(token)
+    if channel is None:
         abort(404)
-    channel_id, secret = found.id, crypto.decrypt(found.secret_encrypted)
+    channel_id, secret = channel.id, channel.secret
 
     body = _read_body(current_app.config["WEBHOOK_MAX_BYTES"])
     if body is None:
@@ -187,7 +219,7 @@ def webhook(token):
     except NotLinePayload as exc:
         return _refuse(channel_id, exc.reason, 400, str(exc))
 
-    delivery = Delivery(channel_id, found.last_delivery_at, destination, body, events)
+    delivery = Delivery(channel, destination, body, events)
     _group_commit().submit(delivery)
     if delivery.error is not None:
         raise delivery.error  # the database failed: a 500, and LINE may deliver again
@@ -199,11 +231,10 @@ def webhook(token):
 class Delivery:
     """One verified request on its way into the database; ``done`` once committed (or failed with ``error``)."""
 
-    __slots__ = ("channel_id", "last_delivery_at", "destination", "body", "events", "unique", "new", "error",
-                 "done")
+    __slots__ = ("channel", "destination", "body", "events", "unique", "new", "error", "done")
 
-    def __init__(self, channel_id, last_delivery_at, destination, body, events):
-        self.channel_id, self.last_delivery_at = channel_id, last_delivery_at
+    def __init__(self, channel, destination, body, events):
+        self.channel = channel
         self.destination, self.body, self.events = destination, body, events
         # The same id twice in one body: keep the first, as the database would for two deliveries.
         self.unique, seen = [], set()
@@ -214,45 +245,12 @@ class Delivery:
         self.new, self.error, self.done = 0, None, False
 
 
-class GroupCommit:
-    """Deliveries arriving together share one transaction: group commit, as databases do for their logs.
-
-    Each request thread queues its delivery; if no thread of this process is writing, it takes everything
-    queued and writes it in one transaction, else it waits for the writer that takes its delivery along.
-    Nobody waits on a timer: a lone delivery is written at once, and under load each commit (and its
-    fsync, and SQLite's single write lock) is shared by every delivery that arrived while the last one
-    ran. Every request still answers only after its own delivery is committed.
-    """
-
-    def __init__(self):
-        self._cond = threading.Condition()
-        self._queue = []
-        self._writing = False
-
-    def submit(self, delivery):
-        with self._cond:
-            self._queue.append(delivery)
-            while self._writing and not delivery.done:
-                self._cond.wait()
-            if delivery.done:
-                return
-            self._writing = True
-            batch, self._queue = self._queue, []
-        try:
-            _commit(batch)
-        finally:
-            with self._cond:
-                for item in batch:
-                    if not item.done:  # only an unexpected BaseException gets here
-                        item.error, item.done = RuntimeError("delivery not written"), True
-                self._writing = False
-                self._cond.notify_all()
-
-
 def _group_commit():
-    group = current_app.extensions.get("wizard_group_commit")
+    """This process's GroupCommit for the app's database (made on first use, so after gunicorn forks)."""
+    key = ("wizard_group_commit", os.getpid())
+    group = current_app.extensions.get(key)
     if group is None:
-        group = current_app.extensions.setdefault("wizard_group_commit", GroupCommit())
+        group = current_app.extensions.setdefault(key, store.GroupCommit(_commit, db.engine.url))
     return group
 
 
@@ -288,13 +286,13 @@ def _write(batch):
     now = utcnow()
     connection = db.session.connection()
     deliveries = [{
-        "channel_id": item.channel_id, "received_at": now, "destination": item.destination or None,
+        "channel_id": item.channel.id, "received_at": now, "destination": item.destination or None,
         "event_count": len(item.events), "new_event_count": len(item.unique), "body": item.body.decode("utf-8"),
     } for item in batch]
     # One row goes as a plain execute; several as one executemany (a multi-row INSERT … RETURNING).
     delivery_ids = connection.execute(_NEW_DELIVERIES, deliveries[0] if len(batch) == 1 else deliveries
                                       ).scalars().all()
-    rows = [_event_row(item.channel_id, delivery_id, event, now)
+    rows = [_event_row(item.channel.id, delivery_id, event, now)
             for item, delivery_id in zip(batch, delivery_ids) for event in item.unique]
     new_per_delivery = Counter(store.insert_ignoring(WebhookEvent, rows, ["channel_id", "webhook_event_id"],
                                                      returning="delivery_id"))
@@ -304,12 +302,14 @@ def _write(batch):
         if item.new != len(item.unique):
             connection.execute(update(_DELIVERIES).where(_DELIVERIES.c.id == delivery_id)
                                .values(new_event_count=item.new))
-        seen_at = channels.setdefault(item.channel_id, {})
-        if item.last_delivery_at is None or now - item.last_delivery_at >= _DELIVERY_TIME_RESOLUTION:
+        channel = item.channel
+        seen_at = channels.setdefault(channel.id, (channel, {}))[1]
+        if channel.last_delivery_at is None or now - channel.last_delivery_at >= _DELIVERY_TIME_RESOLUTION:
             seen_at["last_delivery_at"] = now
         if not item.events:
             # LINE's "Verify" button and the webhook test send an empty, signed events list.
             seen_at.update(last_delivery_at=now, last_verified_at=now)
-    for channel_id, seen_at in channels.items():
+    for channel_id, (channel, seen_at) in channels.items():
         if seen_at:
             connection.execute(update(_CHANNELS).where(_CHANNELS.c.id == channel_id).values(**seen_at))
+            channel.last_delivery_at = now
