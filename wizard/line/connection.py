@@ -12,7 +12,8 @@ from flask_babel import lazy_gettext as _l
 from .. import crypto
 from ..extensions import db
 from ..models import Channel, StepState, utcnow
-from .client import LineClient
+from .client import LineClient, client_for
+from .problems import LineProblem
 
 CHANNEL_ID = re.compile(r"^\d{6,15}$")
 CHANNEL_SECRET = re.compile(r"^[0-9a-f]{32}$")
@@ -110,6 +111,31 @@ def disconnect(shop):
     db.session.execute(db.delete(StepState).where(StepState.shop_id == shop.id))
     db.session.flush()
     db.session.expire(shop, ["channel", "step_states"])
+
+
+class EndpointTaken(Exception):
+    """LINE holds another tool's webhook URL; replacing it needs the owner's explicit consent."""
+
+    def __init__(self, current):
+        super().__init__(current)
+        self.current = current
+
+
+def set_endpoint(channel, replace=False):
+    """Put our webhook URL into LINE. LINE keeps one URL per channel, so another tool's URL is only replaced
+    with ``replace``; raises EndpointTaken or LineProblem."""
+    client = client_for(channel)
+    ours = webhook_url(channel)
+    try:
+        current = client.get_webhook_endpoint().get("endpoint") or ""
+    except LineProblem as problem:
+        if problem.code != "endpoint_not_set":
+            raise
+        current = ""
+    if current and current != ours and not replace:
+        raise EndpointTaken(current)
+    client.set_webhook_endpoint(ours)
+    return ours
 
 
 def webhook_url(channel):

@@ -18,8 +18,7 @@ from wtforms.validators import Optional, Regexp
 
 from .. import crypto
 from ..extensions import db
-from ..line.connection import FormatProblem, connect, disconnect, webhook_url
-from ..line.client import client_for
+from ..line.connection import EndpointTaken, FormatProblem, connect, disconnect, set_endpoint, webhook_url
 from ..line.problems import LineProblem
 from ..models import Shop, WebhookEvent, utcnow
 from ..steps import webhook_test
@@ -247,20 +246,11 @@ def _set_endpoint(shop, key):
     if problem:
         flash(describe(problem, {"url": current_app.config["PUBLIC_BASE_URL"]}), "error")
         return None
-    client = client_for(channel)
-    ours = webhook_url(channel)
     try:
-        current = client.get_webhook_endpoint().get("endpoint") or ""
-    except LineProblem as exc:
-        current = "" if exc.code == "endpoint_not_set" else None
-        if current is None:
-            flash(f"{exc.message} {exc.hint}", "error")
-            return None
-    if current and current != ours and not EndpointForm().confirm_replace.data:
+        set_endpoint(channel, replace=EndpointForm().confirm_replace.data)
+    except EndpointTaken:
         flash(_("LINE has another webhook URL. Tick the box to confirm you want to replace it."), "warning")
         return None
-    try:
-        client.set_webhook_endpoint(ours)
     except LineProblem as exc:
         flash(f"{exc.message} {exc.hint}", "error")
         return None
