@@ -164,7 +164,7 @@ def test_new_owner_walks_through_every_step(page, owner, sandbox, runner, worker
     line.follow(channel["channelId"], name="林小美")
     expect(live).to_contain_text("林小美 added your account as a friend", timeout=10_000)
     assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
-    expect(live).to_contain_text("Last thing LINE sent us: follow")
+    expect(live).to_contain_text("Last thing LINE sent us: someone added the account as a friend (follow)")
     expect(page.locator("main .status")).to_have_class(re.compile(r"\bstatus-done\b"))
     status = agree("test_friend", ("done", "follow_received"))
     assert status["connected"] is True
