@@ -45,7 +45,8 @@ def test_valid_details_are_stored_and_thanked_for(app, client, form_link):
     thanks = client.get(response.headers["Location"])
     assert "Thank you, 林小美!" in thanks.get_data(as_text=True)
     contact = stored(app, contact_id)
-    assert (contact.customer_name, contact.phone, contact.email) == ("林小美", "0912345678", "mei@example.com.tw")
+    assert (contact.customer_name, contact.phone, contact.email) == (
+        "林小美", "0912345678", "mei@example.com.tw")
     assert contact.birthday.isoformat() == "1990-05-31"
     assert contact.form_filled_at is not None
 

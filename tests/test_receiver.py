@@ -64,7 +64,8 @@ def test_all_28_sdk_events_are_accepted_and_stored(app, client, channel):
         assert [e.payload for e in stored] == payload["events"]
         assert {e.status for e in stored} == {"pending"}
         # The unknown type "undefined" and types we do nothing with are stored, not dropped.
-        assert {"undefined", "join", "postback", "beacon", "unsend", "memberJoined"} <= {e.type for e in stored}
+        kept = {"undefined", "join", "postback", "beacon", "unsend", "memberJoined"}
+        assert kept <= {e.type for e in stored}
         assert sum(e.is_redelivery for e in stored) == 2
         assert db.session.get(Channel, channel["id"]).last_delivery_at is not None
 
@@ -89,7 +90,8 @@ def test_the_file_as_is_is_one_event_stored_once_and_processed_once(app, client,
 
 def test_a_redelivered_event_is_acknowledged_and_not_processed_again(app, client, channel):
     event = text_event("U" + "a" * 32, "我想訂一個蛋糕")
-    assert post(client, channel, {"destination": channel["bot_user_id"], "events": [event]}).status_code == 200
+    first = post(client, channel, {"destination": channel["bot_user_id"], "events": [event]})
+    assert first.status_code == 200
     assert worker.process_pending(app) == 1
 
     redelivered = dict(event, deliveryContext={"isRedelivery": True})
@@ -177,7 +179,8 @@ def test_bad_input_is_refused_stores_nothing_and_is_counted(app, client, channel
 
 def test_an_unknown_token_is_404_and_nothing_is_kept(app, client, channel):
     for token in ("no-such-token", "x" * 300):
-        response = client.post(f"/line/webhook/{token}", data=GOOD, headers=signed_headers(channel["secret"], GOOD))
+        response = client.post(f"/line/webhook/{token}", data=GOOD,
+                               headers=signed_headers(channel["secret"], GOOD))
         assert response.status_code == 404
     assert counts(app) == {"deliveries": 0, "events": 0}
     assert rejections(app) == {}
@@ -264,3 +267,57 @@ def test_a_body_signed_with_the_old_secret_after_a_reissue_counts_as_bad_signatu
         assert post(client, channel, body=GOOD, secret=old_secret).status_code == 400
     assert rejections(app) == {receiver.BAD_SIGNATURE: 3}
     assert counts(app) == {"deliveries": 0, "events": 0}
+
+
+def test_a_secret_entered_again_applies_to_the_very_next_delivery(app, client, channel):
+    """The receiver keeps a channel's secret for a second; a new secret must not cost a delivery meanwhile."""
+    verification = {"destination": channel["bot_user_id"], "events": []}
+    assert post(client, channel, verification).status_code == 200  # the old secret is now kept in memory
+    with app.app_context():
+        stored = db.session.get(Channel, channel["id"])
+        stored.secret = "e" * 32
+        db.session.commit()
+
+    assert post(client, channel, verification, secret="e" * 32).status_code == 200
+    assert post(client, channel, verification, secret="0" * 32).status_code == 400
+    assert rejections(app) == {receiver.BAD_SIGNATURE: 1}
+
+
+def test_deliveries_committed_together_still_store_a_shared_event_once(app, channel):
+    """Under load deliveries share one transaction (group commit); duplicates inside it are skipped too."""
+    from wizard.line.group_commit import GroupCommit
+    event = text_event("U" + "f" * 32, "sent three times at once")
+    with app.app_context():
+        known = receiver._known_channel(channel["token"])
+        batch = [receiver.Delivery(known, channel["bot_user_id"], encode({"events": [event]}), [event])
+                 for _ in range(3)]
+        for delivery in batch:
+            delivery.woken = threading.Event()
+        GroupCommit(receiver._write, db.engine.url)._commit(batch)
+        db.session.commit()
+
+    assert [(d.done, d.error, d.new) for d in batch] == [(True, None, 1), (True, None, 0), (True, None, 0)]
+    assert counts(app) == {"deliveries": 3, "events": 1}
+
+
+def test_many_deliveries_at_once_are_all_stored(app, channel, live_app):
+    """Sixteen deliveries racing through the shared commits: every one answered 200 and stored once."""
+    bodies = [encode({"destination": channel["bot_user_id"], "events": [text_event("U" + "a" * 32, f"#{n}")]})
+              for n in range(16)]
+    statuses, start = [], threading.Barrier(16)
+
+    def deliver(body):
+        connection = http.client.HTTPConnection("127.0.0.1", live_app.port, timeout=10)
+        start.wait()
+        connection.request("POST", channel["path"], body=body, headers=signed_headers(channel["secret"], body))
+        statuses.append(connection.getresponse().status)
+        connection.close()
+
+    threads = [threading.Thread(target=deliver, args=(body,)) for body in bodies]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert statuses == [200] * 16
+    assert counts(app) == {"deliveries": 16, "events": 16}

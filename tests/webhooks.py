@@ -36,7 +36,7 @@ def sdk_sample():
 
 
 def ulid(at_ms: int | None = None) -> str:
-    """A ULID (what LINE's ``webhookEventId`` is): 48-bit millisecond time + 80 random bits, Crockford base32."""
+    """A ULID, as LINE's ``webhookEventId`` is: 48-bit milliseconds + 80 random bits in Crockford base32."""
     at_ms = int(time.time() * 1000) if at_ms is None else at_ms
     value = (at_ms << 80) | secrets.randbits(80)
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))

@@ -45,7 +45,9 @@ def create_app(test_config=None):
     app.register_blueprint(wizard.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(receiver.bp)
-    from .views import contact_form, health; app.register_blueprint(contact_form.bp); app.register_blueprint(health.bp)  # noqa: E702,E501
+    from .views import contact_form, health
+    app.register_blueprint(contact_form.bp)  # the customer data form (public, reached by a random link)
+    app.register_blueprint(health.bp)
     csrf.exempt(receiver.bp)
     csrf.exempt(api.bp)
 

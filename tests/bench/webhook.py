@@ -1,7 +1,8 @@
 """Webhook receiver benchmark: the app under gunicorn, the receiver beside a bare 200 route of the same app.
 
     .venv/bin/python tests/bench/webhook.py                       # SQLite in a temporary instance dir
-    .venv/bin/python tests/bench/webhook.py --database-url postgresql+psycopg://postgres@127.0.0.1:5432/wizard_bench
+    .venv/bin/python tests/bench/webhook.py \
+        --database-url postgresql+psycopg://postgres@127.0.0.1:5432/wizard_bench
 
 What it does, all on loopback and bounded in time:
 1. a temporary instance dir, a fresh schema in the chosen database (a PostgreSQL database named in the URL is
@@ -247,11 +248,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database-url", help="default: SQLite in the temporary instance dir")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=16)
     parser.add_argument("--rate", type=float, default=200.0, help="offered requests per second")
     parser.add_argument("--duration", type=float, default=12.0, help="seconds at the fixed rate")
     parser.add_argument("--max-duration", type=float, default=8.0, help="seconds at maximum throughput")
-    parser.add_argument("--concurrency", type=int, default=16, help="connections at maximum throughput")
+    parser.add_argument("--concurrency", type=int, default=64, help="connections at maximum throughput")
     parser.add_argument("--worker-in-process", action="store_true",
                         help="also run the event worker thread in each gunicorn process")
     parser.add_argument("--json", action="store_true", help="print the results as one JSON object")
@@ -317,7 +318,8 @@ def main(argv=None):
         "phases": phases,
         "events_sent": len(sent_ids), "events_acknowledged": acknowledged, "events_stored": stored,
         "events_stored_distinct": distinct,
-        "receiver_vs_bare_max_throughput": phases["receiver_max"]["throughput"] / phases["bare_max"]["throughput"],
+        "receiver_vs_bare_max_throughput":
+            phases["receiver_max"]["throughput"] / phases["bare_max"]["throughput"],
     }
     result["none_lost_or_doubled"] = stored == distinct == acknowledged
     result["targets_met"] = (result["receiver_vs_bare_max_throughput"] >= 0.5
@@ -329,13 +331,14 @@ def main(argv=None):
     else:
         print(f"database: {result['database']}; gunicorn {result['gunicorn']}; "
               f"fixed rate {args.rate:g}/s for {args.duration:g} s; max with {args.concurrency} connections")
-        print(f"{'phase':16} {'requests':>8} {'errors':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-              f"{'cpu ms/req':>10}")
+        print(f"{'phase':16} {'requests':>8} {'errors':>6} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
+              f"{'max ms':>8} {'cpu ms/req':>10}")
         for name, p in phases.items():
             print(f"{name:16} {p['requests']:8d} {p['errors']:6d} {p['throughput']:8.1f} {p['p50_ms']:8.2f} "
                   f"{p['p99_ms']:8.2f} {p['max_ms']:8.2f} {p['server_cpu_ms_per_request']:10.3f}")
         print(f"events sent {result['events_sent']}, acknowledged {acknowledged}, stored {stored} "
-              f"({distinct} distinct): {'none lost or doubled' if result['none_lost_or_doubled'] else 'MISMATCH'}")
+              f"({distinct} distinct): "
+              f"{'none lost or doubled' if result['none_lost_or_doubled'] else 'MISMATCH'}")
         print(f"receiver/bare max throughput: {result['receiver_vs_bare_max_throughput']:.2f}; "
               f"targets {'met' if result['targets_met'] else 'NOT met'}")
     return 0 if result["none_lost_or_doubled"] else 1

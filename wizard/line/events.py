@@ -13,10 +13,10 @@ Decisions worth knowing:
 - The customer data form is sent on follow, as a reply (free) or, when the reply token has expired
   (LINE answers 400), as a push with a retry key derived from the event, so a retried event is not
   delivered twice. LINE failing or unreachable makes the worker retry the event; a refusal that would
-  repeat (unknown user, not allowed) is noted on the event instead. It is not sent again to a contact who has filled it in, nor within
-  ``FORM_RESEND_HOURS`` (default 24 h) of the last one, so blocking and unblocking does not spam anyone;
-  an unfilled form keeps its link, so an older message still works. Events in ``standby`` mode (another
-  module owns the chat) are recorded but never answered.
+  repeat (unknown user, not allowed) is noted on the event instead. The form is not sent again to a
+  contact who has filled it in, nor within ``FORM_RESEND_HOURS`` (default 24 h) of the last one, so
+  blocking and unblocking does not spam anyone; an unfilled form keeps its link, so an older message
+  still works. Events in ``standby`` mode (another module owns the chat) are recorded, never answered.
 - Only one-to-one (``source.type == "user"``) events touch contacts: a message in a group or room comes
   from someone who may not be the shop's friend, so it stays a stored event.
 """
@@ -188,7 +188,8 @@ def send_form(channel, contact, reply_token, event_id=None):
         if result is None:
             how = "push"
             # The same key on every retry of this event: LINE delivers a push with a known key only once.
-            retry_key = str(uuid.uuid5(uuid.NAMESPACE_URL, f"wizard:form:{channel.id}:{event_id}:{contact.id}"))
+            retry_key = str(uuid.uuid5(uuid.NAMESPACE_URL,
+                                       f"wizard:form:{channel.id}:{event_id}:{contact.id}"))
             result = client.push(contact.line_user_id, messages, retry_key=retry_key)
     except LineProblem as problem:
         if retryable(problem):
@@ -204,7 +205,8 @@ def send_form(channel, contact, reply_token, event_id=None):
 
 # Worth another try later: LINE or the network is struggling, or our credentials are being fixed. Anything
 # else (400 unknown user, 403 not allowed, 404 …) would fail the same way again.
-_RETRYABLE = {"line_unreachable", "timeout", "rate_limited", "wrong_secret", "unknown_channel", "invalid_token"}
+_RETRYABLE = {"line_unreachable", "timeout", "rate_limited", "wrong_secret", "unknown_channel",
+              "invalid_token"}
 
 
 def retryable(problem) -> bool:

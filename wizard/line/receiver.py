@@ -6,6 +6,9 @@ random token, check the body's size and signature, check it has LINE's shape, an
 the delivery and each event (unique per channel on ``webhookEventId``, so duplicates and redeliveries are
 stored once). Nothing here calls LINE; the worker runs the events after the answer.
 
+Under load, requests that arrive together share one transaction (group_commit.py); each still answers
+only after its own delivery is committed. The benchmark (tests/bench/webhook.py) shows why it matters.
+
 Refusals never store the body (it may be forged); they only bump a per-channel counter with the reason, so
 the wizard can tell "the Channel secret was reissued" (steady ``bad_signature``) apart from stray noise.
 """
@@ -27,6 +30,7 @@ from .. import crypto
 from ..extensions import db
 from ..models import Channel, WebhookDelivery, WebhookEvent, utcnow
 from . import store, worker
+from .group_commit import GroupCommit
 
 bp = Blueprint("receiver", __name__)
 log = logging.getLogger(__name__)
@@ -157,8 +161,8 @@ def _read_body(limit):
 _DELIVERIES = WebhookDelivery.__table__
 _CHANNELS = Channel.__table__
 _DELIVERY_TIME_RESOLUTION = timedelta(seconds=1)
-# Core statements on the session's connection: LINE waits on this path, and the ORM's per-statement
-# bookkeeping would cost more than the SQL itself.
+# Core statements, not ORM queries: LINE waits on this path, and the ORM's per-statement bookkeeping would
+# cost more than the SQL itself.
 _FIND_CHANNEL = (select(_CHANNELS.c.id, _CHANNELS.c.secret_encrypted, _CHANNELS.c.last_delivery_at)
                  .where(_CHANNELS.c.webhook_token == bindparam("token")))
 _NEW_DELIVERIES = insert(_DELIVERIES).returning(_DELIVERIES.c.id, sort_by_parameter_order=True)
@@ -167,7 +171,8 @@ _NEW_DELIVERIES = insert(_DELIVERIES).returning(_DELIVERIES.c.id, sort_by_parame
 class KnownChannel:
     """What the receiver needs of a channel, kept for a second so busy channels are not read per delivery.
 
-    A second is how long a changed Channel secret may take to apply here; ``last_delivery_at`` is what this
+    A signature that does not match the kept secret is checked again against the stored one before it is
+    refused, so a secret changed a moment ago never costs a delivery; ``last_delivery_at`` is what this
     process last wrote, which is all it needs to write it at most once a second.
     """
 
@@ -179,10 +184,10 @@ class KnownChannel:
         self.fresh_until = time.monotonic() + fresh_for
 
 
-def _known_channel(token):
+def _known_channel(token, fresh=False):
     cache = current_app.extensions.setdefault("wizard_known_channels", {})
     known = cache.get(token)
-    if known is not None and known.fresh_until > time.monotonic():
+    if not fresh and known is not None and known.fresh_until > time.monotonic():
         return known
     row = db.session.connection().execute(_FIND_CHANNEL, {"token": token}).first()
     if row is None:
@@ -212,7 +217,12 @@ def webhook(token):
     if not signature:
         return _refuse(channel_id, MISSING_SIGNATURE, 400, "The x-line-signature header is missing.")
     if not signature_matches(secret, body, signature):
-        return _refuse(channel_id, BAD_SIGNATURE, 400, "The signature does not match the Channel secret.")
+        # The secret may have been changed a moment ago: read it again before refusing.
+        channel = _known_channel(token, fresh=True)
+        if channel is None:
+            abort(404)
+        if not signature_matches(channel.secret, body, signature):
+            return _refuse(channel_id, BAD_SIGNATURE, 400, "The signature does not match the Channel secret.")
 
     try:
         destination, events = parse_payload(body)
@@ -229,9 +239,9 @@ def webhook(token):
 
 
 class Delivery:
-    """One verified request on its way into the database; ``done`` once committed (or failed with ``error``)."""
+    """One verified request on its way into the database: ``done`` once committed, or failed (``error``)."""
 
-    __slots__ = ("channel", "destination", "body", "events", "unique", "new", "error", "done")
+    __slots__ = ("channel", "destination", "body", "events", "unique", "new", "error", "done", "woken")
 
     def __init__(self, channel, destination, body, events):
         self.channel = channel
@@ -250,44 +260,22 @@ def _group_commit():
     key = ("wizard_group_commit", os.getpid())
     group = current_app.extensions.get(key)
     if group is None:
-        group = current_app.extensions.setdefault(key, store.GroupCommit(_commit, db.engine.url))
+        group = current_app.extensions.setdefault(key, GroupCommit(_write, db.engine.url))
     return group
 
 
-def _commit(batch):
-    """Write the batch in one transaction; if that fails, each delivery alone, so one cannot sink others."""
-    try:
-        _write(batch)
-        db.session.commit()
-    except Exception as exc:
-        db.session.rollback()
-        if len(batch) == 1:
-            batch[0].error = exc
-        else:
-            log.warning("a batch of %d deliveries failed (%s); writing them one by one", len(batch), exc)
-            for item in batch:
-                try:
-                    _write([item])
-                    db.session.commit()
-                except Exception as single:
-                    db.session.rollback()
-                    item.error = single
-    for item in batch:
-        item.done = True
-
-
-def _write(batch):
-    """Deliveries, their new events and the channels' timestamps, in the current transaction.
+def _write(batch, connection):
+    """Deliveries, their new events and the channels' timestamps, in ``connection``'s transaction.
 
     Each delivery's count of new events is written as all new (as it almost always is) and corrected only
     when some were already stored; ``last_delivery_at`` is written at most once a second, so a busy channel
     does not queue every transaction on its own row.
     """
     now = utcnow()
-    connection = db.session.connection()
     deliveries = [{
         "channel_id": item.channel.id, "received_at": now, "destination": item.destination or None,
-        "event_count": len(item.events), "new_event_count": len(item.unique), "body": item.body.decode("utf-8"),
+        "event_count": len(item.events), "new_event_count": len(item.unique),
+        "body": item.body.decode("utf-8"),
     } for item in batch]
     # One row goes as a plain execute; several as one executemany (a multi-row INSERT … RETURNING).
     delivery_ids = connection.execute(_NEW_DELIVERIES, deliveries[0] if len(batch) == 1 else deliveries
@@ -295,7 +283,7 @@ def _write(batch):
     rows = [_event_row(item.channel.id, delivery_id, event, now)
             for item, delivery_id in zip(batch, delivery_ids) for event in item.unique]
     new_per_delivery = Counter(store.insert_ignoring(WebhookEvent, rows, ["channel_id", "webhook_event_id"],
-                                                     returning="delivery_id"))
+                                                     returning="delivery_id", connection=connection))
     channels = {}
     for item, delivery_id in zip(batch, delivery_ids):
         item.new = new_per_delivery[delivery_id]

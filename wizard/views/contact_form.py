@@ -48,7 +48,8 @@ class ContactDetailsForm(FlaskForm):
         DataRequired(_l("Enter your name.")),
         Length(max=100, message=_l("Use at most %(max)d characters.", max=100)),
     ])
-    phone = TelField(_l("Mobile phone"), validators=[DataRequired(_l("Enter your phone number.")), check_phone])
+    phone = TelField(_l("Mobile phone"),
+                     validators=[DataRequired(_l("Enter your phone number.")), check_phone])
     email = EmailField(_l("E-mail"), validators=[
         DataRequired(_l("Enter your e-mail address.")),
         Length(max=254, message=_l("Use at most %(max)d characters.", max=254)),

@@ -1,0 +1,174 @@
+"""Group commit for the receiver: deliveries that arrive together share one transaction.
+
+Every request still answers only after its own delivery is committed; what is shared is the cost of a
+commit (its round trips, its fsync, SQLite's single write lock). Each request thread queues its item; if no
+thread of this process is writing, it takes everything queued and writes it in one transaction, otherwise it
+waits for the writer, which takes its item along. Nobody waits on a timer: a lone delivery is written at
+once, and under load each commit carries everything that arrived while the previous one ran.
+
+On SQLite, ``SqliteWriter`` also keeps writers from stalling one another (see there).
+"""
+import fcntl
+import logging
+import os
+import sqlite3
+import threading
+import time
+from contextlib import contextmanager
+
+from sqlalchemy import create_engine, event
+
+from ..extensions import db, tune_sqlite
+
+log = logging.getLogger(__name__)
+
+
+class GroupCommit:
+    """``write_batch(batch, connection)`` writes items inside a transaction; items need ``done``, ``error``
+    and ``woken`` attributes, which are set here once the item is committed or has failed."""
+
+    def __init__(self, write_batch, database_url):
+        self._write_batch = write_batch
+        self._lock = threading.Lock()
+        self._queue = []
+        self._writing = False
+        self._sqlite = SqliteWriter.for_url(database_url)
+
+    def submit(self, item):
+        """Return once ``item`` is committed (or failed: then ``item.error`` says why).
+
+        Each waiting thread sleeps on its own Event and is woken exactly once: when its item is done, or
+        when the writer before it hands over (then it writes everything queued, its own item first).
+        """
+        item.woken = threading.Event()
+        with self._lock:
+            self._queue.append(item)
+            lead = not self._writing
+            self._writing = True
+        if not lead:
+            item.woken.wait()
+            if item.done:
+                return
+        with self._lock:
+            batch, self._queue = self._queue, []
+        try:
+            self._commit(batch)
+        finally:
+            for waiting in batch:
+                if not waiting.done:  # only an unexpected BaseException gets here
+                    waiting.error, waiting.done = RuntimeError("not written"), True
+                waiting.woken.set()
+            with self._lock:
+                successor = self._queue[0] if self._queue else None
+                self._writing = successor is not None
+            if successor is not None:
+                successor.woken.set()  # not done: it takes over as the writer
+
+    def _commit(self, batch):
+        """The batch in one transaction; if that fails, each item alone, so one cannot sink the others."""
+        try:
+            self._transaction(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+            else:
+                log.warning("a batch of %d failed (%s); writing them one by one", len(batch), exc)
+                for item in batch:
+                    try:
+                        self._transaction([item])
+                    except Exception as single:
+                        item.error = single
+        for item in batch:
+            item.done = True
+
+    def _transaction(self, batch):
+        if self._sqlite is not None:
+            with self._sqlite.transaction() as connection:
+                self._write_batch(batch, connection)
+            return
+        try:
+            self._write_batch(batch, db.session.connection())
+            db.session.commit()
+        except Exception:
+            db.session.rollback()
+            raise
+
+
+class SqliteWriter:
+    """The receiver's own way into a SQLite file; one per process and file.
+
+    - SQLite has one writer per file and makes the others poll with sleeps (1, 2, 5, 10 … ms) when two
+      processes (gunicorn workers) collide. Taking turns on a file lock first makes the loser wait in the
+      kernel and wake the moment the winner is done, while its own queue grows into a larger batch.
+    - In WAL mode the connection whose commit finds the log over 1000 pages copies it into the database
+      and syncs it (about 100 ms here), and every delivery queued behind that commit waits. So the
+      receiver writes through its own small engine whose connections never checkpoint, and a background
+      thread checkpoints every second while deliveries arrive (PASSIVE: it blocks neither readers nor
+      writers). Everyone else's connections keep SQLite's automatic checkpoint, so the log stays bounded
+      even without this thread.
+    """
+
+    _by_path = {}
+    _by_path_lock = threading.Lock()
+
+    @classmethod
+    def for_url(cls, url):
+        if url.get_backend_name() != "sqlite" or not url.database or url.database == ":memory:":
+            return None
+        key = (os.getpid(), url.database)
+        with cls._by_path_lock:
+            writer = cls._by_path.get(key)
+            if writer is None:
+                writer = cls._by_path[key] = cls(url)
+        return writer
+
+    def __init__(self, url, interval=1.0, idle_after=30.0):
+        self.path = url.database
+        self.engine = create_engine(url, pool_size=1, max_overflow=2)
+        tune_sqlite(self.engine)
+        event.listen(self.engine, "connect", _no_automatic_checkpoint)
+        self._interval, self._idle_after = interval, idle_after
+        self._last_write = time.monotonic()
+        self._thread = None
+        self._thread_lock = threading.Lock()
+
+    @contextmanager
+    def transaction(self):
+        self._last_write = time.monotonic()
+        self._ensure_checkpointer()
+        with open(self.path + ".write-lock", "a+b") as lock_file:
+            fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file closes
+            with self.engine.begin() as connection:
+                yield connection
+
+    def _ensure_checkpointer(self):
+        if self._thread is not None and self._thread.is_alive():
+            return
+        with self._thread_lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._checkpoint_while_busy, daemon=True,
+                                                name="wizard-sqlite-checkpoint")
+                self._thread.start()
+
+    def _checkpoint_while_busy(self):
+        """Checkpoint every ``interval`` s; after ``idle_after`` s without deliveries, close up and stop."""
+        try:
+            # mode=rw: never create an empty database where the real one went away.
+            connection = sqlite3.connect(f"file:{self.path}?mode=rw", uri=True, timeout=1.0,
+                                         isolation_level=None, check_same_thread=False)
+        except sqlite3.Error:
+            return
+        try:
+            while time.monotonic() - self._last_write <= self._idle_after:
+                time.sleep(self._interval)
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                except sqlite3.Error as exc:  # busy or briefly unavailable: the next round tries again
+                    log.debug("checkpoint of %s skipped: %s", self.path, exc)
+        finally:
+            connection.close()
+            self.engine.dispose()  # idle: no open files left behind; the next delivery reconnects
+
+
+def _no_automatic_checkpoint(dbapi_connection, _record):
+    dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
