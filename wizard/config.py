@@ -25,6 +25,13 @@ DEFAULTS = {
     "WORKER_IN_PROCESS": False,
     # How long a cached live check stays fresh before a page asks LINE again.
     "CHECK_MAX_AGE": 60,
+    # The event worker: how long a claimed event is reserved for one attempt, how often an idle worker looks.
+    "WORKER_LEASE_SECONDS": 120,
+    "WORKER_POLL_SECONDS": 5.0,
+    # A new friend gets the customer data form at most once in this many hours.
+    "FORM_RESEND_HOURS": 24,
+    # The receiver remembers a channel (and its secret) this long, sparing a query per delivery.
+    "WEBHOOK_CHANNEL_CACHE_SECONDS": 1.0,
     "BABEL_DEFAULT_LOCALE": "zh_Hant_TW",
     "BABEL_DEFAULT_TIMEZONE": "Asia/Taipei",
     "LANGUAGES": ["zh_Hant_TW", "en"],
@@ -33,7 +40,9 @@ DEFAULTS = {
 }
 
 _BOOLEAN = {"SANDBOX", "WORKER_IN_PROCESS", "TESTING", "SESSION_COOKIE_SECURE"}
-_NUMBER = {"LINE_TIMEOUT": float, "WEBHOOK_TEST_COOLDOWN": int, "WEBHOOK_MAX_BYTES": int, "CHECK_MAX_AGE": int}
+_NUMBER = {"LINE_TIMEOUT": float, "WEBHOOK_TEST_COOLDOWN": int, "WEBHOOK_MAX_BYTES": int, "CHECK_MAX_AGE": int,
+           "WORKER_LEASE_SECONDS": float, "WORKER_POLL_SECONDS": float, "FORM_RESEND_HOURS": float,
+           "WEBHOOK_CHANNEL_CACHE_SECONDS": float}
 
 
 def _parse_bool(value):
