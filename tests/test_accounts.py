@@ -71,3 +71,21 @@ def test_login_never_redirects_off_site(client, make_shop):
     slug, email = make_shop()
     response = client.post("/login?next=https://evil.example/", data={"email": email, "password": "correct horse"})
     assert "evil.example" not in response.headers["Location"]
+
+
+def test_password_change_signs_out_other_sessions(app, make_shop, login, client):
+    slug, email = make_shop()
+    other = app.test_client()
+    other.post("/login", data={"email": email, "password": "correct horse"})
+    assert other.get("/account/password").status_code == 200
+    login(email)
+    client.post("/account/password", data={"current": "correct horse", "new": "brand-new-pass",
+                                            "confirm": "brand-new-pass"})
+    assert client.get("/account/password").status_code == 200  # the session that changed it stays
+    assert other.get("/account/password").status_code == 302  # the other one must sign in again
+
+
+def test_unknown_wizard_action_is_refused(client, make_shop, login):
+    slug, email = make_shop()
+    login(email)
+    assert client.post(f"/setup/{slug}/prepare", data={"action": "explode"}).status_code == 400

@@ -34,3 +34,12 @@ def test_sandbox_flag_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("WIZARD_SANDBOX", "off")
     app = create_app({"INSTANCE_PATH": str(tmp_path)})
     assert app.config["SANDBOX"] is False and app.config["LINE_API_HOST"] is None
+
+
+def test_a_public_address_on_sqlite_means_real_line_not_the_sandbox(tmp_path, monkeypatch):
+    """A small production on the default SQLite file must still talk to LINE and get the HTTPS warnings."""
+    for name in ("WIZARD_DATABASE_URL", "WIZARD_LINE_API_HOST", "WIZARD_SANDBOX"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("WIZARD_PUBLIC_BASE_URL", "https://crm.example.com")
+    app = create_app({"INSTANCE_PATH": str(tmp_path)})
+    assert app.config["SANDBOX"] is False and app.config["LINE_API_HOST"] is None

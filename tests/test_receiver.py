@@ -321,3 +321,16 @@ def test_many_deliveries_at_once_are_all_stored(app, channel, live_app):
 
     assert statuses == [200] * 16
     assert counts(app) == {"deliveries": 16, "events": 16}
+
+
+@pytest.mark.parametrize("raw", [
+    b'{"destination": "U0", "events": [{"type": "message", "n": NaN}]}',
+    b'{"destination": "U0", "events": [], "x": Infinity}',
+    b'{"destination": "U0", "events": [{"type": "message", "text": "\\ud800"}]}',
+])
+def test_signed_bodies_no_database_can_store_are_refused_not_500(client, app, channel, raw):
+    """NaN, Infinity and lone surrogates parse in Python but PostgreSQL refuses them: 400, nothing stored."""
+    response = client.post(channel["path"], data=raw, headers=signed_headers(channel["secret"], raw))
+    assert response.status_code == 400
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(WebhookDelivery.id))) == 0

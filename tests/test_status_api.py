@@ -59,3 +59,17 @@ def test_api_access_rules(app, client, runner, make_shop, make_user, login):
     login(other_email)
     assert client.get(f"/api/v1/shops/{slug}/status").status_code == 404
     assert client.get(f"/api/v1/shops/{other}/status").status_code == 200
+
+
+def test_status_after_cli_connect_is_not_the_cached_one(client, runner, make_shop, login, line):
+    """A check cached before ``line connect`` must not be served as fresh after it."""
+    slug, email = make_shop()
+    login(email)
+    before = {s["key"]: s for s in client.get(f"/api/v1/shops/{slug}/status").get_json()["steps"]}
+    assert before["credentials"]["reason"] == "no_credentials"
+    channel = line.create_channel()
+    result = runner.invoke(args=["line", "connect", slug, "--channel-id", channel["channelId"],
+                                 "--channel-secret", channel["channelSecret"]])
+    assert result.exit_code == 0, result.output
+    after = {s["key"]: s for s in client.get(f"/api/v1/shops/{slug}/status").get_json()["steps"]}
+    assert (after["credentials"]["state"], after["credentials"]["reason"]) == ("done", "credentials_verified")

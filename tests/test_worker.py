@@ -372,3 +372,25 @@ def test_workers_running_side_by_side_never_run_an_event_twice(app, line):
     assert {(e.status, e.attempts) for e in line.events()} == {("processed", 1)}
     assert sorted(m.text for m in line.messages("in")) == sorted(f"message {n}" for n in range(40))
     assert len({m.contact_id for m in line.messages("in")}) == 4
+
+
+def test_events_after_a_reset_are_kept_but_not_acted_on(app, client, make_shop, sandbox, live_app):
+    """After the owner resets the connection, LINE may still call the old URL: keep the events, send nothing."""
+    from wizard.line.connection import connect, disconnect, set_endpoint
+    from wizard.models import Contact, Shop
+    slug, _ = make_shop()
+    line = sandbox.control
+    channel = line.create_channel()
+    with app.app_context():
+        shop = db.session.scalar(db.select(Shop).filter_by(slug=slug))
+        saved = connect(shop, channel["channelId"], channel["channelSecret"])
+        set_endpoint(saved)
+        disconnect(shop)
+        db.session.commit()
+    line.follow(channel["channelId"], name="林小美")
+    with app.app_context():
+        worker.process_pending()
+        event = db.session.scalar(db.select(WebhookEvent).filter_by(type="follow"))
+        assert event.status == "processed" and "disconnected" in (event.error or "")
+        assert db.session.scalar(db.select(db.func.count(Contact.id))) == 0
+    assert line.sent_messages(channel["channelId"]) == []

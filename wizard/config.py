@@ -36,7 +36,8 @@ DEFAULTS = {
     "BABEL_DEFAULT_TIMEZONE": "Asia/Taipei",
     "LANGUAGES": ["zh_Hant_TW", "en"],
     "WTF_CSRF_TIME_LIMIT": None,
-    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+    # hide_parameters: a database error must never print webhook bodies or secrets into the logs.
+    "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "hide_parameters": True},
 }
 
 _BOOLEAN = {"SANDBOX", "WORKER_IN_PROCESS", "TESTING", "SESSION_COOKIE_SECURE"}
@@ -87,8 +88,10 @@ def _derive(app):
     cfg.setdefault("DATABASE_URL", embedded_db)
     cfg["SQLALCHEMY_DATABASE_URI"] = cfg["DATABASE_URL"]
     if "SANDBOX" not in cfg:
-        # The sandbox is on in the embedded default only: no database server and no LINE host chosen.
-        cfg["SANDBOX"] = cfg["DATABASE_URL"] == embedded_db and not cfg.get("LINE_API_HOST")
+        # The sandbox is on in the embedded default only: no database server, no LINE host and no public
+        # address chosen. Any of those means a real deployment, which must talk to the real LINE Platform.
+        cfg["SANDBOX"] = (cfg["DATABASE_URL"] == embedded_db and not cfg.get("LINE_API_HOST")
+                          and cfg["PUBLIC_BASE_URL"].rstrip("/") == DEFAULTS["PUBLIC_BASE_URL"])
     if cfg["SANDBOX"] and not cfg.get("LINE_API_HOST"):
         cfg["LINE_API_HOST"] = cfg["SANDBOX_URL"]
     cfg.setdefault("SANDBOX_DATABASE_URL", "sqlite:///" + os.path.join(app.instance_path, "sandbox.db"))

@@ -3,6 +3,7 @@
 Every timestamp is stored as naive UTC (``utcnow``); pages convert for display. Webhook events are unique per
 channel on LINE's ``webhookEventId`` so that a redelivered event is stored once and processed once.
 """
+import hashlib
 from datetime import date, datetime, timezone
 
 from flask_login import UserMixin
@@ -35,6 +36,15 @@ class User(UserMixin, db.Model):
 
     def set_password(self, password: str) -> None:
         self.password_hash = generate_password_hash(password)
+
+    def get_id(self) -> str:
+        """The session's user id carries a fingerprint of the password hash, so changing the password ends
+        every other session and "remember me" cookie."""
+        return f"{self.id}:{self.session_fingerprint}"
+
+    @property
+    def session_fingerprint(self) -> str:
+        return hashlib.sha256(self.password_hash.encode()).hexdigest()[:16]
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)

@@ -89,7 +89,11 @@ def connect(shop, channel_id, channel_secret):
     channel.secret = channel_secret
     channel.disconnected_at = None
     channel.connected_at = utcnow()
+    # A test LINE ran with the old credentials says nothing about the new ones (the rate history stays).
+    channel.check_results = {k: v for k, v in (channel.check_results or {}).items() if k != "webhook_test"}
     remember_bot_info(channel, info)
+    # Whatever was checked before this connection (by a page, the API or the CLI) is out of date now.
+    db.session.execute(db.delete(StepState).where(StepState.shop_id == shop.id))
     db.session.flush()
     db.session.expire(shop, ["channel"])
     return channel

@@ -52,6 +52,11 @@ def handle(event):
     handler = HANDLERS.get(event.type)
     if handler is None:
         return None  # stored and marked processed: unknown types are kept, not dropped
+    channel = db.session.get(Channel, event.channel_id)
+    if channel.disconnected_at is not None and channel.disconnected_at < store.event_time(event.timestamp):
+        # The shop reset this connection: keep what LINE sent, but speak for the shop no more (no contact
+        # made, no form sent) until it connects the channel again.
+        return "channel disconnected by the shop: stored only"
     return handler(event)
 
 

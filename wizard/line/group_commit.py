@@ -72,7 +72,8 @@ class GroupCommit:
             if len(batch) == 1:
                 batch[0].error = exc
             else:
-                log.warning("a batch of %d failed (%s); writing them one by one", len(batch), exc)
+                # Only the class: SQLAlchemy's message carries the statement's parameters (customers' data).
+                log.warning("a batch of %d failed (%s); writing them one by one", len(batch), type(exc).__name__)
                 for item in batch:
                     try:
                         self._transaction([item])
@@ -124,7 +125,7 @@ class SqliteWriter:
 
     def __init__(self, url, interval=1.0, idle_after=30.0):
         self.path = url.database
-        self.engine = create_engine(url, pool_size=1, max_overflow=2)
+        self.engine = create_engine(url, pool_size=1, max_overflow=2, hide_parameters=True)
         tune_sqlite(self.engine)
         event.listen(self.engine, "connect", _no_automatic_checkpoint)
         self._interval, self._idle_after = interval, idle_after

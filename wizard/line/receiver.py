@@ -78,11 +78,19 @@ def signature_matches(secret: str, body: bytes, signature: str) -> bool:
     return SignatureValidator(secret).validate(text, signature)
 
 
+def _reject_constant(name):
+    """NaN and Infinity are not JSON (PostgreSQL's JSON columns refuse them), so LINE never sends them."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def parse_payload(body: bytes):
     """Return (destination, events) or raise NotLinePayload; checks only what storing needs."""
     try:
         # Decode first: json.loads(bytes) would also accept UTF-16/32, which LINE never sends.
-        payload = json.loads(body.decode("utf-8"))
+        payload = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        if b"\\ud" in body or b"\\uD" in body:
+            # Both databases must take the event as it is: no lone surrogate (\udXXX) anywhere in it.
+            json.dumps(payload, ensure_ascii=False).encode("utf-8")
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; deep nesting recurses
         raise NotLinePayload(INVALID_JSON, "The body is not JSON.") from None
     if not isinstance(payload, dict) or not isinstance(payload.get("events"), list):

@@ -105,7 +105,7 @@ def follow(channel_id, user_id, name, as_json):
 
 @sandbox_cli.command("unfollow")
 @click.argument("channel_id")
-@click.option("--user-id", required=True)
+@click.option("--user-id", help="Which friend blocks; the one who followed last when omitted.")
 @click.option("--json", "as_json", is_flag=True)
 def unfollow(channel_id, user_id, as_json):
     """A friend blocks the account; the unfollow webhook is sent."""

@@ -130,8 +130,10 @@ class Sandbox:
         event = self._event(channel_id, "follow", user_id, follow={"isUnblocked": existing is not None})
         return self._act(channel_id, user_id, event)
 
-    def unfollow(self, channel_id, user_id) -> dict:
-        """The user blocks the account; LINE sends an unfollow event (which carries no reply token)."""
+    def unfollow(self, channel_id, user_id=None) -> dict:
+        """The user (by default the friend who followed last) blocks the account; LINE sends an unfollow event
+        (which carries no reply token)."""
+        user_id = user_id or self._latest_friend(channel_id)
         user = self._user_row(channel_id, user_id)
         if not user["following"]:
             raise SandboxError(f"{user_id} is not a friend of this account", 409)
@@ -139,18 +141,21 @@ class Sandbox:
                        .values(following=False, blocked_at=now()))
         return self._act(channel_id, user_id, self._event(channel_id, "unfollow", user_id))
 
+    def _latest_friend(self, channel_id) -> str:
+        """The friend who followed last: who acts when a command names nobody."""
+        friend = self.store.row(select(users.c.user_id).where(users.c.channel_id == channel_id,
+                                                              users.c.following.is_(True))
+                                .order_by(users.c.followed_at.desc()))
+        if friend is None:
+            self._channel_row(channel_id)
+            raise SandboxError("this account has no friends yet: make a user follow first", 409)
+        return friend["user_id"]
+
     def say(self, channel_id, user_id=None, text="") -> dict:
         """A friend sends a text message; without ``user_id`` the friend who followed last speaks."""
         if not text:
             raise SandboxError("say what? The text is empty")
-        if user_id is None:
-            friend = self.store.row(select(users.c.user_id).where(users.c.channel_id == channel_id,
-                                                                  users.c.following.is_(True))
-                                    .order_by(users.c.followed_at.desc()))
-            if friend is None:
-                self._channel_row(channel_id)
-                raise SandboxError("this account has no friends yet: make a user follow first", 409)
-            user_id = friend["user_id"]
+        user_id = user_id or self._latest_friend(channel_id)
         user = self._user_row(channel_id, user_id)
         if not user["following"]:
             raise SandboxError(f"{user_id} blocked this account and cannot send it messages", 409)

@@ -78,7 +78,8 @@ def evaluate(shop, force=False, only=None):
     for key in EVALUATION_ORDER:
         step = BY_KEY[key]
         row = stored.get(key)
-        fresh = row is not None and now - row.checked_at < max_age and ctx.channel is not None
+        fresh = (row is not None and ctx.channel is not None and now - row.checked_at < max_age
+                 and row.checked_at >= ctx.channel.connected_at)
         reuse = step.live and fresh and not force and not (only and key in only)
         if reuse:
             result = _from_row(row)

@@ -21,8 +21,10 @@ MIN_PASSWORD = 8
 
 
 @login_manager.user_loader
-def load_user(user_id):
-    return db.session.get(User, int(user_id))
+def load_user(session_id):
+    user_id, _, fingerprint = session_id.partition(":")
+    user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    return user if user is not None and user.session_fingerprint == fingerprint else None
 
 
 class LoginForm(FlaskForm):
@@ -91,6 +93,7 @@ def change_password():
         else:
             current_user.set_password(form.new.data)
             db.session.commit()
+            login_user(current_user._get_current_object(), remember=True)  # this session stays; the others end
             flash(_("Your password has been changed."), "success")
             return redirect(home_for(current_user))
     return render_template("auth/password.html", form=form)

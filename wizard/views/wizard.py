@@ -140,7 +140,11 @@ def step(slug, key):
         abort(404)
     shop = shop_for(slug)
     if request.method == "POST":
-        response = ACTIONS.get((key, request.form.get("action", "recheck")), _recheck)(shop, key)
+        action = request.form.get("action", "recheck")
+        handler = _recheck if action == "recheck" else ACTIONS.get((key, action))
+        if handler is None:
+            abort(400)
+        response = handler(shop, key)
         if response is not None:
             return response
         db.session.commit()
@@ -172,6 +176,8 @@ def _forms_for(shop, key, **given):
 
 
 def _recheck(shop, key):
+    """Ask LINE afresh: the owner has just changed something there. (Three cheap reads; LINE's one rate-limited
+    call, the webhook test, is never part of a re-check.)"""
     evaluate(shop, force=True)
     flash(_("Checked again."), "info")
 
