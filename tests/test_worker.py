@@ -394,3 +394,43 @@ def test_events_after_a_reset_are_kept_but_not_acted_on(app, client, make_shop, 
         assert event.status == "processed" and "disconnected" in (event.error or "")
         assert db.session.scalar(db.select(db.func.count(Contact.id))) == 0
     assert line.sent_messages(channel["channelId"]) == []
+
+
+CRASH_AFTER_FORM = """
+import os
+from wizard import create_app
+from wizard.extensions import db
+from wizard.line import events, worker
+
+app = create_app()
+real = events.HANDLERS["follow"]
+
+
+@events.handles("follow")
+def dies_after_sending(event):
+    real(event)  # the form has gone out through LINE
+    os._exit(17)  # ... and the process dies before the event's outcome is committed
+
+worker.process_pending(app)
+"""
+
+
+def test_a_worker_killed_after_sending_the_form_does_not_send_it_twice(app, line, db_url):
+    line.follow()
+    env = {**os.environ, "WIZARD_DATABASE_URL": db_url, "WIZARD_INSTANCE_PATH": app.instance_path,
+           "WIZARD_SECRET_KEY": app.config["SECRET_KEY"], "WIZARD_ENCRYPTION_KEY": app.config["ENCRYPTION_KEY"],
+           "WIZARD_SANDBOX": "0", "WIZARD_LINE_API_HOST": app.config["LINE_API_HOST"],
+           "WIZARD_PUBLIC_BASE_URL": app.config["PUBLIC_BASE_URL"], "WIZARD_WORKER_LEASE_SECONDS": "0.5"}
+    died = subprocess.run([sys.executable, "-c", CRASH_AFTER_FORM], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)
+    assert died.returncode == 17, died.stderr
+    assert len(line.control.sent_messages(line.id)) == 1
+    time.sleep(0.6)  # the dead worker's lease runs out
+    again = restarted(app)
+    try:
+        assert worker.process_pending(again) == 1
+    finally:
+        with again.app_context():
+            db.engine.dispose()
+    assert [e.status for e in line.events()] == ["processed"]
+    assert len(line.control.sent_messages(line.id)) == 1  # the customer got the form once

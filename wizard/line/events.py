@@ -182,6 +182,11 @@ def send_form(channel, contact, reply_token, event_id=None):
     messages = [{"type": "text", "text": text}]
     client = client_for(channel)
     how, result = "reply", None
+    # Claimed before LINE is asked and committed: if the process dies after LINE took the message but before
+    # the event's outcome is saved, the retry sees the claim and does not send the form a second time.
+    previous_sent_at = contact.form_sent_at
+    contact.form_sent_at = utcnow()
+    db.session.commit()
     try:
         if reply_token:
             try:
@@ -197,10 +202,11 @@ def send_form(channel, contact, reply_token, event_id=None):
                                        f"wizard:form:{channel.id}:{event_id}:{contact.id}"))
             result = client.push(contact.line_user_id, messages, retry_key=retry_key)
     except LineProblem as problem:
+        contact.form_sent_at = previous_sent_at  # LINE said no: nothing went out, so release the claim
+        db.session.commit()
         if retryable(problem):
             raise  # the worker tries again later; the contact is already saved
         return f"form not sent: {problem.code}"
-    contact.form_sent_at = utcnow()
     db.session.add(Message(
         channel_id=channel.id, contact_id=contact.id, event_id=event_id, direction="out", type="text",
         text=text, line_message_id=_sent_message_id(result), sent_at=contact.form_sent_at,
