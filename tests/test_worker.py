@@ -313,11 +313,13 @@ def test_the_in_process_worker_runs_events_as_they_arrive(app, line):
         assert worker.start_in_process(app) is loop
         started = time.monotonic()
         user_id = line.follow()
-        while time.monotonic() - started < 5 and not getattr(line.contact(user_id), "form_sent_at", None):
+        while time.monotonic() - started < 5 and line.events()[0].status != "processed":
             time.sleep(0.02)
         # Woken by the receiver, not by its poll every few seconds.
         assert time.monotonic() - started < loop.interval
         assert line.events()[0].status == "processed"
+        assert line.contact(user_id).form_sent_at is not None
+        assert len(line.control.sent_messages(line.id)) == 1
     finally:
         worker.stop_in_process(app)
 
