@@ -19,6 +19,11 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def iso_utc(value: datetime | None) -> str | None:
+    """A stored (naive UTC) time as the ISO 8601 text with ``Z`` that JSON, the API and check details use."""
+    return value.isoformat() + "Z" if value else None
+
+
 class User(UserMixin, db.Model):
     """Staff see every shop; an owner (``is_staff`` false) sees only ``shop``."""
 

@@ -45,7 +45,12 @@ _issue_locks: dict[tuple, threading.Lock] = {}
 
 def client_for(channel) -> "LineClient":
     """A client for a saved ``wizard.models.Channel``, pointed where the app's configuration says."""
-    return LineClient(channel.channel_id, channel.secret, host=current_app.config.get("LINE_API_HOST"),
+    return client_with(channel.channel_id, channel.secret)
+
+
+def client_with(channel_id: str, channel_secret: str) -> "LineClient":
+    """A client for credentials not saved yet (the owner just typed them), configured like ``client_for``."""
+    return LineClient(channel_id, channel_secret, host=current_app.config.get("LINE_API_HOST"),
                       timeout=current_app.config.get("LINE_TIMEOUT", 8.0))
 
 

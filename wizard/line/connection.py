@@ -12,7 +12,7 @@ from flask_babel import lazy_gettext as _l
 from .. import crypto
 from ..extensions import db
 from ..models import Channel, StepState, utcnow
-from .client import LineClient, client_for
+from .client import client_for, client_with
 from .problems import LineProblem
 
 CHANNEL_ID = re.compile(r"^\d{6,15}$")
@@ -63,10 +63,6 @@ def clean_credentials(channel_id, channel_secret):
     return channel_id, channel_secret
 
 
-def client_config():
-    return {"host": current_app.config.get("LINE_API_HOST"), "timeout": current_app.config["LINE_TIMEOUT"]}
-
-
 def connect(shop, channel_id, channel_secret):
     """Prove the credentials against LINE, then save them. Raises FormatProblem or LineProblem; saves nothing
     unless LINE accepted them. Reconnecting the same Channel ID keeps its webhook URL, contacts and history."""
@@ -75,7 +71,7 @@ def connect(shop, channel_id, channel_secret):
         Channel.channel_id == channel_id, Channel.disconnected_at.is_(None), Channel.shop_id != shop.id))
     if taken is not None:
         raise FormatProblem("channel_id", "channel_taken")
-    info = LineClient(channel_id, channel_secret, **client_config()).verify_credentials()
+    info = client_with(channel_id, channel_secret).verify_credentials()
 
     channel = db.session.scalar(db.select(Channel).where(
         Channel.shop_id == shop.id, Channel.channel_id == channel_id).order_by(Channel.id.desc()))

@@ -11,7 +11,7 @@ from sqlalchemy import func
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
-from ..models import Contact, Message, WebhookDelivery, WebhookEvent, WebhookRejection, utcnow
+from ..models import Contact, Message, WebhookDelivery, WebhookEvent, WebhookRejection, iso_utc, utcnow
 
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
@@ -72,10 +72,6 @@ def event_time(timestamp_ms: int) -> datetime:
     return datetime.fromtimestamp(timestamp_ms / 1000, tz=timezone.utc).replace(tzinfo=None)
 
 
-def _iso(value):
-    return value.isoformat() + "Z" if value else None
-
-
 def traffic_stats(shop) -> dict:
     """Webhook and contact numbers over every channel the shop has had (history survives a reconnect)."""
     ids = [channel.id for channel in shop.channels]
@@ -108,8 +104,8 @@ def traffic_stats(shop) -> dict:
         "pending": by_status.get("pending", 0) + by_status.get("processing", 0),
         "failed": by_status.get("failed", 0),
         "rejected": sum(entry["count"] for entry in rejections.values()),
-        "rejections": {reason: {"count": entry["count"], "first_at": _iso(entry["first_at"]),
-                                "last_at": _iso(entry["last_at"])}
+        "rejections": {reason: {"count": entry["count"], "first_at": iso_utc(entry["first_at"]),
+                                "last_at": iso_utc(entry["last_at"])}
                        for reason, entry in sorted(rejections.items())},
         "contacts": count(Contact),
         "blocked": count(Contact, Contact.blocked_at.is_not(None)),
@@ -119,8 +115,8 @@ def traffic_stats(shop) -> dict:
         "messages_in": count(Message, Message.direction == "in"),
         "messages_out": count(Message, Message.direction == "out"),
         "event_types": dict(sorted(by_type.items())),
-        "last_delivery_at": _iso(max((c.last_delivery_at for c in shop.channels if c.last_delivery_at),
+        "last_delivery_at": iso_utc(max((c.last_delivery_at for c in shop.channels if c.last_delivery_at),
                                      default=None)),
-        "last_verified_at": _iso(max((c.last_verified_at for c in shop.channels if c.last_verified_at),
+        "last_verified_at": iso_utc(max((c.last_verified_at for c in shop.channels if c.last_verified_at),
                                      default=None)),
     }

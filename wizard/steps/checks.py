@@ -16,7 +16,8 @@ from ..extensions import db
 from ..line.client import client_for
 from ..line.connection import remember_bot_info, webhook_url
 from ..line.problems import LineProblem
-from ..models import Contact, WebhookEvent, WebhookRejection, utcnow
+from ..line.store import event_time
+from ..models import Contact, WebhookEvent, WebhookRejection, iso_utc, utcnow
 
 TODO, DONE, ACTION, UNVERIFIABLE = "todo", "done", "action_needed", "unverifiable"
 # Problems that mean "we could not ask LINE just now" rather than "something is set wrong".
@@ -181,7 +182,7 @@ def _secret_reissued(channel):
     if rejected is None:
         return None
     return StepResult("webhook_url", ACTION, "secret_reissued",
-                      {"count": rejected.count, "last_at": rejected.last_at.isoformat() + "Z"})
+                      {"count": rejected.count, "last_at": iso_utc(rejected.last_at)})
 
 
 def check_webhook_url(ctx):
@@ -254,9 +255,9 @@ def check_test_friend(ctx):
     contact = db.session.scalar(db.select(Contact).filter_by(
         channel_id=ctx.channel.id, line_user_id=event.source_user_id))
     name = (contact.display_name if contact and contact.display_name else None) or event.source_user_id
-    at = datetime.fromtimestamp(event.timestamp / 1000, timezone.utc)
+    at = event_time(event.timestamp)
     # Shown in the shop's time zone, like every other time on the pages.
-    local = at.astimezone(ZoneInfo(current_app.config["BABEL_DEFAULT_TIMEZONE"]))
+    local = at.replace(tzinfo=timezone.utc).astimezone(ZoneInfo(current_app.config["BABEL_DEFAULT_TIMEZONE"]))
     return StepResult("test_friend", DONE, "follow_received",
                       {"name": name, "when": local.strftime("%Y-%m-%d %H:%M"),
-                       "user_id": event.source_user_id, "at": at.replace(tzinfo=None).isoformat() + "Z"})
+                       "user_id": event.source_user_id, "at": iso_utc(at)})

@@ -9,7 +9,7 @@ from datetime import timedelta
 from flask import current_app
 
 from ..extensions import db
-from ..models import StepState, utcnow
+from ..models import StepState, iso_utc, utcnow
 from .checks import DONE, Context, StepResult
 from .registry import BY_KEY, EVALUATION_ORDER, STEPS
 
@@ -42,7 +42,7 @@ class ShopStatus:
             "connected": self.connected,
             "steps": [{
                 "key": r.key, "state": r.state, "reason": r.reason, "message": r.message,
-                "checked_at": r.checked_at.replace(microsecond=0).isoformat() + "Z",
+                "checked_at": iso_utc(r.checked_at.replace(microsecond=0)),
             } for r in self.steps],
         }
 
@@ -66,8 +66,8 @@ def stored_status(shop, rows=None):
     return ShopStatus(shop, results)
 
 
-def evaluate(shop, force=False, only=None):
-    """Check every step (live ones only when stale, ``force``d, or named in ``only``) and save the results.
+def evaluate(shop, force=False):
+    """Check every step (live ones only when stale or ``force``d) and save the new results.
 
     The caller commits; a failure to reach LINE is itself a result ("unverifiable"), never an exception.
     """
@@ -80,13 +80,12 @@ def evaluate(shop, force=False, only=None):
         row = stored.get(key)
         fresh = (row is not None and ctx.channel is not None and now - row.checked_at < max_age
                  and row.checked_at >= ctx.channel.connected_at)
-        reuse = step.live and fresh and not force and not (only and key in only)
-        if reuse:
+        if step.live and fresh and not force:
             result = _from_row(row)
         else:
             result = step.check(ctx)
+            _save(shop, stored, result)
         ctx.results[key] = result
-        _save(shop, stored, result)
     return ShopStatus(shop, ctx.results)
 
 

@@ -12,7 +12,7 @@ from ..extensions import db
 from ..line.client import client_for
 from ..line.connection import webhook_url
 from ..line.problems import LineProblem
-from ..models import utcnow
+from ..models import iso_utc, utcnow
 
 HOURLY_CAP = 50
 
@@ -42,7 +42,7 @@ def run(channel):
     now = utcnow()
     results = dict(channel.check_results or {})
     history = [t for t in results.get("webhook_test_history", []) if now - _parse(t) < timedelta(hours=1)]
-    history.append(now.isoformat() + "Z")
+    history.append(iso_utc(now))
     ours = webhook_url(channel)
     verified_before = channel.last_verified_at
     results["webhook_test_history"] = history
@@ -53,7 +53,7 @@ def run(channel):
     db.session.refresh(channel, ["last_verified_at"])
     seen = channel.last_verified_at is not None and (verified_before is None
                                                       or channel.last_verified_at > verified_before)
-    test = {"at": now.isoformat() + "Z", "endpoint": ours, "success": bool(answer.get("success")),
+    test = {"at": iso_utc(now), "endpoint": ours, "success": bool(answer.get("success")),
             "statusCode": answer.get("statusCode"), "reason": answer.get("reason"),
             "detail": answer.get("detail"), "seen_by_receiver": seen}
     results["webhook_test"] = test

@@ -20,11 +20,11 @@ from .. import crypto
 from ..extensions import db
 from ..line.connection import EndpointTaken, FormatProblem, connect, disconnect, set_endpoint, webhook_url
 from ..line.problems import LineProblem
-from ..models import Shop, WebhookEvent, utcnow
+from ..models import Shop, WebhookEvent, iso_utc, utcnow
 from ..steps import webhook_test
 from ..steps.checks import public_url_problem
 from ..steps.reasons import describe
-from ..steps.registry import BY_KEY, CONNECTED_TITLE, PAGE_COUNT, STEPS
+from ..steps.registry import BY_KEY, CONNECTED_TITLE, PAGE_COUNT, STEPS, number
 from ..steps.status import evaluate, invalidate
 
 bp = Blueprint("wizard", __name__, url_prefix="/setup")
@@ -76,7 +76,7 @@ def step_url(shop, key):
 def _confirm(shop, what, value):
     confirmations = dict(shop.confirmations or {})
     if value:
-        confirmations.setdefault(what, utcnow().isoformat() + "Z")
+        confirmations.setdefault(what, iso_utc(utcnow()))
     else:
         confirmations.pop(what, None)
     shop.confirmations = confirmations
@@ -102,23 +102,22 @@ def resume_shop(slug):
 
 
 def _page(shop, status, key, **extra):
-    index = [s.key for s in STEPS].index(key)
+    index = number(key) - 1
     channel = shop.channel
+    url = webhook_url(channel) if channel else None
     context = dict(
         shop=shop, status=status, step=BY_KEY[key], result=status.results[key], number=index + 1,
         page_count=PAGE_COUNT, steps=STEPS, channel=channel,
         prev_url=step_url(shop, STEPS[index - 1].key) if index else None,
         next_url=step_url(shop, STEPS[index + 1].key if index + 1 < len(STEPS) else None),
-        webhook_url=webhook_url(channel) if channel else None,
+        webhook_url=url,
         masked_secret=_masked_secret(channel),
         step_url=lambda k: step_url(shop, k),
-        describe=describe,
-        sandbox=current_app.config.get("SANDBOX"),
         # Sketches of LINE's screens show the owner's own names where we know them.
         sketch_account_name=(channel.display_name if channel and channel.display_name else shop.name),
         sketch_basic_id=channel.basic_id if channel and channel.basic_id else None,
         sketch_channel_id=channel.channel_id if channel else None,
-        sketch_webhook_url=webhook_url(channel) if channel else None,
+        sketch_webhook_url=url,
     )
     context.update(extra)
     return render_template(BY_KEY[key].template, **context)
@@ -154,8 +153,8 @@ def step(slug, key):
     return _page(shop, status, key, **_forms_for(shop, key))
 
 
-def _forms_for(shop, key, **given):
-    """Forms a step page shows, pre-filled from what is saved (or from what the owner just typed)."""
+def _forms_for(shop, key):
+    """Forms a step page shows, pre-filled from what is saved."""
     confirmations = shop.confirmations or {}
     forms = {
         "prepare": lambda: {"form": PrepareForm(formdata=None, line_login=bool(confirmations.get("line_login")))},
@@ -170,9 +169,7 @@ def _forms_for(shop, key, **given):
             formdata=None, auto_response=bool(confirmations.get("auto_response")))},
         "test_friend": lambda: _friend_context(shop),
     }
-    context = forms[key]() if key in forms else {}
-    context.update(given)
-    return context
+    return forms[key]() if key in forms else {}
 
 
 def _recheck(shop, key):
@@ -185,7 +182,6 @@ def _recheck(shop, key):
 def _save_prepare(shop, key):
     form = PrepareForm()
     _confirm(shop, "line_login", form.line_login.data)
-    invalidate(shop, key)
     return _next_if_done(shop, key)
 
 
@@ -205,7 +201,7 @@ def _next_if_done(shop, key):
     status = evaluate(shop)
     db.session.commit()
     if status.results[key].state == "done":
-        index = [s.key for s in STEPS].index(key)
+        index = number(key) - 1
         return redirect(step_url(shop, STEPS[index + 1].key if index + 1 < len(STEPS) else None))
     return redirect(step_url(shop, key))
 
@@ -223,8 +219,7 @@ def _save_credentials(shop, key):
         if problem.code in ("wrong_secret", "unknown_channel"):
             field.errors = [f"{problem.message} {problem.hint}"]
     else:
-        invalidate(shop)
-        status = evaluate(shop)
+        # connect() cleared the cached step results; the page we redirect to checks afresh.
         db.session.commit()
         flash(_("LINE accepted the Channel ID and Channel secret. They are saved."), "success")
         return redirect(step_url(shop, "credentials"))
@@ -297,7 +292,7 @@ ACTIONS = {
 
 def _webhook_context(shop):
     channel = shop.channel
-    context = {"endpoint_form": EndpointForm(formdata=None), "line_endpoint": None, "webhook_test": None,
+    context = {"endpoint_form": EndpointForm(formdata=None), "webhook_test": None,
                "test_wait": 0, "explain": webhook_test.explain}
     if channel is None:
         return context
@@ -328,7 +323,7 @@ def _last_event(channel):
 def friend_live(slug):
     """Polled by the test page: the first follow (and the last event of any kind) as an HTML fragment."""
     shop = shop_for(slug)
-    status = evaluate(shop, only=())
+    status = evaluate(shop)
     db.session.commit()
     result = status.results["test_friend"]
     html = render_template("wizard/_friend_live.html", shop=shop, result=result,
