@@ -2,15 +2,18 @@
 import json
 import re
 import time
+from html.parser import HTMLParser
 
 import pytest
 import requests
+from sqlalchemy import update
 
 from tests.servers import Served
 from tests.sink import Sink
 from wizard.line.client import LineClient
 from wizard.line.problems import LineProblem
 from wizard.sandbox import Sandbox, SandboxError, create_sandbox_app
+from wizard.sandbox.store import deliveries, messages
 
 ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
@@ -278,3 +281,91 @@ def test_sandbox_state_on_each_database(db_url, sink):
         if not db_url.startswith("sqlite"):
             control.store.drop()
         control.close()
+
+
+class Tags(HTMLParser):
+    """Every start tag of a page with its attributes, as a browser would parse them."""
+
+    def __init__(self, text):
+        super().__init__()
+        self.tags = []
+        self.feed(text)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+
+def test_urls_in_sent_messages_become_links_and_nothing_else_does(sandbox):
+    line = sandbox.control
+    channel = line.create_channel(display_name="晴天烘焙坊")
+    token = line.follow(channel["channelId"], name="林小美")["event"]["replyToken"]
+    form_url = "http://127.0.0.1:5000/form/Xy_9-abcDEF"
+    text = ("感謝您將晴天烘焙坊加入好友！請花一分鐘留下您的姓名、電話和電子郵件：\n" + form_url + "。"
+            ' <script>alert(1)</script> "><img src=x onerror=alert(1)> javascript:alert(2)'
+            ' https://evil.example/a"onmouseover="alert(3) ftp://files.example/x')
+    LineClient(channel["channelId"], channel["channelSecret"], host=sandbox.url).reply(
+        token, [{"type": "text", "text": text}])
+
+    page = requests.get(f"{sandbox.url}/_sandbox/channels/{channel['channelId']}")
+    assert page.status_code == 200
+    tags = Tags(page.text).tags
+    links = [attrs["href"] for tag, attrs in tags if tag == "a" and "rel" in attrs]
+    # The form link (without the full stop after it), the https URL cut at the quote; not ftp, not javascript.
+    assert links == [form_url, "https://evil.example/a"]
+    assert [tag for tag, _ in tags if tag in ("script", "img")] == []
+    assert not any(name.startswith("on") for _, attrs in tags for name in attrs)
+    assert (f'<a href="{form_url}" rel="noopener noreferrer">{form_url}</a>。 &lt;script&gt;alert(1)'
+            "&lt;/script&gt; &#34;&gt;&lt;img src=x onerror=alert(1)&gt; javascript:alert(2)") in page.text
+
+
+def test_control_page_shows_taipei_time(sandbox, sink):
+    line = sandbox.control
+    channel = line.create_channel(endpoint=sink.url)
+    token = line.follow(channel["channelId"], name="陳大文")["event"]["replyToken"]
+    LineClient(channel["channelId"], channel["channelSecret"], host=sandbox.url).reply(
+        token, [{"type": "text", "text": "歡迎"}])
+    at = 1764590400  # 2025-12-01 12:00:00 UTC, 20:00 in Taipei
+    line.store.run(update(messages).values(created_at=at))
+    line.store.run(update(deliveries).values(at=at + 5))
+
+    page = requests.get(f"{sandbox.url}/_sandbox/channels/{channel['channelId']}").text
+    assert '<time datetime="2025-12-01T20:00:00+08:00">2025-12-01 20:00:00</time>' in page
+    assert '<time datetime="2025-12-01T20:00:05+08:00">2025-12-01 20:00:05</time>' in page
+    assert "12:00:0" not in page
+    assert "times are Taipei time, UTC+8" in page and "When (Taipei time, UTC+8)" in page
+
+
+def test_control_page_reissues_the_secret_only_when_confirmed(sandbox):
+    line = sandbox.control
+    channel = line.create_channel(display_name="小島咖啡")
+    channel_id, old_secret = channel["channelId"], channel["channelSecret"]
+    browser = requests.Session()
+    # Without the "yes" ticked (a browser without JavaScript or a hand-made POST) nothing changes.
+    for refused in ({}, {"confirm": ""}, {"confirm": "on"}):
+        answer = browser.post(f"{sandbox.url}/_sandbox/channels/{channel_id}/reissue", data=refused)
+        assert line.channel(channel_id)["channelSecret"] == old_secret
+        assert answer.status_code == 200 and "Nothing changed" in answer.text and old_secret in answer.text
+    still = LineClient(channel_id, old_secret, host=sandbox.url).verify_credentials()
+    assert still["basicId"] == channel["basicId"]
+    # The form asks for that "yes", and the browser will not submit it unticked.
+    form = re.search(r'<form id="reissue".*?</form>', answer.text, re.S).group(0)
+    assert re.search(r'<input type="checkbox" id="reissue_confirm" name="confirm" value="yes" required', form)
+    assert '<label class="inline" for="reissue_confirm">Yes, issue a new Channel secret</label>' in form
+
+    done = browser.post(f"{sandbox.url}/_sandbox/channels/{channel_id}/reissue", data={"confirm": "yes"})
+    new_secret = line.channel(channel_id)["channelSecret"]
+    assert new_secret != old_secret
+    assert done.status_code == 200 and new_secret in done.text and old_secret not in done.text
+    assert "The old secret no longer works" in done.text and "step 4" in done.text
+    now = LineClient(channel_id, new_secret, host=sandbox.url).verify_credentials()
+    assert now["basicId"] == channel["basicId"]
+    with pytest.raises(LineProblem) as refused:
+        LineClient(channel_id, old_secret, host=sandbox.url).verify_credentials()
+    assert refused.value.code == "wrong_secret"
+
+
+def test_channel_page_shows_the_basic_id_under_the_name(sandbox):
+    channel = sandbox.control.create_channel(display_name="晴天烘焙坊")
+    page = requests.get(f"{sandbox.url}/_sandbox/channels/{channel['channelId']}").text
+    assert re.search(r'<h1>晴天烘焙坊</h1>\s*<p class="basic-id" id="basic-id">Basic ID <strong>'
+                     + re.escape(channel["basicId"]) + "</strong>", page)

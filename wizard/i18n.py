@@ -31,6 +31,14 @@ def localtime(value):
     return format_datetime(value, "yyyy-MM-dd HH:mm")
 
 
+def isotime(value):
+    """A stored ISO 8601 UTC text (``…Z``, as in JSON details) shown like ``localtime``."""
+    from datetime import datetime
+    if not value:
+        return ""
+    return localtime(datetime.fromisoformat(str(value).rstrip("Z")))
+
+
 def remember_choice():
     """``?lang=`` on any page (even one that only redirects) sticks for the rest of the visit."""
     wanted = request.args.get("lang")
@@ -40,6 +48,7 @@ def remember_choice():
 
 def init_app(app):
     app.add_template_filter(localtime)
+    app.add_template_filter(isotime)
     app.before_request(remember_choice)
     @app.context_processor
     def language_context():

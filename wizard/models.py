@@ -114,6 +114,15 @@ class Channel(db.Model):
     def secret(self, value: str) -> None:
         self.secret_encrypted = crypto.encrypt(value)
 
+    def remember_bot_info(self, info: dict) -> None:
+        """What LINE's bot info says about the account, kept for the pages (name, picture, chat mode …)."""
+        self.bot_user_id = info.get("userId")
+        self.basic_id = info.get("basicId")
+        self.display_name = info.get("displayName")
+        self.picture_url = info.get("pictureUrl")
+        self.chat_mode = info.get("chatMode")
+        self.mark_as_read_mode = info.get("markAsReadMode")
+
     @property
     def add_friend_url(self) -> str | None:
         if not self.basic_id:

@@ -73,6 +73,11 @@
         .then(function (data) {
           if (!data) { return; }
           if (box.innerHTML.trim() !== data.html.trim()) { box.innerHTML = data.html; }
+          /* A friend's message proves the webhook, but no "new friend" notice will come: show how to send one. */
+          if (data.reason === "friend_message_received") {
+            var hint = document.getElementById("already-friend");
+            if (hint) { hint.open = true; }
+          }
           if (data.done) {
             if (box.getAttribute("data-done") !== "true") { refreshStatus(); } else { settleLooks -= 1; }
             box.setAttribute("data-done", "true");

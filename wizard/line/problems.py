@@ -2,6 +2,8 @@
 
 Pages, the CLI and the status JSON use ``code``; people read ``message`` (translated) and ``hint``.
 """
+from datetime import datetime, timezone
+
 from flask_babel import lazy_gettext as _l
 
 MESSAGES = {
@@ -56,9 +58,15 @@ MESSAGES = {
     ),
     "line_error": (
         _l("LINE answered with an error."),
-        _l("Try again later. If it keeps happening, tell your onboarding contact what is shown here."),
+        _l("Try again later. If it keeps happening, give your onboarding contact the reference shown here."),
     ),
 }
+
+
+def reference(code: str, status, at: datetime) -> str:
+    """A short reference for a problem that a shop owner can read out and staff can find in the logs:
+    the problem's code, LINE's HTTP status and the time (UTC), e.g. ``line_error-500-20261201T121503Z``."""
+    return f"{code}-{status or '-'}-{at:%Y%m%dT%H%M%S}Z"
 
 
 class LineProblem(Exception):
@@ -70,6 +78,11 @@ class LineProblem(Exception):
         self.code = code
         self.status = status
         self.detail = detail
+        self.at = datetime.now(timezone.utc).replace(tzinfo=None)
+
+    @property
+    def reference(self) -> str:
+        return reference(self.code, self.status, self.at)
 
     @property
     def message(self) -> str:

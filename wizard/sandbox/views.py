@@ -2,12 +2,17 @@
 
 Each form posts, does one ``Sandbox`` action, flashes what happened (including what the webhook endpoint
 answered) and redirects back. Also serves the generated profile pictures the platform hands out.
+
+The page speaks English only (it plays LINE's English console for developers; the sandbox has no catalog) and
+shows times in Taipei time, as the app does (its ``BABEL_DEFAULT_TIMEZONE``).
 """
 import hashlib
+import re
 from datetime import datetime
+from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
-from markupsafe import escape
+from markupsafe import Markup, escape
 
 from .control import SandboxError
 
@@ -18,9 +23,46 @@ def sandbox():
     return current_app.extensions["sandbox"]
 
 
+TIMEZONE = ZoneInfo("Asia/Taipei")
+TIMEZONE_LABEL = "Taipei time, UTC+8"
+# An http(s) URL in a message text, up to the first space or character that cannot be part of one here:
+# quotes, angle brackets and the full-width punctuation of Chinese text. Trailing ASCII punctuation is
+# given back.
+_URL = re.compile(r"""https?://[^\s<>"'\u3000-\u303f\uff01-\uff0f\uff1a-\uff20]+""", re.IGNORECASE)
+_TRAILING = ".,;:!?)]}'"
+
+
 @bp.app_template_filter("when")
 def _when(epoch):
-    return datetime.fromtimestamp(epoch).strftime("%Y-%m-%d %H:%M:%S") if epoch else ""
+    """A sandbox timestamp (epoch seconds) in Taipei time; ``datetime`` holds it with its UTC offset."""
+    if not epoch:
+        return ""
+    at = datetime.fromtimestamp(epoch, TIMEZONE)
+    return Markup('<time datetime="{}">{}</time>').format(at.isoformat(timespec="seconds"),
+                                                          at.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+@bp.app_template_global("timezone_label")
+def _timezone_label():
+    return TIMEZONE_LABEL
+
+
+@bp.app_template_filter("linkify")
+def linkify(text):
+    """Escape ``text`` and make each http(s) URL in it a link; nothing else of the text becomes markup."""
+    text = "" if text is None else str(text)
+    parts, last = [], 0
+    for match in _URL.finditer(text):
+        url = match.group(0)
+        while url and url[-1] in _TRAILING:
+            url = url[:-1]
+        if not url.split("://", 1)[1]:
+            continue
+        parts.append(escape(text[last:match.start()]))
+        parts.append(Markup('<a href="{0}" rel="noopener noreferrer">{0}</a>').format(url))
+        last = match.start() + len(url)
+    parts.append(escape(text[last:]))
+    return Markup("").join(parts)
 
 
 @bp.errorhandler(SandboxError)
@@ -63,7 +105,9 @@ def channel(channel_id):
     except SandboxError as exc:
         return render_template("sandbox/index.html", channels=sandbox().channels(),
                                friends=sandbox().counts(), missing=str(exc)), 404
-    return render_template("sandbox/channel.html", channel=found, users=sandbox().users(channel_id),
+    users = sandbox().users(channel_id)
+    return render_template("sandbox/channel.html", channel=found, users=users,
+                           names={user["userId"]: user["displayName"] for user in users},
                            messages=sandbox().sent_messages(channel_id)[-50:][::-1],
                            deliveries=sandbox().deliveries(channel_id, 20))
 
@@ -80,8 +124,16 @@ def settings(channel_id):
 
 @bp.post("/_sandbox/channels/<channel_id>/reissue")
 def reissue(channel_id):
+    """Issue a new Channel secret, only with the form's "yes" ticked: the old secret stops working at once."""
+    sandbox().channel(channel_id)
+    if request.form.get("confirm") != "yes":
+        flash("Nothing changed: tick “Yes, issue a new Channel secret” to confirm. The current secret still "
+              "works.", "error")
+        return redirect(url_for(".channel", channel_id=channel_id))
     sandbox().update(channel_id, reissue_secret=True)
-    flash("A new Channel secret was issued; the old one no longer works.", "ok")
+    flash("A new Channel secret was issued (shown under Basic settings). The old secret no longer works: "
+          "LINE refuses it, and webhooks are now signed with the new one, so the app rejects them until it "
+          "has it. Enter the new secret in the wizard's step 4, “Channel ID and Channel secret”.", "ok")
     return redirect(url_for(".channel", channel_id=channel_id))
 
 

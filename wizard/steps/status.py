@@ -1,39 +1,45 @@
 """A shop's status: run (or reuse) every step's check, store the results, derive "connected".
 
 Step results are stored in ``step_states`` with their time; a live result younger than CHECK_MAX_AGE is reused
-instead of asking LINE again. "Connected" is computed from the results every time and never stored.
+instead of asking LINE again, unless newer passive evidence contradicts it (LINE delivered an event after a
+cached "something is wrong"). "Connected" is computed from the results every time and never stored.
 """
+import logging
 from dataclasses import dataclass
 from datetime import timedelta
 
 from flask import current_app
 
 from ..extensions import db
-from ..models import StepState, iso_utc, utcnow
-from .checks import DONE, Context, StepResult
-from .registry import BY_KEY, EVALUATION_ORDER, STEPS
+from ..models import StepState, WebhookEvent, iso_utc, utcnow
+from .context import Context, StepResult
+from .registry import CONNECTED_KEY, registry
+from .state import State
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class ShopStatus:
     shop: object
-    results: dict  # key -> StepResult, in wizard order when iterated via ``steps``
+    results: dict  # key -> StepResult; ``steps`` gives them in wizard order
 
     @property
     def steps(self):
-        return [self.results[step.key] for step in STEPS]
+        return [self.results[step.key] for step in registry()]
 
     @property
     def connected(self):
-        return all(result.state == DONE or not result.blocks for result in self.steps)
+        return all(result.satisfied for result in self.steps)
 
     @property
     def first_open_step(self):
-        """Where "resume" takes the owner: the first step not done (what only they can confirm included)."""
+        """Where "resume" takes the owner: the page that fixes the first step not done (what only they can
+        confirm included), or the summary when every step is done."""
         for result in self.steps:
-            if result.state != DONE:
-                return result.key
-        return None
+            if not result.done:
+                return result.fix_key
+        return CONNECTED_KEY
 
     def as_json(self):
         return {
@@ -41,8 +47,9 @@ class ShopStatus:
             "name": self.shop.name,
             "connected": self.connected,
             "steps": [{
-                "key": r.key, "state": r.state, "reason": r.reason, "message": r.message,
+                "key": r.key, "state": str(r.state), "reason": r.reason, "message": r.message,
                 "checked_at": iso_utc(r.checked_at.replace(microsecond=0)),
+                "fix_step": r.fix_key,
             } for r in self.steps],
         }
 
@@ -52,18 +59,24 @@ def _stored(shop):
 
 
 def _from_row(row):
-    return StepResult(row.key, row.state, row.reason, dict(row.detail or {}), row.checked_at,
-                      blocks=bool((row.detail or {}).get("_blocks", True)))
+    detail = dict(row.detail or {})
+    return StepResult(row.key, row.state, row.reason, {k: v for k, v in detail.items() if not k.startswith("_")},
+                      row.checked_at, blocks=bool(detail.get("_blocks", True)), fix=detail.get("_fix"))
 
 
 def stored_status(shop, rows=None):
     """The status as last checked, without asking anyone: for lists of many shops."""
     rows = rows if rows is not None else _stored(shop)
     results = {}
-    for step in STEPS:
+    for step in registry():
         row = rows.get(step.key)
-        results[step.key] = _from_row(row) if row else StepResult(step.key, "todo", "not_checked")
+        results[step.key] = _from_row(row) if row else StepResult(step.key, State.TODO, "not_checked")
     return ShopStatus(shop, results)
+
+
+def _last_event_at(channel):
+    return db.session.scalar(db.select(WebhookEvent.received_at).where(
+        WebhookEvent.channel_id == channel.id).order_by(WebhookEvent.id.desc()).limit(1))
 
 
 def evaluate(shop, force=False):
@@ -75,17 +88,21 @@ def evaluate(shop, force=False):
     now = utcnow()
     stored = _stored(shop)
     ctx = Context(shop)
-    for key in EVALUATION_ORDER:
-        step = BY_KEY[key]
-        row = stored.get(key)
+    last_event_at = _last_event_at(ctx.channel) if ctx.channel is not None and stored else None
+    for step in registry().evaluation_order():
+        row = stored.get(step.key)
         fresh = (row is not None and ctx.channel is not None and now - row.checked_at < max_age
-                 and row.checked_at >= ctx.channel.connected_at)
+                 and row.checked_at >= ctx.channel.connected_at
+                 # An event LINE delivered after a cached "not done" outranks it.
+                 and (row.state == State.DONE or last_event_at is None or last_event_at <= row.checked_at))
         if step.live and fresh and not force:
             result = _from_row(row)
         else:
             result = step.check(ctx)
             _save(shop, stored, result)
-        ctx.results[key] = result
+            if result.reference:
+                log.warning("LINE problem ref=%s shop=%s step=%s", result.reference, shop.slug, step.key)
+        ctx.results[step.key] = result
     return ShopStatus(shop, ctx.results)
 
 
@@ -97,16 +114,10 @@ def _save(shop, stored, result):
         stored[result.key] = row
     detail = {k: v for k, v in result.detail.items() if _jsonable(v)}
     detail["_blocks"] = result.blocks
-    row.state, row.reason, row.detail, row.checked_at = result.state, result.reason, detail, result.checked_at
+    if result.fix:
+        detail["_fix"] = result.fix
+    row.state, row.reason, row.detail, row.checked_at = str(result.state), result.reason, detail, result.checked_at
 
 
 def _jsonable(value):
     return value is None or isinstance(value, (str, int, float, bool, list, dict))
-
-
-def invalidate(shop, *keys):
-    """Forget cached results so the next evaluation asks LINE again (after the owner changed something)."""
-    query = db.delete(StepState).where(StepState.shop_id == shop.id)
-    if keys:
-        query = query.where(StepState.key.in_(keys))
-    db.session.execute(query)

@@ -10,7 +10,7 @@ from flask_babel import lazy_gettext as _l
 
 from ..extensions import db
 from ..line.client import client_for
-from ..line.connection import webhook_url
+from ..line.endpoint import webhook_url
 from ..line.problems import LineProblem
 from ..models import iso_utc, utcnow
 

@@ -1,63 +1,28 @@
-"""The setup wizard: one generic step view driven by the step registry, plus the few actions steps offer.
+"""The setup wizard: one generic view driven by the step registry.
 
 Every GET re-evaluates the shop (reusing fresh live results), so a page never trusts a stored "done". Every
-action is a POST that changes one thing, then redirects back (PRG) — except a failed credentials form, which is
-shown again with what the owner typed.
+action is a POST to the step's own page (``action=<name>``) that changes one thing; the step and what it
+depends on are then asked again and the page says what changed, and the browser is redirected back (PRG).
+A form with mistakes is shown again at once, with what was typed.
 """
 import io
 import re
 
 import segno
-from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, send_file, \
-    url_for
-from flask_babel import gettext as _, lazy_gettext as _l
+from flask import Blueprint, abort, current_app, flash, jsonify, redirect, render_template, request, send_file, url_for
+from flask_babel import gettext as _
 from flask_login import current_user, login_required
-from flask_wtf import FlaskForm
-from wtforms import BooleanField, StringField
-from wtforms.validators import Optional, Regexp
 
-from .. import crypto
 from ..extensions import db
-from ..line.connection import EndpointTaken, FormatProblem, connect, disconnect, set_endpoint, webhook_url
-from ..line.problems import LineProblem
-from ..models import Shop, WebhookEvent, iso_utc, utcnow
-from ..steps import webhook_test
-from ..steps.checks import public_url_problem
+from ..line.endpoint import webhook_url
+from ..models import Shop
+from ..steps import confirmations
 from ..steps.reasons import describe
-from ..steps.registry import BY_KEY, CONNECTED_TITLE, PAGE_COUNT, STEPS, number
-from ..steps.status import evaluate, invalidate
+from ..steps.registry import CONNECTED_KEY, registry
+from ..steps.status import evaluate
+from ..steps.test_friend import last_event
 
 bp = Blueprint("wizard", __name__, url_prefix="/setup")
-
-
-class PrepareForm(FlaskForm):
-    line_login = BooleanField(_l("I have a LINE account with an e-mail address and a password set "
-                                 "(LINE app → Settings → Account)."))
-
-
-class AccountForm(FlaskForm):
-    account_created = BooleanField(_l("I have created the LINE Official Account and can open it in LINE "
-                                      "Official Account Manager."))
-    basic_id = StringField(_l("Basic ID of the account (optional)"), validators=[
-        Optional(), Regexp(r"^@?[0-9a-zA-Z._-]{3,20}$", message=_l("A basic ID looks like @123abcde."))])
-
-
-class CredentialsForm(FlaskForm):
-    channel_id = StringField(_l("Channel ID"))
-    channel_secret = StringField(_l("Channel secret"))
-
-
-class ResetForm(FlaskForm):
-    confirm_reset = BooleanField(_l("Yes, forget the saved Channel ID and Channel secret."))
-
-
-class EndpointForm(FlaskForm):
-    confirm_replace = BooleanField(_l("Yes, replace the URL LINE has now. The other tool will stop receiving "
-                                      "messages from this account."))
-
-
-class ResponseForm(FlaskForm):
-    auto_response = BooleanField(_l("In Response settings, auto-response messages are on."))
 
 
 def shop_for(slug):
@@ -68,18 +33,80 @@ def shop_for(slug):
 
 
 def step_url(shop, key):
-    if key is None or key == "connected":
+    if key is None or key == CONNECTED_KEY:
         return url_for("wizard.connected", slug=shop.slug)
     return url_for("wizard.step", slug=shop.slug, key=key)
 
 
-def _confirm(shop, what, value):
-    confirmations = dict(shop.confirmations or {})
-    if value:
-        confirmations.setdefault(what, iso_utc(utcnow()))
-    else:
-        confirmations.pop(what, None)
-    shop.confirmations = confirmations
+class Page:
+    """One request to one step's page: what a step's context and actions work with."""
+
+    def __init__(self, shop, step, status=None):
+        self.shop = shop
+        self.step = step
+        self.status = status
+
+    @property
+    def channel(self):
+        return self.shop.channel
+
+    def confirmed(self, what):
+        return confirmations.get(self.shop, what) is not None
+
+    def url(self, key):
+        return step_url(self.shop, key)
+
+    def redirect(self, key):
+        return redirect(self.url(key))
+
+    def describe(self, reason, detail=None):
+        return describe(reason, detail)
+
+    def flash_problem(self, problem):
+        """A failed call to LINE, with the reference staff can look up when it is not the owner's to fix."""
+        message = f"{problem.message} {problem.hint}"
+        if problem.code not in ("wrong_secret", "unknown_channel"):
+            message += " " + _("Reference: %(reference)s", reference=problem.reference)
+            current_app.logger.warning("LINE problem ref=%s shop=%s", problem.reference, self.shop.slug)
+        flash(message, "error")
+
+    def rollback(self):
+        db.session.rollback()
+        self.status = None
+
+    def render(self, status_code=200, **extra):
+        if self.status is None:
+            self.status = evaluate(self.shop)
+            db.session.commit()
+        context = self.step.context(self)
+        context.update(extra)
+        return _render(self.shop, self.status, self.step, **context), status_code
+
+
+def _render(shop, status, step, **context):
+    steps = registry()
+    key = step.key if step else CONNECTED_KEY
+    channel = shop.channel
+    url = webhook_url(channel) if channel else None
+    before = steps.before(key) if step else (steps.steps[-1].key if len(steps) else None)
+    common = dict(
+        shop=shop, status=status, step=step, result=status.results[key] if step else None,
+        number=steps.number(key), page_count=steps.page_count, steps=steps.steps, channel=channel,
+        prev_url=step_url(shop, before) if before else None,
+        next_url=step_url(shop, steps.after(key)) if step else None,
+        step_url=lambda k: step_url(shop, k), step_number=steps.number,
+        confirmation=lambda what: confirmations.get(shop, what),
+        acting_for=shop if current_user.is_staff else None,
+        webhook_url=url,
+        # Sketches of LINE's screens show the owner's own names where we know them.
+        sketch_account_name=(channel.display_name if channel and channel.display_name else shop.name),
+        sketch_basic_id=channel.basic_id if channel and channel.basic_id else None,
+        sketch_channel_id=channel.channel_id if channel else None,
+        sketch_webhook_url=url,
+    )
+    common.update(context)
+    template = step.template_name if step else "wizard/connected.html"
+    return render_template(template, **common)
 
 
 @bp.route("/")
@@ -95,240 +122,75 @@ def resume():
 @bp.route("/<slug>/")
 @login_required
 def resume_shop(slug):
+    """Where the owner left off: the page whose action fixes the first step that is not done."""
     shop = shop_for(slug)
     status = evaluate(shop)
     db.session.commit()
     return redirect(step_url(shop, status.first_open_step))
 
 
-def _page(shop, status, key, **extra):
-    index = number(key) - 1
-    channel = shop.channel
-    url = webhook_url(channel) if channel else None
-    context = dict(
-        shop=shop, status=status, step=BY_KEY[key], result=status.results[key], number=index + 1,
-        page_count=PAGE_COUNT, steps=STEPS, channel=channel,
-        prev_url=step_url(shop, STEPS[index - 1].key) if index else None,
-        next_url=step_url(shop, STEPS[index + 1].key if index + 1 < len(STEPS) else None),
-        webhook_url=url,
-        masked_secret=_masked_secret(channel),
-        step_url=lambda k: step_url(shop, k),
-        # Sketches of LINE's screens show the owner's own names where we know them.
-        sketch_account_name=(channel.display_name if channel and channel.display_name else shop.name),
-        sketch_basic_id=channel.basic_id if channel and channel.basic_id else None,
-        sketch_channel_id=channel.channel_id if channel else None,
-        sketch_webhook_url=url,
-    )
-    context.update(extra)
-    return render_template(BY_KEY[key].template, **context)
-
-
-def _masked_secret(channel):
-    if channel is None:
-        return ""
-    try:
-        return crypto.mask(channel.secret)
-    except crypto.SecretUnreadable:
-        return "••••••••"
-
-
 @bp.route("/<slug>/<key>", methods=["GET", "POST"])
 @login_required
 def step(slug, key):
-    if key not in BY_KEY:
+    steps = registry()
+    if key not in steps:
         abort(404)
+    step = steps.get(key)
     shop = shop_for(slug)
-    if request.method == "POST":
-        action = request.form.get("action", "recheck")
-        handler = _recheck if action == "recheck" else ACTIONS.get((key, action))
-        if handler is None:
-            abort(400)
-        response = handler(shop, key)
-        if response is not None:
-            return response
-        db.session.commit()
-        return redirect(step_url(shop, key))
-    status = evaluate(shop)
-    db.session.commit()
-    return _page(shop, status, key, **_forms_for(shop, key))
+    if request.method == "GET":
+        return Page(shop, step).render()
+    return _act(shop, step, request.form.get("action", "recheck"))
 
 
-def _forms_for(shop, key):
-    """Forms a step page shows, pre-filled from what is saved."""
-    confirmations = shop.confirmations or {}
-    forms = {
-        "prepare": lambda: {"form": PrepareForm(formdata=None, line_login=bool(confirmations.get("line_login")))},
-        "create_account": lambda: {"form": AccountForm(
-            formdata=None, account_created=bool(confirmations.get("account_created")),
-            basic_id=shop.claimed_basic_id or "")},
-        "credentials": lambda: {"form": CredentialsForm(
-            formdata=None, channel_id=shop.channel.channel_id if shop.channel else ""),
-            "reset_form": ResetForm(formdata=None)},
-        "webhook_url": lambda: _webhook_context(shop),
-        "response_settings": lambda: {"form": ResponseForm(
-            formdata=None, auto_response=bool(confirmations.get("auto_response")))},
-        "test_friend": lambda: _friend_context(shop),
-    }
-    return forms[key]() if key in forms else {}
-
-
-def _recheck(shop, key):
-    """Ask LINE afresh: the owner has just changed something there. (Three cheap reads; LINE's one rate-limited
-    call, the webhook test, is never part of a re-check.)"""
-    evaluate(shop, force=True)
-    flash(_("Checked again."), "info")
-
-
-def _save_prepare(shop, key):
-    form = PrepareForm()
-    _confirm(shop, "line_login", form.line_login.data)
-    return _next_if_done(shop, key)
-
-
-def _save_account(shop, key):
-    form = AccountForm()
-    if not form.validate():
-        status = evaluate(shop)
-        db.session.rollback()
-        return _page(shop, status, key, form=form), 422
-    _confirm(shop, "account_created", form.account_created.data)
-    basic_id = (form.basic_id.data or "").strip()
-    shop.claimed_basic_id = ("@" + basic_id.lstrip("@").lower()) if basic_id else None
-    return _next_if_done(shop, key)
-
-
-def _next_if_done(shop, key):
-    status = evaluate(shop)
-    db.session.commit()
-    if status.results[key].state == "done":
-        index = number(key) - 1
-        return redirect(step_url(shop, STEPS[index + 1].key if index + 1 < len(STEPS) else None))
-    return redirect(step_url(shop, key))
-
-
-def _save_credentials(shop, key):
-    form = CredentialsForm()
-    error = None
-    try:
-        connect(shop, form.channel_id.data, form.channel_secret.data)
-    except FormatProblem as problem:
-        getattr(form, problem.field).errors = [problem.message]
-    except LineProblem as problem:
-        error = problem
-        field = form.channel_id if problem.code == "unknown_channel" else form.channel_secret
-        if problem.code in ("wrong_secret", "unknown_channel"):
-            field.errors = [f"{problem.message} {problem.hint}"]
+def _act(shop, step, name):
+    """Run one action of a step's page; then ask again and say what changed (or why nothing did)."""
+    if name == "recheck":
+        handler, recheck, advance = (lambda page: None), True, False
+    elif name in step.actions:
+        action = step.actions[name]
+        handler, recheck, advance = action.handler, action.recheck, action.advance
     else:
-        # connect() cleared the cached step results; the page we redirect to checks afresh.
+        abort(400)
+    before = evaluate(shop)
+    page = Page(shop, step, before)
+    outcome = handler(page)
+    if outcome is not None and outcome is not False:
         db.session.commit()
-        flash(_("LINE accepted the Channel ID and Channel secret. They are saved."), "success")
-        return redirect(step_url(shop, "credentials"))
-    db.session.rollback()
-    status = evaluate(shop)
+        return outcome
+    if outcome is None and recheck:
+        after = evaluate(shop, force=True)
+        _say_what_changed(before.results[step.key], after.results[step.key], step)
+    else:
+        after = evaluate(shop)
     db.session.commit()
-    return _page(shop, status, key, form=form, reset_form=ResetForm(formdata=None), line_problem=error), 422
+    if advance and after.results[step.key].done:
+        return redirect(step_url(shop, registry().after(step.key)))
+    return redirect(step_url(shop, step.key))
 
 
-def _reset(shop, key):
-    form = ResetForm()
-    if not form.confirm_reset.data:
-        flash(_("Nothing was reset: tick the box to confirm first."), "warning")
-        return None
-    disconnect(shop)
-    flash(_("The saved connection was cleared. Enter the Channel ID and Channel secret again."), "info")
-    return None
-
-
-def _set_endpoint(shop, key):
-    channel = shop.channel
-    if channel is None:
-        return redirect(step_url(shop, "credentials"))
-    problem = public_url_problem()
-    if problem:
-        flash(describe(problem, {"url": current_app.config["PUBLIC_BASE_URL"]}), "error")
-        return None
-    try:
-        set_endpoint(channel, replace=EndpointForm().confirm_replace.data)
-    except EndpointTaken:
-        flash(_("LINE has another webhook URL. Tick the box to confirm you want to replace it."), "warning")
-        return None
-    except LineProblem as exc:
-        flash(f"{exc.message} {exc.hint}", "error")
-        return None
-    invalidate(shop, "webhook_url", "response_settings")
-    flash(_("The webhook URL is now set in LINE."), "success")
-    return None
-
-
-def _test_webhook(shop, key):
-    channel = shop.channel
-    if channel is None:
-        return redirect(step_url(shop, "credentials"))
-    test, problem, wait = webhook_test.try_run(channel)
-    if problem == "cooldown":
-        flash(_("LINE allows only a few tests an hour. Please wait %(seconds)d seconds.", seconds=wait), "warning")
-    elif problem:
-        flash(describe(problem), "error")
-    invalidate(shop, "webhook_url")
-    return None
-
-
-def _save_response(shop, key):
-    _confirm(shop, "auto_response", ResponseForm().auto_response.data)
-    invalidate(shop, key)
-    return _next_if_done(shop, key)
-
-
-ACTIONS = {
-    ("prepare", "confirm"): _save_prepare,
-    ("create_account", "confirm"): _save_account,
-    ("credentials", "save"): _save_credentials,
-    ("credentials", "reset"): _reset,
-    ("webhook_url", "set_endpoint"): _set_endpoint,
-    ("webhook_url", "test"): _test_webhook,
-    ("response_settings", "confirm"): _save_response,
-}
-
-
-def _webhook_context(shop):
-    channel = shop.channel
-    context = {"endpoint_form": EndpointForm(formdata=None), "webhook_test": None,
-               "test_wait": 0, "explain": webhook_test.explain}
-    if channel is None:
-        return context
-    result = (channel.check_results or {})
-    context["webhook_test"] = result.get("webhook_test")
-    context["test_wait"] = webhook_test.seconds_until_allowed(channel)
-    return context
-
-
-def _friend_context(shop):
-    channel = shop.channel
-    if channel is None:
-        return {"add_friend_url": None, "qr_svg": None, "last_event": None}
-    url = channel.add_friend_url
-    return {"add_friend_url": url,
-            "qr_svg": segno.make(url, error="m").svg_inline(scale=5, border=2, omitsize=True, title=_("QR code to add "
-                      "%(name)s as a friend", name=channel.display_name or "")) if url else None,
-            "last_event": _last_event(channel)}
-
-
-def _last_event(channel):
-    return db.session.scalar(db.select(WebhookEvent).filter_by(channel_id=channel.id)
-                             .order_by(WebhookEvent.id.desc()).limit(1))
+def _say_what_changed(before, after, step):
+    if after.done:
+        flash(_("Checked again just now: %(message)s", message=after.message), "success")
+    elif (after.state, after.reason) == (before.state, before.reason):
+        message = _("Checked again just now, and nothing changed: %(message)s", message=after.message)
+        if step.live:
+            message += " " + _("A change made in LINE can take a minute to show; check again shortly.")
+        flash(message, "warning")
+    else:
+        flash(_("Checked again just now: %(message)s", message=after.message), "info")
 
 
 @bp.route("/<slug>/test_friend/live")
 @login_required
 def friend_live(slug):
-    """Polled by the test page: the first follow (and the last event of any kind) as an HTML fragment."""
+    """Polled by the test page: the friend test's verdict (and the last event of any kind) as HTML."""
     shop = shop_for(slug)
     status = evaluate(shop)
     db.session.commit()
     result = status.results["test_friend"]
     html = render_template("wizard/_friend_live.html", shop=shop, result=result,
-                           last_event=_last_event(shop.channel) if shop.channel else None)
-    return jsonify(done=result.state == "done", html=html, connected=status.connected)
+                           last_event=last_event(shop.channel) if shop.channel else None)
+    return jsonify(done=result.done, html=html, connected=status.connected, reason=result.reason)
 
 
 @bp.route("/<slug>/qr.<fmt>")
@@ -351,7 +213,4 @@ def connected(slug):
     shop = shop_for(slug)
     status = evaluate(shop)
     db.session.commit()
-    return render_template("wizard/connected.html", shop=shop, status=status, steps=STEPS, number=PAGE_COUNT,
-                           page_count=PAGE_COUNT, title=CONNECTED_TITLE, channel=shop.channel,
-                           step_url=lambda k: step_url(shop, k),
-                           prev_url=step_url(shop, STEPS[-1].key))
+    return _render(shop, status, None)

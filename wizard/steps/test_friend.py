@@ -1,0 +1,75 @@
+"""Step 7, the friend test: someone adds the account as a friend and LINE tells us. It is the proof that the
+whole chain works, so it waits for every step before it; a message from someone who is already a friend proves
+the webhook too, and then the page says how to make LINE send a new "follow"."""
+import segno
+from flask_babel import gettext as _, lazy_gettext as _l
+
+from ..extensions import db
+from ..line.store import event_time
+from ..models import Contact, WebhookEvent, iso_utc
+from .context import StepResult
+from .registry import Step
+from .state import State
+
+# Everything "connected" needs: the friend test can only succeed when these are right.
+DEPENDS_ON = ("prepare", "credentials", "webhook_url", "response_settings")
+
+
+def latest_event(channel, type_):
+    """The newest event of this type the receiver stored for this channel (processed or not yet)."""
+    return db.session.scalar(db.select(WebhookEvent).where(
+        WebhookEvent.channel_id == channel.id, WebhookEvent.type == type_,
+        WebhookEvent.source_user_id.is_not(None),
+    ).order_by(WebhookEvent.timestamp.desc()).limit(1))
+
+
+def _who(channel, event):
+    contact = db.session.scalar(db.select(Contact).filter_by(
+        channel_id=channel.id, line_user_id=event.source_user_id))
+    name = (contact.display_name if contact and contact.display_name else None) or event.source_user_id
+    return {"name": name, "user_id": event.source_user_id, "at": iso_utc(event_time(event.timestamp))}
+
+
+def check(ctx):
+    if ctx.channel is None:
+        return StepResult("test_friend", State.TODO, "no_credentials", fix="credentials")
+    blocker = ctx.unmet(*DEPENDS_ON)
+    if blocker is not None:
+        return ctx.waiting_for("test_friend", blocker)
+    follow = latest_event(ctx.channel, "follow")
+    if follow is not None:
+        return StepResult("test_friend", State.DONE, "follow_received", _who(ctx.channel, follow))
+    message = latest_event(ctx.channel, "message")
+    if message is not None and message.received_at >= ctx.channel.connected_at:
+        return StepResult("test_friend", State.TODO, "friend_message_received", _who(ctx.channel, message))
+    return StepResult("test_friend", State.TODO, "no_follow_yet")
+
+
+def qr_svg(channel):
+    return segno.make(channel.add_friend_url, error="m").svg_inline(
+        scale=5, border=2, omitsize=True, title=_("QR code to add %(name)s as a friend",
+                                                  name=channel.display_name or ""))
+
+
+def last_event(channel):
+    return db.session.scalar(db.select(WebhookEvent).filter_by(channel_id=channel.id)
+                             .order_by(WebhookEvent.id.desc()).limit(1))
+
+
+def _context(page):
+    channel = page.channel
+    if channel is None or not channel.add_friend_url:
+        return {"add_friend_url": None, "qr_svg": None, "last_event": None}
+    return {"add_friend_url": channel.add_friend_url, "qr_svg": qr_svg(channel), "last_event": last_event(channel)}
+
+
+STEP = Step(
+    "test_friend", _l("Test by adding a friend"), check, depends_on=DEPENDS_ON, context=_context,
+    reasons={
+        "no_follow_yet": _l("Waiting for someone to add the account as a friend."),
+        "follow_received": _l("%(name)s added the account as a friend at %(at_local)s. It works!"),
+        "friend_message_received": _l("%(name)s sent a message at %(at_local)s, so LINE's messages reach the "
+                                      "CRM. %(name)s is already a friend, so LINE will not say “new friend”: "
+                                      "block the account and unblock it to finish the test."),
+    },
+)

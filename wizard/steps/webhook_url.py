@@ -1,0 +1,154 @@
+"""Step 5, the webhook URL: LINE must hold exactly our URL, and LINE's calls must pass our signature check.
+
+Three kinds of evidence, newest first: events LINE delivered on this connection (they prove LINE calls our
+URL), LINE's own webhook test (run only when someone presses Verify), and LINE's endpoint setting.
+"""
+from flask import current_app, flash
+from flask_babel import gettext as _, lazy_gettext as _l
+from flask_wtf import FlaskForm
+from wtforms import BooleanField
+
+from ..extensions import db
+from ..line.endpoint import EndpointTaken, is_damaged_copy, set_endpoint, webhook_url
+from ..line.problems import LineProblem
+from ..models import WebhookRejection, iso_utc
+from . import webhook_test
+from .context import StepResult, problem_result, public_url_problem
+from .registry import Action, Step
+from .state import State
+
+
+class EndpointForm(FlaskForm):
+    confirm_replace = BooleanField(_l("Yes, replace the URL LINE has now. The other tool will stop receiving "
+                                      "messages from this account."))
+
+
+def _signature_rejected_since_last_delivery(channel):
+    last = db.session.scalar(db.select(WebhookRejection).where(
+        WebhookRejection.channel_id == channel.id,
+        # A missing signature is not LINE (LINE always signs); a wrong one from a steady caller is.
+        WebhookRejection.reason == "bad_signature",
+    ).order_by(WebhookRejection.last_at.desc()))
+    if last is None or last.last_at < channel.connected_at:
+        return None
+    if channel.last_delivery_at and channel.last_delivery_at > last.last_at:
+        return None
+    return last
+
+
+def _secret_reissued(channel):
+    rejected = _signature_rejected_since_last_delivery(channel)
+    if rejected is None:
+        return None
+    return StepResult("webhook_url", State.ACTION, "secret_reissued",
+                      {"count": rejected.count, "last_at": iso_utc(rejected.last_at)}, fix="credentials")
+
+
+def check(ctx):
+    # Before anything else: no URL we could show would be accepted by LINE.
+    url_problem = public_url_problem()
+    if url_problem:
+        return StepResult("webhook_url", State.ACTION, url_problem, {"url": current_app.config["PUBLIC_BASE_URL"]})
+    blocker = ctx.unmet("credentials")
+    if blocker is not None or ctx.channel is None:
+        # LINE refusing our old secret and LINE's calls failing our signature check tell the same story.
+        reissued = ctx.channel is not None and _secret_reissued(ctx.channel)
+        return reissued or ctx.waiting_for("webhook_url", blocker or ctx.results["credentials"])
+    ours = webhook_url(ctx.channel)
+    try:
+        endpoint = ctx.endpoint()
+    except LineProblem as problem:
+        if problem.code == "endpoint_not_set":
+            return StepResult("webhook_url", State.ACTION, "endpoint_not_set")
+        return problem_result("webhook_url", problem)
+    line_endpoint = endpoint.get("endpoint") or ""
+    if not line_endpoint:
+        return StepResult("webhook_url", State.ACTION, "endpoint_not_set")
+    if line_endpoint != ours:
+        reason = "endpoint_incomplete" if is_damaged_copy(line_endpoint, ours) else "endpoint_mismatch"
+        return StepResult("webhook_url", State.ACTION, reason, {"line_endpoint": line_endpoint})
+    reissued = _secret_reissued(ctx.channel)
+    if reissued is not None:
+        return reissued
+    event = ctx.last_event_since_connected()
+    test = (ctx.channel.check_results or {}).get("webhook_test")
+    test = test if test and test.get("endpoint") == ours else None
+    if event is not None and (test is None or iso_utc(event.received_at) > test["at"]):
+        return StepResult("webhook_url", State.DONE, "webhook_receiving", {"at": iso_utc(event.received_at)})
+    if test is not None:
+        if not test.get("success"):
+            return StepResult("webhook_url", State.ACTION, "webhook_test_failed", dict(test))
+        return StepResult("webhook_url", State.DONE, "webhook_verified", {"tested_at": test.get("at")})
+    # LINE has the URL but nothing shows it works yet; the friend test (step 7) will, so this never blocks.
+    return StepResult("webhook_url", State.TODO, "endpoint_matches", blocks=False)
+
+
+def _context(page):
+    channel = page.channel
+    return {"endpoint_form": EndpointForm(formdata=None),
+            "test_wait": webhook_test.seconds_until_allowed(channel) if channel else 0,
+            "webhook_url": webhook_url(channel) if channel else None}
+
+
+def _set_endpoint(page):
+    channel = page.channel
+    if channel is None:
+        return page.redirect("credentials")
+    problem = public_url_problem()
+    if problem:
+        flash(page.describe(problem, {"url": current_app.config["PUBLIC_BASE_URL"]}), "error")
+        return False
+    try:
+        set_endpoint(channel, replace=EndpointForm().confirm_replace.data)
+    except EndpointTaken:
+        flash(_("LINE has another webhook URL. Tick the box to confirm you want to replace it."), "warning")
+        return False
+    except LineProblem as exc:
+        page.flash_problem(exc)
+        return False
+    return None
+
+
+def _test(page):
+    channel = page.channel
+    if channel is None:
+        return page.redirect("credentials")
+    wait = webhook_test.seconds_until_allowed(channel)
+    if wait:
+        flash(_("LINE allows only a few tests an hour. Please wait %(seconds)d seconds.", seconds=wait),
+              "warning")
+        return False
+    try:
+        webhook_test.run(channel)
+    except LineProblem as exc:
+        page.flash_problem(exc)
+        return False
+    return None
+
+
+def _test_failed(detail):
+    return _("LINE's test call to the webhook URL failed: %(explanation)s",
+             explanation=webhook_test.explain(detail))
+
+
+STEP = Step(
+    "webhook_url", _l("Webhook URL"), check, live=True, depends_on=("credentials",), context=_context,
+    actions={"set_endpoint": Action(_set_endpoint), "test": Action(_test)},
+    reasons={
+        "public_url_not_https": _l("The CRM's address (%(url)s) does not start with https://, so LINE will "
+                                   "refuse it. The onboarding contact must fix the server address first."),
+        "public_url_not_public": _l("The CRM's address (%(url)s) cannot be reached from the internet, so LINE "
+                                    "cannot call it. The onboarding contact must fix the server address first."),
+        "endpoint_mismatch": _l("LINE has a different webhook URL: %(line_endpoint)s. Replace it with this "
+                                "shop's URL."),
+        "endpoint_incomplete": _l("LINE has an incomplete copy of this shop's webhook URL: %(line_endpoint)s. "
+                                  "Copy the URL again, all of it, or press “Set it for me”."),
+        "secret_reissued": _l("LINE is calling us, but with a signature made from another Channel secret. The "
+                              "secret was probably reissued: enter the new one in step %(fix_number)s."),
+        "webhook_test_failed": _test_failed,
+        "endpoint_matches": _l("LINE has the webhook URL. Press “Verify” to have LINE test it now."),
+        "webhook_verified": _l("LINE has the webhook URL and its test call reached the CRM."),
+        "webhook_receiving": _l("LINE has the webhook URL and is sending events to the CRM (the last one at "
+                                "%(at_local)s)."),
+    },
+)
