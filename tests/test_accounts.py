@@ -4,7 +4,8 @@ from wizard.models import Shop, User
 
 
 def test_cli_creates_staff_owner_and_shop(app, runner):
-    result = runner.invoke(args=["user", "create", "Staff@Example.com", "--staff", "--password", "s3cret-pass"])
+    result = runner.invoke(args=["user", "create", "Staff@Example.com", "--staff",
+                                 "--password", "s3cret-pass"])
     assert result.exit_code == 0, result.output
     result = runner.invoke(args=["user", "create", "owner@example.com", "--password", "s3cret-pass"])
     assert result.exit_code == 0, result.output
@@ -21,7 +22,8 @@ def test_cli_asks_for_password_when_omitted(app, runner):
     result = runner.invoke(args=["user", "create", "ask@example.com"], input="long-enough\nlong-enough\n")
     assert result.exit_code == 0, result.output
     with app.app_context():
-        assert db.session.scalar(db.select(User).filter_by(email="ask@example.com")).check_password("long-enough")
+        user = db.session.scalar(db.select(User).filter_by(email="ask@example.com"))
+        assert user.check_password("long-enough")
 
 
 def test_cli_refuses_bad_input_and_changes_nothing(app, runner, make_user):
@@ -58,10 +60,11 @@ def test_sign_out_ends_the_session(client, make_shop, login):
 def test_password_change(client, app, make_shop, login):
     slug, email = make_shop()
     login(email)
-    bad = client.post("/account/password", data={"current": "nope", "new": "brand-new-pass", "confirm": "brand-new-pass"})
+    bad = client.post("/account/password",
+                      data={"current": "nope", "new": "brand-new-pass", "confirm": "brand-new-pass"})
     assert bad.status_code == 200
-    good = client.post("/account/password",
-                       data={"current": "correct horse", "new": "brand-new-pass", "confirm": "brand-new-pass"})
+    good = client.post("/account/password", data={"current": "correct horse", "new": "brand-new-pass",
+                                                  "confirm": "brand-new-pass"})
     assert good.status_code == 302
     client.post("/logout")
     assert client.post("/login", data={"email": email, "password": "brand-new-pass"}).status_code == 302
@@ -69,7 +72,8 @@ def test_password_change(client, app, make_shop, login):
 
 def test_login_never_redirects_off_site(client, make_shop):
     slug, email = make_shop()
-    response = client.post("/login?next=https://evil.example/", data={"email": email, "password": "correct horse"})
+    response = client.post("/login?next=https://evil.example/",
+                           data={"email": email, "password": "correct horse"})
     assert "evil.example" not in response.headers["Location"]
 
 
@@ -89,3 +93,46 @@ def test_unknown_wizard_action_is_refused(client, make_shop, login):
     slug, email = make_shop()
     login(email)
     assert client.post(f"/setup/{slug}/prepare", data={"action": "explode"}).status_code == 400
+
+
+def test_cli_reports_every_problem_of_one_command_at_once(app, runner):
+    result = runner.invoke(args=["user", "create", "not-an-email", "--password", "short"])
+    assert result.exit_code == 1
+    assert "'not-an-email' is not an e-mail address." in result.output
+    assert "The password must have at least 8 characters." in result.output
+
+    result = runner.invoke(args=["shop", "create", "Bad Slug!", "--name", " ",
+                                 "--owner", "nobody@example.com"])
+    assert result.exit_code == 1
+    assert "'bad slug!' is not a valid shop code" in result.output
+    assert "The shop needs a name." in result.output
+    assert "No user has the e-mail nobody@example.com; create it first with 'user create'." in result.output
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(User.id))) == 0
+        assert db.session.scalar(db.select(db.func.count(Shop.id))) == 0
+
+
+def test_sign_in_accepts_the_e_mail_typed_full_width(client, make_shop):
+    slug, email = make_shop()
+    typed = "　" + email.upper().replace("@", "＠").replace(".", "．") + " "
+    response = client.post("/login", data={"email": typed, "password": "correct horse"})
+    assert response.status_code == 302
+
+
+def test_sign_in_with_a_nul_in_the_e_mail_is_just_a_wrong_e_mail(client, make_shop):
+    """PostgreSQL refuses a NUL in a query parameter: without the check this was a 500 there."""
+    slug, email = make_shop()
+    response = client.post("/login?lang=en", data={"email": email + "\x00", "password": "correct horse"})
+    assert response.status_code == 200
+    assert "The e-mail or the password is not right." in response.get_data(as_text=True)
+
+
+def test_the_password_rule_is_told_before_it_refuses(client, make_shop, login):
+    slug, email = make_shop()
+    login(email)
+    assert "至少 8 個字元。" in client.get("/account/password").get_data(as_text=True)
+    short = client.post("/account/password",
+                        data={"current": "correct horse", "new": "short", "confirm": "short"})
+    assert short.status_code == 200 and "密碼至少要 8 個字元。" in short.get_data(as_text=True)
+    client.post("/logout")
+    assert client.post("/login", data={"email": email, "password": "correct horse"}).status_code == 302

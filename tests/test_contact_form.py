@@ -53,7 +53,8 @@ def test_valid_details_are_stored_and_thanked_for(app, client, form_link):
 
 def test_the_birthday_may_be_left_out_and_details_corrected_later(app, client, form_link):
     path, contact_id = form_link
-    data = {"customer_name": "陳大文", "phone": "+886 912 345 678", "email": "wen@example.com", "birthday": ""}
+    data = {"customer_name": "陳大文", "phone": "+886 912 345 678", "email": "wen@example.com",
+            "birthday": ""}
     assert client.post(path, data=data).status_code == 302
     assert stored(app, contact_id).birthday is None
 
@@ -66,9 +67,11 @@ def test_the_birthday_may_be_left_out_and_details_corrected_later(app, client, f
 @pytest.mark.parametrize("field, value, message", [
     ("customer_name", "", "Enter your name."),
     ("customer_name", "名" * 101, "Use at most 100 characters."),
+    ("customer_name", "林\x00小美", "Enter your name without control characters."),
     ("phone", "", "Enter your phone number."),
     ("phone", "0912", "Enter a phone number of 8 to 15 digits"),
     ("phone", "call me maybe", "Enter a phone number of 8 to 15 digits"),
+    ("phone", "٠٩١٢٣٤٥٦٧٨", "Enter a phone number of 8 to 15 digits"),  # digits, but not ones a CRM dials
     ("email", "", "Enter your e-mail address."),
     ("email", "mei at example", "Enter an e-mail address like name@example.com."),
     ("email", "mei@example", "Enter an e-mail address like name@example.com."),
@@ -96,3 +99,40 @@ def test_an_unknown_link_says_so(client, form_link):
         response = client.get(path + "?lang=en")
         assert response.status_code == 404
         assert "This link does not work" in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("typed", [
+    "０９１２３４５６７８",  # full-width digits, as a Chinese input method gives them
+    "０９１２－３４５－６７８",  # full-width hyphen-minus
+    "０９１２　３４５　６７８",  # ideographic spaces
+    "0912—345—678",  # em dash
+    "0912–345–678",  # en dash
+    "（０９１２）３４５‐６７８",  # full-width brackets, Unicode hyphen
+])
+def test_a_phone_number_typed_full_width_or_with_other_dashes_is_stored_plain(app, client, form_link, typed):
+    path, contact_id = form_link
+    response = client.post(path, data={"customer_name": "林小美", "phone": typed, "email": "mei@example.com"})
+
+    assert response.status_code == 302
+    assert stored(app, contact_id).phone == "0912345678"
+
+
+def test_an_international_number_typed_full_width_keeps_its_plus(app, client, form_link):
+    path, contact_id = form_link
+    data = {"customer_name": "林小美", "phone": "＋８８６ ９１２ ３４５ ６７８", "email": "mei@example.com"}
+
+    assert client.post(path, data=data).status_code == 302
+    assert stored(app, contact_id).phone == "+886912345678"
+
+
+@pytest.mark.parametrize("typed", [
+    "mei＠example.com",
+    "ｍｅｉ＠ｅｘａｍｐｌｅ．ｃｏｍ",
+    " Mei@Example。com ",  # an ideographic full stop for the dot
+])
+def test_an_e_mail_typed_full_width_is_accepted_and_stored_plain(app, client, form_link, typed):
+    path, contact_id = form_link
+    response = client.post(path, data={"customer_name": "林小美", "phone": "0912345678", "email": typed})
+
+    assert response.status_code == 302
+    assert stored(app, contact_id).email == "mei@example.com"

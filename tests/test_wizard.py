@@ -117,6 +117,10 @@ def test_basic_id_mismatch_is_flagged(client, owner, line):
     client.post(f"/setup/{owner}/prepare", data={"action": "confirm", "line_login": "y"})
     # Resume: step 3 waits for step 4, so the owner lands on step 4.
     assert client.get(f"/setup/{owner}/").headers["Location"].endswith("/credentials")
+    # The owner corrects the Basic ID in step 2: step 4 agrees at once, not after the cached check expires.
+    client.post(f"/setup/{owner}/create_account", data={"action": "confirm", "account_created": "y",
+                                                        "basic_id": channel["basicId"]})
+    assert status_reason(client.get(f"/setup/{owner}/credentials")) == ("done", "credentials_verified")
 
 
 def test_webhook_url_not_set_then_set_for_me(client, app, owner, line):

@@ -323,3 +323,87 @@ def test_step_6_names_the_response_mode_and_response_hours(client, make_shop, lo
     page = page_text(client.get(f"/setup/{slug}/response_settings"))
     assert "回應方式：手動聊天＋自動回應訊息" in page
     assert "回應時間" in page
+
+
+# What an independent trial found after the first fixes: answers that went stale one step removed.
+
+def test_a_changed_dependency_refreshes_the_steps_that_depend_on_it(client, owner, line, live_app):
+    channel = _connected(client, owner, line)
+    client.post(f"/setup/{owner}/create_account", data={"action": "confirm", "account_created": "y",
+                                                        "basic_id": "@999zzzz"})
+    # No "check again" anywhere: steps 5 and 6 must not keep a cached "done" beside step 4's new verdict.
+    assert status_reason(client.get(f"/setup/{owner}/credentials")) == ("action_needed", "basic_id_mismatch")
+    assert status_reason(client.get(f"/setup/{owner}/webhook_url")) == ("todo", "fix_step_first")
+    assert status_reason(client.get(f"/setup/{owner}/response_settings")) == ("todo", "fix_step_first")
+    # Step 2 names the mismatch too, since a mistyped Basic ID is fixed there.
+    assert "@999zzzz" in page_text(client.get(f"/setup/{owner}/create_account"))
+    client.post(f"/setup/{owner}/create_account", data={"action": "confirm", "account_created": "y",
+                                                        "basic_id": channel["basicId"]})
+    assert status_reason(client.get(f"/setup/{owner}/response_settings")) == ("done", "settings_ok")
+
+
+def test_a_refused_signature_outranks_a_cached_connected(client, owner, line, live_app):
+    channel = _connected(client, owner, line)
+    line.update(channel["channelId"], reissue_secret=True)
+    line.say(channel["channelId"], text="還在嗎？")  # signed with the new secret: our receiver refuses it
+    summary = page_text(client.get(f"/setup/{owner}/connected"))
+    assert 'data-reason="not_connected"' in summary
+    assert status_reason(client.get(f"/setup/{owner}/credentials")) == ("action_needed", "wrong_secret")
+
+
+def test_after_the_secret_is_entered_again_the_connection_must_prove_itself(client, owner, line, live_app):
+    channel = _connected(client, owner, line)
+    reissued = line.update(channel["channelId"], reissue_secret=True)
+    connect(client, owner, reissued)
+    friend = client.get(f"/setup/{owner}/test_friend")
+    assert status_reason(friend) == ("todo", "reconnected_unproven")
+    assert 'data-reason="not_connected"' in page_text(client.get(f"/setup/{owner}/connected"))
+    assert client.get(f"/setup/{owner}/").headers["Location"].endswith("/webhook_url")
+    client.post(f"/setup/{owner}/webhook_url", data={"action": "test"})
+    assert status_reason(client.get(f"/setup/{owner}/test_friend")) == ("done", "follow_received")
+    assert 'data-reason="connected"' in page_text(client.get(f"/setup/{owner}/connected"))
+
+
+def test_line_down_points_nowhere_and_is_asked_again_next_time(client, owner, line):
+    channel = line.create_channel()
+    _confirm_first_steps(client, owner)
+    connect(client, owner, channel)
+    line.fail(channel["channelId"], 503)
+    client.post(f"/setup/{owner}/credentials", data={"action": "recheck"})
+    page = client.get(f"/setup/{owner}/webhook_url")
+    assert status_reason(page)[0] == "unverifiable"
+    assert "Go to step 4" not in page_text(page)  # nothing the owner could fix in step 4
+    line.heal(channel["channelId"])
+    # Within CHECK_MAX_AGE, but "could not ask" is no answer to keep.
+    assert status_reason(client.get(f"/setup/{owner}/credentials")) == ("done", "credentials_verified")
+
+
+def test_a_failed_save_asks_line_once_and_shows_one_reference(client, owner, line):
+    channel = line.create_channel()
+    line.fail(channel["channelId"], 500)
+    html = page_text(connect(client, owner, channel))
+    assert html.count("Reference for the onboarding staff:") == 1
+    assert "---" not in html.split("Reference for the onboarding staff:")[1][:80]
+
+
+def test_an_unreadable_secret_in_an_action_is_explained_not_a_500(client, app, owner, line):
+    channel = line.create_channel()
+    connect(client, owner, channel)
+    with app.app_context():
+        saved = db.session.scalar(db.select(Channel))
+        saved.secret_encrypted = "gAAAAA-not-a-fernet-token"
+        db.session.commit()
+    response = client.post(f"/setup/{owner}/webhook_url", data={"action": "set_endpoint"})
+    assert response.status_code == 302 and response.headers["Location"].endswith("/credentials")
+    page = client.get(f"/setup/{owner}/credentials")
+    assert "can no longer be read by the CRM" in page_text(page)
+    assert status_reason(page) == ("action_needed", "secret_unreadable")
+
+
+def test_a_basic_id_mismatch_is_not_announced_as_success(client, owner, line):
+    channel = line.create_channel()
+    client.post(f"/setup/{owner}/create_account", data={"action": "confirm", "account_created": "y",
+                                                        "basic_id": "@999zzzz"})
+    response = connect(client, owner, channel)
+    flashes = _flashes(client.get(response.headers["Location"]))
+    assert "saved, but:" in flashes and "LINE accepted the Channel ID" not in flashes

@@ -45,9 +45,10 @@ def create_app(test_config=None):
     app.register_blueprint(wizard.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(receiver.bp)
-    from .views import contact_form, health
+    from .views import contact_form, errors, health
     app.register_blueprint(contact_form.bp)  # the customer data form (public, reached by a random link)
     app.register_blueprint(health.bp)
+    app.register_blueprint(errors.bp)  # the product's own 4xx/5xx pages; JSON for /api/ and the webhook
     csrf.exempt(receiver.bp)
     csrf.exempt(api.bp)
 

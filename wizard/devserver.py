@@ -18,7 +18,7 @@ DEMO_STAFF = "staff@example.com"
 
 def _seed(app):
     """First run only: a staff account, a demo shop with its owner, and one sandbox channel to connect."""
-    from .cli import create_shop, create_user
+    from .accounts import create_shop, create_user
     from .models import User
     from .sandbox.control import Sandbox
     password_file = os.path.join(app.instance_path, "demo-password")
@@ -56,7 +56,9 @@ def main():
     if password:
         print(f"  Sign in as {DEMO_OWNER} (shop owner) or {DEMO_STAFF} (staff), password: {password}")
     for channel in channels[:3]:
-        print(f"  Sandbox channel: Channel ID {channel['channelId']}  Channel secret {channel['channelSecret']}")
+        print(f"  Sandbox channel {channel['basicId']}: Channel ID {channel['channelId']}"
+              f"  Channel secret {channel['channelSecret']}")
+    print("  Ctrl+C stops it; `make reset-demo` then starts the next `make run` from scratch.")
     print()
     run_simple("127.0.0.1", 5000, app, threaded=True, use_reloader=False)
 

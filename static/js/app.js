@@ -46,8 +46,9 @@
     }
   }
 
-  /* The friend test page asks the server every few seconds until the first follow arrives, then redraws the
-     progress rail and the step's status from the server's page, so the whole page agrees without a reload. */
+  /* The friend test page asks the server every few seconds until the first follow arrives, and redraws the
+     progress rail and the step's status from the server's page whenever the verdict changes, so the whole
+     page agrees without a reload. */
   function refreshStatus() {
     fetch(window.location.href, { credentials: "same-origin" })
       .then(function (r) { return r.ok ? r.text() : null; })
@@ -78,10 +79,15 @@
             var hint = document.getElementById("already-friend");
             if (hint) { hint.open = true; }
           }
-          if (data.done) {
-            if (box.getAttribute("data-done") !== "true") { refreshStatus(); } else { settleLooks -= 1; }
-            box.setAttribute("data-done", "true");
+          /* Whenever the verdict changes, the status box and the rail are redrawn with it: the live box and
+             the status above it never say two different things. */
+          if (data.reason !== box.getAttribute("data-reason")) {
+            box.setAttribute("data-reason", data.reason);
+            refreshStatus();
+          } else if (data.done) {
+            settleLooks -= 1;
           }
+          if (data.done) { box.setAttribute("data-done", "true"); }
         })
         .catch(function () { /* offline for a moment: try again next tick */ })
         .then(function () {
@@ -91,8 +97,23 @@
     setTimeout(tick, delay);
   }
 
+  /* The skip link moves focus to the step's content without putting "#…" in the address: a form posted from
+     there would otherwise bring the fragment back, and the browser's jump to it would steal the focus the
+     answer's message must get. */
+  function skipWithoutFragment() {
+    var link = document.querySelector(".skip-link");
+    if (!link) { return; }
+    link.addEventListener("click", function (event) {
+      var target = document.getElementById(link.getAttribute("href").slice(1));
+      if (!target) { return; }
+      event.preventDefault();
+      target.focus();
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     focusErrorSummary();
+    skipWithoutFragment();
     linkSummaryToFields();
     document.querySelectorAll("[data-copy]").forEach(function (button) {
       button.addEventListener("click", function () { copyText(button); });

@@ -173,7 +173,7 @@ def setup_app(env):
     for key, value in env.items():
         os.environ[key] = value
     from wizard import create_app, crypto
-    from wizard.cli import create_shop, create_user
+    from wizard.accounts import create_shop, create_user
     from wizard.extensions import db
     from wizard.models import Channel
     app = create_app()

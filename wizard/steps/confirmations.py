@@ -18,6 +18,10 @@ def get(shop, what):
     return value or None
 
 
+def given(shop, what):
+    return get(shop, what) is not None
+
+
 def record(shop, what, value, user=None):
     user = user if user is not None else current_user
     confirmations = dict(shop.confirmations or {})

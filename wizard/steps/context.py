@@ -113,26 +113,31 @@ class Context:
         """``key``'s verdict while ``blocker`` (a step it depends on) is not right: fix that step first.
 
         A step that could not be checked makes its dependants uncheckable too, with the same reason."""
-        fix = blocker.fix_key
         if blocker.state == State.UNVERIFIABLE:
-            return StepResult(key, State.UNVERIFIABLE, blocker.reason, dict(blocker.detail), fix=fix)
-        return StepResult(key, State.TODO, "fix_step_first", {"blocker_reason": blocker.reason}, fix=fix)
+            # Nothing to fix anywhere: the same "could not ask LINE", and "check again" on any page.
+            return StepResult(key, State.UNVERIFIABLE, blocker.reason, dict(blocker.detail))
+        return StepResult(key, State.TODO, "fix_step_first", {"blocker_reason": blocker.reason},
+                          fix=blocker.fix_key)
 
     def last_event_since_connected(self):
         """The newest event LINE delivered on this connection: passive proof that LINE calls our URL."""
-        return db.session.scalar(db.select(WebhookEvent).where(
-            WebhookEvent.channel_id == self.channel.id,
-            WebhookEvent.received_at >= self.channel.connected_at,
-        ).order_by(WebhookEvent.id.desc()).limit(1))
+        return latest_event(self.channel, since=self.channel.connected_at)
+
+
+def latest_event(channel, type_=None, since=None, column=None):
+    """The newest event the receiver stored for ``channel`` (of one type, from one LINE user, received after
+    ``since``), processed or not yet; with ``column``, only that column of it."""
+    query = db.select(column if column is not None else WebhookEvent).where(WebhookEvent.channel_id == channel.id)
+    if type_ is not None:
+        query = query.where(WebhookEvent.type == type_, WebhookEvent.source_user_id.is_not(None))
+    if since is not None:
+        query = query.where(WebhookEvent.received_at >= since)
+    return db.session.scalar(query.order_by(WebhookEvent.id.desc()).limit(1))
 
 
 def problem_result(key, problem, fix=None):
     state = State.UNVERIFIABLE if problem.code in TRANSIENT else State.ACTION
     return StepResult(key, state, problem.code, {"status": problem.status}, fix=fix)
-
-
-def confirmed(shop, what):
-    return bool((shop.confirmations or {}).get(what))
 
 
 def public_url_problem():

@@ -9,7 +9,8 @@ from wtforms import BooleanField, StringField
 from wtforms.validators import Optional, Regexp
 
 from . import confirmations
-from .context import StepResult, confirmed
+from .connection import forget_results
+from .context import StepResult
 from .registry import Action, Step
 from .state import State
 from .text import clean
@@ -33,7 +34,7 @@ def check(ctx):
     if ctx.channel is not None and credentials is not None and credentials.done:
         return StepResult("create_account", State.DONE, "account_found",
                           {"name": ctx.channel.display_name, "basic_id": ctx.channel.basic_id})
-    if confirmed(ctx.shop, "account_created"):
+    if confirmations.given(ctx.shop, "account_created"):
         return StepResult("create_account", State.DONE, "owner_confirmed", blocks=False)
     return StepResult("create_account", State.TODO, "not_confirmed", blocks=False)
 
@@ -53,14 +54,17 @@ def _save(page):
     if not form.validate():
         return page.render(status_code=422, form=form)
     basic_id = form.basic_id.data or ""
-    page.shop.claimed_basic_id = ("@" + basic_id.lstrip("@")) if basic_id else None
+    claimed = ("@" + basic_id.lstrip("@")) if basic_id else None
+    if claimed != page.shop.claimed_basic_id:
+        page.shop.claimed_basic_id = claimed
+        # Step 4 compares it with the account LINE names: its cached verdict is out of date now.
+        forget_results(page.shop, "credentials")
     return _confirm.handler(page)
 
 
 STEP = Step(
     "create_account", _l("Create the LINE Official Account"), check, depends_on=("credentials",),
     context=_context,
-    # The Basic ID is compared in step 4's check, so that one is asked again after saving.
     actions={"confirm": Action(_save, recheck=False, advance=True)},
     reasons={
         "account_found": _l("The LINE Official Account “%(name)s” (%(basic_id)s) was found through the "

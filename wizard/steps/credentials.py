@@ -14,6 +14,7 @@ from ..crypto import SecretUnreadable
 from ..line.problems import LineProblem
 from .connection import FormatProblem, connect, disconnect
 from .context import StepResult, problem_result
+from .status import evaluate
 from .registry import Action, Step
 from .state import State
 
@@ -75,14 +76,21 @@ def _save(page):
             field = form.channel_id if refused.code == "unknown_channel" else form.channel_secret
             field.errors = [f"{refused.message} {refused.hint}"]
     else:
-        # connect() forgot the cached step results; the page we redirect to checks afresh.
-        flash(_("LINE accepted the Channel ID and Channel secret. They are saved."), "success")
+        # connect() forgot the cached results; this evaluation checks afresh (and the page reuses it). The
+        # pair works, but the verdict may still be "needs action" (an account other than step 2's).
+        result = evaluate(page.shop).results["credentials"]
+        if result.done:
+            flash(_("LINE accepted the Channel ID and Channel secret. They are saved."), "success")
+        else:
+            flash(_("The Channel ID and Channel secret are saved, but: %(message)s", message=result.message),
+                  "warning")
         return None
     page.rollback()
     # With nothing saved, the error summary is the page's one verdict: a status box saying "not entered yet"
     # under "LINE did not accept this secret" would contradict it. With a working pair saved, that pair's
     # verdict stays, and the summary says the typed values were not saved.
-    return page.render(status_code=422, form=form, line_problem=problem, hide_status=page.channel is None)
+    return page.render(status_code=422, stored=True, form=form, line_problem=problem,
+                       hide_status=page.channel is None)
 
 
 def _reset(page):

@@ -7,7 +7,7 @@ from flask_wtf import FlaskForm
 from wtforms import BooleanField
 
 from . import confirmations
-from .context import StepResult, confirmed
+from .context import StepResult
 from .registry import Step
 from .state import State
 
@@ -20,7 +20,7 @@ class PrepareForm(FlaskForm):
 def check(ctx):
     if not ctx.shop.line_module_enabled:
         return StepResult("prepare", State.ACTION, "module_disabled")
-    if confirmed(ctx.shop, "line_login"):
+    if confirmations.given(ctx.shop, "line_login"):
         return StepResult("prepare", State.DONE, "owner_confirmed", blocks=False)
     return StepResult("prepare", State.TODO, "not_confirmed", blocks=False)
 

@@ -15,7 +15,7 @@ from ..line.problems import MESSAGES as LINE_MESSAGES
 SHARED = {
     "not_checked": _l("Not checked yet."),
     "not_confirmed": _l("Not confirmed yet. Tick the box below when this is done."),
-    "owner_confirmed": _l("Confirmed on this page."),
+    "owner_confirmed": _l("Confirmed in this step."),
     "no_credentials": _l("The Channel ID and Channel secret have not been entered yet."),
     "fix_step_first": _l("This step waits for step %(fix_number)s (%(fix_title)s): fix that step first."),
 }

@@ -147,9 +147,3 @@ def registry():
         _registry = Registry(_wizard())
     return _registry
 
-
-def __getattr__(name):
-    # ``STEPS`` (the steps in wizard order) for modules that read it at import time.
-    if name == "STEPS":
-        return registry().steps
-    raise AttributeError(name)

@@ -6,7 +6,7 @@ from wtforms import BooleanField
 
 from ..line.problems import LineProblem
 from . import confirmations
-from .context import StepResult, confirmed, problem_result
+from .context import StepResult, problem_result
 from .registry import Step
 from .state import State
 
@@ -29,7 +29,7 @@ def check(ctx):
         return StepResult("response_settings", State.ACTION, "webhook_inactive")
     if ctx.channel.chat_mode == "bot":
         return StepResult("response_settings", State.ACTION, "chat_mode_bot")
-    if not confirmed(ctx.shop, "auto_response"):
+    if not confirmations.given(ctx.shop, "auto_response"):
         return StepResult("response_settings", State.UNVERIFIABLE, "auto_response_unconfirmed", blocks=False)
     return StepResult("response_settings", State.DONE, "settings_ok")
 

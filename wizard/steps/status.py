@@ -11,8 +11,8 @@ from datetime import timedelta
 from flask import current_app
 
 from ..extensions import db
-from ..models import StepState, WebhookEvent, iso_utc, utcnow
-from .context import Context, StepResult
+from ..models import StepState, WebhookEvent, WebhookRejection, iso_utc, utcnow
+from .context import TRANSIENT, Context, StepResult, latest_event
 from .registry import CONNECTED_KEY, registry
 from .state import State
 
@@ -74,9 +74,38 @@ def stored_status(shop, rows=None):
     return ShopStatus(shop, results)
 
 
-def _last_event_at(channel):
-    return db.session.scalar(db.select(WebhookEvent.received_at).where(
-        WebhookEvent.channel_id == channel.id).order_by(WebhookEvent.id.desc()).limit(1))
+@dataclass
+class Evidence:
+    """Our own traffic, which outranks a cached answer from LINE: the newest event LINE delivered (LINE calls
+    our URL, so "Use webhook" is on and the URL is ours) and the newest delivery refused for its signature
+    (LINE signs with a secret we do not have)."""
+    event_at: object = None
+    rejected_at: object = None
+
+    @classmethod
+    def of(cls, channel):
+        if channel is None:
+            return cls()
+        return cls(latest_event(channel, column=WebhookEvent.received_at),
+                   db.session.scalar(db.select(db.func.max(WebhookRejection.last_at)).where(
+                       WebhookRejection.channel_id == channel.id, WebhookRejection.reason == "bad_signature")))
+
+    def contradicts(self, row):
+        """True when something happened after ``row`` was checked that says otherwise."""
+        if row.state == State.DONE:
+            return self.rejected_at is not None and self.rejected_at > row.checked_at
+        return self.event_at is not None and self.event_at > row.checked_at
+
+
+def _reusable(step, row, ctx, evidence, changed, max_age, now):
+    """May a live step's cached result stand in for asking LINE again?"""
+    return (row is not None and ctx.channel is not None and now - row.checked_at < max_age
+            and row.checked_at >= ctx.channel.connected_at
+            # "Could not ask LINE" is no answer to keep: ask again next time.
+            and row.reason not in TRANSIENT
+            # A step it depends on has just given another answer: this one's is out of date too.
+            and not changed.intersection(step.depends_on)
+            and not evidence.contradicts(row))
 
 
 def evaluate(shop, force=False):
@@ -88,17 +117,16 @@ def evaluate(shop, force=False):
     now = utcnow()
     stored = _stored(shop)
     ctx = Context(shop)
-    last_event_at = _last_event_at(ctx.channel) if ctx.channel is not None and stored else None
+    evidence = Evidence.of(ctx.channel) if stored else Evidence()
+    changed = set()
     for step in registry().evaluation_order():
         row = stored.get(step.key)
-        fresh = (row is not None and ctx.channel is not None and now - row.checked_at < max_age
-                 and row.checked_at >= ctx.channel.connected_at
-                 # An event LINE delivered after a cached "not done" outranks it.
-                 and (row.state == State.DONE or last_event_at is None or last_event_at <= row.checked_at))
-        if step.live and fresh and not force:
+        if step.live and not force and _reusable(step, row, ctx, evidence, changed, max_age, now):
             result = _from_row(row)
         else:
             result = step.check(ctx)
+            if row is None or (row.state, row.reason) != (str(result.state), result.reason):
+                changed.add(step.key)
             _save(shop, stored, result)
             if result.reference:
                 log.warning("LINE problem ref=%s shop=%s step=%s", result.reference, shop.slug, step.key)

@@ -6,8 +6,8 @@ from flask_babel import gettext as _, lazy_gettext as _l
 
 from ..extensions import db
 from ..line.store import event_time
-from ..models import Contact, WebhookEvent, iso_utc
-from .context import StepResult
+from ..models import Contact, iso_utc
+from .context import StepResult, latest_event
 from .registry import Step
 from .state import State
 
@@ -15,19 +15,13 @@ from .state import State
 DEPENDS_ON = ("prepare", "credentials", "webhook_url", "response_settings")
 
 
-def latest_event(channel, type_):
-    """The newest event of this type the receiver stored for this channel (processed or not yet)."""
-    return db.session.scalar(db.select(WebhookEvent).where(
-        WebhookEvent.channel_id == channel.id, WebhookEvent.type == type_,
-        WebhookEvent.source_user_id.is_not(None),
-    ).order_by(WebhookEvent.timestamp.desc()).limit(1))
-
-
 def _who(channel, event):
     contact = db.session.scalar(db.select(Contact).filter_by(
         channel_id=channel.id, line_user_id=event.source_user_id))
-    name = (contact.display_name if contact and contact.display_name else None) or event.source_user_id
-    return {"name": name, "user_id": event.source_user_id, "at": iso_utc(event_time(event.timestamp))}
+    user_id = event.source_user_id
+    # LINE's user ID is 33 characters; until the profile is fetched, a short form of it names the friend.
+    name = (contact.display_name if contact and contact.display_name else None) or f"{user_id[:5]}…{user_id[-4:]}"
+    return {"name": name, "user_id": user_id, "at": iso_utc(event_time(event.timestamp))}
 
 
 def check(ctx):
@@ -36,12 +30,18 @@ def check(ctx):
     blocker = ctx.unmet(*DEPENDS_ON)
     if blocker is not None:
         return ctx.waiting_for("test_friend", blocker)
+    since = ctx.channel.connected_at
     follow = latest_event(ctx.channel, "follow")
-    if follow is not None:
+    if follow is not None and (follow.received_at >= since or ctx.results["webhook_url"].done):
+        # A follow on this connection; or an earlier one, with this connection proven by LINE since.
         return StepResult("test_friend", State.DONE, "follow_received", _who(ctx.channel, follow))
-    message = latest_event(ctx.channel, "message")
-    if message is not None and message.received_at >= ctx.channel.connected_at:
+    message = latest_event(ctx.channel, "message", since=since)
+    if message is not None:
         return StepResult("test_friend", State.TODO, "friend_message_received", _who(ctx.channel, message))
+    if follow is not None:
+        # The connection was entered again after the last follow: nothing shows yet that it works now.
+        return StepResult("test_friend", State.TODO, "reconnected_unproven", {"at": iso_utc(since)},
+                          fix="webhook_url")
     return StepResult("test_friend", State.TODO, "no_follow_yet")
 
 
@@ -51,16 +51,11 @@ def qr_svg(channel):
                                                   name=channel.display_name or ""))
 
 
-def last_event(channel):
-    return db.session.scalar(db.select(WebhookEvent).filter_by(channel_id=channel.id)
-                             .order_by(WebhookEvent.id.desc()).limit(1))
-
-
 def _context(page):
     channel = page.channel
     if channel is None or not channel.add_friend_url:
         return {"add_friend_url": None, "qr_svg": None, "last_event": None}
-    return {"add_friend_url": channel.add_friend_url, "qr_svg": qr_svg(channel), "last_event": last_event(channel)}
+    return {"add_friend_url": channel.add_friend_url, "qr_svg": qr_svg(channel), "last_event": latest_event(channel)}
 
 
 STEP = Step(
@@ -71,5 +66,8 @@ STEP = Step(
         "friend_message_received": _l("%(name)s sent a message at %(at_local)s, so LINE's messages reach the "
                                       "CRM. %(name)s is already a friend, so LINE will not say “new friend”: "
                                       "block the account and unblock it to finish the test."),
+        "reconnected_unproven": _l("The Channel ID and secret were entered again at %(at_local)s. Have LINE "
+                                   "test the webhook URL (step %(fix_number)s), or have someone add the account "
+                                   "as a friend or send it a message, to show that it works again."),
     },
 )

@@ -11,8 +11,8 @@ from flask_babel import lazy_gettext as _l
 from ..extensions import db
 from ..line.client import client_for
 from ..line.endpoint import webhook_url
-from ..line.problems import LineProblem
 from ..models import iso_utc, utcnow
+from .registry import registry
 
 HOURLY_CAP = 50
 
@@ -75,7 +75,7 @@ def explain(test):
                   "because of a slash added at the end. Paste the URL exactly as shown.", code=code)
     if code == 400:
         return _l("the CRM refused LINE's signature (400). The Channel secret saved here is not the channel's "
-                  "current one: enter it again in step 4.")
+                  "current one: enter it again in step %(step)d.", step=registry().number("credentials"))
     if code in (401, 403):
         return _l("access was refused (%(code)s), probably by a firewall or a login page in front of the CRM. "
                   "Ask your onboarding contact.", code=code)
@@ -90,13 +90,3 @@ def explain(test):
                   "cause: tell your onboarding contact.")
     return _l("LINE got an unexpected answer (%(code)s %(reason)s).", code=code, reason=test.get("reason") or "")
 
-
-def try_run(channel):
-    """``run`` behind the guard: returns (test or None, problem code or None, seconds to wait)."""
-    wait = seconds_until_allowed(channel)
-    if wait:
-        return None, "cooldown", wait
-    try:
-        return run(channel), None, 0
-    except LineProblem as problem:
-        return None, problem.code, 0

@@ -3,6 +3,8 @@
 Three kinds of evidence, newest first: events LINE delivered on this connection (they prove LINE calls our
 URL), LINE's own webhook test (run only when someone presses Verify), and LINE's endpoint setting.
 """
+from datetime import datetime
+
 from flask import current_app, flash
 from flask_babel import gettext as _, lazy_gettext as _l
 from flask_wtf import FlaskForm
@@ -73,11 +75,13 @@ def check(ctx):
     event = ctx.last_event_since_connected()
     test = (ctx.channel.check_results or {}).get("webhook_test")
     test = test if test and test.get("endpoint") == ours else None
-    if event is not None and (test is None or iso_utc(event.received_at) > test["at"]):
+    if event is not None and (test is None or event.received_at > datetime.fromisoformat(test["at"].rstrip("Z"))):
         return StepResult("webhook_url", State.DONE, "webhook_receiving", {"at": iso_utc(event.received_at)})
     if test is not None:
         if not test.get("success"):
-            return StepResult("webhook_url", State.ACTION, "webhook_test_failed", dict(test))
+            # Our receiver refusing LINE's signature (400) is fixed where the secret is entered.
+            return StepResult("webhook_url", State.ACTION, "webhook_test_failed", dict(test),
+                              fix="credentials" if test.get("statusCode") == 400 else None)
         return StepResult("webhook_url", State.DONE, "webhook_verified", {"tested_at": test.get("at")})
     # LINE has the URL but nothing shows it works yet; the friend test (step 7) will, so this never blocks.
     return StepResult("webhook_url", State.TODO, "endpoint_matches", blocks=False)

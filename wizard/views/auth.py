@@ -1,4 +1,4 @@
-"""Sign-in, sign-out and password change; Flask-Login keeps the session."""
+"""Sign-in, sign-out and password change; Flask-Login keeps the session, ``accounts`` holds the rules."""
 from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
@@ -6,8 +6,9 @@ from flask_babel import gettext as _, lazy_gettext as _l
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField, PasswordField
-from wtforms.validators import DataRequired, EqualTo, Length
+from wtforms.validators import DataRequired, EqualTo, ValidationError
 
+from .. import accounts
 from ..extensions import db, login_manager
 from ..models import User
 
@@ -16,8 +17,6 @@ bp = Blueprint("auth", __name__)
 login_manager.login_view = "auth.login"
 login_manager.login_message = _l("Please sign in to continue.")
 login_manager.login_message_category = "info"
-
-MIN_PASSWORD = 8
 
 
 @login_manager.user_loader
@@ -32,11 +31,17 @@ class LoginForm(FlaskForm):
     password = PasswordField(_l("Password"), validators=[DataRequired(_l("Enter your password."))])
 
 
+def check_new_password(_form, field):
+    for error in accounts.password_errors(field.data):
+        raise ValidationError(error.message)
+
+
 class PasswordForm(FlaskForm):
-    current = PasswordField(_l("Current password"), validators=[DataRequired(_l("Enter your current password."))])
+    current = PasswordField(_l("Current password"),
+                            validators=[DataRequired(_l("Enter your current password."))])
     new = PasswordField(_l("New password"), validators=[
         DataRequired(_l("Enter a new password.")),
-        Length(min=MIN_PASSWORD, message=_l("Use at least %(num)d characters.", num=MIN_PASSWORD)),
+        check_new_password,
     ])
     confirm = PasswordField(_l("New password again"), validators=[
         EqualTo("new", message=_l("The two new passwords are not the same.")),
@@ -68,7 +73,7 @@ def index():
 def login():
     form = LoginForm()
     if form.validate_on_submit():
-        user = db.session.scalar(db.select(User).filter_by(email=form.email.data.strip().lower()))
+        user = accounts.user_by_email(form.email.data)  # typed with full-width letters or ＠ too
         if user and user.check_password(form.password.data):
             login_user(user, remember=True)
             return redirect(_safe_next(request.args.get("next")) or home_for(user))
@@ -91,9 +96,10 @@ def change_password():
         if not current_user.check_password(form.current.data):
             form.current.errors.append(_("The current password is not right."))
         else:
-            current_user.set_password(form.new.data)
+            accounts.set_password(current_user, form.new.data)
             db.session.commit()
-            login_user(current_user._get_current_object(), remember=True)  # this session stays; the others end
+            # This session stays (signed in again with the new fingerprint); every other one ends.
+            login_user(current_user._get_current_object(), remember=True)
             flash(_("Your password has been changed."), "success")
             return redirect(home_for(current_user))
-    return render_template("auth/password.html", form=form)
+    return render_template("auth/password.html", form=form, min_password=accounts.MIN_PASSWORD)

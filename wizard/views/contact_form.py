@@ -3,8 +3,12 @@
 Public (customers have no account): the long random token in the link (crypto.new_token, 192 bits) is the
 only key, and it opens only that one contact's own details. The customer may come back to correct them.
 Name, phone and e-mail are required, birthday is optional; each is checked here and stored on the Contact.
+Customers type on phones with Chinese input methods, which often give full-width characters
+(０９１２－３４５－６７８, ｍｅｉ＠ｅｘａｍｐｌｅ．ｃｏｍ): both are read as what the person meant
+(NFKC) and stored plain.
 """
 import re
+import unicodedata
 from datetime import date
 
 from flask import Blueprint, abort, redirect, render_template, url_for
@@ -13,19 +17,21 @@ from flask_wtf import FlaskForm
 from wtforms import DateField, EmailField, StringField, TelField
 from wtforms.validators import DataRequired, Length, Optional, ValidationError
 
+from ..accounts import EMAIL, MAX_EMAIL, normalise_email
 from ..extensions import db
 from ..models import Channel, Contact, utcnow
 
 bp = Blueprint("contact_form", __name__, url_prefix="/form")
 
-EMAIL = re.compile(r"^[^@\s]+@[^@\s.]+(\.[^@\s.]+)+$")
-# What people type between digits: spaces, dashes, dots, brackets; a leading + for +886.
-PHONE_SEPARATORS = re.compile(r"[\s\-.()]")
-PHONE = re.compile(r"^\+?\d{8,15}$")
+# What people type between digits: spaces, dots, brackets and dashes (hyphen, non-breaking hyphen, figure
+# dash, en and em dash, horizontal bar, minus sign, the katakana long vowel mark some input methods give for
+# a dash); a leading + for +886. Full-width forms are already plain after NFKC.
+PHONE_SEPARATORS = re.compile(r"[\s.()\-\u2010-\u2015\u2212\u30fc]")
+PHONE = re.compile(r"^\+?[0-9]{8,15}$")  # ASCII digits only: \d would also take other scripts' digits
 
 
 def normalise_phone(value: str) -> str:
-    return PHONE_SEPARATORS.sub("", (value or "").strip())
+    return PHONE_SEPARATORS.sub("", unicodedata.normalize("NFKC", value or "").strip())
 
 
 def check_phone(_form, field):
@@ -34,8 +40,17 @@ def check_phone(_form, field):
 
 
 def check_email(_form, field):
-    if not EMAIL.match((field.data or "").strip()):
+    email = normalise_email(field.data)
+    if len(email) > MAX_EMAIL:  # NFKC may lengthen what was typed: the column takes 254
+        raise ValidationError(_l("Use at most %(max)d characters.", max=MAX_EMAIL))
+    if not EMAIL.match(email):
         raise ValidationError(_l("Enter an e-mail address like name@example.com."))
+
+
+def check_name(_form, field):
+    # Nobody types these, but PostgreSQL refuses a NUL: say no here instead of failing on save.
+    if any(unicodedata.category(char) == "Cc" for char in field.data or ""):
+        raise ValidationError(_l("Enter your name without control characters."))
 
 
 def check_birthday(_form, field):
@@ -47,6 +62,7 @@ class ContactDetailsForm(FlaskForm):
     customer_name = StringField(_l("Name"), validators=[
         DataRequired(_l("Enter your name.")),
         Length(max=100, message=_l("Use at most %(max)d characters.", max=100)),
+        check_name,
     ])
     phone = TelField(_l("Mobile phone"),
                      validators=[DataRequired(_l("Enter your phone number.")), check_phone])
@@ -90,7 +106,7 @@ def fill(token):
     if form.validate_on_submit():
         contact.customer_name = form.customer_name.data.strip()
         contact.phone = normalise_phone(form.phone.data)
-        contact.email = form.email.data.strip()
+        contact.email = normalise_email(form.email.data)
         contact.birthday = form.birthday.data
         contact.form_filled_at = utcnow()
         db.session.commit()

@@ -13,14 +13,16 @@ from flask import Blueprint, abort, current_app, flash, jsonify, redirect, rende
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
 
+from ..crypto import SecretUnreadable
 from ..extensions import db
 from ..line.endpoint import webhook_url
 from ..models import Shop
 from ..steps import confirmations
+from ..steps.connection import forget_results
 from ..steps.reasons import describe
-from ..steps.registry import CONNECTED_KEY, registry
-from ..steps.status import evaluate
-from ..steps.test_friend import last_event
+from ..steps.registry import CONNECTED_KEY, Action, registry
+from ..steps.status import evaluate, stored_status
+from ..steps.context import latest_event
 
 bp = Blueprint("wizard", __name__, url_prefix="/setup")
 
@@ -51,7 +53,7 @@ class Page:
         return self.shop.channel
 
     def confirmed(self, what):
-        return confirmations.get(self.shop, what) is not None
+        return confirmations.given(self.shop, what)
 
     def url(self, key):
         return step_url(self.shop, key)
@@ -74,9 +76,11 @@ class Page:
         db.session.rollback()
         self.status = None
 
-    def render(self, status_code=200, **extra):
+    def render(self, status_code=200, stored=False, **extra):
+        """The step's page. ``stored``: show the results as last saved instead of asking LINE (for a form
+        shown again with its mistakes, where the owner's attempt has just asked LINE already)."""
         if self.status is None:
-            self.status = evaluate(self.shop)
+            self.status = stored_status(self.shop) if stored else evaluate(self.shop)
             db.session.commit()
         context = self.step.context(self)
         context.update(extra)
@@ -145,39 +149,48 @@ def step(slug, key):
 def _act(shop, step, name):
     """Run one action of a step's page; then ask again and say what changed (or why nothing did)."""
     if name == "recheck":
-        handler, recheck, advance = (lambda page: None), True, False
+        action = Action(lambda page: None)
     elif name in step.actions:
         action = step.actions[name]
-        handler, recheck, advance = action.handler, action.recheck, action.advance
     else:
         abort(400)
-    before = evaluate(shop)
+    # What the page said before, to compare with; an action that asks nothing again needs no evaluation.
+    before = evaluate(shop) if action.recheck else None
     page = Page(shop, step, before)
-    outcome = handler(page)
+    try:
+        outcome = action.handler(page)
+    except SecretUnreadable:
+        # The saved secret cannot be decrypted (the encryption key changed): step 4 must say so, not a
+        # cached "done".
+        db.session.rollback()
+        forget_results(shop, "credentials")
+        db.session.commit()
+        flash(describe("secret_unreadable"), "error")
+        return redirect(step_url(shop, "credentials"))
     if outcome is not None and outcome is not False:
         db.session.commit()
         return outcome
-    if outcome is None and recheck:
+    if outcome is None and action.recheck:
         after = evaluate(shop, force=True)
         _say_what_changed(before.results[step.key], after.results[step.key], step)
     else:
         after = evaluate(shop)
     db.session.commit()
-    if advance and after.results[step.key].done:
+    if action.advance and after.results[step.key].done:
         return redirect(step_url(shop, registry().after(step.key)))
     return redirect(step_url(shop, step.key))
 
 
 def _say_what_changed(before, after, step):
-    if after.done:
-        flash(_("Checked again just now: %(message)s", message=after.message), "success")
-    elif (after.state, after.reason) == (before.state, before.reason):
+    """The line that takes focus after the submit: the new verdict, or that nothing changed and why."""
+    if (after.state, after.reason) == (before.state, before.reason) and not after.done:
         message = _("Checked again just now, and nothing changed: %(message)s", message=after.message)
         if step.live:
             message += " " + _("A change made in LINE can take a minute to show; check again shortly.")
         flash(message, "warning")
     else:
-        flash(_("Checked again just now: %(message)s", message=after.message), "info")
+        flash(_("Checked again just now: %(message)s", message=after.message),
+              "success" if after.done else "info")
 
 
 @bp.route("/<slug>/test_friend/live")
@@ -189,7 +202,7 @@ def friend_live(slug):
     db.session.commit()
     result = status.results["test_friend"]
     html = render_template("wizard/_friend_live.html", shop=shop, result=result,
-                           last_event=last_event(shop.channel) if shop.channel else None)
+                           last_event=latest_event(shop.channel) if shop.channel else None)
     return jsonify(done=result.done, html=html, connected=status.connected, reason=result.reason)
 
 

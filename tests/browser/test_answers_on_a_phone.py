@@ -1,0 +1,65 @@
+"""What a shop owner sees on a 360 px phone when the answer changes: long URLs and LINE user IDs wrap inside
+the page, and the friend test's live box and status box change together, without a reload."""
+import re
+
+from playwright.sync_api import expect
+
+from tests.browser.pages import scroll_width, sign_in, shown_status
+
+
+def _enter_credentials(page, slug, channel):
+    """Step 4 as an owner fills it in."""
+    page.goto(f"/setup/{slug}/credentials")
+    page.locator("#channel_id").fill(channel["channelId"])
+    page.locator("#channel_secret").fill(channel["channelSecret"])
+    page.locator(".credentials-form button[type=submit]").click()
+    expect(page.locator(".account-card")).to_be_visible()
+
+
+def test_a_truncated_webhook_url_wraps_on_a_phone(page, owner, sandbox, live_app):
+    slug, email = owner
+    page.set_viewport_size({"width": 360, "height": 740})
+    line = sandbox.control
+    channel = line.create_channel(display_name="晴天烘焙坊")
+    sign_in(page, email, lang=None)
+    _enter_credentials(page, slug, channel)
+    page.goto(f"/setup/{slug}/webhook_url")
+    ours = page.locator("#webhook-url").inner_text().strip()
+    line.update(channel["channelId"], endpoint=ours[:-3])
+    page.locator(".status-actions button[type=submit]").click()
+    assert shown_status(page) == ("action_needed", "endpoint_incomplete")
+    expect(page.locator(".flashes")).to_contain_text(ours[:-3])  # the URL is quoted in the message …
+    assert scroll_width(page) <= 360, "the page scrolls sideways"  # … and wraps
+
+
+def test_an_existing_friends_message_changes_the_whole_page_at_once(page, owner, sandbox, live_app, worker):
+    slug, email = owner
+    page.set_viewport_size({"width": 360, "height": 740})
+    line = sandbox.control
+    channel = line.create_channel(display_name="晴天烘焙坊")
+    line.follow(channel["channelId"], name="老朋友")  # already a friend before the CRM was connected
+    sign_in(page, email, lang="en")
+    for key, box in (("prepare", "line_login"), ("create_account", "account_created")):
+        page.goto(f"/setup/{slug}/{key}")
+        page.locator(f"#{box}").check()
+        page.locator(".confirm-form button[type=submit]").click()
+    _enter_credentials(page, slug, channel)
+    page.goto(f"/setup/{slug}/webhook_url")
+    page.get_by_role("button", name="Set it for me").click()
+    page.goto(f"/setup/{slug}/response_settings")
+    page.locator("#auto_response").check()
+    page.locator(".confirm-form button[type=submit]").click()
+    expect(page).to_have_url(re.compile("/test_friend$"))
+    assert shown_status(page) == ("todo", "no_follow_yet")
+    hint = page.locator("#already-friend")
+    expect(hint).not_to_have_attribute("open", "")
+
+    page.evaluate("window.__sameDocument = true")
+    line.say(channel["channelId"], text="哈囉")
+    status = page.locator("main .status")
+    expect(status).to_have_attribute("data-reason", "friend_message_received", timeout=10_000)
+    expect(status).to_contain_text("is already a friend")
+    expect(hint).to_have_attribute("open", "")  # the block/unblock hint opened by itself
+    expect(page.locator("#friend-live")).not_to_contain_text("Waiting for the first friend")
+    assert page.evaluate("window.__sameDocument") is True, "the page was reloaded"
+    assert scroll_width(page) <= 360

@@ -1,0 +1,222 @@
+"""Accounts: creating users and shops, staff API tokens, and the rules their fields follow.
+
+Four doors make accounts: the CLI (``flask user create``, ``shop create``), the staff new-shop form, the
+password change page and the dev server's demo seed. This module is the one place that knows what a valid
+e-mail address, password, shop code and shop name are, so the doors cannot drift apart.
+
+Every refusal is an ``AccountError`` naming the field it belongs to and carrying a translated ``message``; a
+form puts it under that field, the CLI prints it. ``validate_*`` collect every problem of one submit, and the
+``create_*`` functions add nothing to the session unless every field is right (``AccountErrors`` lists them
+all), so a refused submit never leaves half an account behind. The caller commits.
+"""
+import re
+import unicodedata
+
+from flask_babel import lazy_gettext
+
+from . import crypto
+from .extensions import db
+from .models import Shop, User
+
+MIN_PASSWORD = 8
+MAX_EMAIL = 254  # models.User.email
+MAX_SHOP_NAME = 200  # models.Shop.name
+
+SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+# Something, @, a domain with at least one dot; no spaces or control characters (PostgreSQL refuses NUL).
+EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s.\x00-\x1f\x7f]+(\.[^@\s.\x00-\x1f\x7f]+)+$")
+# Chinese and Japanese input methods type 。 for a dot; IDNA reads it as one too.
+IDEOGRAPHIC_DOTS = str.maketrans({"\u3002": ".", "\uff61": "."})
+
+
+def N_(message):
+    """Marks a message for extraction; it is translated when shown (``AccountError.message``)."""
+    return message
+
+
+MESSAGES = {
+    "email_missing": N_("Enter an e-mail address."),
+    "email_invalid": N_("'%(email)s' is not an e-mail address."),
+    "email_too_long": N_("Use at most %(max)d characters."),
+    "email_taken": N_("A user with the e-mail %(email)s already exists."),
+    "password_too_short": N_("The password must have at least %(num)d characters."),
+    "slug_missing": N_("Enter a shop code."),
+    "slug_invalid": N_("'%(slug)s' is not a valid shop code: use lower-case letters, digits and '-'."),
+    "slug_taken": N_("A shop with the code %(slug)s already exists."),
+    "name_missing": N_("The shop needs a name."),
+    "name_too_long": N_("Use at most %(max)d characters."),
+    "name_invalid": N_("The shop name cannot contain control characters."),
+    "owner_unknown": N_("No user has the e-mail %(email)s; create it first with 'user create'."),
+    "owner_is_staff": N_("%(email)s is a staff account; a shop owner must be a normal account."),
+    "owner_has_shop": N_("%(email)s already owns the shop %(slug)s."),
+    "user_unknown": N_("No user has the e-mail %(email)s."),
+    "user_not_staff": N_("%(email)s is not a staff user; API tokens are for staff only."),
+}
+
+
+class AccountError(ValueError):
+    """One refused field: ``field`` (the name of the form field or CLI argument), ``code``, ``message``."""
+
+    def __init__(self, field, code, **params):
+        super().__init__(field, code)
+        self.field, self.code, self.params = field, code, params
+
+    @property
+    def message(self):
+        return lazy_gettext(MESSAGES[self.code], **self.params)
+
+    def __str__(self):
+        return str(self.message)
+
+
+class AccountErrors(ValueError):
+    """Everything wrong with one submit, in field order; one message per line when printed."""
+
+    def __init__(self, errors):
+        super().__init__(errors)
+        self.errors = list(errors)
+
+    def by_field(self):
+        fields = {}
+        for error in self.errors:
+            fields.setdefault(error.field, []).append(error)
+        return fields
+
+    def __str__(self):
+        return "\n".join(str(error) for error in self.errors)
+
+
+def normalise_email(value):
+    """As stored: full-width letters, ＠ and ．made ASCII (NFKC), 。 made a dot, trimmed, lower case."""
+    return unicodedata.normalize("NFKC", value or "").translate(IDEOGRAPHIC_DOTS).strip().lower()
+
+
+def normalise_slug(value):
+    return unicodedata.normalize("NFKC", value or "").strip().lower()
+
+
+def email_errors(email, field="email"):
+    """Problems with an e-mail address already normalised; shape and length only (no database)."""
+    if not email:
+        return [AccountError(field, "email_missing")]
+    if len(email) > MAX_EMAIL:
+        return [AccountError(field, "email_too_long", max=MAX_EMAIL)]
+    if not EMAIL.match(email):
+        return [AccountError(field, "email_invalid", email=email)]
+    return []
+
+
+def password_errors(password, field="password"):
+    """The password rules, shared by new accounts and the password change page."""
+    if len(password or "") < MIN_PASSWORD:
+        return [AccountError(field, "password_too_short", num=MIN_PASSWORD)]
+    return []
+
+
+def user_by_email(email):
+    """The user with this e-mail address as typed (normalised first), or None."""
+    email = normalise_email(email)
+    if email_errors(email):
+        return None
+    return db.session.scalar(db.select(User).filter_by(email=email))
+
+
+def validate_user(email, password, email_field="email", password_field="password"):
+    email = normalise_email(email)
+    errors = email_errors(email, email_field)
+    if not errors and db.session.scalar(db.select(User.id).filter_by(email=email)) is not None:
+        errors.append(AccountError(email_field, "email_taken", email=email))
+    return errors + password_errors(password, password_field)
+
+
+def validate_shop(slug, name):
+    slug, name = normalise_slug(slug), (name or "").strip()
+    errors = []
+    if not slug:
+        errors.append(AccountError("slug", "slug_missing"))
+    elif not SLUG.match(slug):
+        errors.append(AccountError("slug", "slug_invalid", slug=slug))
+    elif db.session.scalar(db.select(Shop.id).filter_by(slug=slug)) is not None:
+        errors.append(AccountError("slug", "slug_taken", slug=slug))
+    if not name:
+        errors.append(AccountError("name", "name_missing"))
+    elif len(name) > MAX_SHOP_NAME:
+        errors.append(AccountError("name", "name_too_long", max=MAX_SHOP_NAME))
+    elif any(unicodedata.category(char) == "Cc" for char in name):
+        errors.append(AccountError("name", "name_invalid"))
+    return errors
+
+
+def _owner_errors(owner, typed_email, field="owner"):
+    if owner is None:
+        return [AccountError(field, "owner_unknown", email=typed_email)]
+    if owner.is_staff:
+        return [AccountError(field, "owner_is_staff", email=owner.email)]
+    if owner.shop_id is not None:
+        return [AccountError(field, "owner_has_shop", email=owner.email, slug=owner.shop.slug)]
+    return []
+
+
+def _raise_if(errors):
+    if errors:
+        raise AccountErrors(errors)
+
+
+def _new_user(email, password, staff):
+    user = User(email=normalise_email(email), is_staff=staff)
+    user.set_password(password)
+    db.session.add(user)
+    return user
+
+
+def _new_shop(slug, name):
+    shop = Shop(slug=normalise_slug(slug), name=name.strip())
+    db.session.add(shop)
+    db.session.flush()
+    return shop
+
+
+def create_user(email, password, staff=False):
+    """A staff or owner account; raises AccountErrors (fields ``email``, ``password``)."""
+    _raise_if(validate_user(email, password))
+    return _new_user(email, password, staff)
+
+
+def create_shop(slug, name, owner_email):
+    """A shop owned by an existing owner account; raises AccountErrors (``slug``, ``name``, ``owner``)."""
+    owner = user_by_email(owner_email)
+    _raise_if(validate_shop(slug, name) + _owner_errors(owner, normalise_email(owner_email)))
+    shop = _new_shop(slug, name)
+    owner.shop_id = shop.id
+    return shop
+
+
+def create_shop_with_owner(slug, name, owner_email, owner_password):
+    """The staff form: a shop and its new owner account, or neither.
+
+    Raises AccountErrors whose fields are the form's: ``slug``, ``name``, ``owner_email``, ``owner_password``.
+    """
+    _raise_if(validate_shop(slug, name)
+              + validate_user(owner_email, owner_password, "owner_email", "owner_password"))
+    shop = _new_shop(slug, name)
+    owner = _new_user(owner_email, owner_password, staff=False)
+    owner.shop_id = shop.id
+    return shop
+
+
+def set_password(user, password):
+    """Change a password under the same rules as a new account; raises AccountErrors (``password``)."""
+    _raise_if(password_errors(password))
+    user.set_password(password)
+
+
+def new_api_token(email):
+    """A new API token for a staff user (the old one stops working); raises AccountErrors (``email``)."""
+    user = user_by_email(email)
+    if user is None:
+        raise AccountErrors([AccountError("email", "user_unknown", email=email.strip())])
+    if not user.is_staff:
+        raise AccountErrors([AccountError("email", "user_not_staff", email=user.email)])
+    token = crypto.new_token(32)
+    user.api_token_digest = crypto.token_digest(token)
+    return token

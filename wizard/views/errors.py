@@ -1,0 +1,85 @@
+"""The product's own error pages (400, 403, 404, 405, 413, 500, an expired form), in the visitor's language.
+
+Werkzeug's default pages are bare English and lead nowhere; a shop owner who follows an old link or leaves a
+form open too long gets a page of this site that says what happened in plain words and offers a way back.
+Machines read the JSON routes, so those keep answering JSON with the shape their blueprint uses: the status
+API (``/api/``) ``{"error", "message"}``, the webhook receiver (``/line/webhook/``) ``{"message"}``; the
+status code and headers (``Allow`` on a 405) stay Werkzeug's. Blueprint handlers (the customer form's own
+"this link does not work") still come first, and a 500 never shows what went wrong inside.
+"""
+import logging
+from urllib.parse import urlsplit
+
+from flask import Blueprint, render_template, request
+from flask_babel import gettext as _, lazy_gettext as _l
+from flask_wtf.csrf import CSRFError
+from werkzeug.exceptions import HTTPException
+
+from ..extensions import db
+
+bp = Blueprint("errors", __name__)
+log = logging.getLogger(__name__)
+
+JSON_PATHS = ("/api/", "/line/webhook/")
+
+PAGES = {
+    400: (_l("This request could not be understood"),
+          _l("Something in what your browser sent was not right. Go back and try again.")),
+    403: (_l("This page is not for your account"),
+          _l("Your account cannot open this page. If you think it should, ask the onboarding staff.")),
+    404: (_l("This page does not exist"),
+          _l("The address may be mistyped, or the page has moved or been removed.")),
+    405: (_l("This page cannot be opened this way"),
+          _l("Please open it from a link or a button on this site.")),
+    413: (_l("What was sent is too large"),
+          _l("Please send something smaller and try again.")),
+    500: (_l("Something went wrong on our side"),
+          _l("This is not your fault. Please try again in a moment; if it keeps happening, tell the "
+             "onboarding staff.")),
+}
+EXPIRED_FORM = (_l("This form has expired"),
+                _l("The page was open for a long time, or you signed in or out meanwhile. Go back, reload "
+                   "the page and send the form again."))
+
+
+@bp.app_errorhandler(HTTPException)
+def http_error(error):
+    if error.code is None or error.code < 400 or error.response is not None:
+        return error  # redirects and ready-made responses go out as they are
+    headers = [(name, value) for name, value in error.get_headers() if name.lower() != "content-type"]
+    if request.path.startswith(JSON_PATHS):
+        return _json(error), error.code, headers
+    if error.code >= 500:
+        db.session.rollback()  # the failed request may have left the transaction unusable for the page
+    try:
+        return _page(error), error.code, headers
+    except Exception:  # the page itself failed (the database is down): still no traceback, still our words
+        log.exception("the error page for %s could not be drawn", error.code)
+        return (_("Something went wrong on our side"), error.code,
+                {"Content-Type": "text/plain; charset=utf-8"})
+
+
+def _json(error):
+    if request.path.startswith("/api/"):
+        return {"error": error.name.lower().replace(" ", "_"), "message": error.description}
+    return {"message": error.description}
+
+
+def _page(error):
+    if isinstance(error, CSRFError):
+        title, text = EXPIRED_FORM
+    else:
+        title, text = PAGES.get(error.code, (_l("This request could not be completed"),
+                                             _l("Please go back and try again.")))
+    return render_template("errors/error.html", code=error.code, title=title, text=text, back=_back_url())
+
+
+def _back_url():
+    """The page the visitor came from, when it is on this site and is not this same address."""
+    referrer = request.referrer
+    if not referrer:
+        return None
+    parts = urlsplit(referrer)
+    if parts.scheme not in ("http", "https") or parts.netloc != request.host or referrer == request.url:
+        return None
+    return referrer
