@@ -111,8 +111,24 @@
     });
   }
 
+  /* A masked field can be shown to compare it with LINE's screen (the button exists only with JavaScript). */
+  function revealButtons() {
+    document.querySelectorAll("[data-reveal]").forEach(function (button) {
+      var input = document.querySelector(button.getAttribute("data-reveal"));
+      if (!input) { return; }
+      button.hidden = false;
+      button.addEventListener("click", function () {
+        var shown = input.type === "password";
+        input.type = shown ? "text" : "password";
+        button.setAttribute("aria-pressed", shown ? "true" : "false");
+        button.textContent = button.getAttribute(shown ? "data-hide" : "data-show");
+      });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     focusErrorSummary();
+    revealButtons();
     skipWithoutFragment();
     linkSummaryToFields();
     document.querySelectorAll("[data-copy]").forEach(function (button) {

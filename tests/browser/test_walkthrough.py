@@ -76,6 +76,11 @@ def test_new_owner_walks_through_every_step(page, owner, sandbox, runner, worker
     expect(secret).to_have_attribute("aria-describedby", re.compile(r"\bchannel_secret-error\b"))
     expect(channel_id).to_have_value(channel["channelId"])  # nothing typed is lost
     expect(secret).to_have_value(WRONG_SECRET)
+    # Kept, but masked like the password it is; "Show the secret" reveals it to compare with LINE's screen.
+    expect(secret).to_have_attribute("type", "password")
+    page.get_by_role("button", name="Show the secret").click()
+    expect(secret).to_have_attribute("type", "text")
+    expect(page.get_by_role("button", name="Hide the secret")).to_have_attribute("aria-pressed", "true")
     # The error is the page's one verdict: no "not entered yet" beside it, while nothing is saved.
     expect(page.locator("main .status")).to_have_count(0)
     expect(page.locator("main")).not_to_contain_text("have not been entered yet")
