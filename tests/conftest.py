@@ -14,6 +14,13 @@ from wizard import create_app
 from wizard.extensions import db
 
 PG_URL = os.environ.get("WIZARD_TEST_DATABASE_URL")
+# The suite states its own configuration: no WIZARD_* setting of the caller's (WIZARD_WORKER_IN_PROCESS=1,
+# WIZARD_CHECK_MAX_AGE=0 …) may change a test or a process a test starts (CLI, gunicorn, benchmark), so each
+# is removed for the whole session. Kept: the variables that tell the harness itself where things are.
+HARNESS_VARIABLES = {"WIZARD_TEST_DATABASE_URL", "WIZARD_SHARED_DIR", "WIZARD_CHROMIUM",
+                     "WIZARD_BROWSER_POSTGRESQL"}
+for _name in [name for name in os.environ if name.startswith("WIZARD_") and name not in HARNESS_VARIABLES]:
+    del os.environ[_name]
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 ENCRYPTION_KEY = Fernet.generate_key().decode()
 
@@ -90,7 +97,7 @@ def live_app(app, app_port):
 
 @pytest.fixture
 def make_user(app):
-    from wizard.cli import create_user
+    from wizard.accounts import create_user
 
     def make(email=None, password="correct horse", staff=False):
         with app.app_context():
@@ -102,8 +109,10 @@ def make_user(app):
 
 @pytest.fixture
 def make_shop(app, make_user):
-    """An owner account and its shop; returns (slug, owner e-mail). The owner's password is 'correct horse'."""
-    from wizard.cli import create_shop
+    """An owner account and its shop; returns (slug, owner e-mail).
+
+    The owner's password is 'correct horse'."""
+    from wizard.accounts import create_shop
 
     def make(slug="sunny-bakery", name="晴天烘焙坊"):
         email = make_user(f"owner-{slug}@example.com")

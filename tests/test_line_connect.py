@@ -22,9 +22,10 @@ def test_connect_refuses_wrong_secret_and_saves_nothing(app, runner, make_shop, 
     channel = sandbox.control.create_channel()
     result = runner.invoke(args=["line", "connect", slug, "--channel-id", channel["channelId"],
                                  "--channel-secret", "0" * 32])
-    assert result.exit_code != 0 and "wrong_secret" in result.output
-    result = runner.invoke(args=["line", "connect", "no-such-shop", "--channel-id", "1", "--channel-secret", "x"])
-    assert result.exit_code != 0 and "No shop" in result.output
+    assert result.exit_code == 1 and "wrong_secret" in result.output
+    result = runner.invoke(args=["line", "connect", "no-such-shop", "--channel-id", "1",
+                                 "--channel-secret", "x"])
+    assert result.exit_code == 1 and "No shop" in result.output
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count(Channel.id))) == 0
 
@@ -32,7 +33,8 @@ def test_connect_refuses_wrong_secret_and_saves_nothing(app, runner, make_shop, 
 def test_reconnecting_keeps_the_webhook_url(app, runner, make_shop, sandbox):
     slug, _ = make_shop()
     channel = sandbox.control.create_channel()
-    args = ["line", "connect", slug, "--channel-id", channel["channelId"], "--channel-secret", channel["channelSecret"]]
+    args = ["line", "connect", slug, "--channel-id", channel["channelId"],
+            "--channel-secret", channel["channelSecret"]]
     first = runner.invoke(args=args).output.strip().splitlines()[-1]
     reissued = sandbox.control.update(channel["channelId"], reissue_secret=True)
     args[-1] = reissued["channelSecret"]

@@ -1,5 +1,8 @@
-"""The migrations build exactly the tables the models describe, so ``make run``'s ``db upgrade`` and production
-upgrades create the same schema the tests run on."""
+"""The migrations build exactly the tables the models describe, so ``make run``'s ``db upgrade`` and
+production upgrades create the same schema the tests run on."""
+import logging
+
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
@@ -7,7 +10,30 @@ from flask_migrate import downgrade, upgrade
 from wizard.extensions import db
 
 
-def test_upgrade_matches_models_and_downgrade_cleans_up(app):
+@pytest.fixture
+def logging_kept():
+    """Alembic's env.py configures logging from alembic.ini, as fits a one-off ``flask db upgrade``
+    process: it disables every logger that exists and replaces the root handlers. In the test process that
+    would silence the app's loggers for every later test (test_line_client's log assertions would then
+    depend on the order of the tests), so the configuration in place before is put back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    loggers = {name: (logger.disabled, logger.level, logger.handlers[:], logger.propagate)
+               for name, logger in logging.Logger.manager.loggerDict.items()
+               if isinstance(logger, logging.Logger)}
+    yield
+    root.handlers[:], root.level = handlers, level
+    for name, logger in list(logging.Logger.manager.loggerDict.items()):
+        if not isinstance(logger, logging.Logger):
+            continue
+        if name in loggers:
+            logger.disabled, logger.level, logger.handlers[:], logger.propagate = loggers[name]
+        else:  # made by the migration's configuration (alembic, sqlalchemy): back to defaults
+            logger.disabled, logger.level, logger.propagate = False, logging.NOTSET, True
+            logger.handlers[:] = []
+
+
+def test_upgrade_matches_models_and_downgrade_cleans_up(app, logging_kept):
     with app.app_context():
         db.drop_all()
         with db.engine.begin() as connection:

@@ -309,7 +309,8 @@ def test_many_deliveries_at_once_are_all_stored(app, channel, live_app):
     def deliver(body):
         connection = http.client.HTTPConnection("127.0.0.1", live_app.port, timeout=10)
         start.wait()
-        connection.request("POST", channel["path"], body=body, headers=signed_headers(channel["secret"], body))
+        connection.request("POST", channel["path"], body=body,
+                           headers=signed_headers(channel["secret"], body))
         statuses.append(connection.getresponse().status)
         connection.close()
 

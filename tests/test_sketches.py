@@ -141,7 +141,8 @@ def test_every_word_shown_is_translatable_with_a_note_for_the_translator(app):
 
 
 @pytest.mark.parametrize("owner", [
-    {"sketch_account_name": "晴天烘焙坊台北信義旗艦店二號", "sketch_provider_name": "晴天烘焙坊股份有限公司台北分公司",
+    {"sketch_account_name": "晴天烘焙坊台北信義旗艦店二號",
+     "sketch_provider_name": "晴天烘焙坊股份有限公司台北分公司",
      "sketch_basic_id": "@sunnybakery", "sketch_channel_id": "2001234567",
      "sketch_webhook_url": "https://crm.example.com/line/webhook/abcdef0123456789"},
     {"sketch_account_name": "Sunny <Bakery> & Co. Taipei", "sketch_provider_name": "Sunny <Bakery> & Co."},

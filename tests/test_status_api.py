@@ -1,12 +1,14 @@
-"""The status JSON (API and ``line doctor --json``) agrees with the pages, and only the right people get it."""
+"""The status JSON (API and ``line doctor --json``) agrees with the pages, and only the right people get
+it."""
 import json
+import re
 
 import pytest
 
 from tests.wizard_helpers import connect, status_reason
 
-KEYS = ["prepare", "create_account", "enable_messaging_api", "credentials", "webhook_url", "response_settings",
-        "test_friend"]
+KEYS = ["prepare", "create_account", "enable_messaging_api", "credentials", "webhook_url",
+        "response_settings", "test_friend"]
 
 
 @pytest.fixture
@@ -23,12 +25,19 @@ def test_api_shape_and_agreement_with_pages_and_doctor(client, runner, make_shop
     body = client.get(f"/api/v1/shops/{slug}/status").get_json()
     assert set(body) >= {"shop", "connected", "steps"} and body["shop"] == slug
     assert [step["key"] for step in body["steps"]] == KEYS
+    assert [(step["key"], step["state"], step["reason"]) for step in body["steps"]] == [
+        ("prepare", "todo", "not_confirmed"),
+        ("create_account", "done", "account_found"),
+        ("enable_messaging_api", "done", "credentials_verified"),
+        ("credentials", "done", "credentials_verified"),
+        ("webhook_url", "todo", "endpoint_matches"),  # LINE has the URL; its test is still to be made
+        ("response_settings", "action_needed", "chat_mode_bot"),
+        ("test_friend", "todo", "fix_step_first"),  # a test friend is pointless while step 6 is open
+    ]
     for step in body["steps"]:
         assert set(step) >= {"key", "state", "reason", "message", "checked_at"}
-        assert step["state"] in ("todo", "done", "action_needed", "unverifiable")
         assert status_reason(client.get(f"/setup/{slug}/{step['key']}")) == (step["state"], step["reason"])
-    by_key = {step["key"]: step for step in body["steps"]}
-    assert by_key["response_settings"]["reason"] == "chat_mode_bot" and body["connected"] is False
+    assert body["connected"] is False
 
     result = runner.invoke(args=["line", "doctor", slug, "--json"])
     assert result.exit_code == 1
@@ -50,12 +59,12 @@ def test_api_access_rules(app, client, runner, make_shop, make_user, login):
     assert client.get(f"/api/v1/shops/{slug}/status").status_code == 401
     staff = make_user("staff@example.com", staff=True)
     token = runner.invoke(args=["user", "token", staff]).output.strip()
-    assert len(token) >= 32
+    assert re.fullmatch(r"[A-Za-z0-9_-]{43}", token), token  # 32 random bytes, URL-safe Base64
     ok = client.get(f"/api/v1/shops/{slug}/status", headers={"Authorization": f"Bearer {token}"})
     assert ok.status_code == 200 and ok.get_json()["shop"] == slug
     assert client.get(f"/api/v1/shops/{slug}/status",
                       headers={"Authorization": "Bearer nope"}).status_code == 401
-    assert runner.invoke(args=["user", "token", other_email]).exit_code != 0  # owners get no tokens
+    assert runner.invoke(args=["user", "token", other_email]).exit_code == 1  # owners get no tokens
     login(other_email)
     assert client.get(f"/api/v1/shops/{slug}/status").status_code == 404
     assert client.get(f"/api/v1/shops/{other}/status").status_code == 200

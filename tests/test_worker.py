@@ -377,8 +377,10 @@ def test_workers_running_side_by_side_never_run_an_event_twice(app, line):
 
 
 def test_events_after_a_reset_are_kept_but_not_acted_on(app, client, make_shop, sandbox, live_app):
-    """After the owner resets the connection, LINE may still call the old URL: keep the events, send nothing."""
-    from wizard.line.connection import connect, disconnect, set_endpoint
+    """After the owner resets the connection, LINE may still call the old URL: keep the events, send
+    nothing."""
+    from wizard.line.endpoint import set_endpoint
+    from wizard.steps.connection import connect, disconnect
     from wizard.models import Contact, Shop
     slug, _ = make_shop()
     line = sandbox.control
@@ -393,7 +395,7 @@ def test_events_after_a_reset_are_kept_but_not_acted_on(app, client, make_shop, 
     with app.app_context():
         worker.process_pending()
         event = db.session.scalar(db.select(WebhookEvent).filter_by(type="follow"))
-        assert event.status == "processed" and "disconnected" in (event.error or "")
+        assert (event.status, event.error) == ("processed", "channel disconnected by the shop: stored only")
         assert db.session.scalar(db.select(db.func.count(Contact.id))) == 0
     assert line.sent_messages(channel["channelId"]) == []
 
@@ -420,7 +422,8 @@ worker.process_pending(app)
 def test_a_worker_killed_after_sending_the_form_does_not_send_it_twice(app, line, db_url):
     line.follow()
     env = {**os.environ, "WIZARD_DATABASE_URL": db_url, "WIZARD_INSTANCE_PATH": app.instance_path,
-           "WIZARD_SECRET_KEY": app.config["SECRET_KEY"], "WIZARD_ENCRYPTION_KEY": app.config["ENCRYPTION_KEY"],
+           "WIZARD_SECRET_KEY": app.config["SECRET_KEY"],
+           "WIZARD_ENCRYPTION_KEY": app.config["ENCRYPTION_KEY"],
            "WIZARD_SANDBOX": "0", "WIZARD_LINE_API_HOST": app.config["LINE_API_HOST"],
            "WIZARD_PUBLIC_BASE_URL": app.config["PUBLIC_BASE_URL"], "WIZARD_WORKER_LEASE_SECONDS": "0.5"}
     died = subprocess.run([sys.executable, "-c", CRASH_AFTER_FORM], cwd=ROOT, env=env, capture_output=True,
@@ -436,3 +439,41 @@ def test_a_worker_killed_after_sending_the_form_does_not_send_it_twice(app, line
             db.engine.dispose()
     assert [e.status for e in line.events()] == ["processed"]
     assert len(line.control.sent_messages(line.id)) == 1  # the customer got the form once
+
+
+def test_a_worker_whose_lease_ran_out_does_not_overwrite_the_outcome_of_the_one_that_took_over(app, line):
+    """Worker A is slow (LINE hangs, the process is paused); its lease runs out and worker B runs the event.
+    When A finally finishes, B's outcome stands: A's is discarded, and the event is not run a third time."""
+    line.follow(name="林小美")
+    with app.app_context():
+        event_id, slow_claim = worker.claim_next()  # worker A
+        db.session.execute(update(WebhookEvent).where(WebhookEvent.id == event_id)
+                           .values(claimed_until=utcnow() - timedelta(seconds=1)))  # A's lease runs out
+        db.session.commit()
+    with app.app_context():
+        taken_over = worker.claim_next()  # worker B
+        assert taken_over is not None and taken_over[0] == event_id and taken_over[1] != slow_claim
+        assert worker.run_claimed(*taken_over) is True
+    [event] = line.events()
+    assert (event.status, event.attempts, event.error) == ("processed", 2, "form sent by reply")
+
+    with app.app_context():
+        assert worker.run_claimed(event_id, slow_claim) is False  # A ends after all
+
+    [event] = line.events()
+    assert (event.status, event.attempts, event.error) == ("processed", 2, "form sent by reply")
+    assert (event.claimed_by, event.next_attempt_at) == (None, None)
+    line.make_due()
+    assert worker.process_pending(app) == 0
+    assert len(line.control.sent_messages(line.id)) == 1  # the new friend got the form once
+
+
+def test_the_lease_lasts_as_long_as_the_configuration_says(app, line):
+    line.follow()
+    app.config["WORKER_LEASE_SECONDS"] = 300
+    with app.app_context():
+        before = utcnow()
+        event_id, _claim = worker.claim_next()
+        claimed_until = db.session.get(WebhookEvent, event_id).claimed_until
+    assert timedelta(seconds=300) <= claimed_until - before < timedelta(seconds=301)
+    assert worker.Loop(app).interval == app.config["WORKER_POLL_SECONDS"] == 5.0

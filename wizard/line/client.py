@@ -31,6 +31,7 @@ from linebot.v3.messaging import (MessagingApi, PushMessageRequest, ReplyMessage
                                   SetWebhookEndpointRequest, TestWebhookEndpointRequest)
 from linebot.v3.oauth import ChannelAccessToken
 
+from ..config import DEFAULTS
 from .problems import LineProblem
 
 log = logging.getLogger(__name__)
@@ -50,12 +51,13 @@ def client_for(channel) -> "LineClient":
 
 def client_with(channel_id: str, channel_secret: str) -> "LineClient":
     """A client for credentials not saved yet (the owner just typed them), configured like ``client_for``."""
-    return LineClient(channel_id, channel_secret, host=current_app.config.get("LINE_API_HOST"),
-                      timeout=current_app.config.get("LINE_TIMEOUT", 8.0))
+    return LineClient(channel_id, channel_secret, host=current_app.config["LINE_API_HOST"],
+                      timeout=current_app.config["LINE_TIMEOUT"])
 
 
 class LineClient:
-    def __init__(self, channel_id: str, channel_secret: str, host: str | None = None, timeout: float = 8.0):
+    def __init__(self, channel_id: str, channel_secret: str, host: str | None = None,
+                 timeout: float = DEFAULTS["LINE_TIMEOUT"]):
         self.channel_id = str(channel_id)
         self._secret = channel_secret
         self.host = host.rstrip("/") if host else None

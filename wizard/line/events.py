@@ -172,7 +172,7 @@ def send_form(channel, contact, reply_token, event_id=None):
     from .problems import LineProblem
     if contact.form_filled_at is not None:
         return "form already filled in: not sent"
-    resend_after = timedelta(hours=float(current_app.config.get("FORM_RESEND_HOURS", 24)))
+    resend_after = timedelta(hours=float(current_app.config["FORM_RESEND_HOURS"]))
     if contact.form_sent_at is not None and utcnow() - contact.form_sent_at < resend_after:
         return "form sent recently: not sent again"
     if not contact.form_token:

@@ -73,7 +73,8 @@ class GroupCommit:
                 batch[0].error = exc
             else:
                 # Only the class: SQLAlchemy's message carries the statement's parameters (customers' data).
-                log.warning("a batch of %d failed (%s); writing them one by one", len(batch), type(exc).__name__)
+                log.warning("a batch of %d failed (%s); writing them one by one", len(batch),
+                            type(exc).__name__)
                 for item in batch:
                     try:
                         self._transaction([item])

@@ -201,7 +201,7 @@ def _known_channel(token, fresh=False):
     if row is None:
         cache.pop(token, None)
         return None
-    known = KnownChannel(row, float(current_app.config.get("WEBHOOK_CHANNEL_CACHE_SECONDS", 1.0)))
+    known = KnownChannel(row, float(current_app.config["WEBHOOK_CHANNEL_CACHE_SECONDS"]))
     if len(cache) > 10_000:  # tokens come from the URL: never let them grow the cache without bound
         cache.clear()
     cache[token] = known
@@ -289,11 +289,11 @@ def _write(batch, connection):
     delivery_ids = connection.execute(_NEW_DELIVERIES, deliveries[0] if len(batch) == 1 else deliveries
                                       ).scalars().all()
     rows = [_event_row(item.channel.id, delivery_id, event, now)
-            for item, delivery_id in zip(batch, delivery_ids) for event in item.unique]
+            for item, delivery_id in zip(batch, delivery_ids, strict=True) for event in item.unique]
     new_per_delivery = Counter(store.insert_ignoring(WebhookEvent, rows, ["channel_id", "webhook_event_id"],
                                                      returning="delivery_id", connection=connection))
     channels = {}
-    for item, delivery_id in zip(batch, delivery_ids):
+    for item, delivery_id in zip(batch, delivery_ids, strict=True):
         item.new = new_per_delivery[delivery_id]
         if item.new != len(item.unique):
             connection.execute(update(_DELIVERIES).where(_DELIVERIES.c.id == delivery_id)

@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 
 BACKOFF_SECONDS = (5, 30, 120, 600)
 MAX_ATTEMPTS = len(BACKOFF_SECONDS) + 1
-DEFAULT_LEASE_SECONDS = 120
-DEFAULT_POLL_SECONDS = 5.0
 
 _loops = []  # running in-process loops; wake() nudges all of them
 _loops_lock = threading.Lock()
@@ -50,7 +48,7 @@ def _claimable(now):
 
 def claim_next():
     """Claim the oldest runnable event; returns (event id, claim id) or None when nothing is runnable."""
-    lease = timedelta(seconds=float(current_app.config.get("WORKER_LEASE_SECONDS", DEFAULT_LEASE_SECONDS)))
+    lease = timedelta(seconds=float(current_app.config["WORKER_LEASE_SECONDS"]))
     e = WebhookEvent
     now = utcnow()
     candidates = select(e.id).where(_claimable(now)).order_by(e.timestamp, e.id)
@@ -137,7 +135,7 @@ class Loop:
 
     def __init__(self, app, interval=None):
         self.app = app
-        self.interval = float(interval or app.config.get("WORKER_POLL_SECONDS", DEFAULT_POLL_SECONDS))
+        self.interval = float(interval or app.config["WORKER_POLL_SECONDS"])
         self.woken = threading.Event()
         self.stopped = threading.Event()
 

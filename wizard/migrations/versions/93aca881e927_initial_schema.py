@@ -1,7 +1,7 @@
 """initial schema
 
 Revision ID: 93aca881e927
-Revises: 
+Revises:
 Create Date: 2026-11-25 08:10:11.920102
 
 """
