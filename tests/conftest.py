@@ -130,3 +130,22 @@ def login(client):
         assert response.status_code == 302, response.get_data(as_text=True)
         return response
     return do
+
+
+@pytest.fixture
+def owner(client, make_shop, login):
+    """A shop owner signed in (pages in English, so tests can name what they look for); returns the slug.
+    The browser tests have their own ``owner``: they sign in through the page."""
+    slug, email = make_shop()
+    login(email)
+    client.get("/?lang=en")
+    return slug
+
+
+@pytest.fixture
+def sink():
+    """A plain HTTP server that records what reaches it (tests/sink.py): a webhook URL that is not the app."""
+    from tests.sink import Sink
+    receiver = Sink()
+    yield receiver
+    receiver.stop()

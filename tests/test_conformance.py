@@ -33,13 +33,6 @@ def specs():
             for key, name in SPEC_FILES.items()}
 
 
-@pytest.fixture
-def sink():
-    receiver = Sink()
-    yield receiver
-    receiver.stop()
-
-
 def validate(spec, schema, instance):
     """Validate against a schema of ``spec``, resolving its local ``$ref``s."""
     root = dict(schema, components=spec["components"])

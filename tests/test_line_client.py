@@ -12,13 +12,6 @@ from wizard.line.problems import LineProblem
 
 
 @pytest.fixture
-def sink():
-    receiver = Sink()
-    yield receiver
-    receiver.stop()
-
-
-@pytest.fixture
 def channel(sandbox):
     return sandbox.control.create_channel(display_name="晴天烘焙坊")
 

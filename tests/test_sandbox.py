@@ -18,13 +18,6 @@ from wizard.sandbox.store import deliveries, messages
 ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
 
-@pytest.fixture
-def sink():
-    receiver = Sink()
-    yield receiver
-    receiver.stop()
-
-
 def cli_channel(runner) -> dict:
     result = runner.invoke(args=["sandbox", "create-channel", "--json"])
     assert result.exit_code == 0, result.output
@@ -67,9 +60,9 @@ def test_set_changes_what_line_reports(runner, sandbox, sink):
 def test_set_refuses_what_line_refuses(runner):
     created = cli_channel(runner)
     result = runner.invoke(args=["sandbox", "set", created["channelId"], "--endpoint", "http://crm.example.com/x"])
-    assert result.exit_code != 0 and "https" in result.output
+    assert result.exit_code == 1 and "https" in result.output
     result = runner.invoke(args=["sandbox", "set", "1000000000", "--chat-mode", "bot"])
-    assert result.exit_code != 0 and "1000000000" in result.output
+    assert result.exit_code == 1 and "1000000000" in result.output
 
 
 def test_follow_sends_the_signed_webhook_line_sends(runner, sink):
@@ -102,11 +95,11 @@ def test_block_unblock_and_talk(runner, sink):
     assert runner.invoke(args=["sandbox", "say", channel_id, "請問營業時間？"]).exit_code == 0
     assert runner.invoke(args=["sandbox", "unfollow", channel_id, "--user-id", user_id]).exit_code == 0
     blocked = runner.invoke(args=["sandbox", "say", channel_id, "hello", "--user-id", user_id])
-    assert blocked.exit_code != 0 and "blocked" in blocked.output
+    assert blocked.exit_code == 1 and "blocked" in blocked.output
     again = runner.invoke(args=["sandbox", "follow", channel_id, "--user-id", user_id])
     assert again.exit_code == 0, again.output
     twice = runner.invoke(args=["sandbox", "follow", channel_id, "--user-id", user_id])
-    assert twice.exit_code != 0 and "already a friend" in twice.output
+    assert twice.exit_code == 1 and "already a friend" in twice.output
 
     follow, message, unfollow, refollow = sink.events
     assert message["type"] == "message" and message["replyToken"]

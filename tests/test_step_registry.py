@@ -53,7 +53,7 @@ def test_a_registered_step_is_rendered_evaluated_and_reported(client, runner, ma
     login(email)
     client.get("/?lang=en")
     page = page_text(client.get(f"/setup/{slug}/house_rules"))
-    assert "Step 7 of 9: House rules" in page and f"Rules for 晴天烘焙坊" in page
+    assert "Step 7 of 9: House rules" in page and "Rules for 晴天烘焙坊" in page
     assert 'data-reason="fix_step_first"' in page and "waits for step 4" in page
     assert "Step 8 of 9: Test by adding a friend" in page_text(client.get(f"/setup/{slug}/test_friend"))
     assert page.count('class="rail-item') == 9

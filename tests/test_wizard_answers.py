@@ -18,14 +18,6 @@ def line(sandbox):
     return sandbox.control
 
 
-@pytest.fixture
-def owner(client, make_shop, login):
-    slug, email = make_shop()
-    login(email)
-    client.get("/?lang=en")
-    return slug
-
-
 def _confirm_first_steps(client, slug):
     client.post(f"/setup/{slug}/prepare", data={"action": "confirm", "line_login": "y"})
     client.post(f"/setup/{slug}/create_account", data={"action": "confirm", "account_created": "y"})

@@ -13,7 +13,6 @@ from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import expect
 
 from tests.browser.conftest import TIMEOUT_MS
-from tests.sink import Sink
 from wizard.line.client import LineClient
 from wizard.line.problems import LineProblem
 
@@ -28,13 +27,6 @@ TOO_WIDE = """limit => [...document.querySelectorAll("body *")]
     .filter(el => el.getBoundingClientRect().right > limit + 0.5
                   && !(el.parentElement && el.parentElement.getBoundingClientRect().right > limit + 0.5))
     .slice(0, 5).map(el => el.outerHTML.slice(0, 160))"""
-
-
-@pytest.fixture
-def sink():
-    receiver = Sink()
-    yield receiver
-    receiver.stop()
 
 
 @pytest.fixture

@@ -65,7 +65,8 @@ MESSAGES = {
 
 def reference(code: str, status, at: datetime) -> str:
     """A short reference for a problem that a shop owner can read out and staff can find in the logs:
-    the problem's code, LINE's HTTP status and the time (UTC), e.g. ``line_error-500-20261201T121503Z`` (``timeout-20261201T121503Z`` without a status)."""
+    the problem's code, LINE's HTTP status and the time (UTC), e.g. ``line_error-500-20261201T121503Z``
+    (``timeout-20261201T121503Z`` without a status)."""
     return f"{code}-{status}-{at:%Y%m%dT%H%M%S}Z" if status else f"{code}-{at:%Y%m%dT%H%M%S}Z"
 
 

@@ -51,7 +51,7 @@ def doctor_command(slug, as_json):
         click.echo(json.dumps(status.as_json(), ensure_ascii=False, indent=2))
     else:
         click.echo(f"{shop.name} ({shop.slug})")
-        for index, (step, result) in enumerate(zip(registry(), status.steps), start=1):
+        for index, (step, result) in enumerate(zip(registry(), status.steps, strict=True), start=1):
             click.echo(f"{result.state.mark} {index}. {step.title} [{result.state}: {result.reason}]")
             click.echo(f"      {result.message}")
         click.echo("connected" if status.connected else "NOT connected")
