@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PYTHON ?= python3
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test lint install install-test translations browser db-upgrade bench messages mutation
+.PHONY: run reset-demo test lint install install-test translations browser db-upgrade bench messages mutation
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,12 @@ db-upgrade: install
 
 run: db-upgrade
 	$(PY) -m wizard.devserver
+
+# The demo's data only (both databases and the demo password); the generated keys in instance/ stay.
+reset-demo:
+	rm -f instance/wizard.db instance/wizard.db-wal instance/wizard.db-shm instance/sandbox.db \
+		instance/sandbox.db-wal instance/sandbox.db-shm instance/demo-password
+	@echo "Demo data removed: the next 'make run' creates a new shop, accounts and sandbox channel."
 
 # The linter first: a name that does not exist fails in a second here, not in a test minutes later.
 lint: $(VENV)/.installed-test

@@ -90,8 +90,7 @@ def check(ctx):
 def _context(page):
     channel = page.channel
     return {"endpoint_form": EndpointForm(formdata=None),
-            "test_wait": webhook_test.seconds_until_allowed(channel) if channel else 0,
-            "webhook_url": webhook_url(channel) if channel else None}
+            "test_wait": webhook_test.seconds_until_allowed(channel) if channel else 0}
 
 
 def _set_endpoint(page):
