@@ -208,7 +208,7 @@ def test_first_follow_connects_the_shop(client, owner, line, live_app):
     assert live["done"] is False and live["connected"] is False
     page = page_text(client.get(f"/setup/{owner}/test_friend"))
     assert "https://line.me/R/ti/p/%40" + channel["basicId"].lstrip("@") in page
-    assert "<svg" in page  # QR code drawn on the page
+    assert "<svg" in page and "<title>QR code to add " in page  # QR code drawn on the page, named
     line.follow(channel["channelId"], name="林小美")
     live = client.get(f"/setup/{owner}/test_friend/live").get_json()
     assert live["done"] is True and live["connected"] is True
@@ -230,7 +230,8 @@ def test_qr_downloads(client, owner, line):
 def test_reset_needs_confirmation_then_returns_to_credentials(client, app, owner, line):
     channel = line.create_channel()
     connect(client, owner, channel)
-    client.post(f"/setup/{owner}/credentials", data={"action": "reset"})
+    response = client.post(f"/setup/{owner}/credentials", data={"action": "reset"}, follow_redirects=True)
+    assert "Nothing was reset: tick the box to confirm first." in page_text(response)
     assert status_reason(client.get(f"/setup/{owner}/credentials"))[1] == "credentials_verified"
     client.post(f"/setup/{owner}/credentials", data={"action": "reset", "confirm_reset": "y"})
     assert status_reason(client.get(f"/setup/{owner}/credentials")) == ("todo", "no_credentials")

@@ -4,12 +4,15 @@ Each test here is one rough edge a trial in a phone-sized browser found (issue 6
 sandbox with real signed webhooks.
 """
 import logging
+import re
+from datetime import datetime
 
 import pytest
 
 from tests.wizard_helpers import connect, page_text, status_reason
 from wizard.extensions import db
 from wizard.line.endpoint import is_damaged_copy
+from wizard.line.problems import reference
 from wizard.models import Channel, Shop
 
 
@@ -183,6 +186,8 @@ def test_a_truncated_copy_of_our_url_is_recognised(client, app, owner, line):
     ("https://crm.example.com/line/webhook/abcdefghijklmnopqrstuv/", True),      # a slash added
     ("https://crm.example.com/line/webhook/abcdefghijklmnopqrstuvX", True),      # one character too many
     ("https://crm.example.com/line/", True),                                     # only the start
+    ("https://crm.example.com/line/webhook/abcdefghijkZZZZZZZZZZZ", True),       # half of the token right
+    ("https://crm.example.com/line/webhook/abcdefghijZZZZZZZZZZZZ", False),      # less than half: not ours
     ("https://crm.example.com/line/webhook/zzzzzzzzzzzzzzzzzzzzzz", False),      # another shop's URL here
     ("https://other-tool.example.com/hook", False),
     ("https://crm.example.com/line/webhook/abcdefghijklmnopqrstuv", False),      # exactly ours
@@ -238,6 +243,7 @@ def test_a_full_width_basic_id_is_accepted(client, app, owner):
     assert response.status_code == 302
     with app.app_context():
         assert db.session.scalar(db.select(Shop)).claimed_basic_id == "@289jqpw"
+    assert 'value="@289jqpw"' in page_text(client.get(f"/setup/{owner}/create_account"))  # shown as saved
 
 
 # 8. An unticked box says what is missing.
@@ -375,7 +381,13 @@ def test_a_failed_save_asks_line_once_and_shows_one_reference(client, owner, lin
     line.fail(channel["channelId"], 500)
     html = page_text(connect(client, owner, channel))
     assert html.count("Reference for the onboarding staff:") == 1
-    assert "---" not in html.split("Reference for the onboarding staff:")[1][:80]
+    assert re.search(r"Reference for the onboarding staff: <code>line_error-500-\d{8}T\d{6}Z</code>", html)
+
+
+def test_a_reference_without_a_status_names_the_code_and_time():
+    at = datetime(2026, 12, 1, 12, 15, 3)
+    assert reference("timeout", None, at) == "timeout-20261201T121503Z"
+    assert reference("line_error", 502, at) == "line_error-502-20261201T121503Z"
 
 
 def test_an_unreadable_secret_in_an_action_is_explained_not_a_500(client, app, owner, line):
