@@ -93,3 +93,26 @@ def tab_to(page, selector, limit=60):
         if page.evaluate("s => document.activeElement && document.activeElement.matches(s)", selector):
             return presses
     raise AssertionError(f"{selector} not reached with {limit} presses of Tab")
+
+
+def save_credentials(page, slug, channel):
+    """Step 4 as an owner fills it in."""
+    page.goto(f"/setup/{slug}/credentials")
+    page.locator("#channel_id").fill(channel["channelId"])
+    page.locator("#channel_secret").fill(channel["channelSecret"])
+    page.locator(".credentials-form button[type=submit]").click()
+
+
+def set_up_to_the_friend_test(page, slug, channel):
+    """Steps 1 to 6 through their pages: boxes ticked, credentials saved, "Set it for me", auto-response
+    confirmed (which moves on to step 7)."""
+    for key, box in (("prepare", "line_login"), ("create_account", "account_created")):
+        page.goto(f"/setup/{slug}/{key}")
+        page.locator(f"#{box}").check()
+        page.locator(".confirm-form button[type=submit]").click()
+    save_credentials(page, slug, channel)
+    page.goto(f"/setup/{slug}/webhook_url")
+    page.locator("form:has(input[value=set_endpoint]) button[type=submit]").click()
+    page.goto(f"/setup/{slug}/response_settings")
+    page.locator("#auto_response").check()
+    page.locator(".confirm-form button[type=submit]").click()

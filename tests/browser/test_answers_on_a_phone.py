@@ -4,16 +4,7 @@ import re
 
 from playwright.sync_api import expect
 
-from tests.browser.pages import scroll_width, sign_in, shown_status
-
-
-def _enter_credentials(page, slug, channel):
-    """Step 4 as an owner fills it in."""
-    page.goto(f"/setup/{slug}/credentials")
-    page.locator("#channel_id").fill(channel["channelId"])
-    page.locator("#channel_secret").fill(channel["channelSecret"])
-    page.locator(".credentials-form button[type=submit]").click()
-    expect(page.locator(".account-card")).to_be_visible()
+from tests.browser.pages import save_credentials, scroll_width, set_up_to_the_friend_test, shown_status, sign_in
 
 
 def test_a_truncated_webhook_url_wraps_on_a_phone(page, owner, sandbox, live_app):
@@ -22,7 +13,7 @@ def test_a_truncated_webhook_url_wraps_on_a_phone(page, owner, sandbox, live_app
     line = sandbox.control
     channel = line.create_channel(display_name="晴天烘焙坊")
     sign_in(page, email, lang=None)
-    _enter_credentials(page, slug, channel)
+    save_credentials(page, slug, channel)
     page.goto(f"/setup/{slug}/webhook_url")
     ours = page.locator("#webhook-url").inner_text().strip()
     line.update(channel["channelId"], endpoint=ours[:-3])
@@ -39,16 +30,7 @@ def test_an_existing_friends_message_changes_the_whole_page_at_once(page, owner,
     channel = line.create_channel(display_name="晴天烘焙坊")
     line.follow(channel["channelId"], name="老朋友")  # already a friend before the CRM was connected
     sign_in(page, email, lang="en")
-    for key, box in (("prepare", "line_login"), ("create_account", "account_created")):
-        page.goto(f"/setup/{slug}/{key}")
-        page.locator(f"#{box}").check()
-        page.locator(".confirm-form button[type=submit]").click()
-    _enter_credentials(page, slug, channel)
-    page.goto(f"/setup/{slug}/webhook_url")
-    page.get_by_role("button", name="Set it for me").click()
-    page.goto(f"/setup/{slug}/response_settings")
-    page.locator("#auto_response").check()
-    page.locator(".confirm-form button[type=submit]").click()
+    set_up_to_the_friend_test(page, slug, channel)
     expect(page).to_have_url(re.compile("/test_friend$"))
     assert shown_status(page) == ("todo", "no_follow_yet")
     hint = page.locator("#already-friend")

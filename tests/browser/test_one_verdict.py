@@ -4,27 +4,11 @@ import re
 
 from playwright.sync_api import expect
 
-from tests.browser.pages import scroll_width, shown_status, sign_in
-
-
-def _save_credentials(page, slug, channel):
-    page.goto(f"/setup/{slug}/credentials")
-    page.locator("#channel_id").fill(channel["channelId"])
-    page.locator("#channel_secret").fill(channel["channelSecret"])
-    page.locator(".credentials-form button[type=submit]").click()
+from tests.browser.pages import save_credentials, scroll_width, set_up_to_the_friend_test, shown_status, sign_in
 
 
 def _connect_everything(page, slug, line, channel):
-    for key, box in (("prepare", "line_login"), ("create_account", "account_created")):
-        page.goto(f"/setup/{slug}/{key}")
-        page.locator(f"#{box}").check()
-        page.locator(".confirm-form button[type=submit]").click()
-    _save_credentials(page, slug, channel)
-    page.goto(f"/setup/{slug}/webhook_url")
-    page.locator("form:has(input[value=set_endpoint]) button[type=submit]").click()
-    page.goto(f"/setup/{slug}/response_settings")
-    page.locator("#auto_response").check()
-    page.locator(".confirm-form button[type=submit]").click()
+    set_up_to_the_friend_test(page, slug, channel)
     line.follow(channel["channelId"], name="林小美")
 
 
@@ -77,7 +61,7 @@ def test_a_basic_id_for_another_account_is_shown_where_it_is_fixed(page, owner, 
     page.locator("#basic_id").fill("＠９９９ｚｚｚｚ")  # typed full-width on a phone
     page.locator(".confirm-form button[type=submit]").click()
     expect(page).to_have_url(re.compile("/enable_messaging_api$"))  # accepted as @999zzzz
-    _save_credentials(page, slug, channel)
+    save_credentials(page, slug, channel)
     assert shown_status(page) == ("action_needed", "basic_id_mismatch")
     expect(page.locator(".flashes")).not_to_contain_text("LINE accepted")
     expect(page.locator("main .status")).to_contain_text("@999zzzz")
@@ -91,7 +75,7 @@ def test_a_line_error_gives_a_reference_to_pass_on(page, owner, sandbox, live_ap
     line = sandbox.control
     channel = line.create_channel(display_name="晴天烘焙坊")
     sign_in(page, email, lang="en")
-    _save_credentials(page, slug, channel)
+    save_credentials(page, slug, channel)
     line.fail(channel["channelId"], 500)
     page.locator(".status-actions button[type=submit]").click()
     reference = page.locator(".status-reference code")
