@@ -4,7 +4,7 @@ PY     := $(VENV)/bin/python
 PYTHON ?= python3
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run reset-demo test lint install install-test translations browser db-upgrade bench messages mutation
+.PHONY: run reset-demo test lint install install-test translations browser servers db-upgrade bench messages mutation
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	touch $@
 
 install: $(VENV)/.installed translations
-install-test: $(VENV)/.installed-test translations browser
+install-test: $(VENV)/.installed-test translations browser servers
 
 # Message catalogs are compiled here, not committed: the .po files are the source.
 translations: $(VENV)/.installed
@@ -28,6 +28,11 @@ translations: $(VENV)/.installed
 # Browser tests drive Debian's Chromium (no browser download); a CJK font lets screenshots show Chinese.
 browser:
 	@{ command -v chromium >/dev/null && fc-list :lang=zh-tw | grep -q . ; } || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium fonts-wqy-microhei; }
+
+# The production test and the benchmark run Debian's nginx in front of gunicorn (deploy/nginx.conf) and drive
+# it with Debian's wrk.
+servers:
+	@{ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ]; } && command -v wrk >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq nginx wrk; }
 
 db-upgrade: install
 	$(VENV)/bin/flask --app wizard db upgrade

@@ -67,6 +67,8 @@ def app(db_url, sandbox, tmp_path, app_port):
         "SANDBOX": False,
         "PUBLIC_BASE_URL": f"http://127.0.0.1:{app_port}",
         "LINE_TIMEOUT": 3.0,
+        # Each test its own queue in a shared PostgreSQL: no task of an earlier test reaches this one's consumer.
+        "QUEUE_NAME": f"test-{uuid.uuid4().hex[:12]}",
     })
     with app.app_context():
         db.drop_all()

@@ -29,7 +29,7 @@ def test_cli_asks_for_password_when_omitted(app, runner):
 def test_cli_refuses_bad_input_and_changes_nothing(app, runner, make_user):
     assert runner.invoke(args=["user", "create", "not-an-email", "--password", "long-enough"]).exit_code == 1
     result = runner.invoke(args=["user", "create", "a@example.com", "--password", "short"])
-    assert result.exit_code == 1 and "at least 8" in result.output
+    assert result.exit_code == 1 and "at least 10" in result.output
     result = runner.invoke(args=["shop", "create", "Bad Slug!", "--name", "x", "--owner", "a@example.com"])
     assert result.exit_code == 1 and "shop code" in result.output
     result = runner.invoke(args=["shop", "create", "ok", "--name", "x", "--owner", "nobody@example.com"])
@@ -99,7 +99,7 @@ def test_cli_reports_every_problem_of_one_command_at_once(app, runner):
     result = runner.invoke(args=["user", "create", "not-an-email", "--password", "short"])
     assert result.exit_code == 1
     assert "'not-an-email' is not an e-mail address." in result.output
-    assert "The password must have at least 8 characters." in result.output
+    assert "The password must have at least 10 characters." in result.output
 
     result = runner.invoke(args=["shop", "create", "Bad Slug!", "--name", " ",
                                  "--owner", "nobody@example.com"])
@@ -130,9 +130,9 @@ def test_sign_in_with_a_nul_in_the_e_mail_is_just_a_wrong_e_mail(client, make_sh
 def test_the_password_rule_is_told_before_it_refuses(client, make_shop, login):
     slug, email = make_shop()
     login(email)
-    assert "至少 8 個字元。" in client.get("/account/password").get_data(as_text=True)
+    assert "至少 10 個字元，不能是你的電子郵件地址" in client.get("/account/password").get_data(as_text=True)
     short = client.post("/account/password",
                         data={"current": "correct horse", "new": "short", "confirm": "short"})
-    assert short.status_code == 200 and "密碼至少要 8 個字元。" in short.get_data(as_text=True)
+    assert short.status_code == 200 and "密碼至少要 10 個字元。" in short.get_data(as_text=True)
     client.post("/logout")
     assert client.post("/login", data={"email": email, "password": "correct horse"}).status_code == 302

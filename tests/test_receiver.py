@@ -335,3 +335,43 @@ def test_signed_bodies_no_database_can_store_are_refused_not_500(client, app, ch
     assert response.status_code == 400
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count(WebhookDelivery.id))) == 0
+
+
+def test_concurrent_refusals_are_each_counted_in_one_run(app, channel, live_app):
+    """The wizard says how many deliveries were refused in a row ("3 in all"): refusals racing each other
+    must neither lose a count nor start two runs."""
+    body = encode({"destination": channel["bot_user_id"], "events": [text_event("U" + "c" * 32, "forged")]})
+    headers = signed_headers("f" * 32, body)
+    statuses, start = [], threading.Barrier(8)
+
+    def forge():
+        connection = http.client.HTTPConnection("127.0.0.1", live_app.port, timeout=10)
+        start.wait()
+        connection.request("POST", channel["path"], body=body, headers=headers)
+        statuses.append(connection.getresponse().status)
+        connection.close()
+
+    threads = [threading.Thread(target=forge) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert statuses == [400] * 8
+    with app.app_context():
+        row = db.session.scalar(db.select(WebhookRejection))
+        assert (row.reason, row.count, row.streak) == (receiver.BAD_SIGNATURE, 8, 8)
+        assert row.streak_since == row.first_at
+
+
+def test_a_valid_delivery_ends_the_run_of_refusals(app, client, channel):
+    verification = {"destination": channel["bot_user_id"], "events": []}
+    for _ in range(3):
+        assert post(client, channel, verification, secret="0" * 32).status_code == 400
+    assert post(client, channel, verification).status_code == 200  # LINE's own, signed with the secret
+    with app.app_context():
+        delivered = db.session.get(Channel, channel["id"]).last_delivery_at
+        # The next refusal starts a new run, from a moment after the delivery.
+        assert post(client, channel, verification, secret="0" * 32).status_code == 400
+        row = db.session.scalar(db.select(WebhookRejection))
+        assert (row.count, row.streak) == (4, 1) and row.streak_since > delivered

@@ -36,7 +36,7 @@ def test_every_error_of_one_submit_stands_under_its_own_field_in_chinese(app, cl
         "slug": "「bad slug」不是有效的商店代碼：請只用小寫英文字母、數字和「-」。",
         "name": "請輸入商店名稱。",
         "owner_email": "「not-an-email」不是電子郵件地址。",
-        "owner_password": "密碼至少要 8 個字元。",
+        "owner_password": "密碼至少要 10 個字元。",
     }
     html = response.get_data(as_text=True)
     for field in ("slug", "name", "owner_email", "owner_password"):
@@ -48,7 +48,7 @@ def test_a_short_password_is_said_under_the_password_and_no_owner_is_left_behind
     response = client.post("/shops/new?lang=en", data=dict(GOOD, owner_password="short"))
 
     assert response.status_code == 422
-    assert field_errors(response) == {"owner_password": "The password must have at least 8 characters."}
+    assert field_errors(response) == {"owner_password": "The password must have at least 10 characters."}
     assert counts(app) == (1, 0)
 
 

@@ -16,10 +16,10 @@ from sqlalchemy import update
 
 from tests.webhooks import (ROOT, encode, follow_event, make_channel, sdk_sample, signed_headers, text_event,
                             with_unique_ids)
-from wizard import create_app
+from wizard import create_app, tasks
 from wizard.extensions import db
-from wizard.line import worker
-from wizard.models import Contact, Message, WebhookEvent, utcnow
+from wizard.line import outbox, worker
+from wizard.models import Contact, Message, Outbox, WebhookEvent, utcnow
 
 
 @pytest.fixture
@@ -74,18 +74,33 @@ class Line:
             db.session.expunge_all()
             return rows
 
-    def make_due(self):
-        """Time passes: every event waiting for its backoff becomes due now."""
+    def outbox(self):
         with self.app.app_context():
-            db.session.execute(update(WebhookEvent).where(WebhookEvent.next_attempt_at.is_not(None))
-                               .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+            rows = db.session.scalars(db.select(Outbox).order_by(Outbox.id)).all()
+            db.session.expunge_all()
+            return rows
+
+    def expire_leases(self):
+        """Time passes: every claim (on events and on messages being sent) has run out."""
+        with self.app.app_context():
+            for model in (WebhookEvent, Outbox):
+                db.session.execute(update(model).where(model.claimed_until.is_not(None))
+                                   .values(claimed_until=utcnow() - timedelta(seconds=1)))
+            db.session.commit()
+
+    def make_due(self):
+        """Time passes: every event and message waiting for its backoff becomes due now."""
+        with self.app.app_context():
+            for model in (WebhookEvent, Outbox):
+                db.session.execute(update(model).where(model.next_attempt_at.is_not(None))
+                                   .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
             db.session.commit()
 
 
 def restarted(app, **overrides):
     """A new app on the same database and instance, as a restarted process would build it."""
     keys = ("TESTING", "DATABASE_URL", "SECRET_KEY", "ENCRYPTION_KEY", "WTF_CSRF_ENABLED", "LINE_API_HOST",
-            "SANDBOX", "PUBLIC_BASE_URL", "LINE_TIMEOUT")
+            "SANDBOX", "PUBLIC_BASE_URL", "LINE_TIMEOUT", "QUEUE_NAME")
     return create_app({"INSTANCE_PATH": app.instance_path, **{k: app.config[k] for k in keys}, **overrides})
 
 
@@ -106,7 +121,10 @@ def test_a_follow_makes_a_contact_with_its_profile_and_sends_the_form(app, clien
     assert (sent.contact_id, sent.text, sent.line_message_id) == (
         contact.id, received[0]["message"]["text"], received[0]["id"])
     [event] = line.events()
-    assert (event.status, event.attempts, event.error) == ("processed", 1, "form sent by reply")
+    assert (event.status, event.attempts, event.error) == ("processed", 1, "form queued")
+    [row] = line.outbox()
+    assert (row.status, row.method, row.event_id, row.line_message_ids) == ("sent", "reply", event.id,
+                                                                           [received[0]["id"]])
     # The link in the message opens the customer's own form.
     page = client.get(form_url.removeprefix(app.config["PUBLIC_BASE_URL"]))
     assert page.status_code == 200 and "晴天烘焙坊" in page.get_data(as_text=True)
@@ -127,7 +145,9 @@ def test_the_form_is_pushed_when_the_reply_token_has_expired(app, line):
 
     [received] = line.control.sent_messages(line.id, user_id)
     assert received["kind"] == "push" and received["delivered"]
-    assert line.events()[0].error == "form sent by push"
+    [row] = line.outbox()
+    assert (row.status, row.method, row.attempts) == ("sent", "push", 1)
+    assert received["retryKey"] == row.retry_key
 
 
 def test_unfollow_blocks_and_a_refollow_restores_without_a_second_form(app, line):
@@ -203,32 +223,36 @@ def test_line_failing_is_retried_with_backoff_and_never_blocks_other_events(app,
 
     worker.process_pending(app)
 
-    first, second, message = line.events()
-    assert (first.status, first.attempts) == ("pending", 1)
+    # The events are done (the contacts are saved); what waits is the message to LINE, with its backoff.
+    assert {e.status for e in line.events()} == {"processed"}
+    assert line.contact(user_id) is not None and len(line.messages("in")) == 1
+    first, second = line.outbox()
+    assert (first.status, first.attempts) == ("queued", 1)
     assert first.next_attempt_at > utcnow() and "500" in first.error
-    assert message.status == "processed"  # the failing follows did not hold it up
-    assert line.contact(user_id) is not None  # the contact is not lost while LINE fails
-    assert worker.process_pending(app) == 0  # nothing is due before its backoff
+    assert line.control.sent_messages(line.id) == []
+    worker.process_pending(app)
+    assert line.outbox()[0].attempts == 1  # nothing is tried again before its backoff
 
     line.control.heal(line.id)
     line.make_due()
-    assert worker.process_pending(app) == 2
-    assert {e.status for e in line.events()} == {"processed"}
-    assert line.contact(user_id).display_name and line.contact(user_id).form_sent_at
+    worker.process_pending(app)
+    assert {row.status for row in line.outbox()} == {"sent"}
+    assert line.contact(user_id).form_sent_at
     assert len(line.control.sent_messages(line.id, user_id)) == 1
 
 
-def test_an_event_that_keeps_failing_ends_failed_with_its_error(app, line):
+def test_a_message_that_keeps_failing_ends_dead_with_its_error(app, line):
     line.control.fail(line.id, 503)
     line.follow()
-    for _ in range(worker.MAX_ATTEMPTS):
+    for _ in range(outbox.MAX_ATTEMPTS):
         line.make_due()
-        assert worker.process_pending(app) == 1
-    [event] = line.events()
-    assert (event.status, event.attempts) == ("failed", worker.MAX_ATTEMPTS)
-    assert "503" in event.error
+        worker.process_pending(app)
+    [row] = line.outbox()
+    assert (row.status, row.attempts) == ("dead", outbox.MAX_ATTEMPTS)
+    assert "503" in row.error
     line.make_due()
-    assert worker.process_pending(app) == 0
+    worker.process_pending(app)
+    assert line.outbox()[0].attempts == outbox.MAX_ATTEMPTS
 
 
 def test_processing_stopped_midway_finishes_after_a_restart(app, line):
@@ -254,7 +278,7 @@ def test_processing_stopped_midway_finishes_after_a_restart(app, line):
 
 CRASHING_WORKER = """
 import os
-from wizard import create_app
+from wizard import create_app, tasks
 from wizard.extensions import db
 from wizard.line import events, worker
 
@@ -263,13 +287,13 @@ real = events.HANDLERS["message"]
 done = []
 
 @events.handles("message")
-def dies_midway(event):
+def dies_midway(event, effects):
     if len(done) == int(os.environ["DIE_AT"]):
-        real(event)
+        real(event, effects)
         db.session.flush()  # the message is written but never committed: the process dies here
         os._exit(17)
     done.append(event.id)
-    return real(event)
+    return real(event, effects)
 
 worker.process_pending(app)
 """
@@ -307,21 +331,26 @@ def test_a_worker_killed_mid_event_loses_nothing_and_doubles_nothing(app, line, 
     assert len(line.control.sent_messages(line.id)) == 2  # one form per follower, none doubled
 
 
-def test_the_in_process_worker_runs_events_as_they_arrive(app, line):
-    loop = worker.start_in_process(app)
+def test_the_in_process_consumer_runs_events_as_they_arrive(app, line):
+    """The embedded default's queue: a real huey consumer (threads) on instance/huey.db, rung by the receiver."""
+    consumer = tasks.start_in_process(app)
     try:
-        assert worker.start_in_process(app) is loop
+        assert tasks.start_in_process(app) is consumer
         started = time.monotonic()
         user_id = line.follow()
-        while time.monotonic() - started < 5 and line.events()[0].status != "processed":
+        while time.monotonic() - started < 10 and [r.status for r in line.outbox()] != ["sent"]:
             time.sleep(0.02)
-        # Woken by the receiver, not by its poll every few seconds.
-        assert time.monotonic() - started < loop.interval
+        # Rung by the receiver: well before the periodic sweep (a minute) would have found it.
+        assert time.monotonic() - started < 5
         assert line.events()[0].status == "processed"
         assert line.contact(user_id).form_sent_at is not None
         assert len(line.control.sent_messages(line.id)) == 1
+        # Beside the database: its own SQLite file, or the same PostgreSQL.
+        beside = ("sqlite:///" + os.path.join(app.instance_path, "huey.db")
+                  if app.config["DATABASE_URL"].startswith("sqlite") else app.config["DATABASE_URL"])
+        assert app.config["QUEUE_URL"] == beside
     finally:
-        worker.stop_in_process(app)
+        tasks.stop_in_process(app)
 
 
 def test_line_stats_counts_the_traffic(app, runner, line):
@@ -400,45 +429,63 @@ def test_events_after_a_reset_are_kept_but_not_acted_on(app, client, make_shop, 
     assert line.sent_messages(channel["channelId"]) == []
 
 
-CRASH_AFTER_FORM = """
+CRASH_AFTER_LINE_TOOK_IT = """
 import os
 from wizard import create_app
-from wizard.extensions import db
-from wizard.line import events, worker
+from wizard.line import client, worker
 
 app = create_app()
-real = events.HANDLERS["follow"]
+method = os.environ["DIE_AFTER"]
+real = getattr(client.LineClient, method)
 
 
-@events.handles("follow")
-def dies_after_sending(event):
-    real(event)  # the form has gone out through LINE
-    os._exit(17)  # ... and the process dies before the event's outcome is committed
+def dies_after_line_took_it(self, *args, **kwargs):
+    real(self, *args, **kwargs)  # LINE has the message ...
+    os._exit(17)  # ... and the process dies before the outbox row says so
 
+
+setattr(client.LineClient, method, dies_after_line_took_it)
 worker.process_pending(app)
 """
 
 
-def test_a_worker_killed_after_sending_the_form_does_not_send_it_twice(app, line, db_url):
-    line.follow()
+@pytest.mark.parametrize("method, expired, outcome", [("push", True, "sent"), ("reply", False, "unknown")])
+def test_a_worker_killed_after_line_took_the_form_never_sends_it_twice(app, line, db_url, method, expired,
+                                                                       outcome):
+    """A push is sent again with its retry key (LINE answers 409: it is sent); a reply cannot be, so it is
+    marked unknown for staff. Either way the customer got the form once."""
+    user_id = line.follow()
+    if expired:
+        line.control.expire_reply_tokens(line.id)
     env = {**os.environ, "WIZARD_DATABASE_URL": db_url, "WIZARD_INSTANCE_PATH": app.instance_path,
            "WIZARD_SECRET_KEY": app.config["SECRET_KEY"],
            "WIZARD_ENCRYPTION_KEY": app.config["ENCRYPTION_KEY"],
            "WIZARD_SANDBOX": "0", "WIZARD_LINE_API_HOST": app.config["LINE_API_HOST"],
-           "WIZARD_PUBLIC_BASE_URL": app.config["PUBLIC_BASE_URL"], "WIZARD_WORKER_LEASE_SECONDS": "0.5"}
-    died = subprocess.run([sys.executable, "-c", CRASH_AFTER_FORM], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=60)
+           "WIZARD_PUBLIC_BASE_URL": app.config["PUBLIC_BASE_URL"], "WIZARD_WORKER_LEASE_SECONDS": "0.5",
+           "DIE_AFTER": method}
+    died = subprocess.run([sys.executable, "-c", CRASH_AFTER_LINE_TOOK_IT], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=60)
     assert died.returncode == 17, died.stderr
-    assert len(line.control.sent_messages(line.id)) == 1
-    time.sleep(0.6)  # the dead worker's lease runs out
+    [received] = line.control.sent_messages(line.id)
+    assert received["kind"] == method
+    assert [r.status for r in line.outbox()] == ["sending"]  # in flight when the worker died
+
+    line.expire_leases()  # time passes: the dead worker's claim runs out
     again = restarted(app)
     try:
-        assert worker.process_pending(again) == 1
+        with again.app_context():
+            tasks.sweep()
+        worker.process_pending(again)
     finally:
         with again.app_context():
             db.engine.dispose()
-    assert [e.status for e in line.events()] == ["processed"]
-    assert len(line.control.sent_messages(line.id)) == 1  # the customer got the form once
+    [row] = line.outbox()
+    assert row.status == outcome
+    assert len(line.control.sent_messages(line.id, user_id)) == 1  # the customer got the form once
+    if outcome == "sent":
+        assert row.line_message_ids == [received["id"]]  # LINE's 409 named the message it had taken
+    else:
+        assert "may or may not have arrived" in row.error
 
 
 def test_a_worker_whose_lease_ran_out_does_not_overwrite_the_outcome_of_the_one_that_took_over(app, line):
@@ -455,13 +502,15 @@ def test_a_worker_whose_lease_ran_out_does_not_overwrite_the_outcome_of_the_one_
         assert taken_over is not None and taken_over[0] == event_id and taken_over[1] != slow_claim
         assert worker.run_claimed(*taken_over) is True
     [event] = line.events()
-    assert (event.status, event.attempts, event.error) == ("processed", 2, "form sent by reply")
+    assert (event.status, event.attempts, event.error) == ("processed", 2, "form queued")
 
     with app.app_context():
         assert worker.run_claimed(event_id, slow_claim) is False  # A ends after all
 
     [event] = line.events()
-    assert (event.status, event.attempts, event.error) == ("processed", 2, "form sent by reply")
+    assert (event.status, event.attempts, event.error) == ("processed", 2, "form queued")
+    assert len(line.outbox()) == 1  # one form for the one follow, whoever ran it
+    worker.process_pending(app)
     assert (event.claimed_by, event.next_attempt_at) == (None, None)
     line.make_due()
     assert worker.process_pending(app) == 0
@@ -476,4 +525,4 @@ def test_the_lease_lasts_as_long_as_the_configuration_says(app, line):
         event_id, _claim = worker.claim_next()
         claimed_until = db.session.get(WebhookEvent, event_id).claimed_until
     assert timedelta(seconds=300) <= claimed_until - before < timedelta(seconds=301)
-    assert worker.Loop(app).interval == app.config["WORKER_POLL_SECONDS"] == 5.0
+    assert tasks.consumer_options(app)["max_delay"] == app.config["WORKER_POLL_SECONDS"] == 1.0

@@ -23,9 +23,19 @@ def create_app(test_config=None):
 
     from . import config
     config.load(app, test_config)
+    from . import observability
+    observability.init_app(app)  # JSON logs when LOG_FORMAT says so; a request id on every request and answer
+    from . import guard, redact
+    guard.init_app(app)  # NUL bytes and broken bodies are a 4xx before any view or extension sees them
+    redact.install()  # request log lines never show the webhook or form token in their paths
+    if int(app.config["TRUSTED_PROXIES"] or 0):
+        # Behind deploy/nginx.conf: the client's address and its https come from the proxy's X-Forwarded-*.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        hops = int(app.config["TRUSTED_PROXIES"])
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
 
     from .extensions import babel, csrf, db, login_manager, migrate
-    from . import i18n
+    from . import i18n, security
     db.init_app(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
     csrf.init_app(app)
@@ -33,6 +43,7 @@ def create_app(test_config=None):
     babel.init_app(app, locale_selector=i18n.select_locale,
                    default_translation_directories=str(Path(__file__).parent / "translations"))
     i18n.init_app(app)
+    security.init_app(app)  # headers on every response; the sign-in throttle's storage
 
     from . import models  # noqa: F401  (registers the tables with SQLAlchemy)
     from .extensions import tune_sqlite
@@ -47,7 +58,9 @@ def create_app(test_config=None):
     app.register_blueprint(receiver.bp)
     from .views import contact_form, errors, health
     app.register_blueprint(contact_form.bp)  # the customer data form (public, reached by a random link)
-    app.register_blueprint(health.bp)
+    app.register_blueprint(health.bp)  # /healthz (alive), /readyz (database and queue answer)
+    from . import metrics
+    app.register_blueprint(metrics.bp)  # /metrics for Prometheus (METRICS_TOKEN, else loopback only)
     app.register_blueprint(errors.bp)  # the product's own 4xx/5xx pages; JSON for /api/ and the webhook
     csrf.exempt(receiver.bp)
     csrf.exempt(api.bp)
@@ -56,6 +69,6 @@ def create_app(test_config=None):
     cli.init_app(app)
 
     if app.config["WORKER_IN_PROCESS"]:
-        from .line import worker
-        worker.start_in_process(app)
+        from . import tasks
+        tasks.start_in_process(app)
     return app

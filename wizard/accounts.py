@@ -8,9 +8,16 @@ Every refusal is an ``AccountError`` naming the field it belongs to and carrying
 form puts it under that field, the CLI prints it. ``validate_*`` collect every problem of one submit, and the
 ``create_*`` functions add nothing to the session unless every field is right (``AccountErrors`` lists them
 all), so a refused submit never leaves half an account behind. The caller commits.
+
+Passwords: long enough to resist guessing (at least ``MIN_PASSWORD``), short enough that hashing one is not a
+way to tie up the server (``MAX_PASSWORD``), not the account's own e-mail address or its part before the @,
+and not one of the most common passwords (``common_passwords.txt``), also with digits or punctuation added at
+the end ("password123!"), which is how most people lengthen a refused one.
 """
+import functools
 import re
 import unicodedata
+from pathlib import Path
 
 from flask_babel import lazy_gettext
 
@@ -18,7 +25,11 @@ from . import crypto
 from .extensions import db
 from .models import Shop, User
 
-MIN_PASSWORD = 8
+MIN_PASSWORD = 10
+MAX_PASSWORD = 256
+COMMON_PASSWORDS = Path(__file__).with_name("common_passwords.txt")
+# What people append to a common password to make it "new": digits, punctuation, spaces.
+_APPENDED = re.compile(r"[\d\W_]+$")
 MAX_EMAIL = 254  # models.User.email
 MAX_SHOP_NAME = 200  # models.Shop.name
 
@@ -40,6 +51,10 @@ MESSAGES = {
     "email_too_long": N_("Use at most %(max)d characters."),
     "email_taken": N_("A user with the e-mail %(email)s already exists."),
     "password_too_short": N_("The password must have at least %(num)d characters."),
+    "password_too_long": N_("The password can have at most %(num)d characters."),
+    "password_is_email": N_("The password cannot be the account's e-mail address or its part before the @."),
+    "password_common": N_("This password is one of the most common ones, which are tried first when "
+                          "someone guesses. Choose one that is only yours, e.g. a few unrelated words."),
     "slug_missing": N_("Enter a shop code."),
     "slug_invalid": N_("'%(slug)s' is not a valid shop code: use lower-case letters, digits and '-'."),
     "slug_taken": N_("A shop with the code %(slug)s already exists."),
@@ -106,10 +121,34 @@ def email_errors(email, field="email"):
     return []
 
 
-def password_errors(password, field="password"):
-    """The password rules, shared by new accounts and the password change page."""
-    if len(password or "") < MIN_PASSWORD:
+@functools.cache
+def common_passwords():
+    """The refused list, lower case; read once per process."""
+    lines = COMMON_PASSWORDS.read_text(encoding="utf-8").splitlines()
+    return frozenset(line for line in lines if line and not line.startswith("# "))
+
+
+def is_common(password):
+    lowered = password.lower()
+    base = _APPENDED.sub("", lowered)
+    # The base alone must be a real word of the list, not "1" left from "1234567890".
+    return lowered in common_passwords() or (len(base) >= 4 and base in common_passwords())
+
+
+def password_errors(password, field="password", email=None):
+    """The password rules, shared by new accounts and the password change page. ``email``: the account's
+    (as typed or stored); its whole and its part before the @ are refused, whatever the letter case."""
+    password = password or ""
+    if len(password) < MIN_PASSWORD:
         return [AccountError(field, "password_too_short", num=MIN_PASSWORD)]
+    if len(password) > MAX_PASSWORD:
+        return [AccountError(field, "password_too_long", num=MAX_PASSWORD)]
+    email = normalise_email(email)
+    typed = unicodedata.normalize("NFKC", password).strip().lower()
+    if email and typed in {email, email.partition("@")[0]}:
+        return [AccountError(field, "password_is_email")]
+    if is_common(password):
+        return [AccountError(field, "password_common")]
     return []
 
 
@@ -126,7 +165,7 @@ def validate_user(email, password, email_field="email", password_field="password
     errors = email_errors(email, email_field)
     if not errors and db.session.scalar(db.select(User.id).filter_by(email=email)) is not None:
         errors.append(AccountError(email_field, "email_taken", email=email))
-    return errors + password_errors(password, password_field)
+    return errors + password_errors(password, password_field, email=email)
 
 
 def validate_shop(slug, name):
@@ -206,7 +245,7 @@ def create_shop_with_owner(slug, name, owner_email, owner_password):
 
 def set_password(user, password):
     """Change a password under the same rules as a new account; raises AccountErrors (``password``)."""
-    _raise_if(password_errors(password))
+    _raise_if(password_errors(password, email=user.email))
     user.set_password(password)
 
 

@@ -8,10 +8,10 @@ refusal is printed in English whatever the app's default language is.
 from contextlib import contextmanager
 
 import click
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 from flask_babel import force_locale
 
-from . import accounts
+from . import accounts, crypto
 from .extensions import db
 
 user_cli = AppGroup("user", help="Create staff and shop-owner accounts.")
@@ -64,9 +64,39 @@ def shop_create(slug, name, owner_email):
     click.echo(f"Created shop {shop.slug} ({shop.name}) owned by {accounts.normalise_email(owner_email)}.")
 
 
+@click.command("rotate-key")
+@with_appcontext
+def rotate_key():
+    """Re-encrypt every stored secret under the first ENCRYPTION_KEY (the keys after it only decrypt)."""
+    try:
+        keys = crypto.keys()
+        crypto.encrypt("")  # every key must be a Fernet key before anything is read
+    except ValueError:
+        raise click.ClickException("ENCRYPTION_KEY holds a value that is not a Fernet key "
+                                   "(32 url-safe base64-encoded bytes); nothing was changed.") from None
+    try:
+        counts = crypto.rotate_stored(db.session, db.metadata)
+    except crypto.SecretsUnreadable as exc:
+        db.session.rollback()
+        where = ", ".join(f"{table}.{column} id {row_id}" for table, column, row_id in exc.where)
+        raise click.ClickException(
+            f"{len(exc.where)} stored secret(s) cannot be decrypted with any of the {len(keys)} key(s) in "
+            f"ENCRYPTION_KEY ({where}); nothing was changed. Add the key they were encrypted with after the "
+            "new one and run rotate-key again.") from None
+    db.session.commit()
+    for name, count in counts.items():
+        click.echo(f"{name}: {count} re-encrypted")
+    click.echo(f"Re-encrypted {sum(counts.values())} secret(s) under the first of {len(keys)} key(s). "
+               + ("The keys after the first can now be removed from ENCRYPTION_KEY." if len(keys) > 1 else
+                  "Only one key is set: to change it, set ENCRYPTION_KEY to \"NEW,OLD\" and run this again."))
+
+
 def init_app(app):
     from .line.commands import line_cli
     from .sandbox.commands import sandbox_cli
     from .steps import commands as _wizard_commands  # noqa: F401  (adds ``line connect`` and ``line doctor``)
     for group in (user_cli, shop_cli, line_cli, sandbox_cli):
         app.cli.add_command(group)
+    app.cli.add_command(rotate_key)
+    from .line.commands import worker_command
+    app.cli.add_command(worker_command, "worker")  # ``flask --app wizard worker``: the queue's consumer

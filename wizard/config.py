@@ -25,13 +25,50 @@ DEFAULTS = {
     "WORKER_IN_PROCESS": False,
     # How long a cached live check stays fresh before a page asks LINE again.
     "CHECK_MAX_AGE": 60,
-    # The event worker: how long a claimed event is reserved for one attempt, how often an idle worker looks.
+    # The event worker: how long a claimed event is reserved for one attempt; the longest an idle consumer
+    # waits before it looks at the queue again (PostgreSQL and Redis wake it at once anyway).
     "WORKER_LEASE_SECONDS": 120,
-    "WORKER_POLL_SECONDS": 5.0,
+    "WORKER_POLL_SECONDS": 1.0,
     # A new friend gets the customer data form at most once in this many hours.
     "FORM_RESEND_HOURS": 24,
     # The receiver remembers a channel (and its secret) this long, sparing a query per delivery.
     "WEBHOOK_CHANNEL_CACHE_SECONDS": 1.0,
+    # --- queue (wizard/tasks.py) ---
+    # Where the queue lives: unset = beside the app's database (a SQLite file in instance/, or the same
+    # PostgreSQL); redis://… also works. QUEUE_NAME separates several apps sharing one store.
+    "QUEUE_URL": None,
+    "QUEUE_NAME": "wizard",
+    # Threads per consumer process (``flask --app wizard worker``); each runs one task at a time.
+    "WORKER_THREADS": 4,
+    # --- hardening (sign-in throttling, cookies, headers) ---
+    # Where Flask-Limiter counts failed sign-ins: memory:// suits one process; production with several
+    # workers sets redis://host:6379/N so every worker sees the same counts.
+    "RATELIMIT_STORAGE_URI": "memory://",
+    # Stated here because Flask-Limiter remembers a previous app's choice when an app leaves it unset.
+    "RATELIMIT_ENABLED": True,
+    # If that storage is unreachable, sign-in still works (unthrottled, the error logged) instead of a 500.
+    "RATELIMIT_SWALLOW_ERRORS": True,
+    # Failed sign-ins allowed per e-mail address and per client address ("; " separates several windows).
+    "SIGN_IN_LIMIT_PER_ACCOUNT": "5 per minute; 20 per hour",
+    "SIGN_IN_LIMIT_PER_ADDRESS": "20 per minute; 100 per hour",
+    # Flask's own default (None) would win over a setdefault in _derive, so these are defaults here.
+    "SESSION_COOKIE_SAMESITE": "Lax",
+    "REMEMBER_COOKIE_SAMESITE": "Lax",
+    "SESSION_COOKIE_HTTPONLY": True,
+    "REMEMBER_COOKIE_HTTPONLY": True,
+    "REMEMBER_COOKIE_NAME": "remember_token",  # Flask-Login's name, stated so security.py can read it
+    # --- observability (logs, metrics) ---
+    # "json" (one object per line on stderr) or "text" (logging left as Python and Flask set it). Unset: text
+    # in the embedded default and the tests (SANDBOX or TESTING on), json everywhere else.
+    "LOG_FORMAT": None,
+    "LOG_LEVEL": "INFO",
+    # GET /metrics: with a token, only "Authorization: Bearer <token>"; without, only loopback, not via a proxy.
+    "METRICS_TOKEN": None,
+    # GET /readyz gives the database and the queue this many seconds each (concurrently) before a 503.
+    "READYZ_TIMEOUT": 2.0,
+    # --- server (proxy) ---
+    # Proxies in front (deploy/nginx.conf) whose X-Forwarded-For/-Proto are believed; gunicorn.conf.py says 1.
+    "TRUSTED_PROXIES": 0,
     "BABEL_DEFAULT_LOCALE": "zh_Hant_TW",
     "BABEL_DEFAULT_TIMEZONE": "Asia/Taipei",
     "LANGUAGES": ["zh_Hant_TW", "en"],
@@ -40,10 +77,12 @@ DEFAULTS = {
     "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "hide_parameters": True},
 }
 
-_BOOLEAN = {"SANDBOX", "WORKER_IN_PROCESS", "TESTING", "SESSION_COOKIE_SECURE"}
+_BOOLEAN = {"SANDBOX", "WORKER_IN_PROCESS", "TESTING", "SESSION_COOKIE_SECURE", "RATELIMIT_ENABLED",
+            "RATELIMIT_SWALLOW_ERRORS"}
 _NUMBER = {"LINE_TIMEOUT": float, "WEBHOOK_TEST_COOLDOWN": int, "WEBHOOK_MAX_BYTES": int,
-           "CHECK_MAX_AGE": int, "WORKER_LEASE_SECONDS": float, "WORKER_POLL_SECONDS": float,
-           "FORM_RESEND_HOURS": float, "WEBHOOK_CHANNEL_CACHE_SECONDS": float}
+           "CHECK_MAX_AGE": int, "WORKER_LEASE_SECONDS": float, "WORKER_POLL_SECONDS": float, "WORKER_THREADS": int,
+           "FORM_RESEND_HOURS": float, "WEBHOOK_CHANNEL_CACHE_SECONDS": float,
+           "READYZ_TIMEOUT": float}
 
 
 def _parse_bool(value):
@@ -94,6 +133,11 @@ def _derive(app):
                           and cfg["PUBLIC_BASE_URL"].rstrip("/") == DEFAULTS["PUBLIC_BASE_URL"])
     if cfg["SANDBOX"] and not cfg.get("LINE_API_HOST"):
         cfg["LINE_API_HOST"] = cfg["SANDBOX_URL"]
+    if not cfg.get("QUEUE_URL"):
+        # Beside the database: its own SQLite file (one writer per file: the queue must not wait on the
+        # events), or the same PostgreSQL, which every machine of a deployment reaches already.
+        cfg["QUEUE_URL"] = ("sqlite:///" + os.path.join(app.instance_path, "huey.db")
+                            if cfg["DATABASE_URL"].startswith("sqlite") else cfg["DATABASE_URL"])
     cfg.setdefault("SANDBOX_DATABASE_URL", "sqlite:///" + os.path.join(app.instance_path, "sandbox.db"))
     if not cfg.get("SECRET_KEY"):
         cfg["SECRET_KEY"] = _instance_secret(app.instance_path, "secret_key", lambda: secrets.token_hex(32))
@@ -105,4 +149,3 @@ def _derive(app):
     if cfg["PUBLIC_BASE_URL"].startswith("https://") and "WIZARD_SESSION_COOKIE_SECURE" not in os.environ:
         # Behind HTTPS the session cookie must never travel over plain http.
         cfg["SESSION_COOKIE_SECURE"] = cfg["REMEMBER_COOKIE_SECURE"] = True
-    cfg.setdefault("SESSION_COOKIE_SAMESITE", "Lax")

@@ -2,20 +2,41 @@
 
 Channel secrets are encrypted with Fernet (AES-128-CBC + HMAC) under ``ENCRYPTION_KEY`` so a copy of the
 database alone does not reveal them. Only this module knows the key; everything else sees plain values.
+
+``ENCRYPTION_KEY`` may list several keys, comma-separated (MultiFernet): the first encrypts, every one
+decrypts. That is how a key is replaced without losing a secret: put the new key first and keep the old one
+after it, run ``flask rotate-key`` (``rotate_stored``) so every stored value is encrypted under the new key,
+then drop the old one. Encrypted columns are found by their name ending in ``_encrypted``, so a new one is
+rotated too without anyone remembering to list it.
 """
 import hashlib
 import secrets
 
-from cryptography.fernet import Fernet, InvalidToken
+from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from flask import current_app
+from sqlalchemy import select, update
 
 
 class SecretUnreadable(Exception):
     """The stored secret was encrypted under another key (ENCRYPTION_KEY changed)."""
 
 
+class SecretsUnreadable(Exception):
+    """Rotation found values no key can decrypt; ``where`` lists them as (table, column, primary key)."""
+
+    def __init__(self, where):
+        super().__init__(where)
+        self.where = where
+
+
+def keys(value=None):
+    """The configured keys, current one first (surrounding spaces and empty entries ignored)."""
+    value = current_app.config["ENCRYPTION_KEY"] if value is None else value
+    return [key.strip() for key in value.split(",") if key.strip()]
+
+
 def _fernet():
-    return Fernet(current_app.config["ENCRYPTION_KEY"].encode())
+    return MultiFernet([Fernet(key.encode()) for key in keys()])
 
 
 def encrypt(plain: str) -> str:
@@ -27,6 +48,44 @@ def decrypt(token: str) -> str:
         return _fernet().decrypt(token.encode()).decode()
     except InvalidToken as exc:
         raise SecretUnreadable("stored secret cannot be decrypted with ENCRYPTION_KEY") from exc
+
+
+def rotate(token: str) -> str:
+    """The same secret encrypted under the current (first) key; raises SecretUnreadable."""
+    try:
+        return _fernet().rotate(token.encode()).decode()
+    except InvalidToken as exc:
+        raise SecretUnreadable("stored secret cannot be decrypted with ENCRYPTION_KEY") from exc
+
+
+def encrypted_columns(metadata):
+    """Every (table, column) holding values of ``encrypt``: by convention, columns named ``*_encrypted``."""
+    return [(table, column) for table in metadata.sorted_tables for column in table.columns
+            if column.name.endswith("_encrypted")]
+
+
+def rotate_stored(session, metadata):
+    """Re-encrypt every stored secret under the first key, in the caller's transaction (the caller commits).
+
+    Returns {"table.column": count}. Reads everything before writing anything: if any value cannot be
+    decrypted, raises SecretsUnreadable and has changed nothing. Rows are locked while read (PostgreSQL), so
+    a secret saved meanwhile is not overwritten with its old value."""
+    fernet, plan, unreadable = _fernet(), [], []
+    for table, column in encrypted_columns(metadata):
+        (pk,) = table.primary_key.columns
+        rows = session.execute(select(pk, column).where(column.is_not(None)).with_for_update()).all()
+        for row_id, token in rows:
+            try:
+                plan.append((table, column, pk, row_id, fernet.rotate(token.encode()).decode()))
+            except InvalidToken:
+                unreadable.append((table.name, column.name, row_id))
+    if unreadable:
+        raise SecretsUnreadable(unreadable)
+    counts = {f"{table.name}.{column.name}": 0 for table, column in encrypted_columns(metadata)}
+    for table, column, pk, row_id, token in plan:
+        session.execute(update(table).where(pk == row_id).values({column.name: token}))
+        counts[f"{table.name}.{column.name}"] += 1
+    return counts
 
 
 def new_token(nbytes: int = 24) -> str:

@@ -1,7 +1,8 @@
 """``make run``: the app on :5000 and the LINE sandbox on :5001 in one process, with demo accounts.
 
-This is the embedded default only (SQLite in instance/, no server to install). Production runs
-``gunicorn wsgi:app`` and ``flask --app wizard line worker`` instead, and never starts the sandbox.
+This is the embedded default only (SQLite in instance/, no server to install); the queue's consumer runs as
+threads of this process on its SQLite file (instance/huey.db). Production runs ``gunicorn wsgi:app`` and
+``flask --app wizard worker`` instead, and never starts the sandbox.
 """
 import os
 import secrets
@@ -60,7 +61,11 @@ def main():
               f"  Channel secret {channel['channelSecret']}")
     print("  Ctrl+C stops it; `make reset-demo` then starts the next `make run` from scratch.")
     print()
-    run_simple("127.0.0.1", 5000, app, threaded=True, use_reloader=False)
+    try:
+        run_simple("127.0.0.1", 5000, app, threaded=True, use_reloader=False)
+    finally:
+        from .tasks import stop_in_process
+        stop_in_process(app)
 
 
 if __name__ == "__main__":

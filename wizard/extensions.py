@@ -1,5 +1,7 @@
 """Flask extensions, created here without an app and bound in ``create_app`` (flaskr's pattern)."""
 from flask_babel import Babel
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -16,6 +18,8 @@ migrate = Migrate(render_as_batch=True, compare_type=True)
 login_manager = LoginManager()
 csrf = CSRFProtect()
 babel = Babel()
+# Only the sign-in form is limited (views/auth.py); storage and on/off come from RATELIMIT_* config.
+limiter = Limiter(key_func=get_remote_address)
 
 
 def tune_sqlite(engine):

@@ -35,6 +35,8 @@ class User(UserMixin, db.Model):
     shop_id: Mapped[int | None] = mapped_column(ForeignKey("shops.id", ondelete="SET NULL"))
     api_token_digest: Mapped[str | None] = mapped_column(String(64), unique=True)
     locale: Mapped[str | None] = mapped_column(String(16))
+    # Raised by signing out: every session and "remember me" cookie issued before it stops working.
+    session_version: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     shop: Mapped["Shop | None"] = relationship(back_populates="owners", foreign_keys=[shop_id])
@@ -43,13 +45,15 @@ class User(UserMixin, db.Model):
         self.password_hash = generate_password_hash(password)
 
     def get_id(self) -> str:
-        """The session's user id carries a fingerprint of the password hash, so changing the password ends
-        every other session and "remember me" cookie."""
+        """The session's user id carries a fingerprint of the password hash and the session version, so
+        changing the password or signing out ends every other session and "remember me" cookie."""
         return f"{self.id}:{self.session_fingerprint}"
 
     @property
     def session_fingerprint(self) -> str:
-        return hashlib.sha256(self.password_hash.encode()).hexdigest()[:16]
+        # Version 0 keeps the fingerprint sessions had before session_version existed.
+        material = self.password_hash + (f":{self.session_version}" if self.session_version else "")
+        return hashlib.sha256(material.encode()).hexdigest()[:16]
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)
@@ -160,12 +164,15 @@ class WebhookDelivery(db.Model):
 
 
 class WebhookEvent(db.Model):
-    """One event from a delivery. ``status`` is pending until the worker has run it (processed or failed)."""
+    """One event from a delivery. ``status`` is pending until the worker has run it: processed, failed (it
+    kept failing) or unprocessable (signed, but not something we can act on; ``error`` says why)."""
 
     __tablename__ = "webhook_events"
     __table_args__ = (
         UniqueConstraint("channel_id", "webhook_event_id", name="uq_event_per_channel"),
         Index("ix_events_pending", "status", "timestamp"),
+        # The worker runs one user's events one at a time, oldest first: "is anything of this user before it?"
+        Index("ix_events_per_user", "channel_id", "source_user_id", "status"),
     )
     id: Mapped[int] = mapped_column(primary_key=True)
     channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
@@ -201,6 +208,10 @@ class WebhookRejection(db.Model):
     count: Mapped[int] = mapped_column(default=0)
     first_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The refusals in a row since the channel last had a valid delivery (or was connected again), and when
+    # the first of them came: one forged POST is noise, a steady run of them is LINE signing with another secret.
+    streak: Mapped[int] = mapped_column(default=0, server_default="0")
+    streak_since: Mapped[datetime | None]
 
 
 class Contact(db.Model):
@@ -215,6 +226,8 @@ class Contact(db.Model):
     picture_url: Mapped[str | None] = mapped_column(String(500))
     status_message: Mapped[str | None] = mapped_column(Text)
     language: Mapped[str | None] = mapped_column(String(16))
+    # When LINE last gave us the profile (name, picture, language); None: never, so the form asks for it first.
+    profile_fetched_at: Mapped[datetime | None]
     followed_at: Mapped[datetime | None]
     blocked_at: Mapped[datetime | None]
     form_sent_at: Mapped[datetime | None]
@@ -246,3 +259,56 @@ class Message(db.Model):
     text: Mapped[str | None] = mapped_column(Text)
     line_message_id: Mapped[str | None] = mapped_column(String(40))
     sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Outbox(db.Model):
+    """One message we hand to LINE: the row is written before the call and marked after it (line/outbox.py).
+
+    ``status``: queued (waiting, maybe until ``next_attempt_at``), sending (a worker holds it until
+    ``claimed_until``), sent, failed (LINE refused it for good), dead (retries used up: staff may retry),
+    unknown (a reply whose fate a crash hid; never sent again, shown to staff). A push carries ``retry_key``
+    on every attempt, so LINE delivers it once however often it is retried.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        UniqueConstraint("event_id", "purpose", name="uq_outbox_event_purpose"),
+        Index("ix_outbox_due", "status", "next_attempt_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    event_id: Mapped[int | None] = mapped_column(ForeignKey("webhook_events.id", ondelete="SET NULL"))
+    purpose: Mapped[str] = mapped_column(String(20))  # "form": the customer data form
+    method: Mapped[str] = mapped_column(String(10))  # "reply" while a reply token may work, then "push"
+    reply_token: Mapped[str | None] = mapped_column(String(255))
+    # A reply attempt ended without a clear answer (timeout, 5xx): a later "token already used" is not proof
+    # that nothing went out, so the message is then marked unknown instead of pushed a second time.
+    reply_uncertain: Mapped[bool] = mapped_column(default=False)
+    retry_key: Mapped[str] = mapped_column(String(36), unique=True)
+    messages: Mapped[list | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(10), default="queued")
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(32))
+    claimed_until: Mapped[datetime | None]
+    # Set (and committed) right before LINE is asked: a dead worker's row without it never reached LINE.
+    called_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    line_message_ids: Mapped[list | None] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    contact: Mapped["Contact"] = relationship()
+    channel: Mapped[Channel] = relationship()
+
+
+class PeriodicRun(db.Model):
+    """The last time slot each periodic task ran in: however many consumers' schedulers fire, the one that
+    advances ``slot`` runs the task, the others skip it (tasks.py ``once_per_slot``)."""
+
+    __tablename__ = "periodic_runs"
+    name: Mapped[str] = mapped_column(String(60), primary_key=True)
+    slot: Mapped[int] = mapped_column(BigInteger, default=0)
+    ran_at: Mapped[datetime | None]

@@ -75,8 +75,8 @@ def test_new_owner_walks_through_every_step(page, owner, sandbox, runner, worker
     expect(secret).to_have_attribute("aria-invalid", "true")
     expect(secret).to_have_attribute("aria-describedby", re.compile(r"\bchannel_secret-error\b"))
     expect(channel_id).to_have_value(channel["channelId"])  # nothing typed is lost
-    expect(secret).to_have_value(WRONG_SECRET)
-    # Kept, but masked like the password it is; "Show the secret" reveals it to compare with LINE's screen.
+    expect(secret).to_have_value("")  # a refused secret is never sent back into the page
+    # Masked like the password it is; "Show the secret" reveals what is typed, to compare with LINE's screen.
     expect(secret).to_have_attribute("type", "password")
     page.get_by_role("button", name="Show the secret").click()
     expect(secret).to_have_attribute("type", "text")
@@ -281,13 +281,14 @@ def test_a_busy_line_keeps_what_was_typed_and_says_to_wait(page, owner, sandbox)
     expect(summary).to_be_focused()
     expect(summary).to_contain_text("LINE asked us to slow down.")
     expect(summary).to_contain_text("Wait a few minutes")
-    # Not the owner's typing: no field is marked wrong, and both keep what was typed.
+    # Not the owner's typing: no field is marked wrong; the Channel ID is kept, the secret is never sent back.
     expect(page.locator("[aria-invalid=true]")).to_have_count(0)
     expect(page.get_by_label("Channel ID", exact=True)).to_have_value(channel["channelId"])
-    expect(page.get_by_label("Channel secret", exact=True)).to_have_value(channel["channelSecret"])
+    expect(page.get_by_label("Channel secret", exact=True)).to_have_value("")
     expect(summary).to_contain_text("Reference for the onboarding staff: rate_limited-429-")
     expect(page.locator("main .status")).to_have_count(0)
 
+    page.get_by_label("Channel secret", exact=True).fill(channel["channelSecret"])
     page.get_by_role("button", name="Check and save").click()  # a moment later LINE answers again
     expect(page.locator(".account-name")).to_have_text("晴天烘焙坊")
     assert_agrees(page, slug, "credentials", ("done", "credentials_verified"))

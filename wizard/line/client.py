@@ -188,8 +188,11 @@ class LineClient:
             return call(MessagingApi(api_client))
 
     def _call(self, operation, call):
+        from ..metrics import LINE_CALLS
         try:
-            return call()
+            answer = call()
+            LINE_CALLS.labels(operation, "ok").inc()
+            return answer
         except (oauth.ApiException, messaging.ApiException) as exc:
             problem = _from_answer(operation, exc)
         except urllib3.exceptions.ConnectTimeoutError as exc:
@@ -202,6 +205,7 @@ class LineClient:
         except ValueError as exc:
             # The SDK could not read the answer as LINE's (pydantic's ValidationError is a ValueError).
             problem = LineProblem("line_error", None, f"LINE's answer was unreadable ({type(exc).__name__})")
+        LINE_CALLS.labels(operation, problem.code).inc()
         log.info("LINE %s for channel %s failed: %s (status %s)", operation, self.channel_id, problem.code,
                  problem.status)
         raise problem
@@ -234,7 +238,16 @@ def _from_answer(operation, exc) -> LineProblem:
         code = "not_found"
     else:
         code = "line_error"
-    return LineProblem(code, status, detail)
+    return LineProblem(code, status, detail, retry_after=_retry_after(exc.headers))
+
+
+def _retry_after(headers) -> float | None:
+    """LINE's Retry-After in seconds (it sends delta-seconds); None when absent or not a number."""
+    try:
+        value = float((headers or {}).get("Retry-After"))
+    except (TypeError, ValueError):
+        return None
+    return value if 0 <= value <= 86400 else None
 
 
 def _endpoint_request(model, url):

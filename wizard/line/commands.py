@@ -33,23 +33,27 @@ def stats_command(slug, as_json):
 
 
 @line_cli.command("worker")
-@click.option("--once", is_flag=True, help="Run what is pending now, then exit.")
-@click.option("--interval", type=float, default=None, help="Seconds between passes (WORKER_POLL_SECONDS).")
-def worker_command(once, interval):
-    """Run stored webhook events (production: one or more of these beside the web server)."""
-    import signal
-
+@click.option("--threads", type=int, default=None, help="Tasks run at once in this process (WORKER_THREADS).")
+@click.option("--once", is_flag=True, help="Run what is waiting now in this process, then exit.")
+@click.option("--no-periodic", is_flag=True, help="Leave the periodic sweep to other consumers.")
+def worker_command(threads, once, no_periodic):
+    """Run the queue's consumer: stored events, messages to LINE, the periodic sweep. Start one or more on
+    any number of machines; what a killed one was doing is picked up by the others (or by its restart)."""
     from flask import current_app
 
+    from .. import tasks
     from . import worker
     app = current_app._get_current_object()
     if once:
         click.echo(f"Ran {worker.process_pending(app)} event(s).")
         return
-    loop = worker.Loop(app, interval=interval)  # None: WORKER_POLL_SECONDS
-    # Ctrl+C and SIGTERM (systemd, docker stop) finish the event in hand, then leave.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: loop.stop())
-    click.echo(f"Event worker running (every {loop.interval:g} s); Ctrl+C stops it.")
-    loop.run()
-    click.echo("Event worker stopped.")
+    huey = tasks.queue(app)
+    options = tasks.consumer_options(app, threads, periodic=not no_periodic)
+    # SIGTERM (systemd, docker stop) lets running tasks finish; Ctrl+C stops at once (nothing is lost either
+    # way: the sweep finds what was cut short).
+    consumer = huey.create_consumer(graceful_signal="TERM", shutdown_timeout=30, **options)
+    tasks.sweep_soon()
+    where = tasks.describe_queue(app)
+    click.echo(f"Queue consumer running ({options['workers']} threads, queue {where}); Ctrl+C stops it.")
+    consumer.run()
+    click.echo("Queue consumer stopped.")

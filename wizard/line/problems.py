@@ -73,12 +73,15 @@ def reference(code: str, status, at: datetime) -> str:
 class LineProblem(Exception):
     """A failed call to LINE. ``status`` and ``detail`` are LINE's own words, kept for staff and logs."""
 
-    def __init__(self, code: str, status: int | None = None, detail: str | None = None):
+    def __init__(self, code: str, status: int | None = None, detail: str | None = None,
+                 retry_after: float | None = None):
         assert code in MESSAGES, code
         super().__init__(f"{code} (status={status}): {detail or ''}")
         self.code = code
         self.status = status
         self.detail = detail
+        # Seconds LINE asked us to wait (its Retry-After header on 429 or 503), if it said.
+        self.retry_after = retry_after
         self.at = datetime.now(timezone.utc).replace(tzinfo=None)
 
     @property

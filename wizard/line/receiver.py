@@ -18,15 +18,15 @@ import hmac
 import json
 import logging
 import os
+import re
 import time
 from collections import Counter
-from datetime import timedelta
 
 from flask import Blueprint, abort, current_app, request
 from linebot.v3.webhook import SignatureValidator
 from sqlalchemy import bindparam, insert, select, update
 
-from .. import crypto
+from .. import crypto, metrics
 from ..extensions import db
 from ..models import Channel, WebhookDelivery, WebhookEvent, utcnow
 from . import store, worker
@@ -58,6 +58,7 @@ class NotLinePayload(ValueError):
 
 def _refuse(channel_id, reason, status, detail):
     store.count_rejection(channel_id, reason)
+    metrics.WEBHOOKS_REJECTED.labels(reason).inc()
     # Only the reason goes to the log: the body may carry personal data, the signature is not ours to keep.
     log.info("webhook refused for channel %s: %s (%s)", channel_id, reason, detail)
     return {"message": detail}, status
@@ -83,8 +84,33 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
+# LINE's events are a few levels deep (the deepest, a message's emoji list, about 6). A signed body nested far
+# deeper parses (json.loads goes to about 990 levels) but then makes the database layer's JSON serialisation
+# recurse past Python's limit: refuse it before parsing, as not JSON LINE would send.
+MAX_NESTING = 64
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
+
+
+def nested_too_deep(body: bytes, limit: int = MAX_NESTING) -> bool:
+    """True when brackets outside JSON strings nest more than ``limit`` deep (or the body is not JSON anyway).
+
+    Nearly every body has fewer opening brackets than ``limit`` in all, which settles it in C; only the rest
+    are walked, bracket by bracket, once their strings (which may hold any bracket) are taken out."""
+    if body.count(b"[") + body.count(b"{") <= limit:
+        return False
+    depth = 0
+    for bracket in _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS):
+        depth += 1 if bracket in b"[{" else -1
+        if depth > limit:
+            return True
+    return False
+
+
 def parse_payload(body: bytes):
     """Return (destination, events) or raise NotLinePayload; checks only what storing needs."""
+    if nested_too_deep(body):
+        raise NotLinePayload(INVALID_JSON, f"The body is nested more than {MAX_NESTING} levels deep.")
     try:
         # Decode first: json.loads(bytes) would also accept UTF-16/32, which LINE never sends.
         payload = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
@@ -168,7 +194,7 @@ def _read_body(limit):
 
 _DELIVERIES = WebhookDelivery.__table__
 _CHANNELS = Channel.__table__
-_DELIVERY_TIME_RESOLUTION = timedelta(seconds=1)
+_DELIVERY_TIME_RESOLUTION = store.DELIVERY_TIME_RESOLUTION
 # Core statements, not ORM queries: LINE waits on this path, and the ORM's per-statement bookkeeping would
 # cost more than the SQL itself.
 _FIND_CHANNEL = (select(_CHANNELS.c.id, _CHANNELS.c.secret_encrypted, _CHANNELS.c.last_delivery_at)
@@ -243,6 +269,7 @@ def webhook(token):
         raise delivery.error  # the database failed: a 500, and LINE may deliver again
     if delivery.new:
         worker.wake()
+    metrics.WEBHOOKS_RECEIVED.inc()
     return {"message": "ok", "stored": delivery.new}, 200
 
 

@@ -5,13 +5,13 @@ picks the dialect's ``insert`` once and the receiver, the worker and events.py n
 A conflicting row is skipped (or counted) by the database itself, so a concurrent duplicate cannot surface as
 an IntegrityError and become a 500.
 """
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
-from ..models import Contact, Message, WebhookDelivery, WebhookEvent, WebhookRejection, iso_utc, utcnow
+from ..models import Channel, Contact, Message, WebhookDelivery, WebhookEvent, WebhookRejection, iso_utc, utcnow
 
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
@@ -54,14 +54,36 @@ def insert_ignoring(model, rows, conflict_columns, returning=None, connection=No
     return list(result.scalars()) if returning is not None else []
 
 
+# The receiver writes a channel's last_delivery_at at most once a second (a busy channel must not queue every
+# transaction on its row), so a valid delivery may have come up to this long after the recorded time.
+DELIVERY_TIME_RESOLUTION = timedelta(seconds=1)
+
+
 def count_rejection(channel_id: int, reason: str) -> None:
-    """Add one to the (channel, reason) counter in its own short transaction; never stores the body."""
+    """Add one to the (channel, reason) counter in its own short transaction; never stores the body.
+
+    It also keeps the streak: refusals in a row with no valid delivery between them. A refusal starts a new
+    streak when the previous one came before the channel was connected again or before its last valid
+    delivery (give or take the second last_delivery_at may lag, so a run of refusals counts only from a
+    second after LINE last delivered: a forged POST beside real traffic never looks like a run). The
+    decision is made inside the one upsert, against the row as it is then, so concurrent refusals neither
+    lose a count nor start two streaks."""
     now = utcnow()
+    channel = db.session.execute(db.select(Channel.last_delivery_at, Channel.connected_at)
+                                 .where(Channel.id == channel_id)).first()
+    # A previous refusal before this moment belongs to an earlier run (the channel deleted meanwhile: any).
+    cut = now if channel is None else channel.connected_at
+    if channel is not None and channel.last_delivery_at is not None:
+        cut = max(cut, channel.last_delivery_at + DELIVERY_TIME_RESOLUTION)
+    table = WebhookRejection.__table__
+    broken = db.or_(table.c.last_at < cut, table.c.streak_since.is_(None))
     stmt = dialect_insert(WebhookRejection).values(
-        channel_id=channel_id, reason=reason, count=1, first_at=now, last_at=now)
+        channel_id=channel_id, reason=reason, count=1, first_at=now, last_at=now, streak=1, streak_since=now)
     stmt = stmt.on_conflict_do_update(
         index_elements=["channel_id", "reason"],
-        set_={"count": WebhookRejection.count + 1, "last_at": now},
+        set_={"count": WebhookRejection.count + 1, "last_at": now,
+              "streak": db.case((broken, 1), else_=table.c.streak + 1),
+              "streak_since": db.case((broken, now), else_=table.c.streak_since)},
     )
     db.session.execute(stmt)
     db.session.commit()

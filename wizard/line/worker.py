@@ -1,29 +1,35 @@
-"""Runs stored webhook events through events.py, outside any request; safe to restart and to run twice.
+"""Runs stored webhook events through events.py, outside any request; safe to kill, restart and run many times.
 
-An event is *claimed* before it is run: its row becomes ``processing`` with a lease (``claimed_by``, a random
-id for this attempt, and ``claimed_until``), committed before any work starts. The result and the event's
-new status are committed together, and only while the lease is still ours. So:
+The events table is the inbox: the queue (tasks.py) only says "look now", so a lost queue message costs a
+delay, never an event. What makes each effect happen once is the *claim* in the database:
 
-- a worker that dies mid-event leaves a lease that runs out (``WORKER_LEASE_SECONDS``, default 120, longer
-  than the LINE calls of one event can take); any worker started later claims the event again. Everything
-  still ``pending`` is simply there for the next worker: nothing lives only in memory;
-- two workers (two gunicorn processes, or ``line worker`` beside an in-process thread) never run one event at
-  once: on PostgreSQL the claim reads candidates with ``FOR UPDATE SKIP LOCKED``, so each takes a different
-  row without waiting; on SQLite, whose writers are serialised anyway, the claim is a conditional UPDATE
-  that only one of them can win;
-- a failing event is retried after 5 s, 30 s, 2 min, 10 min, then left ``failed`` with its error; it is
-  skipped while it waits, so it never holds up the events behind it.
+- an event is claimed before it is run: its row becomes ``processing`` with a lease (``claimed_by``, a random
+  id for this attempt, and ``claimed_until``), committed before any work starts;
+- the handler's writes and the event's new status are committed in ONE transaction, and only while the lease
+  is still ours. A worker killed mid-event therefore leaves nothing half done: its lease runs out
+  (``WORKER_LEASE_SECONDS``) and the event runs again from the start, once;
+- one LINE user's events run one at a time, oldest LINE timestamp first, however many workers there are: only
+  the *head* of a user's queue is claimable (no earlier event of that user still waiting, none of theirs
+  running). So a follow, a block and a re-follow of one user are never processed at once;
+- handlers write only to our database (contacts, messages, the outbox row of a form); every call to LINE
+  happens afterwards in outbox.py. A database failure makes the event wait 5 s, 30 s, 2 min, 10 min, then
+  ``failed``; an event we cannot act on (a signed but odd payload) is ``unprocessable`` at once, with its
+  reason, so it never holds up that user's later events.
 
-Events are claimed oldest LINE timestamp first. ``process_pending`` is the whole worker for tests and the
-CLI; ``start_in_process`` runs it in a daemon thread that the receiver wakes after each stored delivery.
+On PostgreSQL the claim reads its candidate with ``FOR UPDATE SKIP LOCKED``, so workers never wait on each
+other; on SQLite (one writer at a time anyway) the claim is a conditional UPDATE only one of them can win.
+``process_pending`` runs everything in this process (tests, ``worker --once``); the queue's tasks call
+``drain``.
 """
 import logging
-import threading
+import time
 import uuid
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import aliased
 
 from ..extensions import db
 from ..models import WebhookEvent, utcnow
@@ -33,45 +39,89 @@ log = logging.getLogger(__name__)
 
 BACKOFF_SECONDS = (5, 30, 120, 600)
 MAX_ATTEMPTS = len(BACKOFF_SECONDS) + 1
+WAITING = ("pending", "processing")
+CLAIM_BATCH = 16
 
-_loops = []  # running in-process loops; wake() nudges all of them
-_loops_lock = threading.Lock()
 
-
-def _claimable(now):
-    e = WebhookEvent
+def _runnable(e, now):
     return or_(
         and_(e.status == "pending", or_(e.next_attempt_at.is_(None), e.next_attempt_at <= now)),
         and_(e.status == "processing", e.claimed_until < now),
     )
 
 
-def claim_next():
-    """Claim the oldest runnable event; returns (event id, claim id) or None when nothing is runnable."""
+def _head_of_its_user(e, now):
+    """Nothing of the same user (in the same channel) is running, or waiting with an earlier place in line."""
+    other = aliased(WebhookEvent)
+    return ~exists().where(
+        other.channel_id == e.channel_id,
+        other.source_user_id == e.source_user_id,  # NULL (no user) matches nothing: such events run freely
+        other.id != e.id,
+        or_(
+            and_(other.status == "processing", other.claimed_until >= now),
+            and_(other.status.in_(WAITING),
+                 or_(other.timestamp < e.timestamp, and_(other.timestamp == e.timestamp, other.id < e.id))),
+        ),
+    )
+
+
+def _due_pending(e, now):
+    return and_(e.status == "pending", or_(e.next_attempt_at.is_(None), e.next_attempt_at <= now))
+
+
+def _lease_ran_out(e, now):
+    return and_(e.status == "processing", e.claimed_until < now)
+
+
+def claim_batch(size=CLAIM_BATCH):
+    """Claim up to ``size`` runnable events, each the head of its user's line (so at most one per user);
+    returns (claim id, [event ids] oldest first), the list empty when nothing is runnable.
+
+    One statement claims them all: on a busy inbox the claim is the costly part (it looks past the heads of
+    every user), so it is paid once per batch. The candidates are read through the pending index in LINE's
+    order (no sort), a run-out lease first; the UPDATE checks each again, so a candidate another worker took
+    in between is simply not ours.
+    """
     lease = timedelta(seconds=float(current_app.config["WORKER_LEASE_SECONDS"]))
     e = WebhookEvent
     now = utcnow()
-    candidates = select(e.id).where(_claimable(now)).order_by(e.timestamp, e.id)
-    if db.session.get_bind().dialect.name == "postgresql":
-        candidates = candidates.limit(1).with_for_update(skip_locked=True)
-    else:
-        candidates = candidates.limit(8)
-    for event_id in db.session.scalars(candidates).all():
+    postgres = db.session.get_bind().dialect.name == "postgresql"
+    ids = []
+    try:
+        for runnable in (_lease_ran_out(e, now), _due_pending(e, now)):
+            query = (select(e.id).where(runnable, _head_of_its_user(e, now))
+                     .order_by(e.timestamp, e.id).limit(size - len(ids)))
+            if postgres:
+                query = query.with_for_update(skip_locked=True, of=e)
+            ids += db.session.scalars(query).all()
+            if len(ids) >= size:
+                break
+        if not ids:
+            db.session.commit()
+            return None, []
         claim = uuid.uuid4().hex
-        result = db.session.execute(
-            update(e).where(e.id == event_id, _claimable(now)).values(
+        db.session.execute(
+            update(e).where(e.id.in_(ids), _runnable(e, now), _head_of_its_user(e, now)).values(
                 status="processing", claimed_by=claim, claimed_until=now + lease, attempts=e.attempts + 1,
             ).execution_options(synchronize_session=False)
         )
-        if result.rowcount == 1:
-            db.session.commit()
-            return event_id, claim
-    db.session.commit()
-    return None
+        taken = db.session.scalars(select(e.id).where(e.claimed_by == claim)
+                                   .order_by(e.timestamp, e.id)).all()
+        db.session.commit()
+    except SQLAlchemyError:
+        db.session.rollback()
+        raise
+    return claim, list(taken)
+
+
+def claim_next():
+    """Claim the oldest runnable event that heads its user's line; (event id, claim id) or None."""
+    claim, ids = claim_batch(1)
+    return (ids[0], claim) if ids else None
 
 
 def _finish(event_id, claim, **values):
-    """Set the event's outcome in the current transaction if the lease is still ours; commit either way."""
+    """Set the event's outcome in the current transaction if the lease is still ours, then commit."""
     e = WebhookEvent
     result = db.session.execute(
         update(e).where(e.id == event_id, e.claimed_by == claim).values(
@@ -79,7 +129,7 @@ def _finish(event_id, claim, **values):
         ).execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:
-        # Our lease ran out and another worker took the event: its run counts, ours is discarded.
+        # Our lease ran out and another worker took the event: its run counts, ours is discarded whole.
         db.session.rollback()
         log.warning("event %s: lease lost before it finished; left to the worker that holds it", event_id)
         return False
@@ -87,99 +137,103 @@ def _finish(event_id, claim, **values):
     return True
 
 
-def run_claimed(event_id, claim):
-    """Run one claimed event and record the outcome (processed, retry later, or failed)."""
+def run_claimed(event_id, claim, after_commit=None):
+    """Run one claimed event and record the outcome together with its effects.
+
+    ``after_commit(effects)`` receives what the handler left for later (outbox ids to send, contacts whose
+    profile to fetch) once, and only once, the effects are committed.
+    """
     event = db.session.get(WebhookEvent, event_id)
+    effects = events.Effects()
     try:
-        note = events.handle(event)
-    except Exception as exc:  # any handler failure is recorded on the event, never lost in a log only
+        note = events.handle(event, effects)
+    except events.Unprocessable as exc:
         db.session.rollback()
-        log.warning("event %s (%s) failed: %s", event_id, event.type, exc, exc_info=not _is_problem(exc))
+        log.info("event %s (%s) is unprocessable: %s", event_id, event.type, exc)
+        return _finish(event_id, claim, status="unprocessable", error=str(exc)[:2000], next_attempt_at=None)
+    except SQLAlchemyError as exc:
+        db.session.rollback()
+        _retry_later(event_id, claim, f"{type(exc).__name__}: {exc}")
+        return False
+    except Exception as exc:  # a payload our handler could not read: record it, never let it block the user
+        db.session.rollback()
+        log.warning("event %s (%s) could not be handled", event_id, event.type, exc_info=True)
+        return _finish(event_id, claim, status="unprocessable", error=f"{type(exc).__name__}: {exc}"[:2000],
+                       next_attempt_at=None)
+    try:
+        finished = _finish(event_id, claim, status="processed", processed_at=utcnow(), error=note,
+                           next_attempt_at=None)
+    except SQLAlchemyError as exc:
+        db.session.rollback()
+        _retry_later(event_id, claim, f"{type(exc).__name__}: {exc}")
+        return False
+    if finished and after_commit is not None:
+        after_commit(effects)
+    return finished
+
+
+def _retry_later(event_id, claim, error):
+    """The database failed under the handler: wait and run the event again (a bounded number of times)."""
+    log.warning("event %s: database failure, will retry (%s)", event_id, error.split("\n")[0][:200])
+    try:
         event = db.session.get(WebhookEvent, event_id)
-        error = f"{type(exc).__name__}: {exc}"[:2000]
         if event.attempts >= MAX_ATTEMPTS:
-            _finish(event_id, claim, status="failed", error=error, next_attempt_at=None)
+            _finish(event_id, claim, status="failed", error=error[:2000], next_attempt_at=None)
         else:
             delay = BACKOFF_SECONDS[min(event.attempts, MAX_ATTEMPTS - 1) - 1]
-            _finish(event_id, claim, status="pending", error=error,
+            _finish(event_id, claim, status="pending", error=error[:2000],
                     next_attempt_at=utcnow() + timedelta(seconds=delay))
-        return False
-    return _finish(event_id, claim, status="processed", processed_at=utcnow(), error=note,
-                   next_attempt_at=None)
+    except SQLAlchemyError:
+        db.session.rollback()  # still down: the lease runs out and the sweeper finds the event again
 
 
-def _is_problem(exc):
-    from .problems import LineProblem
-    return isinstance(exc, LineProblem)
-
-
-def process_pending(app=None, limit=None, stop=None) -> int:
-    """Run runnable events (oldest first) until none is left, ``limit`` were run or ``stop`` (an Event) is
-    set; returns how many ran. Works in its own application context, so its session never mixes with the
-    caller's.
-    """
-    app = app or current_app._get_current_object()
+def drain(after_commit, stop_after=None, limit=None) -> int:
+    """Claim and run events until none is runnable, ``limit`` ran, or ``stop_after`` seconds passed."""
+    deadline = None if stop_after is None else time.monotonic() + stop_after
     count = 0
-    with app.app_context():
-        while (limit is None or count < limit) and not (stop and stop.is_set()):
-            claimed = claim_next()
-            if claimed is None:
-                break
-            run_claimed(*claimed)
+    while (limit is None or count < limit) and (deadline is None or time.monotonic() < deadline):
+        claim, ids = claim_batch(CLAIM_BATCH if limit is None else min(CLAIM_BATCH, limit - count))
+        if not ids:
+            break
+        for event_id in ids:
+            run_claimed(event_id, claim, after_commit=after_commit)
             count += 1
     return count
 
 
-class Loop:
-    """Process at start, then whenever woken or every ``interval`` seconds, until stopped."""
+def process_pending(app=None, limit=None) -> int:
+    """Run runnable events (oldest first) and then send what they queued, all in this process; returns how
+    many events ran. Works in its own application context, so its session never mixes with the caller's."""
+    from . import outbox
+    app = app or current_app._get_current_object()
+    with app.app_context():
+        left = []
+        count = drain(after_commit=left.append, limit=limit)
+        for effects in left:
+            for outbox_id in effects.outbox:
+                outbox.send(outbox_id)
+            for contact_id in effects.profiles:
+                events.fetch_profile(contact_id)
+        outbox.send_due()
+    return count
 
-    def __init__(self, app, interval=None):
-        self.app = app
-        self.interval = float(interval or app.config["WORKER_POLL_SECONDS"])
-        self.woken = threading.Event()
-        self.stopped = threading.Event()
 
-    def run(self):
-        while not self.stopped.is_set():
-            try:
-                process_pending(self.app, stop=self.stopped)
-            except Exception:  # the database may be briefly unreachable; the next pass tries again
-                log.exception("event worker pass failed")
-            self.woken.wait(self.interval)
-            self.woken.clear()
+def waiting_work():
+    """How many events a worker could claim now (due, heading their user's line, or with a lease run out)."""
+    e = WebhookEvent
+    now = utcnow()
+    return db.session.scalar(select(db.func.count()).select_from(e).where(
+        _runnable(e, now), _head_of_its_user(e, now))) or 0
 
-    def stop(self):
-        self.stopped.set()
-        self.woken.set()
+
+def next_retry_at():
+    """When the earliest event waiting for its backoff becomes due, if any."""
+    e = WebhookEvent
+    return db.session.scalar(select(db.func.min(e.next_attempt_at)).where(
+        e.status == "pending", e.next_attempt_at > utcnow()))
 
 
 def wake():
-    """Tell in-process workers that new events are stored (cheap; no-op when none runs)."""
-    for loop in _loops:
-        loop.woken.set()
-
-
-def start_in_process(app):
-    """Run the worker in a daemon thread of this process (the embedded default); returns its Loop.
-
-    Started once per app. Under gunicorn do not combine it with ``--preload``: threads do not survive the
-    fork. Several processes each running one is fine (claims are exclusive).
-    """
-    existing = app.extensions.get("wizard_worker")
-    if existing is not None:
-        return existing
-    loop = Loop(app)
-    app.extensions["wizard_worker"] = loop
-    with _loops_lock:
-        _loops.append(loop)
-    threading.Thread(target=loop.run, name="wizard-event-worker", daemon=True).start()
-    return loop
-
-
-def stop_in_process(app):
-    loop = app.extensions.pop("wizard_worker", None)
-    if loop is not None:
-        loop.stop()
-        with _loops_lock:
-            if loop in _loops:
-                _loops.remove(loop)
+    """Tell the queue that new events are stored (the receiver calls this after its commit)."""
+    from .. import tasks
+    tasks.wake(current_app._get_current_object())

@@ -13,7 +13,8 @@ from flask import current_app
 from ..extensions import db
 from ..line.client import client_for
 from ..line.problems import MESSAGES as LINE_MESSAGES, LineProblem, reference as problem_reference
-from ..models import WebhookEvent, utcnow
+from ..line.store import DELIVERY_TIME_RESOLUTION
+from ..models import WebhookEvent, WebhookRejection, iso_utc, utcnow
 from .state import State
 
 # Problems that mean "we could not ask LINE just now" rather than "something is set wrong".
@@ -156,3 +157,39 @@ def public_url_problem():
     except ValueError:
         return None
     return None if address.is_global else "public_url_not_public"
+
+
+# A run of refused signatures this long, with no valid delivery since its first, is LINE signing with another
+# secret; one or two are noise (anyone who knows the URL can POST to it).
+SIGNATURE_STREAK = 3
+
+
+@dataclass
+class SignatureRefusals:
+    """The deliveries refused for their signature in a row on this connection, none accepted since."""
+    count: int
+    first_at: datetime
+    last_at: datetime
+
+    def detail(self):
+        return {"count": self.count, "first_at": iso_utc(self.first_at), "last_at": iso_utc(self.last_at)}
+
+
+def signature_refusals(channel, at_least=SIGNATURE_STREAK):
+    """The current run of ``bad_signature`` refusals when it has at least ``at_least`` of them, else None.
+
+    The run (WebhookRejection.streak, kept by line/store.count_rejection) starts again after a valid delivery
+    or a new connection; one that began before this connection, or was followed by a valid delivery (a
+    verification included), is over."""
+    row = db.session.scalar(db.select(WebhookRejection).where(
+        WebhookRejection.channel_id == channel.id,
+        # A missing signature is not LINE (LINE always signs); a wrong one from a steady caller is.
+        WebhookRejection.reason == "bad_signature"))
+    if row is None or row.streak_since is None or (row.streak or 0) < at_least:
+        return None
+    if row.streak_since < channel.connected_at:
+        return None
+    if (channel.last_delivery_at is not None
+            and channel.last_delivery_at + DELIVERY_TIME_RESOLUTION > row.streak_since):
+        return None  # LINE delivered (as far as the once-a-second record can tell) after the run began
+    return SignatureRefusals(row.streak, row.streak_since, row.last_at)

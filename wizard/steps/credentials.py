@@ -3,11 +3,15 @@
 Its check is the root of the others: a working pair proves the Messaging API is on (step 3) and names the
 account (step 2); the Basic ID the owner typed in step 2 is compared here, since a wrong Channel ID is fixed
 here.
+
+The Channel secret is a password: a refused save shows every reason but never the secret itself, neither in
+its field (a PasswordField is drawn empty) nor in the Channel ID field when the two were swapped, so a page
+left open or kept in a browser's history does not give it away.
 """
 from flask import flash
 from flask_babel import gettext as _, lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, StringField
+from wtforms import BooleanField, PasswordField, StringField
 
 from .. import crypto
 from ..crypto import SecretUnreadable
@@ -17,11 +21,14 @@ from .context import StepResult, problem_result
 from .status import evaluate
 from .registry import Action, Step
 from .state import State
+from .text import clean
+
+MAX_CHANNEL_ID = 15  # connection.CHANNEL_ID
 
 
 class CredentialsForm(FlaskForm):
     channel_id = StringField(_l("Channel ID"))
-    channel_secret = StringField(_l("Channel secret"))
+    channel_secret = PasswordField(_l("Channel secret"))  # never drawn with its value
 
 
 class ResetForm(FlaskForm):
@@ -86,6 +93,9 @@ def _save(page):
                   "warning")
         return None
     page.rollback()
+    if len(clean(form.channel_id.data)) > MAX_CHANNEL_ID:
+        # Longer than any Channel ID: most likely the secret (or a token) pasted into the wrong box.
+        form.channel_id.data = ""
     # With nothing saved, the error summary is the page's one verdict: a status box saying "not entered yet"
     # under "LINE did not accept this secret" would contradict it. With a working pair saved, that pair's
     # verdict stays, and the summary says the typed values were not saved.

@@ -76,17 +76,24 @@ def stored_status(shop, rows=None):
 
 @dataclass
 class Evidence:
-    """Our own traffic, which outranks a cached answer from LINE: the newest event LINE delivered (LINE calls
-    our URL, so "Use webhook" is on and the URL is ours) and the newest delivery refused for its signature
-    (LINE signs with a secret we do not have)."""
-    event_at: object = None
+    """Our own traffic, which outranks a cached answer from LINE: the newest delivery LINE made (LINE calls our
+    URL with our secret, so "Use webhook" is on and the URL is ours) and the newest delivery refused for its
+    signature.
+
+    A refusal only makes a cached "done" be asked again: anyone who knows the URL can POST a wrong signature,
+    so it proves nothing by itself. LINE's own answer about the secret (step 4), or a run of refusals with no
+    valid delivery since (``context.signature_refusals``), is what says the secret was reissued."""
+    delivered_at: object = None
     rejected_at: object = None
 
     @classmethod
     def of(cls, channel):
         if channel is None:
             return cls()
-        return cls(latest_event(channel, column=WebhookEvent.received_at),
+        event_at = latest_event(channel, column=WebhookEvent.received_at)
+        # A verification (an empty, signed events list) is a valid delivery too, though it stores no event.
+        delivered_at = max((at for at in (event_at, channel.last_delivery_at) if at is not None), default=None)
+        return cls(delivered_at,
                    db.session.scalar(db.select(db.func.max(WebhookRejection.last_at)).where(
                        WebhookRejection.channel_id == channel.id, WebhookRejection.reason == "bad_signature")))
 
@@ -94,7 +101,7 @@ class Evidence:
         """True when something happened after ``row`` was checked that says otherwise."""
         if row.state == State.DONE:
             return self.rejected_at is not None and self.rejected_at > row.checked_at
-        return self.event_at is not None and self.event_at > row.checked_at
+        return self.delivered_at is not None and self.delivered_at > row.checked_at
 
 
 def _reusable(step, row, ctx, evidence, changed, max_age, now):

@@ -10,12 +10,11 @@ from flask_babel import gettext as _, lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField
 
-from ..extensions import db
 from ..line.endpoint import EndpointTaken, is_damaged_copy, set_endpoint, webhook_url
 from ..line.problems import LineProblem
-from ..models import WebhookRejection, iso_utc
+from ..models import iso_utc
 from . import webhook_test
-from .context import StepResult, problem_result, public_url_problem
+from .context import SIGNATURE_STREAK, StepResult, problem_result, public_url_problem, signature_refusals
 from .registry import Action, Step
 from .state import State
 
@@ -25,25 +24,15 @@ class EndpointForm(FlaskForm):
                                       "messages from this account."))
 
 
-def _signature_rejected_since_last_delivery(channel):
-    last = db.session.scalar(db.select(WebhookRejection).where(
-        WebhookRejection.channel_id == channel.id,
-        # A missing signature is not LINE (LINE always signs); a wrong one from a steady caller is.
-        WebhookRejection.reason == "bad_signature",
-    ).order_by(WebhookRejection.last_at.desc()))
-    if last is None or last.last_at < channel.connected_at:
+def _secret_reissued(channel, blocker=None):
+    """"The secret was probably reissued", from the refused signatures: a run of them with nothing accepted
+    since. When LINE itself has just refused our secret (step 4 says wrong_secret), one refused delivery is
+    enough to name the cause; otherwise one or two are anyone's stray POST and say nothing."""
+    at_least = 1 if blocker is not None and blocker.reason == "wrong_secret" else SIGNATURE_STREAK
+    refused = signature_refusals(channel, at_least=at_least)
+    if refused is None:
         return None
-    if channel.last_delivery_at and channel.last_delivery_at > last.last_at:
-        return None
-    return last
-
-
-def _secret_reissued(channel):
-    rejected = _signature_rejected_since_last_delivery(channel)
-    if rejected is None:
-        return None
-    return StepResult("webhook_url", State.ACTION, "secret_reissued",
-                      {"count": rejected.count, "last_at": iso_utc(rejected.last_at)}, fix="credentials")
+    return StepResult("webhook_url", State.ACTION, "secret_reissued", refused.detail(), fix="credentials")
 
 
 def check(ctx):
@@ -54,8 +43,9 @@ def check(ctx):
     blocker = ctx.unmet("credentials")
     if blocker is not None or ctx.channel is None:
         # LINE refusing our old secret and LINE's calls failing our signature check tell the same story.
-        reissued = ctx.channel is not None and _secret_reissued(ctx.channel)
-        return reissued or ctx.waiting_for("webhook_url", blocker or ctx.results["credentials"])
+        blocker = blocker or ctx.results["credentials"]
+        reissued = ctx.channel is not None and _secret_reissued(ctx.channel, blocker)
+        return reissued or ctx.waiting_for("webhook_url", blocker)
     ours = webhook_url(ctx.channel)
     try:
         endpoint = ctx.endpoint()
@@ -146,8 +136,9 @@ STEP = Step(
                                 "shop's URL."),
         "endpoint_incomplete": _l("LINE has an incomplete copy of this shop's webhook URL: %(line_endpoint)s. "
                                   "Copy the URL again, all of it, or press “Set it for me”."),
-        "secret_reissued": _l("LINE is calling us, but with a signature made from another Channel secret. The "
-                              "secret was probably reissued: enter the new one in step %(fix_number)s."),
+        "secret_reissued": _l("LINE is calling us, but with a signature made from another Channel secret: every "
+                              "delivery since %(first_at_local)s was refused (%(count)s in all). The secret was "
+                              "probably reissued: enter the new one in step %(fix_number)s."),
         "webhook_test_failed": _test_failed,
         "endpoint_matches": _l("LINE has the webhook URL. Press “Verify” to have LINE test it now."),
         "webhook_verified": _l("LINE has the webhook URL and its test call reached the CRM."),

@@ -1,0 +1,63 @@
+"""gunicorn's configuration, read from the working directory, so that ``gunicorn wsgi:app`` is the whole command.
+
+Why these choices (measurements in deploy/README.md):
+- ``gthread`` workers: a request may wait on LINE for seconds (a live check, the webhook test), and the
+  webhook test only succeeds if LINE's call to our webhook is answered *while* the owner's request still
+  waits for LINE's verdict. Threads give every process many requests in flight; the database driver and
+  the receiver's group commit (wizard/line/group_commit.py) are thread-based, so no monkey-patching.
+- One process per core (the GIL lets one thread run Python at a time per process), one process on SQLite
+  (it has one writer: more processes only queue on its lock).
+- Served behind deploy/nginx.conf, which buffers whole requests: a gthread thread reads a request
+  blockingly once its first byte has come, so 50 clients sending a byte a second would hold every thread.
+  nginx holds such clients in its event loop and passes on only complete requests; hence ``bind`` is
+  loopback and the app trusts one proxy's X-Forwarded-For/Proto (``WIZARD_TRUSTED_PROXIES``).
+- Timeouts: ``timeout`` above the slowest page (LINE_TIMEOUT 8 s for a few calls to LINE), nginx's
+  ``proxy_read_timeout`` a little above it; ``keepalive`` above nginx's upstream keepalive_timeout (60 s),
+  so nginx never sends a request on a connection gunicorn is closing.
+- Graceful restart: ``kill -HUP <master>`` starts new workers with the new code, then stops the old ones
+  after their requests (at most ``graceful_timeout``). No ``max_requests``: recycling a worker leaves a
+  one-process (SQLite) server accepting nothing while the new one imports the app, and LINE waits 2 s.
+
+Environment (all optional): WIZARD_BIND (127.0.0.1:8000), WEB_CONCURRENCY (worker processes), WIZARD_THREADS
+(threads per process), WIZARD_TRUSTED_PROXIES (proxies in front whose X-Forwarded-* headers count; 1).
+"""
+import multiprocessing
+import os
+import sys
+
+# The wizard beside this file, as `wsgi:app` will be (gunicorn puts its working directory on the path only
+# after reading this file).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from wizard import observability  # noqa: E402  (after the path above)
+PROMETHEUS_DIR = observability.prepare_multiprocess_env()
+logconfig_dict = observability.gunicorn_logconfig()
+def on_starting(server): observability.on_starting(server)
+def child_exit(server, worker): observability.child_exit(server, worker)
+
+
+def _on_sqlite():
+    url = os.environ.get("WIZARD_DATABASE_URL", "")
+    return not url or url.startswith("sqlite")
+
+
+bind = os.environ.get("WIZARD_BIND", "127.0.0.1:8000")
+worker_class = "gthread"
+workers = int(os.environ.get("WEB_CONCURRENCY") or (1 if _on_sqlite() else multiprocessing.cpu_count()))
+threads = int(os.environ.get("WIZARD_THREADS") or 16)
+# Requests in flight plus kept-alive connections from nginx, per process.
+worker_connections = 1000
+timeout = 30
+graceful_timeout = 30
+keepalive = 75
+# Not preloaded: each worker builds its own app after the fork (database pools, the group commit's thread,
+# WIZARD_WORKER_IN_PROCESS's event thread do not survive a fork).
+preload_app = False
+# The heartbeat file on tmpfs: a slow disk must not make the master think a worker hangs.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+# Only the local proxy may tell gunicorn the request came over https.
+forwarded_allow_ips = "127.0.0.1,::1"
+proc_name = "line-connect-wizard"
+# Graceful restart and stop go by signal (HUP, TERM). gunicorn's control socket has one default path per user,
+# which two servers on one machine would fight over.
+control_socket_disable = True
+os.environ.setdefault("WIZARD_TRUSTED_PROXIES", "1")

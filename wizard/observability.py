@@ -1,0 +1,225 @@
+"""Logs an operator can search, and the gunicorn hooks that make the metrics right across worker processes.
+
+Logs: with ``LOG_FORMAT = "json"`` (production's default) every line on stderr is one JSON object: ``time``
+(UTC, ISO 8601), ``level``, ``logger``, ``message``, ``request_id`` inside a request, ``exception`` with the
+traceback text. ``"text"`` (the embedded default and the tests) leaves Python's and Flask's logging alone.
+Secrets in paths (``/line/webhook/<token>``, ``/form/<token>``) are masked by ``wizard.redact`` in every line.
+
+Request ids: each request gets one, from an incoming ``X-Request-Id`` when it is sane (1 to 128 visible ASCII
+characters, so a proxy's or LINE-side trace id carries through) or a new random one; it is sent back in the
+``X-Request-Id`` response header, and gunicorn's access log line (``AccessJsonFormatter``) reads it from there.
+
+gunicorn.conf.py calls, at config-load time and as hooks: ``prepare_multiprocess_env()`` (before any worker
+imports prometheus_client, which picks its mode at import time), ``gunicorn_logconfig()``,
+``on_starting(server)`` (empties the multiprocess directory once per master start) and
+``child_exit(server, worker)``. This module never imports prometheus_client at import time for that reason.
+"""
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+import uuid
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .redact import RedactingFilter, redact
+
+REQUEST_ID_HEADER = "X-Request-Id"
+_SANE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+# prometheus_client's own variable; it must be set before prometheus_client is first imported.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def _redact(value):
+    return redact(value) if value else value
+
+
+def _iso_now(created):
+    return datetime.fromtimestamp(created, timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# ---- request ids --------------------------------------------------------------------------------------------
+
+def sane_request_id(value):
+    """``value`` when it can travel on as a request id (short, visible ASCII), else None."""
+    return value if value and _SANE_REQUEST_ID.fullmatch(value) else None
+
+
+def current_request_id():
+    """This request's id, made on first use; None outside a request (a worker thread, a CLI command)."""
+    from flask import g, has_request_context, request
+    if not has_request_context():
+        return None
+    request_id = g.get("request_id")
+    if request_id is None:
+        request_id = sane_request_id(request.headers.get(REQUEST_ID_HEADER)) or uuid.uuid4().hex
+        g.request_id = request_id
+    return request_id
+
+
+def _echo_request_id(response):
+    response.headers[REQUEST_ID_HEADER] = current_request_id()
+    return response
+
+
+# ---- formatters ---------------------------------------------------------------------------------------------
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line; the message and the traceback pass through ``redact``."""
+
+    def format(self, record):
+        entry = {"time": _iso_now(record.created), "level": record.levelname, "logger": record.name,
+                 "message": _redact(record.getMessage())}
+        request_id = getattr(record, "request_id", None) or _request_id_if_any()
+        if request_id:
+            entry["request_id"] = request_id
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            entry["exception"] = _redact(record.exc_text)
+        if record.stack_info:
+            entry["stack"] = _redact(self.formatStack(record.stack_info))
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def _request_id_if_any():
+    try:
+        return current_request_id()
+    except RuntimeError:  # a request context without an app context (never in practice): no id, no crash
+        return None
+
+
+class AccessJsonFormatter(logging.Formatter):
+    """gunicorn's access log as JSON: method, path (masked, query left out), status, bytes, duration,
+    client address, user agent, referrer (masked) and the request id the app sent back."""
+
+    def format(self, record):
+        atoms = record.args if isinstance(record.args, dict) else {}
+
+        def atom(key):
+            value = atoms.get(key)
+            # gunicorn's SafeAtoms escaped quotes for its own format; JSON escapes them itself.
+            return value.replace('\\"', '"') if isinstance(value, str) else value
+
+        status = atom("s")
+        entry = {
+            "time": _iso_now(record.created), "level": record.levelname, "logger": record.name,
+            "message": _redact(f"{atom('m')} {atom('U')} {status}"),
+            "method": atom("m"), "path": _redact(atom("U")),
+            "status": int(status) if str(status).isdigit() else status,
+            "bytes": atom("B"), "duration_ms": round((atom("D") or 0) / 1000, 3),
+            "remote_addr": atom("h"), "user_agent": atom("a"), "pid": record.process,
+        }
+        referrer = atom("f")
+        if referrer and referrer != "-":
+            entry["referrer"] = _redact(referrer)
+        request_id = sane_request_id(atom("{x-request-id}o")) or sane_request_id(atom("{x-request-id}i"))
+        if request_id:
+            entry["request_id"] = request_id
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the moment (as logging's last resort does), never to a stream
+    someone has since closed or replaced."""
+
+    def __init__(self):
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value):
+        pass
+
+
+# ---- the app ------------------------------------------------------------------------------------------------
+
+def log_format(config):
+    """``LOG_FORMAT`` as configured, else json in production and text in the embedded default and tests."""
+    chosen = (config.get("LOG_FORMAT") or "").strip().lower()
+    if chosen:
+        return chosen
+    return "text" if config.get("SANDBOX") or config.get("TESTING") else "json"
+
+
+def configure_json_logging(level="INFO"):
+    """JSON lines on stderr from the root logger (once: gunicorn's logconfig may have done it already)."""
+    root = logging.getLogger()
+    root.setLevel(level)
+    if any(isinstance(handler.formatter, JsonFormatter) for handler in root.handlers):
+        return None
+    handler = _StderrHandler()
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RedactingFilter())
+    root.addHandler(handler)
+    return handler
+
+
+def init_app(app):
+    app.after_request(_echo_request_id)
+    if log_format(app.config) == "json":
+        from flask.logging import default_handler
+        configure_json_logging(str(app.config.get("LOG_LEVEL") or "INFO").upper())
+        app.logger.removeHandler(default_handler)  # the root's JSON handler has it; no second plain line
+
+
+# ---- gunicorn -----------------------------------------------------------------------------------------------
+
+def gunicorn_logconfig():
+    """gunicorn's ``logconfig_dict``: its error log and the app's logs as JSON on stderr, one access line per
+    request as JSON on stdout. The app's level comes from ``WIZARD_LOG_LEVEL`` (INFO), gunicorn's own from its
+    ``--log-level``; ``WIZARD_ACCESS_LOG=0`` turns the access lines off."""
+    level = os.environ.get("WIZARD_LOG_LEVEL", "INFO").upper()
+    access_on = os.environ.get("WIZARD_ACCESS_LOG", "1").strip().lower() not in {"0", "false", "no", "off"}
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"redact": {"()": "wizard.redact.RedactingFilter"}},
+        "formatters": {"json": {"()": "wizard.observability.JsonFormatter"},
+                       "access": {"()": "wizard.observability.AccessJsonFormatter"}},
+        "handlers": {
+            "json": {"class": "logging.StreamHandler", "formatter": "json", "filters": ["redact"],
+                     "stream": "ext://sys.stderr"},
+            # The access formatter masks what it writes itself: the filter would flatten gunicorn's atoms.
+            "access": {"class": "logging.StreamHandler", "formatter": "access", "stream": "ext://sys.stdout"},
+        },
+        "root": {"level": level, "handlers": ["json"]},
+        "loggers": {
+            # No level here: gunicorn has set its --log-level on its error log already.
+            "gunicorn.error": {"handlers": [], "propagate": True},
+            "gunicorn.access": {"level": "INFO" if access_on else "WARNING", "handlers": ["access"],
+                                "propagate": False},
+        },
+    }
+
+
+def prepare_multiprocess_env():
+    """Set ``PROMETHEUS_MULTIPROC_DIR`` (kept when given, else a new private directory) and return it.
+
+    Called when gunicorn loads its configuration, before any worker exists, so every worker imports
+    prometheus_client in multiprocess mode. A configuration reload (HUP) keeps the same directory."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        directory = tempfile.mkdtemp(prefix="wizard-prometheus-")
+        os.environ[MULTIPROC_ENV] = directory
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    return directory
+
+
+def on_starting(server):
+    """At master start: the directory exists and holds no counts from an earlier run (counters restart at 0,
+    as Prometheus expects of a restarted server). Only prometheus_client's ``*.db`` files are removed."""
+    directory = Path(prepare_multiprocess_env())
+    for stale in directory.glob("*.db"):
+        stale.unlink(missing_ok=True)
+
+
+def child_exit(server, worker):
+    """A worker is gone: drop its live gauges (its counters stay counted)."""
+    from prometheus_client import multiprocess
+    multiprocess.mark_process_dead(worker.pid)

@@ -1,0 +1,82 @@
+"""What every response tells the browser so that a page of ours cannot be turned against its own user.
+
+A shop owner's session holds the keys to their LINE channel, so pages must not be framed (clickjacking), must
+not run or style anything we did not ship (Content-Security-Policy), must not leak our addresses to other sites
+(Referrer-Policy), must not be kept by a shared browser's cache once signed in (Cache-Control), and must be
+reached over https only once the site is on https (HSTS). Views may set their own value of any of these
+headers; this module only fills in the ones they left out.
+
+The sign-in throttle's storage is bound here too (Flask-Limiter reads its ``RATELIMIT_*`` settings); the limits
+themselves stand on the sign-in view, where they are read.
+"""
+import base64
+import hashlib
+import re
+from pathlib import Path
+
+from flask import request, session
+
+from .extensions import limiter
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+INLINE_STYLE = re.compile(r"<style>(.*?)</style>", re.S)
+# LINE's profile pictures (the account card, contacts) come from LINE's CDN over https; the QR code and the
+# sketches are inline SVG, which needs no source.
+POLICY = {
+    "default-src": ["'self'"],
+    "script-src": ["'self'"],
+    "style-src": ["'self'"],
+    "img-src": ["'self'", "data:", "https:"],
+    "connect-src": ["'self'"],
+    "font-src": ["'self'"],
+    "form-action": ["'self'"],
+    "frame-ancestors": ["'none'"],
+    "base-uri": ["'none'"],
+    "object-src": ["'none'"],
+}
+HSTS = "max-age=31536000"
+
+
+def inline_style_hashes(folder=TEMPLATES):
+    """The CSP hashes of the templates' fixed ``<style>`` blocks (one page has one). Computed from the
+    templates themselves, so editing such a block cannot silently unstyle its page, while a style injected
+    into a page still matches nothing. A block with Jinja in it would render differently and is skipped."""
+    hashes = set()
+    for path in sorted(folder.rglob("*.html")):
+        for css in INLINE_STYLE.findall(path.read_text(encoding="utf-8")):
+            if "{{" not in css and "{%" not in css:
+                digest = base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()
+                hashes.add(f"'sha256-{digest}'")
+    return sorted(hashes)
+
+
+def content_security_policy(line_api_host=None):
+    images = POLICY["img-src"]
+    if line_api_host and not line_api_host.startswith("https://"):
+        # The sandbox (embedded default, tests) plays LINE over plain http, pictures included.
+        images = images + [line_api_host.rstrip("/")]
+    policy = dict(POLICY, **{"style-src": POLICY["style-src"] + inline_style_hashes(), "img-src": images})
+    return "; ".join(f"{name} {' '.join(sources)}" for name, sources in policy.items())
+
+
+def init_app(app):
+    limiter.init_app(app)
+    csp = content_security_policy(app.config["LINE_API_HOST"])
+    https = app.config["PUBLIC_BASE_URL"].startswith("https://")
+    remember_cookie = app.config["REMEMBER_COOKIE_NAME"]
+
+    @app.after_request
+    def security_headers(response):
+        headers = response.headers
+        headers.setdefault("Content-Security-Policy", csp)
+        headers.setdefault("X-Frame-Options", "DENY")  # frame-ancestors for browsers that predate it
+        headers.setdefault("X-Content-Type-Options", "nosniff")
+        headers.setdefault("Referrer-Policy", "same-origin")
+        if https:
+            headers.setdefault("Strict-Transport-Security", HSTS)
+        # A signed-in page (a shop's status, the masked secret, the staff list) must not be shown again
+        # from the cache by the back button after signing out, on a shop's shared computer. Read from the
+        # cookies, not current_user: an error page drawn while the database is down must still go out.
+        if request.endpoint != "static" and (session.get("_user_id") or request.cookies.get(remember_cookie)):
+            headers["Cache-Control"] = "no-store"
+        return response

@@ -1,0 +1,270 @@
+"""The queue (huey): where it lives, the tasks, and the consumer; each task is thin and calls a domain module.
+
+Where the queue lives (``QUEUE_URL``, see config.py): a SQLite file in ``instance/`` in the embedded default
+(``SqliteHuey``: no server), the app's own PostgreSQL in production (``PostgresHuey``: every machine that
+reaches the database shares the queue, with LISTEN/NOTIFY so consumers wake at once), or Redis
+(``RedisHuey``) if an operator prefers it. The task code is the same for all three.
+
+The queue is only a doorbell. huey hands a task to at most one consumer and forgets it, so a consumer killed
+mid-task loses the task, never the work: the work lives in our tables (events pending, outbox queued) and
+the claims there decide who does it and that it is done once. ``sweep``, a periodic task, rings again for
+whatever is waiting: due events, messages due for retry, messages whose worker died mid-send.
+
+Tasks:
+- ``drain_events``: run the stored events, one user's at a time (line/worker.py); what they leave for LINE
+  becomes ``send_message`` and ``fetch_profile`` tasks after their commit;
+- ``send_message``: one attempt at one outbox row (line/outbox.py); a retry is this task scheduled again
+  after LINE's Retry-After or the backoff;
+- ``fetch_profile``: a contact's LINE profile when no form was sent (standby, form not due);
+- ``sweep`` (every minute): exactly one consumer runs each minute's sweep however many run, because the
+  run must first advance that minute's slot in ``periodic_runs`` (``once_per_slot``).
+
+The receiver rings with ``wake``: a flag in the queue's store says "a drain is queued and has not started";
+while it is up, further deliveries only read it (no write per delivery); the drain takes it down before it
+starts, so an event committed after that rings again.
+"""
+import logging
+import threading
+import time
+
+from flask import current_app
+from huey import PostgresHuey, RedisHuey, SqliteHuey, crontab
+from huey.consumer import Consumer
+from sqlalchemy import update
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+
+from .extensions import db
+from .models import PeriodicRun
+
+log = logging.getLogger(__name__)
+
+WAKE_FLAG = "wake"
+SWEEP_EVERY = 60  # seconds: huey's scheduler looks at periodic tasks once a minute
+DRAIN_SECONDS = 20  # one drain task yields its consumer thread after this long, and enqueues the rest
+PROFILE_ATTEMPTS = 4
+PROFILE_DELAYS = (30, 120, 600)
+
+
+def queue(app=None):
+    """The app's huey instance, made on first use (so a database that is down does not stop the app)."""
+    app = app or current_app._get_current_object()
+    huey = app.extensions.get("huey")
+    if huey is None:
+        with _making:
+            huey = app.extensions.get("huey")
+            if huey is None:
+                huey = app.extensions["huey"] = _make(app)
+    return huey
+
+
+_making = threading.Lock()
+
+
+def _make(app):
+    url = make_url(app.config["QUEUE_URL"])
+    name = app.config["QUEUE_NAME"]
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        huey = SqliteHuey(name, filename=url.database, results=False, timeout=10)
+    elif backend == "postgresql":
+        dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
+        huey = PostgresHuey(name, dsn=dsn, results=False, connect_timeout=5)
+    elif backend == "redis":
+        huey = RedisHuey(name, url=str(app.config["QUEUE_URL"]), results=False)
+    else:
+        raise RuntimeError(f"QUEUE_URL must be sqlite://, postgresql:// or redis://, not {backend}://")
+    _register(huey, app)
+    return huey
+
+
+def _register(huey, app):
+    """The tasks, bound to ``app``: each runs in its own application context (its own database session)."""
+
+    def in_app(func):
+        def run(*args):
+            with app.app_context():
+                return func(*args)
+        run.__name__ = func.__name__
+        return run
+
+    huey.wizard_tasks = {
+        "drain_events": huey.task(name="drain_events")(in_app(_drain_events)),
+        "send_message": huey.task(name="send_message")(in_app(_send_message)),
+        "fetch_profile": huey.task(name="fetch_profile")(in_app(_fetch_profile)),
+        "sweep": huey.periodic_task(crontab(minute="*"), name="sweep")(in_app(_periodic_sweep)),
+    }
+
+
+def enqueue(name, *args, delay=None, app=None):
+    """Put one task on the queue, to run now or after ``delay`` seconds (huey's schedule)."""
+    wrapper = queue(app).wizard_tasks[name]
+    return wrapper.schedule(args, delay=delay) if delay else wrapper(*args)
+
+
+# ---- the receiver's doorbell -------------------------------------------------------------------------------
+
+
+def wake(app=None):
+    """Make sure a drain is queued; cheap when one already is (a read, no write)."""
+    try:
+        huey = queue(app)
+        if huey.get(WAKE_FLAG, peek=True) is not None:
+            return
+        if huey.put_if_empty(WAKE_FLAG, "1"):
+            enqueue("drain_events", app=app)
+    except Exception:  # the events are stored; the sweeper will ring for them. Never fail the delivery.
+        log.warning("could not wake the queue; the sweeper will pick the events up", exc_info=True)
+
+
+# ---- tasks ---------------------------------------------------------------------------------------------------
+
+
+def _drain_events():
+    from .line import worker
+    huey = queue()
+    huey.get(WAKE_FLAG)  # down before the first claim: anything committed from now on rings again
+    worker.drain(after_commit=_enqueue_effects, stop_after=DRAIN_SECONDS)
+    if worker.waiting_work():
+        enqueue("drain_events")  # more than one drain's share, or new arrivals: keep going on any consumer
+    else:
+        _schedule_next_retry()
+
+
+def _schedule_next_retry():
+    from .line import worker
+    from .models import utcnow
+    at = worker.next_retry_at()
+    if at is not None:
+        enqueue("drain_events", delay=max((at - utcnow()).total_seconds(), 0.1))
+
+
+def _enqueue_effects(effects):
+    for outbox_id in effects.outbox:
+        enqueue("send_message", outbox_id)
+    for contact_id in effects.profiles:
+        enqueue("fetch_profile", contact_id, 1)
+
+
+def _send_message(outbox_id):
+    from .line import outbox
+    outcome, delay = outbox.send(outbox_id)
+    if outcome == outbox.Outcome.RETRY:
+        enqueue("send_message", outbox_id, delay=delay)
+
+
+def _fetch_profile(contact_id, attempt=1):
+    from . import metrics
+    from .line import events
+    problem = events.fetch_profile(contact_id)
+    if problem is None or not events.retryable(problem):
+        return
+    if attempt >= PROFILE_ATTEMPTS:
+        metrics.TASKS_DEAD.labels(task="fetch_profile").inc()
+        return
+    metrics.TASKS_RETRIED.labels(task="fetch_profile").inc()
+    delay = max(PROFILE_DELAYS[attempt - 1], problem.retry_after or 0)
+    enqueue("fetch_profile", contact_id, attempt + 1, delay=delay)
+
+
+def _periodic_sweep():
+    if once_per_slot("sweep", SWEEP_EVERY):
+        sweep()
+
+
+def sweep():
+    """Ring for everything that waits in our tables; safe to run any time, any number of times."""
+    from .line import outbox, worker
+    huey = queue()
+    for outbox_id in outbox.recover_in_flight() + outbox.due_ids():
+        enqueue("send_message", outbox_id)
+    waiting = worker.waiting_work()
+    if waiting:
+        huey.get(WAKE_FLAG)  # a drain whose task was lost would otherwise hold the flag up for good
+        for _ in range(min(waiting, int(current_app.config["WORKER_THREADS"]))):
+            enqueue("drain_events")
+    else:
+        _schedule_next_retry()
+    return waiting
+
+
+def once_per_slot(name, seconds):
+    """True for exactly one caller per ``seconds``-long slot of wall time, across every process."""
+    from .line import store
+    from .models import utcnow
+    slot = int(time.time() // seconds)
+    try:
+        store.insert_ignoring(PeriodicRun, [{"name": name, "slot": 0}], ["name"])
+        won = db.session.execute(update(PeriodicRun).where(PeriodicRun.name == name, PeriodicRun.slot < slot)
+                                 .values(slot=slot, ran_at=utcnow())
+                                 .execution_options(synchronize_session=False)).rowcount == 1
+        db.session.commit()
+    except SQLAlchemyError:
+        db.session.rollback()
+        raise
+    return won
+
+
+# ---- health --------------------------------------------------------------------------------------------------
+
+
+def queue_problem(app=None):
+    """None when the queue's store answers, else a short reason (for /readyz)."""
+    try:
+        queue(app).storage.queue_size()
+    except Exception as exc:  # any failure to reach the store is the answer, not an error here
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}".strip()
+    return None
+
+
+def describe_queue(app=None):
+    """Where the queue lives, for people: the backend and host or file, never a password."""
+    app = app or current_app._get_current_object()
+    url = make_url(app.config["QUEUE_URL"])
+    where = url.database if url.get_backend_name() == "sqlite" else f"{url.host}:{url.port or ''}/{url.database}"
+    return f"{url.get_backend_name()} {where}"
+
+
+# ---- consumers -----------------------------------------------------------------------------------------------
+
+
+class InProcessConsumer(Consumer):
+    """huey's consumer as threads inside another process (the dev server, tests): the host process keeps its
+    own signal handlers (Ctrl+C stops the dev server, which stops this)."""
+
+    def _set_signal_handlers(self):
+        pass
+
+
+def consumer_options(app, threads=None, periodic=True):
+    return dict(workers=int(threads or app.config["WORKER_THREADS"]), worker_type="thread",
+                periodic=periodic, initial_delay=0.05, backoff=1.5,
+                max_delay=float(app.config["WORKER_POLL_SECONDS"]), check_worker_health=True)
+
+
+def start_in_process(app, threads=None):
+    """Run a consumer in this process's threads; returns it (``stop_in_process`` ends it). Rings once at start
+    so whatever a stopped process left waiting is picked up."""
+    existing = app.extensions.get("wizard_consumer")
+    if existing is not None:
+        return existing
+    consumer = InProcessConsumer(queue(app), **consumer_options(app, threads))
+    consumer.start()
+    app.extensions["wizard_consumer"] = consumer
+    with app.app_context():
+        sweep_soon()
+    return consumer
+
+
+def stop_in_process(app):
+    consumer = app.extensions.pop("wizard_consumer", None)
+    if consumer is not None:
+        consumer.stop(graceful=True)
+
+
+def sweep_soon(app=None):
+    """Run a sweep now in this process (start-up of a consumer: pick up what a stopped one left)."""
+    try:
+        sweep()
+    except Exception:
+        log.warning("start-up sweep failed; the periodic sweep will try again", exc_info=True)
