@@ -9,6 +9,7 @@ import uuid
 import pytest
 from cryptography.fernet import Fernet
 
+from tests.line_helpers import line  # noqa: F401  (the fixture: a shop on a sandbox channel)
 from tests.servers import Served, free_port
 from wizard import create_app
 from wizard.extensions import db

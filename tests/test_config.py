@@ -140,17 +140,17 @@ def test_no_module_keeps_its_own_fallback_for_a_setting():
     assert private == []
 
 
-@pytest.mark.parametrize("setting, expected", [
-    ({}, f"every {DEFAULTS['WORKER_POLL_SECONDS']:g} s"),
-    ({"WIZARD_WORKER_POLL_SECONDS": "0.25"}, "every 0.25 s"),
+@pytest.mark.parametrize("command, setting, threads", [
+    (["worker"], {}, DEFAULTS["WORKER_THREADS"]),
+    (["line", "worker"], {"WIZARD_WORKER_THREADS": "2"}, 2),  # the name issue 2 gave it still works
 ])
-def test_line_worker_polls_as_often_as_the_configuration_says(app, setting, expected):
-    """``flask line worker`` without ``--interval`` uses WORKER_POLL_SECONDS (5 s unless configured)."""
+def test_the_queue_consumer_runs_as_configured_and_stops_on_sigterm(app, command, setting, threads):
+    """``flask worker`` is huey's consumer on the queue beside the database, WORKER_THREADS threads."""
     env = {**os.environ, "WIZARD_DATABASE_URL": app.config["DATABASE_URL"],
            "WIZARD_INSTANCE_PATH": app.instance_path, "WIZARD_SECRET_KEY": app.config["SECRET_KEY"],
            "WIZARD_ENCRYPTION_KEY": app.config["ENCRYPTION_KEY"], "WIZARD_SANDBOX": "0",
            "WIZARD_LINE_API_HOST": app.config["LINE_API_HOST"], **setting}
-    worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wizard", "line", "worker"], cwd=ROOT,
+    worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wizard", *command], cwd=ROOT,
                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         first = worker.stdout.readline()
@@ -158,6 +158,9 @@ def test_line_worker_polls_as_often_as_the_configuration_says(app, setting, expe
         rest, errors = worker.communicate(timeout=30)
     finally:
         worker.kill()
-    assert first == f"Event worker running ({expected}); Ctrl+C stops it.\n", errors
-    assert rest == "Event worker stopped.\n", errors
+    from wizard.tasks import describe_queue
+    with app.app_context():
+        where = describe_queue(app)
+    assert first == f"Queue consumer running ({threads} threads, queue {where}); Ctrl+C stops it.\n", errors
+    assert rest == "Queue consumer stopped.\n", errors
     assert worker.returncode == 0

@@ -1,5 +1,6 @@
 """What an operator relies on: JSON log lines tied to a request id, /healthz and /readyz, and /metrics that
 counts webhooks, refusals, LINE calls and the event backlog, the same whichever gunicorn worker answers."""
+import contextlib
 import json
 import logging
 import os
@@ -34,15 +35,24 @@ def sibling(app, **overrides):
 
 
 @pytest.fixture
-def json_logs():
-    """Leave the process's logging as it was after a test that switches JSON logs on."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    for handler in root.handlers[:]:
-        if handler not in handlers and isinstance(handler.formatter, observability.JsonFormatter):
+def fresh_logging():
+    """Within ``with fresh_logging():`` the process's logging is as nobody had configured it (as in a
+    ``flask worker`` process); afterwards the test runner's handlers are back and the app's are gone."""
+    @contextlib.contextmanager
+    def fresh():
+        root = logging.getLogger()
+        handlers, level = root.handlers[:], root.level
+        for handler in handlers:
             root.removeHandler(handler)
-    root.setLevel(level)
+        try:
+            yield
+        finally:
+            for handler in root.handlers[:]:
+                root.removeHandler(handler)
+            for handler in handlers:
+                root.addHandler(handler)
+            root.setLevel(level)
+    return fresh
 
 
 def log_lines(text):
@@ -73,23 +83,23 @@ def post_delivery(client, channel, events, secret=None, **headers):
 
 # ---- logs and request ids ------------------------------------------------------------------------------------
 
-def test_json_log_lines_carry_the_request_id_the_response_shows(app, make_shop, capsys, json_logs):
+def test_json_log_lines_carry_the_request_id_the_response_shows(app, make_shop, capsys, fresh_logging):
     slug, _ = make_shop()
     channel = make_channel(app, slug)
-    client = sibling(app, LOG_FORMAT="json").test_client()
-    capsys.readouterr()
+    with fresh_logging():
+        client = sibling(app, LOG_FORMAT="json").test_client()
+        capsys.readouterr()
+        given = client.post(channel["path"], data=b'{"events": []}', headers={
+            "x-line-signature": sign("not the secret", b'{"events": []}'), "X-Request-Id": "edge-7f3a9c"})
+        made = client.post(channel["path"], data=b"{}")  # no signature, no id of its own
+        odd = client.post(channel["path"], data=b"{}", headers={"X-Request-Id": "has spaces\tand tabs"})
+        lines = log_lines(capsys.readouterr().err)
 
-    given = client.post(channel["path"], data=b'{"events": []}', headers={
-        "x-line-signature": sign("not the secret", b'{"events": []}'), "X-Request-Id": "edge-7f3a9c"})
     assert given.status_code == 400
     assert given.headers["X-Request-Id"] == "edge-7f3a9c"  # a proxy's id carries through
-    made = client.post(channel["path"], data=b"{}")  # no signature, no id of its own
     made_id = made.headers["X-Request-Id"]
     assert len(made_id) == 32 and made_id != "edge-7f3a9c"
-    odd = client.post(channel["path"], data=b"{}", headers={"X-Request-Id": "has spaces\tand tabs"})
     assert odd.headers["X-Request-Id"] not in ("has spaces\tand tabs", made_id)
-
-    lines = log_lines(capsys.readouterr().err)
     refused = [line for line in lines if line["logger"] == "wizard.line.receiver"]
     assert [(line["request_id"], line["level"]) for line in refused] == [
         ("edge-7f3a9c", "INFO"), (made_id, "INFO"), (odd.headers["X-Request-Id"], "INFO")]
@@ -98,13 +108,14 @@ def test_json_log_lines_carry_the_request_id_the_response_shows(app, make_shop, 
     assert not any(channel["token"] in json.dumps(line) for line in lines)
 
 
-def test_a_crash_is_one_json_line_with_its_traceback_and_no_secret_path(app, make_shop, capsys, json_logs):
+def test_a_crash_is_one_json_line_with_its_traceback_and_no_secret_path(app, make_shop, capsys, fresh_logging):
     slug, _ = make_shop()
     channel = make_channel(app, slug)
-    # As in production: Flask logs the exception and answers 500 (tests otherwise re-raise it).
-    client = sibling(app, LOG_FORMAT="json", PROPAGATE_EXCEPTIONS=False).test_client()
-    capsys.readouterr()
-    with app.app_context():  # the events table goes missing under the receiver's feet
+    with fresh_logging(), app.app_context():
+        # As in production: Flask logs the exception and answers 500 (tests otherwise re-raise it).
+        client = sibling(app, LOG_FORMAT="json", PROPAGATE_EXCEPTIONS=False).test_client()
+        capsys.readouterr()
+        # The events table goes missing under the receiver's feet.
         db.session.execute(db.text("ALTER TABLE webhook_events RENAME TO webhook_events_away"))
         db.session.commit()
         try:
@@ -112,8 +123,8 @@ def test_a_crash_is_one_json_line_with_its_traceback_and_no_secret_path(app, mak
         finally:
             db.session.execute(db.text("ALTER TABLE webhook_events_away RENAME TO webhook_events"))
             db.session.commit()
+        lines = log_lines(capsys.readouterr().err)
     assert response.status_code == 500
-    lines = log_lines(capsys.readouterr().err)
     crash = [line for line in lines if "exception" in line and line.get("request_id")]
     assert crash, lines
     assert crash[0]["request_id"] == response.headers["X-Request-Id"]
@@ -127,6 +138,15 @@ def test_text_logs_are_left_alone_in_tests_and_the_embedded_default(app):
     assert observability.log_format(app.config) == "text"
     assert observability.log_format({"SANDBOX": False}) == "json"  # production's default
     assert observability.log_format({"SANDBOX": True, "LOG_FORMAT": "JSON"}) == "json"
+
+
+def test_logging_someone_else_configured_is_left_as_it_is(app):
+    """A production-like app made inside a configured process (gunicorn's logconfig, a test runner) adds no
+    second handler: every line would otherwise be written twice, once not as JSON."""
+    root = logging.getLogger()
+    before = root.handlers[:], root.level
+    sibling(app, TESTING=False, LOG_FORMAT=None)
+    assert (root.handlers, root.level) == before
 
 
 # ---- health and readiness ------------------------------------------------------------------------------------
@@ -292,6 +312,27 @@ def _gunicorn_config(tmp_path):
         "def on_starting(server): observability.on_starting(server)\n"
         "def child_exit(server, worker): observability.child_exit(server, worker)\n")
     return config
+
+
+def test_master_start_empties_the_multiprocess_dir_of_counts_only(tmp_path, monkeypatch):
+    directory = tmp_path / "prometheus"
+    monkeypatch.setenv(observability.MULTIPROC_ENV, str(directory))
+    assert observability.prepare_multiprocess_env() == str(directory) and directory.is_dir()
+    for name in ("counter_4121.db", "gauge_livesum_4122.db", "histogram_4121.db", "wizard.db", "notes.txt"):
+        (directory / name).write_bytes(b"x")
+    observability.on_starting(None)
+    assert sorted(path.name for path in directory.iterdir()) == ["notes.txt", "wizard.db"]
+
+
+def test_without_a_dir_given_gunicorn_gets_a_private_one_for_its_workers(monkeypatch):
+    monkeypatch.delenv(observability.MULTIPROC_ENV, raising=False)
+    directory = Path(observability.prepare_multiprocess_env())
+    try:
+        assert os.environ[observability.MULTIPROC_ENV] == str(directory)  # what the workers will inherit
+        assert directory.is_dir() and directory.stat().st_mode & 0o077 == 0
+        assert observability.prepare_multiprocess_env() == str(directory)  # a reload keeps it
+    finally:
+        shutil.rmtree(directory)
 
 
 @pytest.fixture

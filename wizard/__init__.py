@@ -53,6 +53,8 @@ def create_app(test_config=None):
     from .views import api, auth, shops, wizard
     app.register_blueprint(auth.bp)
     app.register_blueprint(shops.bp)
+    from .views import outbox as outbox_views
+    app.register_blueprint(outbox_views.bp)  # staff: messages to LINE that need a person
     app.register_blueprint(wizard.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(receiver.bp)

@@ -1,9 +1,11 @@
 """Bad input is answered as bad input: a NUL byte or a broken request body gets a 4xx, never a 500.
 
-PostgreSQL refuses a NUL byte in any text it is given, so a ``%00`` in a link (``/form/%00``) or a form field
-turned a harmless typo or a scanner's probe into a database error and a traceback. Every view would have to
-remember it; one check here, before any view runs, answers the same way everywhere: 404 for a NUL in the
-path (no page has one in its address), 400 for a NUL in the query string or a form field.
+PostgreSQL refuses a NUL byte in any text it is given, so a ``%00`` in a link (``/form/%00``,
+``/line/webhook/%00``) turned a scanner's probe into a database error and a traceback. Every view would have
+to remember it; one check here, before any view runs, answers the same way everywhere: 404 for a NUL in the
+path (no page has one in its address), 400 for one in the query string. Form fields are not refused here:
+each form checks its own fields and says under the field what is wrong ("without control characters", "not
+an e-mail address"), which a bare 400 page would hide; tests/test_fuzz.py holds every public form to it.
 
 A body can also be broken on the wire: a chunked upload with a chunk size that is not a number, one cut off
 in the middle, one without its final chunk. The server only notices when the application reads the body,
@@ -16,8 +18,8 @@ from flask import abort, request
 from werkzeug.exceptions import BadRequest, HTTPException
 
 NUL = "\x00"
-# Bodies the guard looks into: the ones werkzeug parses into request.form. The webhook receiver reads its
-# raw body itself (it must verify the signature over exactly those bytes), so its stream is left unread.
+_FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+# The webhook receiver reads its raw body itself (the signature is over exactly those bytes): not parsed here.
 _RAW_BODY_PATHS = ("/line/webhook/",)
 
 
@@ -32,17 +34,23 @@ class _GuardedInput:
     """The server's ``wsgi.input``, with every read failure reported as ``BrokenBody``.
 
     Only ``read``/``readline``/``readlines`` and iteration are offered (what PEP 3333 promises), so werkzeug
-    reads through ``read`` and never reaches the server's stream another way."""
+    reads through ``read`` and never reaches the server's stream another way. Once broken, it stays broken:
+    a caller that swallowed the first failure (a rate limiter's key function reading the form, say) must not
+    read on and take the bytes left over for a whole, shorter body."""
 
     def __init__(self, stream):
         self._stream = stream
+        self._broken = None
 
     def _guarded(self, method, *args):
+        if self._broken is not None:
+            raise BrokenBody() from self._broken
         try:
             return method(*args)
         except HTTPException:
             raise
         except Exception as error:  # whatever the server raises, it means the client's bytes were bad
+            self._broken = error
             raise BrokenBody() from error
 
     def read(self, *args):
@@ -75,23 +83,19 @@ class InputGuard:
         return self.wsgi_app(environ, start_response)
 
 
-def refuse_nul():
-    """``before_request``: 404 for a NUL in the path, 400 for one in the query string or a form field."""
+def check_request():
+    """``before_request``: 404 for a NUL in the path, 400 for one in the query string (names or values), and
+    a form body read now, so a broken one is a 400 here, before anything (the sign-in throttle's key reads
+    the form) could meet the failure and log it as its own error."""
     if NUL in request.path:
         abort(404)
-    if _has_nul(request.args):
+    if any(NUL in key or NUL in value for key, value in request.args.items(multi=True)):
         abort(400)
-    if request.path.startswith(_RAW_BODY_PATHS):
-        return
-    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data") and _has_nul(request.form):
-        abort(400)
-
-
-def _has_nul(values):
-    return any(NUL in key or NUL in value for key, value in values.items(multi=True))
+    if request.mimetype in _FORM_TYPES and not request.path.startswith(_RAW_BODY_PATHS):
+        request.form  # noqa: B018  (parsed once and cached for the view)
 
 
 def init_app(app):
     app.wsgi_app = InputGuard(app.wsgi_app)
-    # First of all before_request functions: nothing else may see a NUL (session, sign-in, throttling).
-    app.before_request_funcs.setdefault(None, []).insert(0, refuse_nul)
+    # First of all before_request functions: nothing else may see a NUL (sign-in, throttling, the views).
+    app.before_request_funcs.setdefault(None, []).insert(0, check_request)

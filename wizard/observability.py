@@ -3,6 +3,8 @@
 Logs: with ``LOG_FORMAT = "json"`` (production's default) every line on stderr is one JSON object: ``time``
 (UTC, ISO 8601), ``level``, ``logger``, ``message``, ``request_id`` inside a request, ``exception`` with the
 traceback text. ``"text"`` (the embedded default and the tests) leaves Python's and Flask's logging alone.
+Like ``logging.basicConfig``, the app sets up logging only in a process where nobody has: under gunicorn its
+logconfig (below) already writes the same JSON, and a test runner's own handlers are never replaced.
 Secrets in paths (``/line/webhook/<token>``, ``/form/<token>``) are masked by ``wizard.redact`` in every line.
 
 Request ids: each request gets one, from an incoming ``X-Request-Id`` when it is sane (1 to 128 visible ASCII
@@ -30,6 +32,10 @@ REQUEST_ID_HEADER = "X-Request-Id"
 _SANE_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
 # prometheus_client's own variable; it must be set before prometheus_client is first imported.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# The files prometheus_client writes there: <type>_<pid>.db, gauge_<mode>_<pid>.db.
+_PROMETHEUS_FILE = re.compile(r"(counter|histogram|summary|gauge_[a-z]+)_[0-9A-Za-z-]+\.db")
+# Loggers that say nothing an operator needs at INFO (alembic lists its plugins at every start).
+QUIET_LOGGERS = {"alembic.runtime.plugins": "WARNING"}
 
 
 def _redact(value):
@@ -148,23 +154,27 @@ def log_format(config):
 
 
 def configure_json_logging(level="INFO"):
-    """JSON lines on stderr from the root logger (once: gunicorn's logconfig may have done it already)."""
+    """JSON lines on stderr from the root logger, the way ``logging.basicConfig`` decides: only when nothing has
+    configured this process's logging yet (under gunicorn its logconfig has; in tests the test runner has).
+    Returns the handler it added, or None."""
     root = logging.getLogger()
-    root.setLevel(level)
-    if any(isinstance(handler.formatter, JsonFormatter) for handler in root.handlers):
+    if root.handlers:
         return None
     handler = _StderrHandler()
     handler.setFormatter(JsonFormatter())
     handler.addFilter(RedactingFilter())
     root.addHandler(handler)
+    root.setLevel(level)
+    for name, quiet_level in QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(quiet_level)
     return handler
 
 
 def init_app(app):
     app.after_request(_echo_request_id)
-    if log_format(app.config) == "json":
+    if log_format(app.config) == "json" and configure_json_logging(
+            str(app.config.get("LOG_LEVEL") or "INFO").upper()):
         from flask.logging import default_handler
-        configure_json_logging(str(app.config.get("LOG_LEVEL") or "INFO").upper())
         app.logger.removeHandler(default_handler)  # the root's JSON handler has it; no second plain line
 
 
@@ -194,6 +204,7 @@ def gunicorn_logconfig():
             "gunicorn.error": {"handlers": [], "propagate": True},
             "gunicorn.access": {"level": "INFO" if access_on else "WARNING", "handlers": ["access"],
                                 "propagate": False},
+            **{name: {"level": quiet_level} for name, quiet_level in QUIET_LOGGERS.items()},
         },
     }
 
@@ -213,10 +224,12 @@ def prepare_multiprocess_env():
 
 def on_starting(server):
     """At master start: the directory exists and holds no counts from an earlier run (counters restart at 0,
-    as Prometheus expects of a restarted server). Only prometheus_client's ``*.db`` files are removed."""
+    as Prometheus expects of a restarted server). Only prometheus_client's own files are removed (a directory
+    pointed at by mistake keeps anything else, a SQLite database included)."""
     directory = Path(prepare_multiprocess_env())
     for stale in directory.glob("*.db"):
-        stale.unlink(missing_ok=True)
+        if _PROMETHEUS_FILE.fullmatch(stale.name):
+            stale.unlink(missing_ok=True)
 
 
 def child_exit(server, worker):

@@ -236,6 +236,19 @@ class InProcessConsumer(Consumer):
         pass
 
 
+class AnnouncingConsumer(Consumer):
+    """huey's consumer that says so once it is running and its signal handlers are in place (a SIGTERM
+    right after the announcement is then a graceful stop, not the default kill)."""
+
+    def __init__(self, huey, on_started, **options):
+        super().__init__(huey, **options)
+        self._on_started = on_started
+
+    def start(self):
+        super().start()
+        self._on_started()
+
+
 def consumer_options(app, threads=None, periodic=True):
     return dict(workers=int(threads or app.config["WORKER_THREADS"]), worker_type="thread",
                 periodic=periodic, initial_delay=0.05, backoff=1.5,

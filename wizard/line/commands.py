@@ -51,9 +51,10 @@ def worker_command(threads, once, no_periodic):
     options = tasks.consumer_options(app, threads, periodic=not no_periodic)
     # SIGTERM (systemd, docker stop) lets running tasks finish; Ctrl+C stops at once (nothing is lost either
     # way: the sweep finds what was cut short).
-    consumer = huey.create_consumer(graceful_signal="TERM", shutdown_timeout=30, **options)
-    tasks.sweep_soon()
     where = tasks.describe_queue(app)
-    click.echo(f"Queue consumer running ({options['workers']} threads, queue {where}); Ctrl+C stops it.")
+    announce = f"Queue consumer running ({options['workers']} threads, queue {where}); Ctrl+C stops it."
+    consumer = tasks.AnnouncingConsumer(huey, lambda: click.echo(announce), graceful_signal="TERM",
+                                        shutdown_timeout=30, **options)
+    tasks.sweep_soon()
     consumer.run()
     click.echo("Queue consumer stopped.")

@@ -98,7 +98,7 @@ def deliveries(channel_id):
 def fail(channel_id):
     data = body()
     return jsonify(sandbox().fail(channel_id, data.get("status"), times=data.get("times"),
-                                  delay=data.get("delay", 0.0)))
+                                  delay=data.get("delay", 0.0), retry_after=data.get("retryAfter")))
 
 
 @bp.delete("/channels/<channel_id>/failure")

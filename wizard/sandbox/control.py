@@ -213,14 +213,18 @@ class Sandbox:
 
     # ---- failure injection ---------------------------------------------------------------------------------
 
-    def fail(self, channel_id, status=429, *, times=None, delay=0.0) -> dict:
+    def fail(self, channel_id, status=429, *, times=None, delay=0.0, retry_after=None) -> dict:
         """Answer the channel's API calls with ``status`` (``times`` times, or until ``heal``), and/or wait
-        ``delay`` seconds before answering any of them. ``status=None`` with a delay only slows LINE down."""
+        ``delay`` seconds before answering any of them. ``status=None`` with a delay only slows LINE down.
+        ``retry_after`` (seconds) goes along as the Retry-After header."""
         if status is not None and not 400 <= int(status) <= 599:
             raise SandboxError("a failure status is between 400 and 599")
+        if retry_after is not None and not 0 <= int(retry_after) <= 86400:
+            raise SandboxError("Retry-After is between 0 and 86400 seconds")
         self._channel_row(channel_id)
         self.store.run(update(channels).where(channels.c.channel_id == channel_id).values(
-            fail_status=status, fail_times=times, fail_delay=float(delay or 0.0)))
+            fail_status=status, fail_times=times, fail_delay=float(delay or 0.0),
+            fail_retry_after=None if retry_after is None else int(retry_after)))
         return self.channel(channel_id)
 
     def heal(self, channel_id) -> dict:

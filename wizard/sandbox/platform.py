@@ -12,6 +12,7 @@ token endpoints, 400 ``invalid_client`` / ``invalid client_id``.
 """
 import hashlib
 import hmac
+import threading
 import time
 import uuid
 
@@ -91,7 +92,10 @@ def _apply_failures(channel) -> None:
                             .values(fail_times=channels.c.fail_times - 1))
         if not taken:
             return
-    raise error(status)
+    exc = error(status)
+    if channel["fail_retry_after"] is not None:
+        exc.headers["Retry-After"] = str(channel["fail_retry_after"])
+    raise exc
 
 
 def _channel(channel_id):
@@ -293,9 +297,19 @@ def reply():
     return jsonify(sentMessages=sent)
 
 
+# One retry key is checked and recorded under this lock, so two pushes racing with the same key deliver once,
+# as LINE guarantees (the sandbox serves from one process).
+_retry_keys = threading.Lock()
+
+
 @bp.post("/v2/bot/message/push")
 def push():
     channel = _authenticated()
+    with _retry_keys:
+        return _push(channel)
+
+
+def _push(channel):
     retry_key = request.headers.get("X-Line-Retry-Key")
     if retry_key is not None:
         try:

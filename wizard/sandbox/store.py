@@ -32,6 +32,8 @@ channels = Table(
     Column("fail_status", Integer),
     Column("fail_times", Integer),
     Column("fail_delay", Float, nullable=False, default=0.0),
+    # With an injected 429 or 503: the Retry-After (seconds) LINE sends along, if any.
+    Column("fail_retry_after", Integer),
     Column("created_at", Float, nullable=False),
 )
 
@@ -129,6 +131,7 @@ class Store:
             self.engine = create_engine(database_url, pool_pre_ping=True)
         with _create_lock:
             metadata.create_all(self.engine)
+            _add_missing_columns(self.engine)
 
     def row(self, statement):
         with self.engine.begin() as conn:
@@ -153,6 +156,19 @@ class Store:
     def drop(self):
         """Remove the sandbox's tables (tests sharing a PostgreSQL database clean up with this)."""
         metadata.drop_all(self.engine)
+
+
+def _add_missing_columns(engine):
+    """A sandbox file made by an older version lacks newer (nullable) columns: add them, keep its data."""
+    from sqlalchemy import inspect
+    inspector = inspect(engine)
+    with engine.begin() as conn:
+        for table in metadata.sorted_tables:
+            present = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name not in present and column.nullable:
+                    kind = column.type.compile(dialect=engine.dialect)
+                    conn.exec_driver_sql(f'ALTER TABLE {table.name} ADD COLUMN "{column.name}" {kind}')
 
 
 def _sqlite_pragmas(dbapi_connection, _record):

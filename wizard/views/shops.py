@@ -11,7 +11,7 @@ from wtforms import EmailField, PasswordField, StringField
 
 from .. import accounts
 from ..extensions import db
-from ..models import Shop, StepState
+from ..models import Outbox, Shop, StepState
 from ..steps.registry import registry
 from ..steps.status import stored_status
 
@@ -46,8 +46,10 @@ def _index(form, code=200):
     for row in db.session.scalars(db.select(StepState)):
         rows.setdefault(row.shop_id, {})[row.key] = row
     statuses = [stored_status(shop, rows.get(shop.id, {})) for shop in shops]
+    from .outbox import NEEDS_A_PERSON
+    attention = db.session.scalar(db.select(db.func.count(Outbox.id)).where(Outbox.status.in_(NEEDS_A_PERSON)))
     return render_template("shops/index.html", statuses=statuses, steps=registry(), form=form,
-                           min_password=accounts.MIN_PASSWORD), code
+                           min_password=accounts.MIN_PASSWORD, attention=attention), code
 
 
 @bp.route("/new", methods=["POST"])
