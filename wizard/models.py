@@ -19,6 +19,12 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+def in_migrations(name, type_, parent_names) -> bool:
+    """Alembic's filter: the queue (huey, tasks.py) keeps its own tables in the same PostgreSQL database and
+    creates them itself; they are not ours to migrate (or to drop)."""
+    return not (type_ == "table" and name.startswith("huey_"))
+
+
 def iso_utc(value: datetime | None) -> str | None:
     """A stored (naive UTC) time as the ISO 8601 text with ``Z`` that JSON, the API and check details use."""
     return value.isoformat() + "Z" if value else None

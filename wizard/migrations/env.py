@@ -92,6 +92,8 @@ def run_migrations_online():
     connectable = get_engine()
 
     with connectable.connect() as connection:
+        from wizard.models import in_migrations
+        conf_args.setdefault("include_name", in_migrations)
         context.configure(
             connection=connection,
             target_metadata=get_metadata(),
