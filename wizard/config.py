@@ -40,6 +40,8 @@ DEFAULTS = {
     "QUEUE_NAME": "wizard",
     # Threads per consumer process (``flask --app wizard worker``); each runs one task at a time.
     "WORKER_THREADS": 4,
+    # A consumer has no web server: with a port, it serves its own counters (retried, dead) for Prometheus.
+    "WORKER_METRICS_PORT": None,
     # --- hardening (sign-in throttling, cookies, headers) ---
     # Where Flask-Limiter counts failed sign-ins: memory:// suits one process; production with several
     # workers sets redis://host:6379/N so every worker sees the same counts.
@@ -80,7 +82,7 @@ DEFAULTS = {
 _BOOLEAN = {"SANDBOX", "WORKER_IN_PROCESS", "TESTING", "SESSION_COOKIE_SECURE", "RATELIMIT_ENABLED",
             "RATELIMIT_SWALLOW_ERRORS"}
 _NUMBER = {"LINE_TIMEOUT": float, "WEBHOOK_TEST_COOLDOWN": int, "WEBHOOK_MAX_BYTES": int,
-           "CHECK_MAX_AGE": int, "WORKER_LEASE_SECONDS": float, "WORKER_POLL_SECONDS": float, "WORKER_THREADS": int,
+           "CHECK_MAX_AGE": int, "WORKER_LEASE_SECONDS": float, "WORKER_POLL_SECONDS": float, "WORKER_THREADS": int, "WORKER_METRICS_PORT": int,
            "FORM_RESEND_HOURS": float, "WEBHOOK_CHANNEL_CACHE_SECONDS": float,
            "READYZ_TIMEOUT": float}
 

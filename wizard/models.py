@@ -191,7 +191,7 @@ class WebhookEvent(db.Model):
     source_user_id: Mapped[str | None] = mapped_column(String(40))
     is_redelivery: Mapped[bool] = mapped_column(default=False)
     payload: Mapped[dict] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(12), default="pending")
+    status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(Text)
     # A worker's lease (line/worker.py): who holds the event and until when; a dead worker's lease runs out.

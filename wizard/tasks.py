@@ -69,13 +69,27 @@ def _make(app):
         huey = SqliteHuey(name, filename=url.database, results=False, timeout=10)
     elif backend == "postgresql":
         dsn = url.set(drivername="postgresql").render_as_string(hide_password=False)
-        huey = PostgresHuey(name, dsn=dsn, results=False, connect_timeout=5)
+        huey = PostgresHuey(name, dsn=dsn, results=False, connect_timeout=5, create_tables=False)
+        _create_tables(huey.storage)
     elif backend == "redis":
         huey = RedisHuey(name, url=str(app.config["QUEUE_URL"]), results=False)
     else:
         raise RuntimeError(f"QUEUE_URL must be sqlite://, postgresql:// or redis://, not {backend}://")
     _register(huey, app)
     return huey
+
+
+def _create_tables(storage, attempts=3):
+    """huey's ``CREATE TABLE IF NOT EXISTS`` can still collide when two processes start on a new database at
+    the same moment (PostgreSQL's catalog refuses the second); the next try finds the tables there."""
+    for attempt in range(attempts):
+        try:
+            storage.initialize_schema()
+            return
+        except Exception:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def _register(huey, app):

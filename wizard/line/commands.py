@@ -55,6 +55,9 @@ def worker_command(threads, once, no_periodic):
     announce = f"Queue consumer running ({options['workers']} threads, queue {where}); Ctrl+C stops it."
     consumer = tasks.AnnouncingConsumer(huey, lambda: click.echo(announce), graceful_signal="TERM",
                                         shutdown_timeout=30, **options)
+    if app.config["WORKER_METRICS_PORT"]:
+        from .. import metrics
+        metrics.start_metrics_server(app.config["WORKER_METRICS_PORT"])
     tasks.sweep_soon()
     consumer.run()
     click.echo("Queue consumer stopped.")

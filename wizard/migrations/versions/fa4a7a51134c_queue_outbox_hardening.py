@@ -1,9 +1,9 @@
-"""Issue 7: the outbox and periodic runs (queue), the per-user event index, profile time, session version,
-signature streaks.
+"""Issue 7: the outbox and periodic runs (queue), room for "unprocessable" and the per-user index on events,
+the profile time, the session version and the signature streak.
 
-Revision ID: 59ad52281f98
+Revision ID: fa4a7a51134c
 Revises: 93aca881e927
-Create Date: 2026-12-02 00:01:47.164133
+Create Date: 2026-12-02 00:06:03.974669
 
 """
 from alembic import op
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '59ad52281f98'
+revision = 'fa4a7a51134c'
 down_revision = '93aca881e927'
 branch_labels = None
 depends_on = None
@@ -66,6 +66,10 @@ def upgrade():
         batch_op.add_column(sa.Column('session_version', sa.Integer(), server_default='0', nullable=False))
 
     with op.batch_alter_table('webhook_events', schema=None) as batch_op:
+        batch_op.alter_column('status',
+               existing_type=sa.VARCHAR(length=12),
+               type_=sa.String(length=16),
+               existing_nullable=False)
         batch_op.create_index('ix_events_per_user', ['channel_id', 'source_user_id', 'status'], unique=False)
 
     with op.batch_alter_table('webhook_rejections', schema=None) as batch_op:
@@ -83,6 +87,10 @@ def downgrade():
 
     with op.batch_alter_table('webhook_events', schema=None) as batch_op:
         batch_op.drop_index('ix_events_per_user')
+        batch_op.alter_column('status',
+               existing_type=sa.String(length=16),
+               type_=sa.VARCHAR(length=12),
+               existing_nullable=False)
 
     with op.batch_alter_table('users', schema=None) as batch_op:
         batch_op.drop_column('session_version')

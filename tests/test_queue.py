@@ -1,0 +1,85 @@
+"""The queue (huey): one sweep per minute however many consumers, the sweep finds work whose task was lost,
+the same tasks run on Redis, and readiness says when the queue's store cannot be reached."""
+import time
+
+from sqlalchemy import update
+
+from wizard import create_app, tasks
+from wizard.extensions import db
+from wizard.line import worker
+from wizard.models import PeriodicRun, WebhookEvent
+
+
+def test_one_sweep_per_slot_however_many_consumers_ask(app):
+    """Every consumer's scheduler fires the periodic sweep; only the first of each minute runs it."""
+    other = create_app({**{k: app.config[k] for k in ("TESTING", "DATABASE_URL", "SECRET_KEY", "ENCRYPTION_KEY",
+                                                       "LINE_API_HOST", "SANDBOX", "QUEUE_NAME")},
+                        "INSTANCE_PATH": app.instance_path})
+    try:
+        answers = []
+        for each in (app, other, app, other):
+            with each.app_context():
+                answers.append(tasks.once_per_slot("sweep", 3600))
+        assert answers == [True, False, False, False]
+        with app.app_context():
+            db.session.execute(update(PeriodicRun).values(slot=PeriodicRun.slot - 1))  # an hour passes
+            db.session.commit()
+        with other.app_context():
+            assert tasks.once_per_slot("sweep", 3600) is True
+    finally:
+        with other.app_context():
+            db.engine.dispose()
+
+
+def test_the_sweep_finds_events_whose_task_was_lost(app, line):
+    """The receiver rang, but the consumer that took the task died: the flag stays up, nobody is told again.
+    The sweep takes the flag down and rings for what waits."""
+    with app.app_context():
+        tasks.queue().put(tasks.WAKE_FLAG, "1")  # a drain "is queued" that never will run
+    user_id = line.follow()
+    assert line.events()[0].status == "pending"
+    consumer = tasks.start_in_process(app, threads=2)  # its start-up sweep is the one that finds it
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and [r.status for r in line.outbox()] != ["sent"]:
+            time.sleep(0.05)
+    finally:
+        tasks.stop_in_process(app)
+    assert consumer is not None
+    assert line.events()[0].status == "processed"
+    assert len(line.control.sent_messages(line.id, user_id)) == 1
+
+
+def test_the_same_tasks_run_on_redis(app, line):
+    app.config["QUEUE_URL"] = "redis://127.0.0.1:6379/3"
+    app.extensions.pop("huey", None)
+    with app.app_context():
+        tasks.queue().storage.flush_all()
+    tasks.start_in_process(app, threads=2)
+    try:
+        user_id = line.follow()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and [r.status for r in line.outbox()] != ["sent"]:
+            time.sleep(0.05)
+        with app.app_context():
+            assert tasks.describe_queue() == "redis 127.0.0.1:6379/3"
+    finally:
+        tasks.stop_in_process(app)
+    assert [e.status for e in line.events()] == ["processed"]
+    assert len(line.control.sent_messages(line.id, user_id)) == 1
+
+
+def test_a_queue_that_cannot_be_reached_is_named_and_the_delivery_still_stored(app, line):
+    app.config["QUEUE_URL"] = "redis://127.0.0.1:1/0"  # nothing listens there
+    app.extensions.pop("huey", None)
+    with app.app_context():
+        problem = tasks.queue_problem()
+    assert problem.startswith("ConnectionError")
+    line.follow()  # the receiver's doorbell fails; LINE still gets its 200 and the event is kept
+    assert [e.status for e in line.events()] == ["pending"]
+    app.config["QUEUE_URL"] = "sqlite:///" + app.instance_path + "/huey.db"
+    app.extensions.pop("huey", None)
+    with app.app_context():
+        assert tasks.queue_problem() is None
+        assert worker.waiting_work() == 1
+        assert db.session.scalar(db.select(db.func.count(WebhookEvent.id))) == 1
