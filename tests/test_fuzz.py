@@ -244,7 +244,8 @@ def line_like_bodies(draw):
         return body[:-3] + b',"deep":' + opener * depth + b"1" + closer * depth + b"}]}"
     for key in draw(st.lists(st.sampled_from(sorted(event) + ["source.userId", "destination"]), max_size=3)):
         if key == "source.userId":
-            event["source"]["userId"] = draw(JSON)
+            if isinstance(event.get("source"), dict):  # unless "source" itself was replaced already
+                event["source"]["userId"] = draw(JSON)
         else:
             event[key] = draw(JSON)
     payload = {"destination": draw(st.one_of(st.just("U" + "0" * 32), TEXT)), "events": [event]}

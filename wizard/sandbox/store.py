@@ -125,10 +125,12 @@ class Store:
         self.url = database_url
         if database_url.startswith("sqlite"):
             # NullPool: no file handle outlives a call; the CLI and server processes never hold a lock idle.
-            self.engine = create_engine(database_url, poolclass=NullPool, connect_args={"timeout": 30})
+            # hide_parameters: the sandbox's statements carry channel secrets and tokens; never into a log.
+            self.engine = create_engine(database_url, poolclass=NullPool, connect_args={"timeout": 30},
+                                        hide_parameters=True)
             event.listen(self.engine, "connect", _sqlite_pragmas)
         else:
-            self.engine = create_engine(database_url, pool_pre_ping=True)
+            self.engine = create_engine(database_url, pool_pre_ping=True, hide_parameters=True)
         with _create_lock:
             metadata.create_all(self.engine)
             _add_missing_columns(self.engine)
