@@ -61,7 +61,7 @@ worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 forwarded_allow_ips = "127.0.0.1,::1"
 proc_name = "line-connect-wizard"
 pidfile = os.environ.get("WIZARD_PIDFILE") or None
-# Graceful restart and stop go by signal (HUP, TERM). gunicorn's control socket has one default path per user,
+# Graceful restart and stop go by signal (USR2, TERM). gunicorn's control socket has one default path per user,
 # which two servers on one machine would fight over.
 control_socket_disable = True
 os.environ.setdefault("WIZARD_TRUSTED_PROXIES", "1")
