@@ -83,3 +83,18 @@ def test_a_queue_that_cannot_be_reached_is_named_and_the_delivery_still_stored(a
         assert tasks.queue_problem() is None
         assert worker.waiting_work() == 1
         assert db.session.scalar(db.select(db.func.count(WebhookEvent.id))) == 1
+
+
+def test_a_burst_of_deliveries_rings_at_once_and_once_more_after_it(app):
+    """The first delivery rings at once; the rest of a burst share one ring after RING_INTERVAL, so the last
+    event of a burst is never left for the sweep, and the queue's store is not asked once per delivery."""
+    with app.test_request_context():
+        huey = tasks.queue()
+        tasks.wake()
+        assert huey.pending_count() == 1  # rung at once: a drain is queued
+        huey.get(tasks.WAKE_FLAG)  # that drain starts (and takes the flag down) ...
+        for _ in range(20):
+            tasks.wake()  # ... while the burst goes on
+        assert huey.pending_count() == 1  # nobody rang for those yet
+        time.sleep(tasks.RING_INTERVAL * 3)
+        assert huey.pending_count() == 2  # one ring after the burst, for all of it

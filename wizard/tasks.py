@@ -24,6 +24,7 @@ while it is up, further deliveries only read it (no write per delivery); the dra
 starts, so an event committed after that rings again.
 """
 import logging
+import os
 import threading
 import time
 
@@ -120,7 +121,53 @@ def enqueue(name, *args, delay=None, app=None):
 
 
 def wake(app=None):
-    """Make sure a drain is queued; cheap when one already is (a read, no write)."""
+    """Make sure a drain is queued soon: at once for the first delivery in a while, then at most once per
+    ``RING_INTERVAL`` per process (the last ring of a burst is never dropped: a timer rings it). The request
+    path pays a lock and a clock read; the queue's store is asked at most ten times a second."""
+    app = app or current_app._get_current_object()
+    key = ("wizard_doorbell", os.getpid())  # made after gunicorn forks: a timer thread does not survive fork
+    bell = app.extensions.get(key)
+    if bell is None:
+        bell = app.extensions.setdefault(key, Doorbell(app))
+    bell.ring()
+
+
+RING_INTERVAL = 0.1
+
+
+class Doorbell:
+    """Leading and trailing debounce of ``ring_now`` for one app in one process."""
+
+    def __init__(self, app, interval=RING_INTERVAL):
+        self.app, self.interval = app, interval
+        self._lock = threading.Lock()
+        self._last = -interval
+        self._timer = None
+
+    def ring(self):
+        now = time.monotonic()
+        with self._lock:
+            if self._timer is not None:
+                return  # a ring is already due: it will cover this delivery too
+            if now - self._last >= self.interval:
+                self._last = now
+            else:
+                self._timer = threading.Timer(self.interval - (now - self._last), self._trailing)
+                self._timer.daemon = True
+                self._timer.start()
+                return
+        ring_now(self.app)
+
+    def _trailing(self):
+        with self._lock:
+            self._timer = None
+            self._last = time.monotonic()
+        with self.app.app_context():
+            ring_now(self.app)
+
+
+def ring_now(app=None):
+    """Queue a drain unless one is queued and has not started (a read when it is; no write per delivery)."""
     try:
         huey = queue(app)
         if huey.get(WAKE_FLAG, peek=True) is not None:
