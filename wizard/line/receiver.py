@@ -24,11 +24,11 @@ from collections import Counter
 
 from flask import Blueprint, abort, current_app, request
 from linebot.v3.webhook import SignatureValidator
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import bindparam, select, update
 
 from .. import crypto, metrics
 from ..extensions import db
-from ..models import Channel, WebhookDelivery, WebhookEvent, utcnow
+from ..models import Channel, WebhookDelivery, utcnow
 from . import store, worker
 from .group_commit import GroupCommit
 
@@ -199,7 +199,6 @@ _DELIVERY_TIME_RESOLUTION = store.DELIVERY_TIME_RESOLUTION
 # cost more than the SQL itself.
 _FIND_CHANNEL = (select(_CHANNELS.c.id, _CHANNELS.c.secret_encrypted, _CHANNELS.c.last_delivery_at)
                  .where(_CHANNELS.c.webhook_token == bindparam("token")))
-_NEW_DELIVERIES = insert(_DELIVERIES).returning(_DELIVERIES.c.id, sort_by_parameter_order=True)
 
 
 class KnownChannel:
@@ -312,13 +311,10 @@ def _write(batch, connection):
         "event_count": len(item.events), "new_event_count": len(item.unique),
         "body": item.body.decode("utf-8"),
     } for item in batch]
-    # One row goes as a plain execute; several as one executemany (a multi-row INSERT … RETURNING).
-    delivery_ids = connection.execute(_NEW_DELIVERIES, deliveries[0] if len(batch) == 1 else deliveries
-                                      ).scalars().all()
+    delivery_ids = store.insert_deliveries(connection, deliveries)
     rows = [_event_row(item.channel.id, delivery_id, event, now)
             for item, delivery_id in zip(batch, delivery_ids, strict=True) for event in item.unique]
-    new_per_delivery = Counter(store.insert_ignoring(WebhookEvent, rows, ["channel_id", "webhook_event_id"],
-                                                     returning="delivery_id", connection=connection))
+    new_per_delivery = Counter(store.insert_new_events(connection, rows, now) if rows else ())
     channels = {}
     for item, delivery_id in zip(batch, delivery_ids, strict=True):
         item.new = new_per_delivery[delivery_id]
