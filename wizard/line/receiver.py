@@ -269,7 +269,12 @@ def webhook(token):
     if delivery.new:
         worker.wake()
     metrics.WEBHOOKS_RECEIVED.inc()
-    return {"message": "ok", "stored": delivery.new}, 200
+    return _stored(delivery.new)
+
+
+def _stored(new):
+    """``{"message": "ok", "stored": n}``: written out, not through jsonify, on the path LINE waits on."""
+    return current_app.response_class(b'{"message":"ok","stored":%d}\n' % new, mimetype="application/json")
 
 
 class Delivery:

@@ -5,6 +5,7 @@ picks the dialect's ``insert`` once and the receiver, the worker and events.py n
 A conflicting row is skipped (or counted) by the database itself, so a concurrent duplicate cannot surface as
 an IntegrityError and become a 500.
 """
+import json
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import func
@@ -148,37 +149,20 @@ def traffic_stats(shop) -> dict:
 #
 # The receiver writes a batch of deliveries and their events per transaction (group_commit.py). Through
 # SQLAlchemy's multi-row INSERT … RETURNING, every batch size is a new SQL text: psycopg parses each one anew
-# and SQLite prepares each one anew, which cost more CPU than everything else the receiver does. Here every
-# statement has one fixed text whatever the batch: PostgreSQL takes whole columns as arrays (unnest), SQLite
-# takes one prepared row at a time (cheap in-process). Both run in the caller's transaction.
+# and SQLite prepares each one anew, which cost more CPU than everything else the receiver does. Here each
+# statement has one fixed text, one row per execution, prepared once: psycopg sends a batch's rows in one
+# round trip (executemany pipelines them); SQLite runs in-process, where a prepared row costs microseconds.
+# Both run in the caller's transaction.
 
 _DELIVERY_COLUMNS = ("channel_id", "received_at", "destination", "event_count", "new_event_count", "body")
 _EVENT_COLUMNS = ("channel_id", "delivery_id", "webhook_event_id", "type", "mode", "timestamp", "source_type",
                   "source_user_id", "is_redelivery", "payload", "status", "attempts", "received_at")
 
-_PG_DELIVERIES = """
-WITH input AS (
-    SELECT * FROM unnest(%s::integer[], %s::timestamp[], %s::text[], %s::integer[], %s::integer[], %s::text[])
-        WITH ORDINALITY AS u(channel_id, received_at, destination, event_count, new_event_count, body, ord)
-), inserted AS (
-    INSERT INTO webhook_deliveries (channel_id, received_at, destination, event_count, new_event_count, body)
-    SELECT channel_id, received_at, destination, event_count, new_event_count, body FROM input ORDER BY ord
-    RETURNING id
-)
-SELECT id FROM inserted ORDER BY id
-"""
-_PG_EVENTS = """
-INSERT INTO webhook_events (channel_id, delivery_id, webhook_event_id, type, mode, timestamp, source_type,
-                            source_user_id, is_redelivery, payload, status, attempts, received_at)
-SELECT channel_id, delivery_id, webhook_event_id, type, mode, ts, source_type, source_user_id, is_redelivery,
-       payload::json, 'pending', 0, %s
-FROM unnest(%s::integer[], %s::integer[], %s::text[], %s::text[], %s::text[], %s::bigint[], %s::text[],
-            %s::text[], %s::boolean[], %s::text[])
-    AS u(channel_id, delivery_id, webhook_event_id, type, mode, ts, source_type, source_user_id, is_redelivery,
-         payload)
-ON CONFLICT (channel_id, webhook_event_id) DO NOTHING
-RETURNING delivery_id
-"""
+_PG_DELIVERY = (f"INSERT INTO webhook_deliveries ({', '.join(_DELIVERY_COLUMNS)}) "
+                f"VALUES ({', '.join(['%s'] * len(_DELIVERY_COLUMNS))}) RETURNING id")
+_PG_EVENT = (f"INSERT INTO webhook_events ({', '.join(_EVENT_COLUMNS)}) "
+             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::json, 'pending', 0, %s) "
+             "ON CONFLICT (channel_id, webhook_event_id) DO NOTHING RETURNING delivery_id")
 _SQLITE_DELIVERY = (f"INSERT INTO webhook_deliveries ({', '.join(_DELIVERY_COLUMNS)}) "
                     f"VALUES ({', '.join('?' * len(_DELIVERY_COLUMNS))})")
 _SQLITE_EVENT = (f"INSERT INTO webhook_events ({', '.join(_EVENT_COLUMNS)}) "
@@ -191,15 +175,12 @@ _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 def insert_deliveries(connection, deliveries):
     """Insert delivery rows (dicts of _DELIVERY_COLUMNS); returns their ids in the same order."""
     raw = connection.connection.driver_connection
+    rows = [[row[name] for name in _DELIVERY_COLUMNS] for row in deliveries]
     if connection.dialect.name == "postgresql":
-        columns = [[row[name] for row in deliveries] for name in _DELIVERY_COLUMNS]
-        with raw.cursor() as cursor:
-            cursor.execute(_PG_DELIVERIES, columns)
-            return [found[0] for found in cursor.fetchall()]
+        return _returned(raw, _PG_DELIVERY, rows)
     ids, cursor = [], raw.cursor()
     try:
-        for row in deliveries:
-            values = [row[name] for name in _DELIVERY_COLUMNS]
+        for values in rows:
             values[1] = values[1].strftime(_SQLITE_TIME)
             cursor.execute(_SQLITE_DELIVERY, values)
             ids.append(cursor.lastrowid)
@@ -209,26 +190,34 @@ def insert_deliveries(connection, deliveries):
 
 
 def insert_new_events(connection, events, received_at):
-    """Insert event rows (dicts of _EVENT_COLUMNS but the last three), skipping any the channel already has;
-    returns the delivery id of each row actually inserted."""
-    import json
+    """Insert event rows (dicts with _EVENT_COLUMNS), skipping any the channel already has; returns the
+    delivery id of each row actually inserted."""
     raw = connection.connection.driver_connection
-    if connection.dialect.name == "postgresql":
-        names = _EVENT_COLUMNS[:-3]
-        columns = [[json.dumps(row[name]) if name == "payload" else row[name] for row in events]
-                   for name in names]
-        with raw.cursor() as cursor:
-            cursor.execute(_PG_EVENTS, [received_at, *columns])
-            return [found[0] for found in cursor.fetchall()]
-    inserted, cursor, at = [], raw.cursor(), received_at.strftime(_SQLITE_TIME)
+    postgres = connection.dialect.name == "postgresql"
+    at = received_at if postgres else received_at.strftime(_SQLITE_TIME)
+    rows = [(row["channel_id"], row["delivery_id"], row["webhook_event_id"], row["type"], row["mode"],
+             row["timestamp"], row["source_type"], row["source_user_id"], bool(row["is_redelivery"]),
+             json.dumps(row["payload"]), at) for row in events]
+    if postgres:
+        return _returned(raw, _PG_EVENT, rows)
+    inserted, cursor = [], raw.cursor()
     try:
-        for row in events:
-            cursor.execute(_SQLITE_EVENT, (
-                row["channel_id"], row["delivery_id"], row["webhook_event_id"], row["type"], row["mode"],
-                row["timestamp"], row["source_type"], row["source_user_id"], int(row["is_redelivery"]),
-                json.dumps(row["payload"]), "pending", 0, at))
+        for row in rows:
+            cursor.execute(_SQLITE_EVENT, (*row[:-1], "pending", 0, row[-1]))
             if cursor.rowcount == 1:
-                inserted.append(row["delivery_id"])
+                inserted.append(row[1])
     finally:
         cursor.close()
     return inserted
+
+
+def _returned(raw, statement, rows):
+    """executemany with RETURNING on psycopg: every row's returned values, in the rows' order."""
+    found = []
+    with raw.cursor() as cursor:
+        cursor.executemany(statement, rows, returning=True)
+        while True:
+            found.extend(value for (value,) in cursor.fetchall())
+            if not cursor.nextset():
+                break
+    return found
