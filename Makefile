@@ -43,7 +43,8 @@ run: db-upgrade
 # The demo's data only (both databases and the demo password); the generated keys in instance/ stay.
 reset-demo:
 	rm -f instance/wizard.db instance/wizard.db-wal instance/wizard.db-shm instance/sandbox.db \
-		instance/sandbox.db-wal instance/sandbox.db-shm instance/demo-password
+		instance/sandbox.db-wal instance/sandbox.db-shm instance/huey.db instance/huey.db-wal \
+		instance/huey.db-shm instance/wizard.db.write-lock instance/demo-password
 	@echo "Demo data removed: the next 'make run' creates a new shop, accounts and sandbox channel."
 
 # The linter first: a name that does not exist fails in a second here, not in a test minutes later.
