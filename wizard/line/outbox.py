@@ -26,7 +26,7 @@ from sqlalchemy import and_, or_, select, update
 
 from ..extensions import db
 from ..models import Channel, Contact, Message, Outbox, utcnow
-from . import events
+from . import events, store
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,6 @@ def queue_form(event, contact, reply_token):
     One row per follow event (a unique constraint): a follow run twice cannot queue two forms. The text is
     written when it is sent, in the language of the profile fetched then.
     """
-    from . import store
     store.insert_ignoring(Outbox, [{
         "channel_id": event.channel_id, "contact_id": contact.id, "event_id": event.id, "purpose": "form",
         "method": "reply" if reply_token else "push", "reply_token": reply_token or None,
@@ -79,18 +78,7 @@ def in_flight_seconds():
 
 
 def _finish(row_id, claim, **values):
-    """Record the outcome if the row is still ours (commit), else drop everything done since the claim."""
-    o = Outbox
-    values.setdefault("claimed_by", None)
-    values.setdefault("claimed_until", None)
-    done = db.session.execute(update(o).where(o.id == row_id, o.claimed_by == claim).values(
-        updated_at=utcnow(), **values).execution_options(synchronize_session=False))
-    if done.rowcount != 1:
-        db.session.rollback()
-        log.warning("outbox %s: claim lost before it finished", row_id)
-        return False
-    db.session.commit()
-    return True
+    return store.finish_claim(Outbox, row_id, claim, updated_at=utcnow(), **values)
 
 
 class Outcome:

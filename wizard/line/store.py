@@ -6,13 +6,16 @@ A conflicting row is skipped (or counted) by the database itself, so a concurren
 an IntegrityError and become a 500.
 """
 import json
+import logging
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import func
+from sqlalchemy import func, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
 from ..models import Channel, Contact, Message, WebhookDelivery, WebhookEvent, WebhookRejection, iso_utc, utcnow
+
+log = logging.getLogger(__name__)
 
 _INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 
@@ -58,6 +61,21 @@ def insert_ignoring(model, rows, conflict_columns, returning=None, connection=No
 # The receiver writes a channel's last_delivery_at at most once a second (a busy channel must not queue every
 # transaction on its row), so a valid delivery may have come up to this long after the recorded time.
 DELIVERY_TIME_RESOLUTION = timedelta(seconds=1)
+
+
+def finish_claim(model, row_id, claim, **values) -> bool:
+    """Write a claimed row's outcome and release the claim, in the current transaction with whatever the
+    work wrote, and commit, but only while the claim (``claimed_by``) is still ours. If it ran out and
+    another worker holds the row, everything since our claim is rolled back: its run counts, ours not."""
+    done = db.session.execute(update(model).where(model.id == row_id, model.claimed_by == claim).values(
+        claimed_by=None, claimed_until=None, **values).execution_options(synchronize_session=False))
+    if done.rowcount != 1:
+        db.session.rollback()
+        log.warning("%s %s: claim lost before it finished; left to the worker that holds it",
+                    model.__tablename__, row_id)
+        return False
+    db.session.commit()
+    return True
 
 
 def count_rejection(channel_id: int, reason: str) -> None:

@@ -33,7 +33,7 @@ from sqlalchemy.orm import aliased
 
 from ..extensions import db
 from ..models import WebhookEvent, utcnow
-from . import events
+from . import events, store
 
 log = logging.getLogger(__name__)
 
@@ -121,20 +121,7 @@ def claim_next():
 
 
 def _finish(event_id, claim, **values):
-    """Set the event's outcome in the current transaction if the lease is still ours, then commit."""
-    e = WebhookEvent
-    result = db.session.execute(
-        update(e).where(e.id == event_id, e.claimed_by == claim).values(
-            claimed_by=None, claimed_until=None, **values,
-        ).execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        # Our lease ran out and another worker took the event: its run counts, ours is discarded whole.
-        db.session.rollback()
-        log.warning("event %s: lease lost before it finished; left to the worker that holds it", event_id)
-        return False
-    db.session.commit()
-    return True
+    return store.finish_claim(WebhookEvent, event_id, claim, **values)
 
 
 def run_claimed(event_id, claim, after_commit=None):
