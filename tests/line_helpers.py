@@ -47,39 +47,35 @@ class Line:
             db.session.expunge_all()
             return contact
 
-    def events(self):
+    def _rows(self, query):
+        """Every row the query finds, detached so a test can read them after the context closes."""
         with self.app.app_context():
-            rows = db.session.scalars(db.select(WebhookEvent).order_by(WebhookEvent.id)).all()
-            db.session.expunge_all()
-            return rows
-
-    def messages(self, direction=None):
-        with self.app.app_context():
-            query = db.select(Message).order_by(Message.id)
-            if direction:
-                query = query.filter_by(direction=direction)
             rows = db.session.scalars(query).all()
             db.session.expunge_all()
             return rows
 
+    def events(self):
+        return self._rows(db.select(WebhookEvent).order_by(WebhookEvent.id))
+
+    def messages(self, direction=None):
+        query = db.select(Message).order_by(Message.id)
+        return self._rows(query.filter_by(direction=direction) if direction else query)
+
     def outbox(self):
+        return self._rows(db.select(Outbox).order_by(Outbox.id))
+
+    def _a_second_ago(self, column):
+        """Time passes: every event and message whose ``column`` is set now finds it a second in the past."""
         with self.app.app_context():
-            rows = db.session.scalars(db.select(Outbox).order_by(Outbox.id)).all()
-            db.session.expunge_all()
-            return rows
+            for model in (WebhookEvent, Outbox):
+                db.session.execute(update(model).where(getattr(model, column).is_not(None))
+                                   .values({column: utcnow() - timedelta(seconds=1)}))
+            db.session.commit()
 
     def expire_leases(self):
-        """Time passes: every claim (on events and on messages being sent) has run out."""
-        with self.app.app_context():
-            for model in (WebhookEvent, Outbox):
-                db.session.execute(update(model).where(model.claimed_until.is_not(None))
-                                   .values(claimed_until=utcnow() - timedelta(seconds=1)))
-            db.session.commit()
+        """Every claim (on events and on messages being sent) has run out."""
+        self._a_second_ago("claimed_until")
 
     def make_due(self):
-        """Time passes: every event and message waiting for its backoff becomes due now."""
-        with self.app.app_context():
-            for model in (WebhookEvent, Outbox):
-                db.session.execute(update(model).where(model.next_attempt_at.is_not(None))
-                                   .values(next_attempt_at=utcnow() - timedelta(seconds=1)))
-            db.session.commit()
+        """Every event and message waiting for its backoff is due now."""
+        self._a_second_ago("next_attempt_at")

@@ -336,7 +336,7 @@ def stop_in_process(app):
         consumer.stop(graceful=True)
 
 
-def sweep_soon(app=None):
+def sweep_soon():
     """Run a sweep now in this process (start-up of a consumer: pick up what a stopped one left)."""
     try:
         sweep()

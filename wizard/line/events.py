@@ -195,13 +195,9 @@ def fetch_profile(contact_id):
     contact = db.session.get(Contact, contact_id)
     if contact is None:
         return None
-    problem = refresh_profile(contact_channel(contact), contact)
+    problem = refresh_profile(db.session.get(Channel, contact.channel_id), contact)
     db.session.commit()
     return problem
-
-
-def contact_channel(contact):
-    return db.session.get(Channel, contact.channel_id)
 
 
 def contact_locale(contact):

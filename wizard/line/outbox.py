@@ -115,7 +115,7 @@ def send(outbox_id):
                         _finish(row.id, claim, status="unknown",
                                 error="an earlier reply got no answer; LINE now refuses the token")
                         return Outcome.UNKNOWN, None
-                    _switch_to_push(row, claim)
+                    _switch_to_push(row)
                 else:
                     if problem.code == "timeout" or (problem.status or 0) >= 500:
                         row.reply_uncertain = True
@@ -138,7 +138,7 @@ def send(outbox_id):
     return Outcome.SENT, None
 
 
-def _switch_to_push(row, claim):
+def _switch_to_push(row):
     """The reply token is no good and nothing went out: from now on this message is a push."""
     row.method, row.reply_token = "push", None
     db.session.commit()
@@ -225,9 +225,3 @@ def retry(outbox_id):
 
 def counts():
     return dict(db.session.execute(select(Outbox.status, db.func.count()).group_by(Outbox.status)).all())
-
-
-def next_due_at():
-    return db.session.scalar(select(db.func.min(Outbox.next_attempt_at)).where(
-        Outbox.status == "queued", Outbox.next_attempt_at > utcnow()))
-
