@@ -6,16 +6,20 @@ thread of this process is writing, it takes everything queued and writes it in o
 waits for the writer, which takes its item along. Nobody waits on a timer: a lone delivery is written at
 once, and under load each commit carries everything that arrived while the previous one ran.
 
-On SQLite, ``SqliteWriter`` also keeps writers from stalling one another (see there).
+Each database has its own way in: on PostgreSQL, ``PostgresWriter`` keeps one autocommit connection per process
+outside the app's pool and a batch is one statement (store.insert_batch_postgres); on SQLite, ``SqliteWriter``
+keeps writers from stalling one another (see there).
 """
 import fcntl
 import logging
 import os
+import select
 import sqlite3
 import threading
 import time
 from contextlib import contextmanager
 
+import psycopg
 from sqlalchemy import create_engine, event
 
 from ..extensions import db, tune_sqlite
@@ -33,6 +37,7 @@ class GroupCommit:
         self._queue = []
         self._writing = False
         self._sqlite = SqliteWriter.for_url(database_url)
+        self._postgres = PostgresWriter(database_url) if database_url.get_backend_name() == "postgresql" else None
 
     def submit(self, item):
         """Return once ``item`` is committed (or failed: then ``item.error`` says why).
@@ -88,12 +93,64 @@ class GroupCommit:
             with self._sqlite.transaction() as connection:
                 self._write_batch(batch, connection)
             return
+        if self._postgres is not None:
+            self._postgres.run(lambda raw: self._write_batch(batch, raw))
+            return
         try:
             self._write_batch(batch, db.session.connection())
             db.session.commit()
         except Exception:
             db.session.rollback()
             raise
+
+
+class PostgresWriter:
+    """The receiver's own PostgreSQL connection in this process: autocommit, one statement per batch.
+
+    Only one thread of a process writes at a time (GroupCommit), so one connection is all it needs, and it is
+    kept out of the app's pool: no checkout, no ping, no transaction to open and commit around the batch.
+    A connection the server has dropped is replaced before use (a closed socket or the server's goodbye makes
+    it readable while idle) or, if that is only found in the middle, the batch is sent once more on a new
+    one. Sending it again is safe: events are unique per channel, so a batch that did commit before the
+    connection broke stores nothing new the second time (at most one more delivery row records the retry).
+    """
+
+    def __init__(self, url):
+        self._url = url
+        self._raw = None
+
+    def run(self, write):
+        try:
+            return write(self._connection())
+        except psycopg.OperationalError:
+            self.close()
+            log.warning("the receiver's database connection broke; writing the batch again on a new one")
+            return write(self._connection())
+
+    def _connection(self):
+        raw = self._raw
+        if raw is not None and (raw.closed or raw.broken or _readable(raw)):
+            self.close()
+            raw = None
+        if raw is None:
+            dialect = db.engine.dialect
+            cargs, cparams = dialect.create_connect_args(self._url)
+            raw = self._raw = psycopg.connect(*cargs, **cparams, autocommit=True)
+        return raw
+
+    def close(self):
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            try:
+                raw.close()
+            except psycopg.Error:
+                pass
+
+
+def _readable(raw):
+    """An idle connection has nothing to read unless the server closed it (or sent a notice, never here)."""
+    ready, _, _ = select.select([raw.fileno()], [], [], 0)
+    return bool(ready)
 
 
 class SqliteWriter:

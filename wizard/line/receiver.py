@@ -22,6 +22,8 @@ import re
 import time
 from collections import Counter
 
+import psycopg
+
 from flask import Blueprint, abort, current_app, request
 from linebot.v3.webhook import SignatureValidator
 from sqlalchemy import bindparam, select, update
@@ -304,13 +306,48 @@ def _group_commit():
 
 
 def _write(batch, connection):
-    """Deliveries, their new events and the channels' timestamps, in ``connection``'s transaction.
+    """Deliveries, their new events and the channels' timestamps, in one transaction on ``connection``: a
+    psycopg connection (PostgreSQL, group_commit.PostgresWriter: the whole batch is one statement) or a
+    SQLAlchemy one (SQLite, a row at a time, prepared once).
 
-    Each delivery's count of new events is written as all new (as it almost always is) and corrected only
-    when some were already stored; ``last_delivery_at`` is written at most once a second, so a busy channel
-    does not queue every transaction on its own row.
+    Each delivery is first written as having all its events new (as it almost always has); on SQLite the
+    count is corrected when some were already stored. ``last_delivery_at`` is written at most once a second,
+    so a busy channel does not queue every transaction on its own row.
     """
     now = utcnow()
+    touched, verified = {}, set()
+    for item in batch:
+        channel = item.channel
+        if channel.last_delivery_at is None or now - channel.last_delivery_at >= _DELIVERY_TIME_RESOLUTION:
+            touched[channel.id] = channel
+        if not item.events:
+            # LINE's "Verify" button and the webhook test send an empty, signed events list.
+            touched[channel.id] = channel
+            verified.add(channel.id)
+    if isinstance(connection, psycopg.Connection):
+        _write_postgres(batch, connection, now, touched, verified)
+    else:
+        _write_rows(batch, connection, now, touched, verified)
+    for channel in touched.values():
+        channel.last_delivery_at = now
+
+
+def _write_postgres(batch, raw, now, touched, verified):
+    deliveries = [(item.channel.id, item.destination or None, len(item.events), item.body.decode("utf-8"))
+                  for item in batch]
+    events = []
+    for place, item in enumerate(batch, start=1):
+        for event in item.unique:
+            source = event.get("source") or {}
+            events.append((place, event["webhookEventId"], event["type"], event.get("mode"), event["timestamp"],
+                           source.get("type"), source.get("userId"),
+                           bool((event.get("deliveryContext") or {}).get("isRedelivery")), json.dumps(event)))
+    new_counts = store.insert_batch_postgres(raw, deliveries, events, now, touched, verified)
+    for item, new in zip(batch, new_counts, strict=True):
+        item.new = new
+
+
+def _write_rows(batch, connection, now, touched, verified):
     deliveries = [{
         "channel_id": item.channel.id, "received_at": now, "destination": item.destination or None,
         "event_count": len(item.events), "new_event_count": len(item.unique),
@@ -320,20 +357,13 @@ def _write(batch, connection):
     rows = [_event_row(item.channel.id, delivery_id, event, now)
             for item, delivery_id in zip(batch, delivery_ids, strict=True) for event in item.unique]
     new_per_delivery = Counter(store.insert_new_events(connection, rows, now) if rows else ())
-    channels = {}
     for item, delivery_id in zip(batch, delivery_ids, strict=True):
         item.new = new_per_delivery[delivery_id]
         if item.new != len(item.unique):
             connection.execute(update(_DELIVERIES).where(_DELIVERIES.c.id == delivery_id)
                                .values(new_event_count=item.new))
-        channel = item.channel
-        seen_at = channels.setdefault(channel.id, (channel, {}))[1]
-        if channel.last_delivery_at is None or now - channel.last_delivery_at >= _DELIVERY_TIME_RESOLUTION:
-            seen_at["last_delivery_at"] = now
-        if not item.events:
-            # LINE's "Verify" button and the webhook test send an empty, signed events list.
-            seen_at.update(last_delivery_at=now, last_verified_at=now)
-    for channel_id, (channel, seen_at) in channels.items():
-        if seen_at:
-            connection.execute(update(_CHANNELS).where(_CHANNELS.c.id == channel_id).values(**seen_at))
-            channel.last_delivery_at = now
+    for channel_id in touched:
+        values = {"last_delivery_at": now}
+        if channel_id in verified:
+            values["last_verified_at"] = now
+        connection.execute(update(_CHANNELS).where(_CHANNELS.c.id == channel_id).values(**values))
