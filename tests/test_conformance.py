@@ -20,7 +20,8 @@ from tests.sink import Sink
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("WIZARD_SHARED_DIR") or ROOT.parent / "shared") / "line-platform"
-SPEC_FILES = {"messaging": "messaging-api.yml", "token": "channel-access-token.yml", "webhook": "webhook.yml"}
+SPEC_FILES = {"messaging": "messaging-api.yml", "token": "channel-access-token.yml", "webhook": "webhook.yml",
+              "insight": "insight.yml"}
 
 if not all((SHARED / name).is_file() for name in SPEC_FILES.values()):
     pytest.skip(f"LINE's OpenAPI specs are not at {SHARED} (set WIZARD_SHARED_DIR to the folder holding "
@@ -165,6 +166,36 @@ def test_every_api_answer_matches_lines_spec(specs, sandbox, sink):
         ("POST", "/v2/bot/message/push", 409), ("POST", "/v2/bot/message/push", 500),
     }
     assert call.seen == expected
+
+
+def test_the_friend_count_matches_lines_spec_and_counts_first_adds_by_japan_day(specs, sandbox):
+    """LINE's statistics: a day is counted once it is over in Japan; later blocks never lower the count."""
+    import time
+    call = Checked(specs, sandbox.url)
+    channel = sandbox.control.create_channel()
+    token = requests.post(sandbox.url + "/oauth2/v3/token", timeout=10, data={
+        "grant_type": "client_credentials", "client_id": channel["channelId"],
+        "client_secret": channel["channelSecret"]}).json()["access_token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    three_days_ago = time.time() - 3 * 86400
+    first = sandbox.control.follow(channel["channelId"], at=three_days_ago)["user"]["userId"]
+    sandbox.control.follow(channel["channelId"], at=three_days_ago)
+    sandbox.control.follow(channel["channelId"])  # today: not in any finished day yet
+    sandbox.control.unfollow(channel["channelId"], first)  # blocked today: yesterday's count keeps it
+
+    def day(days_ago):
+        return time.strftime("%Y%m%d", time.gmtime(time.time() + 9 * 3600 - days_ago * 86400))
+
+    path = "/v2/bot/insight/followers"
+    yesterday = call("GET", path, 200, spec="insight", params={"date": day(1)}, headers=auth).json()
+    assert (yesterday["status"], yesterday["followers"], yesterday["blocks"]) == ("ready", 2, 0)
+    before = call("GET", path, 200, spec="insight", params={"date": day(5)}, headers=auth).json()
+    assert (before["status"], before["followers"]) == ("ready", 0)
+    assert call("GET", path, 200, spec="insight", params={"date": day(0)}, headers=auth).json() == {
+        "status": "unready"}
+    call("GET", path, 400, spec="insight", params={"date": "2026-12-01"}, headers=auth)
+    call("GET", path, 401, spec="insight", params={"date": day(1)})
+    assert call.seen == {("GET", path, 200), ("GET", path, 400), ("GET", path, 401)}
 
 
 def test_every_webhook_the_sandbox_sends_matches_lines_spec(specs, sandbox, sink):

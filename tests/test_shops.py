@@ -5,9 +5,9 @@ import re
 import pytest
 
 from wizard.extensions import db
-from wizard.models import Shop, User
+from wizard.models import Invitation, Shop, User
 
-GOOD = {"slug": "shop-b", "name": "乙店", "owner_email": "b@example.com", "owner_password": "long-enough"}
+GOOD = {"slug": "shop-b", "name": "乙店", "owner_email": "b@example.com"}
 
 
 @pytest.fixture
@@ -28,28 +28,29 @@ def counts(app):
 
 
 def test_every_error_of_one_submit_stands_under_its_own_field_in_chinese(app, client, staff):
-    response = client.post("/shops/new", data={"slug": "Bad Slug", "name": "  ",
-                                               "owner_email": "not-an-email", "owner_password": "short"})
+    response = client.post("/shops/new", data={"slug": "Bad Slug", "name": "  ", "owner_email": "not-an-email"})
 
     assert response.status_code == 422
     assert field_errors(response) == {
         "slug": "「bad slug」不是有效的商店代碼：請只用小寫英文字母、數字和「-」。",
         "name": "請輸入商店名稱。",
         "owner_email": "「not-an-email」不是電子郵件地址。",
-        "owner_password": "密碼至少要 10 個字元。",
     }
     html = response.get_data(as_text=True)
-    for field in ("slug", "name", "owner_email", "owner_password"):
+    for field in ("slug", "name", "owner_email"):
         assert f'href="#{field}"' in html  # and each is in the summary at the top
     assert counts(app) == (1, 0)  # only the staff account
 
 
-def test_a_short_password_is_said_under_the_password_and_no_owner_is_left_behind(app, client, staff):
-    response = client.post("/shops/new?lang=en", data=dict(GOOD, owner_password="short"))
+def test_no_password_is_asked_for_the_owner_who_is_invited_instead(app, client, staff):
+    """Issue 8: the owner chooses their own password from the invitation (tests/test_invitations.py)."""
+    assert 'type="password"' not in client.get("/shops/new").get_data(as_text=True)
+    response = client.post("/shops/new?lang=en", data=GOOD)
 
-    assert response.status_code == 422
-    assert field_errors(response) == {"owner_password": "The password must have at least 10 characters."}
-    assert counts(app) == (1, 0)
+    assert response.status_code == 302
+    assert counts(app) == (1, 1)  # the owner's account is made when they accept
+    with app.app_context():
+        assert db.session.scalar(db.select(Invitation.email)) == "b@example.com"
 
 
 def test_a_taken_code_and_a_taken_e_mail_are_both_said_and_nothing_is_created(app, client, staff, make_shop):
@@ -71,7 +72,7 @@ def test_full_width_input_is_read_as_meant(app, client, staff):
     assert response.status_code == 302
     with app.app_context():
         shop = db.session.scalar(db.select(Shop).filter_by(slug="shop-b"))
-        assert [owner.email for owner in shop.owners] == ["b@example.com"]
+        assert db.session.scalar(db.select(Invitation.email).filter_by(shop_id=shop.id)) == "b@example.com"
 
 
 @pytest.mark.parametrize("name, message", [

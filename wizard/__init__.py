@@ -53,8 +53,14 @@ def create_app(test_config=None):
     from .views import api, auth, shops, wizard
     app.register_blueprint(auth.bp)
     app.register_blueprint(shops.bp)
+    from .views import console
+    app.register_blueprint(console.bp)  # staff: the console's shop pages, export, check now, alerts
     from .views import outbox as outbox_views
     app.register_blueprint(outbox_views.bp)  # staff: messages to LINE that need a person
+    from .views import invitations as invitation_views, mail as mail_views, people
+    app.register_blueprint(people.bp)  # staff: accounts, invitations, API tokens, the audit log
+    app.register_blueprint(mail_views.bp)  # staff: every mail sent
+    app.register_blueprint(invitation_views.bp)  # /invite/<token>; an owner's /account/people
     app.register_blueprint(wizard.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(receiver.bp)
@@ -69,6 +75,8 @@ def create_app(test_config=None):
 
     from . import cli
     cli.init_app(app)
+    from . import watch
+    watch.init_app(app)  # alerts follow every change of a shop's state
 
     if app.config["WORKER_IN_PROCESS"]:
         from . import tasks

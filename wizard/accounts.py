@@ -21,9 +21,9 @@ from pathlib import Path
 
 from flask_babel import lazy_gettext
 
-from . import crypto
+from . import audit, crypto
 from .extensions import db
-from .models import Shop, User
+from .models import ApiToken, Shop, User, utcnow
 
 MIN_PASSWORD = 10
 MAX_PASSWORD = 256
@@ -32,6 +32,9 @@ COMMON_PASSWORDS = Path(__file__).with_name("common_passwords.txt")
 _APPENDED = re.compile(r"[\d\W_]+$")
 MAX_EMAIL = 254  # models.User.email
 MAX_SHOP_NAME = 200  # models.Shop.name
+MAX_TOKEN_NAME = 100  # models.ApiToken.name
+# An API token's last use is written at most this often (seconds): not one write per API call.
+TOKEN_USE_RESOLUTION = 60
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
 # Something, @, a domain with at least one dot; no spaces or control characters (PostgreSQL refuses NUL).
@@ -66,6 +69,15 @@ MESSAGES = {
     "owner_has_shop": N_("%(email)s already owns the shop %(slug)s."),
     "user_unknown": N_("No user has the e-mail %(email)s."),
     "user_not_staff": N_("%(email)s is not a staff user; API tokens are for staff only."),
+    "user_deactivated": N_("%(email)s is deactivated; reactivate the account first."),
+    "deactivate_self": N_("You cannot deactivate your own account: ask another staff member."),
+    "token_name_missing": N_("Give the token a name that says where it is used, e.g. “CRM sync”."),
+    "token_name_too_long": N_("Use at most %(max)d characters."),
+    "token_name_invalid": N_("The name cannot contain control characters."),
+    "invitation_none": N_("This shop has no invitation to send again; enter the e-mail address to invite."),
+    "invitation_accepted": N_("This invitation has already been used."),
+    "invitation_revoked": N_("This invitation was replaced by a newer one or withdrawn."),
+    "invitation_expired": N_("This invitation has expired."),
 }
 
 
@@ -218,7 +230,9 @@ def _new_shop(slug, name):
 def create_user(email, password, staff=False):
     """A staff or owner account; raises AccountErrors (fields ``email``, ``password``)."""
     _raise_if(validate_user(email, password))
-    return _new_user(email, password, staff)
+    user = _new_user(email, password, staff)
+    audit.record("account.created", target=user.email, staff=staff)
+    return user
 
 
 def create_shop(slug, name, owner_email):
@@ -227,6 +241,7 @@ def create_shop(slug, name, owner_email):
     _raise_if(validate_shop(slug, name) + _owner_errors(owner, normalise_email(owner_email)))
     shop = _new_shop(slug, name)
     owner.shop_id = shop.id
+    audit.record("shop.created", shop=shop, target=shop.slug, owner=owner.email)
     return shop
 
 
@@ -250,12 +265,89 @@ def set_password(user, password):
 
 
 def new_api_token(email):
-    """A new API token for a staff user (the old one stops working); raises AccountErrors (``email``)."""
+    """The CLI's token for a staff user: a new ApiToken named "cli"; the user's earlier "cli" tokens (and the
+    token of the old single-token column) stop working. Raises AccountErrors (``email``)."""
     user = user_by_email(email)
     if user is None:
         raise AccountErrors([AccountError("email", "user_unknown", email=email.strip())])
+    for row in db.session.scalars(db.select(ApiToken).filter_by(user_id=user.id, name="cli", revoked_at=None)):
+        revoke_api_token(row)
+    user.api_token_digest = None
+    _row, token = create_api_token(user, "cli")
+    return token
+
+
+def validate_token_name(name, field="name"):
+    name = (name or "").strip()
+    if not name:
+        return [AccountError(field, "token_name_missing")]
+    if len(name) > MAX_TOKEN_NAME:
+        return [AccountError(field, "token_name_too_long", max=MAX_TOKEN_NAME)]
+    if any(unicodedata.category(char) == "Cc" for char in name):
+        return [AccountError(field, "token_name_invalid")]
+    return []
+
+
+def create_api_token(user, name, field="name"):
+    """(row, token): a named API token for an active staff user. The token itself is returned once and never
+    stored (only its digest and last 4 characters). Raises AccountErrors (``field``, or ``email``)."""
     if not user.is_staff:
         raise AccountErrors([AccountError("email", "user_not_staff", email=user.email)])
+    if not user.is_active:
+        raise AccountErrors([AccountError("email", "user_deactivated", email=user.email)])
+    _raise_if(validate_token_name(name, field))
     token = crypto.new_token(32)
-    user.api_token_digest = crypto.token_digest(token)
-    return token
+    row = ApiToken(user_id=user.id, name=name.strip(), digest=crypto.token_digest(token), tail=token[-4:])
+    db.session.add(row)
+    db.session.flush()
+    audit.record("token.created", target=row.name, user=user.email, id=row.id)
+    return row, token
+
+
+def revoke_api_token(row):
+    """Stop one token working; revoking a revoked one changes nothing. Returns whether it changed."""
+    if row.revoked_at is not None:
+        return False
+    row.revoked_at = utcnow()
+    audit.record("token.revoked", target=row.name, user=row.user.email, id=row.id)
+    return True
+
+
+def user_for_api_token(token):
+    """The active staff user an API token (``Authorization: Bearer``) belongs to, or None. Named tokens
+    (``ApiToken``) and the old single-token column both count; a revoked token never does. Marks the
+    token's last use (the caller's transaction commits it)."""
+    if not token:
+        return None
+    digest = crypto.token_digest(token)
+    row = db.session.scalar(db.select(ApiToken).filter_by(digest=digest, revoked_at=None))
+    if row is not None:
+        user = row.user
+        now = utcnow()
+        if row.last_used_at is None or (now - row.last_used_at).total_seconds() >= TOKEN_USE_RESOLUTION:
+            row.last_used_at = now
+    else:
+        user = db.session.scalar(db.select(User).filter_by(api_token_digest=digest))
+    return user if user is not None and user.is_staff and user.is_active else None
+
+
+def deactivate(user, by):
+    """Staff close an account: it cannot sign in, and every session and remember cookie of it ends now.
+    Raises AccountErrors (``user``) for one's own account. Returns whether anything changed."""
+    if by is not None and user.id == by.id:
+        raise AccountErrors([AccountError("user", "deactivate_self")])
+    if user.deactivated_at is not None:
+        return False
+    user.deactivated_at = utcnow()
+    user.session_version = (user.session_version or 0) + 1
+    audit.record("account.deactivated", shop=user.shop_id, actor=by, target=user.email)
+    return True
+
+
+def reactivate(user, by):
+    """The account may sign in again (with its old password); old sessions stay ended."""
+    if user.deactivated_at is None:
+        return False
+    user.deactivated_at = None
+    audit.record("account.reactivated", shop=user.shop_id, actor=by, target=user.email)
+    return True

@@ -86,7 +86,11 @@ def rotate_key():
     db.session.commit()
     for name, count in counts.items():
         click.echo(f"{name}: {count} re-encrypted")
-    click.echo(f"Re-encrypted {sum(counts.values())} secret(s) under the first of {len(keys)} key(s). "
+    # Webhook bodies refused for their signature (line/quarantine.py) are encrypted the same way.
+    bodies = counts.get("quarantined_bodies.body_encrypted", 0)
+    click.echo(f"Re-encrypted {sum(counts.values()) - bodies} secret(s)"
+               + (f" and {bodies} quarantined webhook {'bodies' if bodies > 1 else 'body'}" if bodies else "")
+               + f" under the first of {len(keys)} key(s). "
                + ("The keys after the first can now be removed from ENCRYPTION_KEY." if len(keys) > 1 else
                   "Only one key is set: to change it, set ENCRYPTION_KEY to \"NEW,OLD\" and run this again."))
 
@@ -95,6 +99,7 @@ def init_app(app):
     from .line.commands import line_cli
     from .sandbox.commands import sandbox_cli
     from .steps import commands as _wizard_commands  # noqa: F401  (adds ``line connect`` and ``line doctor``)
+    from .watch import commands as _watch_commands  # noqa: F401  (adds ``line check-all``)
     for group in (user_cli, shop_cli, line_cli, sandbox_cli):
         app.cli.add_command(group)
     app.cli.add_command(rotate_key)

@@ -68,6 +68,28 @@ DEFAULTS = {
     "METRICS_TOKEN": None,
     # GET /readyz gives the database and the queue this many seconds each (concurrently) before a 503.
     "READYZ_TIMEOUT": 2.0,
+    # --- mail (wizard/mail.py) and invitations ---
+    # Unset: every mail is written as an .eml file into instance/outbox/ (the embedded default). Otherwise
+    # smtp://host:port, smtps://host:465 or smtp+starttls://user:password@host:587.
+    "MAIL_URL": None,
+    "MAIL_FROM": "LINE Connect Wizard <no-reply@localhost>",
+    # Seconds the SMTP server may take to answer before the mail is recorded as failed.
+    "MAIL_TIMEOUT": 10.0,
+    # How long an invitation link works.
+    "INVITATION_HOURS": 72.0,
+    # --- the watch (wizard/watch/): drift checks, dormancy, alerts ---
+    # Minutes between two rounds of checks of every connected shop (token, bot info, webhook endpoint: at
+    # most 3 LINE calls per shop and round); LINE's webhook test and friend count run at most daily.
+    "WATCH_INTERVAL_MINUTES": 15,
+    # Dormant: LINE counts at least this many new friends whose follow events never arrived, and (for
+    # "silent") nothing arrived for ten of the shop's usual gaps between events, never less than these hours.
+    "DORMANT_MIN_NEW_FRIENDS": 1,
+    "DORMANT_AFTER_HOURS": 24.0,
+    # Alerts: e-mail the owner and the assigned staff at most once a day per alert; optionally POST a signed
+    # JSON (X-Wizard-Signature: HMAC-SHA256 of the body under ALERT_WEBHOOK_SECRET) to a chat tool's URL.
+    "ALERT_EMAIL_HOURS": 24.0,
+    "ALERT_WEBHOOK_URL": None,
+    "ALERT_WEBHOOK_SECRET": None,
     # --- server (proxy) ---
     # Proxies in front (deploy/nginx.conf) whose X-Forwarded-For/-Proto are believed; gunicorn.conf.py says 1.
     "TRUSTED_PROXIES": 0,
@@ -85,7 +107,9 @@ _NUMBER = {"LINE_TIMEOUT": float, "WEBHOOK_TEST_COOLDOWN": int, "WEBHOOK_MAX_BYT
            "CHECK_MAX_AGE": int, "WORKER_LEASE_SECONDS": float, "WORKER_POLL_SECONDS": float,
            "WORKER_THREADS": int, "WORKER_METRICS_PORT": int,
            "FORM_RESEND_HOURS": float, "WEBHOOK_CHANNEL_CACHE_SECONDS": float,
-           "READYZ_TIMEOUT": float}
+           "READYZ_TIMEOUT": float, "MAIL_TIMEOUT": float, "INVITATION_HOURS": float,
+           "WATCH_INTERVAL_MINUTES": float, "DORMANT_MIN_NEW_FRIENDS": int, "DORMANT_AFTER_HOURS": float,
+           "ALERT_EMAIL_HOURS": float}
 
 
 def _parse_bool(value):

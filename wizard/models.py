@@ -44,6 +44,9 @@ class User(UserMixin, db.Model):
     # Raised by signing out: every session and "remember me" cookie issued before it stops working.
     session_version: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Set by staff (accounts.deactivate): such a user cannot sign in and every session of theirs ends.
+    deactivated_at: Mapped[datetime | None]
+    last_sign_in_at: Mapped[datetime | None]
 
     shop: Mapped["Shop | None"] = relationship(back_populates="owners", foreign_keys=[shop_id])
 
@@ -67,6 +70,11 @@ class User(UserMixin, db.Model):
     def can_see(self, shop: "Shop") -> bool:
         return self.is_staff or self.shop_id == shop.id
 
+    @property
+    def is_active(self) -> bool:
+        """Flask-Login's: a deactivated account is refused by ``login_user`` and by the session loader."""
+        return self.deactivated_at is None
+
 
 class Shop(db.Model):
     """A CRM customer. Owner confirmations are the facts LINE cannot tell us (see the wizard's steps)."""
@@ -89,6 +97,13 @@ class Shop(db.Model):
         primaryjoin="and_(Shop.id == Channel.shop_id, Channel.disconnected_at.is_(None))",
         uselist=False, viewonly=True)
     step_states: Mapped[list["StepState"]] = relationship(back_populates="shop", cascade="all, delete-orphan")
+    # The staff member who looks after this shop (the console's "assigned to me"; alerts e-mail them too).
+    assigned_staff_id: Mapped[int | None] = mapped_column(
+        # users.shop_id points the other way: created and dropped apart, so the two tables never wait on each other.
+        ForeignKey("users.id", ondelete="SET NULL", use_alter=True, name="fk_shops_assigned_staff"), index=True)
+    assigned_staff: Mapped["User | None"] = relationship(foreign_keys=[assigned_staff_id])
+    health: Mapped["ShopHealth | None"] = relationship(back_populates="shop", uselist=False,
+                                                       cascade="all, delete-orphan")
 
 
 class Channel(db.Model):
@@ -154,6 +169,83 @@ class StepState(db.Model):
     checked_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     shop: Mapped[Shop] = relationship(back_populates="step_states")
+
+
+class ShopHealth(db.Model):
+    """The shop's state as last derived (steps/health.py) and since when: one row per shop, so that the staff
+    console can filter and sort thousands of shops without evaluating any of them.
+
+    ``state`` is one of onboarding / healthy / attention / broken / dormant, ``reason`` its code, ``step`` the
+    wizard step that fixes it (the current step while onboarding). ``since`` changes only when the state or
+    the reason does. ``connected_once_at``: when the shop was first seen connected; until then it is
+    onboarding, afterwards a shop that stops working is broken. The watch (watch/drift.py) plans its checks
+    with ``checked_at`` (LINE asked, by a page or the watch) and ``daily_checked_at`` (LINE's webhook test and
+    follower count, at most daily)."""
+
+    __tablename__ = "shop_health"
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), primary_key=True)
+    state: Mapped[str] = mapped_column(String(12), index=True)
+    reason: Mapped[str] = mapped_column(String(60))
+    step: Mapped[str | None] = mapped_column(String(40))
+    since: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+    connected_once_at: Mapped[datetime | None]
+    checked_at: Mapped[datetime | None] = mapped_column(index=True)
+    daily_checked_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    shop: Mapped["Shop"] = relationship(back_populates="health")
+
+
+class ShopStateChange(db.Model):
+    """Every change of a shop's state or reason, for its timeline (the console's shop page)."""
+
+    __tablename__ = "shop_state_changes"
+    __table_args__ = (Index("ix_state_changes_shop_at", "shop_id", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    state: Mapped[str] = mapped_column(String(12))
+    reason: Mapped[str] = mapped_column(String(60))
+    previous_state: Mapped[str | None] = mapped_column(String(12))
+    previous_reason: Mapped[str | None] = mapped_column(String(60))
+
+
+class Alert(db.Model):
+    """A shop that became broken or dormant, for one reason (watch/alerts.py).
+
+    ``open_reason`` equals ``reason`` while the alert is open and is cleared when it closes: the unique key on
+    (shop, open_reason) keeps one open alert per shop and reason, however many workers notice it at once
+    (NULLs never collide, so closed alerts stay as history). Staff acknowledge it (it stays open, no more
+    e-mail) or snooze it until a time; it closes by itself when the check passes again."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (UniqueConstraint("shop_id", "open_reason", name="uq_alert_open_per_reason"),
+                      Index("ix_alerts_open", "closed_at", "opened_at"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    state: Mapped[str] = mapped_column(String(12))  # the shop's state that opened it: broken or dormant
+    reason: Mapped[str] = mapped_column(String(60))
+    open_reason: Mapped[str | None] = mapped_column(String(60))
+    step: Mapped[str | None] = mapped_column(String(40))
+    opened_at: Mapped[datetime] = mapped_column(default=utcnow)
+    closed_at: Mapped[datetime | None]
+    acknowledged_at: Mapped[datetime | None]
+    acknowledged_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    snoozed_until: Mapped[datetime | None]
+    last_emailed_at: Mapped[datetime | None]
+    emails_sent: Mapped[int] = mapped_column(default=0)
+    last_posted_at: Mapped[datetime | None]
+
+    shop: Mapped["Shop"] = relationship()
+    acknowledged_by: Mapped["User | None"] = relationship()
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at is None
+
+    def snoozed(self, now=None) -> bool:
+        return self.snoozed_until is not None and self.snoozed_until > (now or utcnow())
 
 
 class WebhookDelivery(db.Model):
@@ -318,3 +410,101 @@ class PeriodicRun(db.Model):
     name: Mapped[str] = mapped_column(String(60), primary_key=True)
     slot: Mapped[int] = mapped_column(BigInteger, default=0)
     ran_at: Mapped[datetime | None]
+
+
+class MailMessage(db.Model):
+    """One e-mail we sent or tried to send (wizard/mail.py): ``transport`` "smtp" or "file" (instance/outbox/),
+    ``error`` when it did not go out. ``body`` is the text as sent with one-time links replaced by a mask, so
+    staff can read what went out without being able to use an invitation."""
+
+    __tablename__ = "mail_messages"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    to: Mapped[str] = mapped_column(String(254))
+    subject: Mapped[str] = mapped_column(String(300))
+    kind: Mapped[str] = mapped_column(String(40))
+    shop_id: Mapped[int | None] = mapped_column(ForeignKey("shops.id", ondelete="SET NULL"), index=True)
+    body: Mapped[str] = mapped_column(Text, default="")
+    message_id: Mapped[str | None] = mapped_column(String(255))
+    transport: Mapped[str] = mapped_column(String(10))
+    error: Mapped[str | None] = mapped_column(Text)
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+    shop: Mapped["Shop | None"] = relationship()
+
+
+class Invitation(db.Model):
+    """A link by e-mail that lets one person set a password and become an owner of ``shop``. Only the token's
+    digest is stored; a pending invitation is neither accepted, revoked nor past ``expires_at``."""
+
+    __tablename__ = "invitations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), index=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+    invited_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    token_digest: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    accepted_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    shop: Mapped[Shop] = relationship()
+    invited_by: Mapped["User | None"] = relationship()
+
+    def pending(self, now=None) -> bool:
+        return (self.accepted_at is None and self.revoked_at is None
+                and self.expires_at > (now or utcnow()))
+
+
+class ApiToken(db.Model):
+    """A named API token of a staff user, stored as its SHA-256 digest; ``tail`` (its last 4 characters) is
+    all a page shows of it after the moment it was created."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    tail: Mapped[str] = mapped_column(String(4), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship()
+
+
+class AuditEntry(db.Model):
+    """Who changed what, when (wizard/audit.py). ``actor_id`` is None for the system or the CLI, and
+    ``actor`` is the label shown (an e-mail address, "cli", "system"). ``detail`` never holds a secret."""
+
+    __tablename__ = "audit_entries"
+    __table_args__ = (Index("ix_audit_shop_at", "shop_id", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    actor: Mapped[str] = mapped_column(String(254))
+    shop_id: Mapped[int | None] = mapped_column(ForeignKey("shops.id", ondelete="SET NULL"))
+    action: Mapped[str] = mapped_column(String(60), index=True)
+    target: Mapped[str | None] = mapped_column(String(254))
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+
+    shop: Mapped["Shop | None"] = relationship()
+
+
+class QuarantinedBody(db.Model):
+    """A webhook body refused for its signature, kept encrypted in case LINE signed it with a Channel secret
+    not entered yet (line/quarantine.py): checked again with the next secret saved, then stored as a delivery
+    or deleted. Until then it is neither a delivery nor an event; each channel keeps at most 7 days, 1,000
+    bodies and 10 MiB of them. ``size``: the raw body's length in bytes; ``signature``: its x-line-signature."""
+
+    __tablename__ = "quarantined_bodies"
+    __table_args__ = (
+        # The bounds, read on every insert: a channel's bodies newest first with their sizes, bodies unread.
+        Index("ix_quarantine_newest", "channel_id", "id", "size"),
+        Index("ix_quarantine_age", "channel_id", "received_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    size: Mapped[int]
+    signature: Mapped[str] = mapped_column(String(64))
+    body_encrypted: Mapped[str] = mapped_column(Text)

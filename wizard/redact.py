@@ -15,9 +15,10 @@ import re
 
 MASK = "****"
 _PATTERNS = (
-    # Path segments that are themselves the key: /line/webhook/<token>, /form/<token>[/thanks].
+    # Path segments that are themselves the key: /line/webhook/<token>, /form/<token>[/thanks], /invite/<token>.
     (re.compile(r"(/line/webhook/)[^/\s?#\"'<>]+"), r"\g<1>" + MASK),
     (re.compile(r"(/form/)[^/\s?#\"'<>]+"), r"\g<1>" + MASK),
+    (re.compile(r"(/invite/)[^/\s?#\"'<>]+"), r"\g<1>" + MASK),  # an invitation link signs someone up
     # Credentials as headers, form fields, query parameters or JSON keys.
     (re.compile(r"(\bBearer\s+)[A-Za-z0-9._~+/=-]+", re.IGNORECASE), r"\g<1>" + MASK),
     (re.compile(r"""(\b(?:client_secret|channel_?secret|access_?token)["']?\s*[=:]\s*["']?)[^\s&"',}]+""",

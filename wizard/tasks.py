@@ -108,6 +108,8 @@ def _register(huey, app):
         "send_message": huey.task(name="send_message")(in_app(_send_message)),
         "fetch_profile": huey.task(name="fetch_profile")(in_app(_fetch_profile)),
         "sweep": huey.periodic_task(crontab(minute="*"), name="sweep")(in_app(_periodic_sweep)),
+        "check_shop": huey.task(name="check_shop")(in_app(_check_shop)),
+        "watch": huey.periodic_task(crontab(minute="*"), name="watch")(in_app(_periodic_watch)),
     }
 
 
@@ -228,6 +230,18 @@ def _fetch_profile(contact_id, attempt=1):
     enqueue("fetch_profile", contact_id, attempt + 1, delay=delay)
 
 
+def _check_shop(shop_id):
+    from .watch import drift
+    drift.check_by_id(shop_id)
+
+
+def _periodic_watch():
+    """The drift watch's round, once per WATCH_INTERVAL_MINUTES across every consumer."""
+    from .watch import drift
+    if once_per_slot("watch", max(60, int(drift.interval().total_seconds()))):
+        drift.round_now()
+
+
 def _periodic_sweep():
     if once_per_slot("sweep", SWEEP_EVERY):
         sweep()
@@ -235,8 +249,11 @@ def _periodic_sweep():
 
 def sweep():
     """Ring for everything that waits in our tables; safe to run any time, any number of times."""
-    from .line import outbox, worker
+    from .line import outbox, quarantine, worker
     huey = queue()
+    quarantine.sweep()  # old refused bodies go; any proved by a secret saved just now become events
+    from .watch import alerts
+    alerts.notify_due()  # alert e-mails: new alerts now, open ones again after ALERT_EMAIL_HOURS
     for outbox_id in outbox.recover_in_flight() + outbox.due_ids():
         enqueue("send_message", outbox_id)
     waiting = worker.waiting_work()

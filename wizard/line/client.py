@@ -26,7 +26,7 @@ from urllib.parse import urlsplit
 
 import urllib3
 from flask import current_app
-from linebot.v3 import messaging, oauth
+from linebot.v3 import insight, messaging, oauth
 from linebot.v3.messaging import (MessagingApi, PushMessageRequest, ReplyMessageRequest,
                                   SetWebhookEndpointRequest, TestWebhookEndpointRequest)
 from linebot.v3.oauth import ChannelAccessToken
@@ -94,18 +94,19 @@ class LineClient:
             if _cache.get(self._key, (None,))[0] == token:
                 del _cache[self._key]
 
-    def _with_token(self, operation: str, call):
-        """Run ``call(api)`` with a MessagingApi holding a token; a cached token refused with 401 is replaced
-        by a fresh one once (it may have expired early or been revoked)."""
+    def _with_token(self, operation: str, call, api=None):
+        """Run ``call(api)`` with a MessagingApi (or ``api``, e.g. ``self._insight``) holding a token; a cached
+        token refused with 401 is replaced by a fresh one once (it may have expired early or been revoked)."""
+        api = api or self._messaging
         token, cached = self._token()
         try:
-            return self._call(operation, lambda: self._messaging(token, call))
+            return self._call(operation, lambda: api(token, call))
         except LineProblem as problem:
             if problem.code != "invalid_token" or not cached:
                 raise
             self._forget(token)
             token, _ = self._token(fresh=True)
-            return self._call(operation, lambda: self._messaging(token, call))
+            return self._call(operation, lambda: api(token, call))
 
     # ---- calls ---------------------------------------------------------------------------------------------
 
@@ -142,6 +143,14 @@ class LineClient:
                 request, _request_timeout=self.timeout))
         return {"success": answer.success, "timestamp": _iso(answer.timestamp),
                 "statusCode": answer.status_code, "reason": answer.reason, "detail": answer.detail}
+
+    def followers(self, date: str) -> dict:
+        """LINE's friend count on ``date`` (yyyyMMdd, Japan time): ``{"status", "followers", "targetedReaches",
+        "blocks"}``; ``status`` "unready" until LINE has counted that day (counts are then None)."""
+        answer = self._with_token("followers", lambda api: api.get_number_of_followers(
+            var_date=date, _request_timeout=self.timeout), api=self._insight)
+        return {"status": answer.status, "followers": answer.followers,
+                "targetedReaches": answer.targeted_reaches, "blocks": answer.blocks}
 
     def get_profile(self, user_id: str) -> dict:
         answer = self._with_token("get_profile",
@@ -187,13 +196,19 @@ class LineClient:
         with _closing(messaging.ApiClient(config)) as api_client:
             return call(MessagingApi(api_client))
 
+    def _insight(self, token, call):
+        config = insight.Configuration(host=self.host, access_token=token)
+        config.retries = False
+        with _closing(insight.ApiClient(config)) as api_client:
+            return call(insight.Insight(api_client))
+
     def _call(self, operation, call):
         from ..metrics import LINE_CALLS
         try:
             answer = call()
             LINE_CALLS.labels(operation, "ok").inc()
             return answer
-        except (oauth.ApiException, messaging.ApiException) as exc:
+        except (oauth.ApiException, messaging.ApiException, insight.ApiException) as exc:
             problem = _from_answer(operation, exc)
         except urllib3.exceptions.ConnectTimeoutError as exc:
             # Refused, unresolvable (NewConnectionError is a ConnectTimeoutError) or no TCP answer at all.

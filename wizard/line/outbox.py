@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 RETRY_DELAYS = (10, 30, 120, 600, 1800, 3600, 3 * 3600, 6 * 3600)
 MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 STATUSES = ("queued", "sending", "sent", "failed", "dead", "unknown")
+# A reply token works for about a minute after its event (LINE's reference). An older follow (one released
+# from the quarantine once the secret was entered again, or run after a long backlog) is pushed at once with
+# its retry key: a reply would only be refused, or, if that call timed out, leave the form's fate unknown.
+REPLY_TOKEN_LIFETIME = timedelta(seconds=60)
 
 
 def queue_form(event, contact, reply_token):
@@ -42,6 +46,8 @@ def queue_form(event, contact, reply_token):
     One row per follow event (a unique constraint): a follow run twice cannot queue two forms. The text is
     written when it is sent, in the language of the profile fetched then.
     """
+    if reply_token and utcnow() - store.event_time(event.timestamp) >= REPLY_TOKEN_LIFETIME:
+        reply_token = None
     store.insert_ignoring(Outbox, [{
         "channel_id": event.channel_id, "contact_id": contact.id, "event_id": event.id, "purpose": "form",
         "method": "reply" if reply_token else "push", "reply_token": reply_token or None,

@@ -58,7 +58,8 @@ def update_channel(channel_id):
 def follow(channel_id):
     data = body()
     return jsonify(sandbox().follow(channel_id, data.get("userId"), data.get("name"),
-                                    data.get("language", "zh-TW")))
+                                    data.get("language", "zh-TW"), deliver_event=data.get("deliver", True),
+                                    at=data.get("at")))
 
 
 @bp.post("/channels/<channel_id>/unfollow")

@@ -104,8 +104,13 @@ class Sandbox:
     def user(self, channel_id, user_id) -> dict:
         return _user_dict(self._user_row(channel_id, user_id))
 
-    def follow(self, channel_id, user_id=None, name=None, language="zh-TW") -> dict:
-        """A user adds the account as a friend (or unblocks it); LINE then sends a follow event."""
+    def follow(self, channel_id, user_id=None, name=None, language="zh-TW", deliver_event=True,
+               at=None) -> dict:
+        """A user adds the account as a friend (or unblocks it); LINE then sends a follow event.
+
+        For the watch's tests: ``deliver_event=False`` loses the event on its way (as a network fault or an
+        unreachable CRM would: LINE still counts the friend), ``at`` (epoch seconds) dates the follow back
+        for LINE's daily friend count."""
         self._channel_row(channel_id)
         if user_id and not _looks_like_user_id(user_id):
             raise SandboxError("a user ID is U followed by 32 hex digits")
@@ -115,7 +120,7 @@ class Sandbox:
             raise SandboxError(f"{user_id} is already a friend; LINE sends a follow event only after a block "
                                "and unblock", 409)
         user_id = user_id or ids.user_id()
-        at = now()
+        at = now() if at is None else float(at)
         if existing:
             values = {"following": True, "followed_at": at, "blocked_at": None}
             if name:
@@ -125,10 +130,20 @@ class Sandbox:
         else:
             self.store.run(insert(users).values(
                 channel_id=channel_id, user_id=user_id, display_name=name or random.choice(SAMPLE_NAMES),
-                language=language, following=True, followed_at=at,
+                language=language, following=True, followed_at=at, first_followed_at=at,
             ))
         event = self._event(channel_id, "follow", user_id, follow={"isUnblocked": existing is not None})
+        if not deliver_event:
+            return {"user": self.user(channel_id, user_id), "event": event, "delivery": None,
+                    "skipped": "the event was lost on its way"}
         return self._act(channel_id, user_id, event)
+
+    def follower_counts(self, channel_id, until) -> dict:
+        """LINE's friend statistics as of ``until`` (epoch seconds): first adds, and friends blocking now."""
+        rows = self.store.rows(select(users).where(users.c.channel_id == str(channel_id)))
+        followers = sum(1 for row in rows if (row["first_followed_at"] or row["followed_at"] or until) < until)
+        blocks = sum(1 for row in rows if not row["following"] and row["blocked_at"] and row["blocked_at"] < until)
+        return {"followers": followers, "blocks": blocks, "targetedReaches": max(0, followers - blocks)}
 
     def unfollow(self, channel_id, user_id=None) -> dict:
         """The user (by default the friend who followed last) blocks the account; LINE sends an unfollow event

@@ -10,6 +10,7 @@ the Messaging API, ``{"error": …, "error_description": …}`` for the token en
 LINE's v3 reference lists 400 without an example; we answer what LINE documents for the same mistake on its
 token endpoints, 400 ``invalid_client`` / ``invalid client_id``.
 """
+import calendar
 import hashlib
 import hmac
 import threading
@@ -213,6 +214,33 @@ def test_webhook_endpoint():
         raise error(404, "Webhook endpoint not found")
     outcome = sandbox().verify(channel["channel_id"], url or channel["endpoint"])
     return jsonify({key: outcome[key] for key in ("success", "timestamp", "statusCode", "reason", "detail")})
+
+
+# ---- statistics ---------------------------------------------------------------------------------------------
+
+JST = 9 * 3600  # LINE's statistics run on Japan time (UTC+9)
+
+
+@bp.get("/v2/bot/insight/followers")
+def number_of_followers():
+    """Friends as of the end of ``date`` (yyyyMMdd, Japan time). As on LINE, a day is counted once it is over:
+    today's (or a later) date is ``unready``; the friend count only ever grows (blocks are counted apart)."""
+    channel = _authenticated()
+    value = request.args.get("date")
+    today = time.strftime("%Y%m%d", time.gmtime(now() + JST))
+    if value is None:
+        value = today
+    try:
+        day = time.strptime(value, "%Y%m%d") if len(value) == 8 and value.isdigit() else None
+    except ValueError:
+        day = None
+    if day is None:
+        raise error(400, "The request parameter 'date' is invalid", [
+            {"message": "must be yyyyMMdd", "property": "date"}])
+    if value >= today:
+        return jsonify(status="unready")
+    until = calendar.timegm(day) + 86400 - JST
+    return jsonify(status="ready", **sandbox().follower_counts(channel["channel_id"], until))
 
 
 # ---- users and messages ------------------------------------------------------------------------------------

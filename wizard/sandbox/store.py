@@ -49,6 +49,8 @@ users = Table(
     Column("following", Boolean, nullable=False, default=False),
     Column("followed_at", Float),
     Column("blocked_at", Float),
+    # When the user first added the account: LINE's friend count (insight/followers) counts first adds only.
+    Column("first_followed_at", Float),
 )
 
 # Only a digest of each access token is kept: enough to authenticate a call and to count issues.

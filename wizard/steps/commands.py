@@ -35,6 +35,11 @@ def connect_command(slug, channel_id, channel_secret):
     db.session.commit()
     click.echo(f"Connected {shop.slug} to LINE channel {channel.channel_id}: "
                f"{channel.display_name} ({channel.basic_id}).")
+    welcomed = channel.released.welcomed
+    if welcomed:
+        many = welcomed > 1
+        click.echo(f"{welcomed} friend{'s' if many else ''} who added the account while it was broken "
+                   f"{'have' if many else 'has'} now been welcomed.")
     click.echo("Paste this webhook URL into LINE (Messaging API → Webhook URL):")
     click.echo(webhook_url(channel))
 

@@ -6,6 +6,7 @@ Each confirmation is kept as ``{"at": iso time, "by": e-mail, "staff": bool}`` u
 from flask import flash
 from flask_login import current_user
 
+from .. import audit
 from ..models import iso_utc, utcnow
 from .registry import Action
 
@@ -31,6 +32,8 @@ def record(shop, what, value, user=None):
                                    "staff": bool(getattr(user, "is_staff", False))}
     else:
         confirmations.pop(what, None)
+    if (what in confirmations) != (what in (shop.confirmations or {})):
+        audit.record("confirmation.set", shop=shop, actor=user, target=what, value=bool(value))
     shop.confirmations = confirmations
 
 

@@ -9,8 +9,9 @@ import re
 
 from flask_babel import lazy_gettext as _l
 
-from .. import crypto
+from .. import audit, crypto
 from ..extensions import db
+from ..line import quarantine
 from ..line.client import client_with
 from ..models import Channel, StepState, utcnow
 from .text import clean
@@ -102,13 +103,18 @@ def connect(shop, channel_id, channel_secret):
     channel.check_results = {k: v for k, v in (channel.check_results or {}).items() if k != "webhook_test"}
     channel.remember_bot_info(info)
     forget_results(shop)
+    # Deliveries refused while another secret was saved: those LINE signed with this one are stored now, in
+    # this transaction, the rest deleted. Callers tell the owner ``channel.released.welcomed`` (a count).
+    channel.released = quarantine.release(channel, channel_secret)
     db.session.expire(shop, ["channel"])
+    audit.record("credentials.saved", shop=shop, target=channel_id, basic_id=channel.basic_id)
     return channel
 
 
 def disconnect(shop):
     """The wizard's reset: forget the saved connection but keep the channel's contacts and history."""
     if shop.channel is not None:
+        audit.record("credentials.removed", shop=shop, target=shop.channel.channel_id)
         shop.channel.disconnected_at = utcnow()
     forget_results(shop)
     db.session.expire(shop, ["channel", "step_states"])

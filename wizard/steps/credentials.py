@@ -9,7 +9,7 @@ its field (a PasswordField is drawn empty) nor in the Channel ID field when the 
 left open or kept in a browser's history does not give it away.
 """
 from flask import flash
-from flask_babel import gettext as _, lazy_gettext as _l
+from flask_babel import gettext as _, lazy_gettext as _l, ngettext
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, PasswordField, StringField
 
@@ -73,7 +73,7 @@ def _save(page):
     form = CredentialsForm()
     problem = None
     try:
-        connect(page.shop, form.channel_id.data, form.channel_secret.data)
+        channel = connect(page.shop, form.channel_id.data, form.channel_secret.data)
     except FormatProblem as wrong:
         for name in wrong.errors:
             getattr(form, name).errors = [wrong.message_for(name)]
@@ -91,6 +91,11 @@ def _save(page):
         else:
             flash(_("The Channel ID and Channel secret are saved, but: %(message)s", message=result.message),
                   "warning")
+        welcomed = channel.released.welcomed
+        if welcomed:
+            flash(ngettext("%(num)d friend who added you while it was broken has now been welcomed.",
+                           "%(num)d friends who added you while it was broken have now been welcomed.",
+                           welcomed), "success")
         return None
     page.rollback()
     if len(clean(form.channel_id.data)) > MAX_CHANNEL_ID:

@@ -22,8 +22,9 @@ SHARED = {
 
 
 def all_reasons():
+    from .health import REASONS as STATE_REASONS
     from .registry import registry
-    return {**SHARED, **{code: message for code, (message, _hint) in LINE_MESSAGES.items()},
+    return {**SHARED, **STATE_REASONS, **{code: message for code, (message, _hint) in LINE_MESSAGES.items()},
             **registry().reasons()}
 
 

@@ -12,6 +12,7 @@ from flask import current_app
 
 from ..extensions import db
 from ..models import StepState, WebhookEvent, WebhookRejection, iso_utc, utcnow
+from . import health
 from .context import TRANSIENT, Context, StepResult, latest_event
 from .registry import CONNECTED_KEY, registry
 from .state import State
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 class ShopStatus:
     shop: object
     results: dict  # key -> StepResult; ``steps`` gives them in wizard order
+    # The shop's state (models.ShopHealth) recorded from these results (health.py); None before any was.
+    health: object = None
 
     @property
     def steps(self):
@@ -46,6 +49,7 @@ class ShopStatus:
             "shop": self.shop.slug,
             "name": self.shop.name,
             "connected": self.connected,
+            **health.as_json(self.health),
             "steps": [{
                 "key": r.key, "state": str(r.state), "reason": r.reason, "message": r.message,
                 "checked_at": iso_utc(r.checked_at.replace(microsecond=0)),
@@ -71,7 +75,7 @@ def stored_status(shop, rows=None):
     for step in registry():
         row = rows.get(step.key)
         results[step.key] = _from_row(row) if row else StepResult(step.key, State.TODO, "not_checked")
-    return ShopStatus(shop, results)
+    return ShopStatus(shop, results, shop.health)
 
 
 @dataclass
@@ -138,7 +142,9 @@ def evaluate(shop, force=False):
             if result.reference:
                 log.warning("LINE problem ref=%s shop=%s step=%s", result.reference, shop.slug, step.key)
         ctx.results[step.key] = result
-    return ShopStatus(shop, ctx.results)
+    status = ShopStatus(shop, ctx.results)
+    status.health = health.record(shop, status, now)
+    return status
 
 
 def _save(shop, stored, result):

@@ -10,6 +10,7 @@ from flask_babel import gettext as _, lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField
 
+from .. import audit
 from ..line.endpoint import EndpointTaken, is_damaged_copy, set_endpoint, webhook_url
 from ..line.problems import LineProblem
 from ..models import iso_utc
@@ -99,6 +100,9 @@ def _set_endpoint(page):
     except LineProblem as exc:
         page.flash_problem(exc)
         return False
+    # The URL itself holds the webhook token: the entry names the channel, never the URL.
+    audit.record("webhook_url.set", shop=page.shop, target=channel.channel_id,
+                 replaced=bool(EndpointForm().confirm_replace.data))
     return None
 
 

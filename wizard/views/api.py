@@ -1,14 +1,15 @@
-"""JSON API for staff tools and the owner's own pages: ``GET /api/v1/shops/<slug>/status``.
+"""JSON API for staff tools and the owner's own pages: ``GET /api/v1/shops/<slug>/status``, and for staff
+``GET /api/v1/shops?state=…&page=…`` (every shop's recorded state, 50 a page).
 
 A request is let in by the session (the shop's owner, or staff) or by a staff API token sent as
-``Authorization: Bearer …`` (``flask --app wizard user token EMAIL`` prints one).
+``Authorization: Bearer …`` (made on /shops/tokens/, or printed by ``flask --app wizard user token EMAIL``).
 """
 from flask import Blueprint, jsonify, request
 from flask_login import current_user
 
-from .. import crypto
+from ..accounts import user_for_api_token
 from ..extensions import db
-from ..models import Shop, User
+from ..models import Shop
 from ..steps.status import evaluate
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -17,10 +18,39 @@ bp = Blueprint("api", __name__, url_prefix="/api/v1")
 def _caller():
     header = request.headers.get("Authorization", "")
     if header.startswith("Bearer "):
-        token = header[len("Bearer "):].strip()
-        user = db.session.scalar(db.select(User).filter_by(api_token_digest=crypto.token_digest(token)))
-        return user if user is not None and user.is_staff else None
+        # Named tokens (the staff page, the CLI) and the old single-token column; active staff only.
+        return user_for_api_token(header[len("Bearer "):].strip())
     return current_user if current_user.is_authenticated else None
+
+
+@bp.route("/shops")
+def shops():
+    """``GET /api/v1/shops?state=broken&page=N``: staff only; the console's list (views/console.py), 50 a page,
+    worst first, read from the recorded states (no shop is checked)."""
+    from flask_babel import force_locale
+    from .console import BadListRequest, ShopFilter, list_shops
+    caller = _caller()
+    if caller is None:
+        response = jsonify(error="unauthorized", message="Sign in or send a staff API token as a Bearer header.")
+        response.status_code = 401
+        response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+        return response
+    if not caller.is_staff:
+        return jsonify(error="forbidden", message="Only staff can list shops."), 403
+    unknown = sorted(set(request.args) - {"state", "page", "q", "stuck", "never_started", "sort"})
+    with force_locale("en"):  # the API's messages are English, whatever the session's language
+        wanted = ShopFilter.from_args(request.args)
+        problems = list(wanted.problems)
+        if unknown:
+            problems.append(f"Unknown parameter(s): {', '.join(unknown)}.")
+        if not problems:
+            try:
+                page = list_shops(wanted, caller.id)
+            except BadListRequest as exc:
+                problems.append(str(exc))
+    if problems:
+        return jsonify(error="bad_request", message=" ".join(problems)), 400
+    return jsonify(shops=[row.as_json() for row in page.rows], page=page.page, pages=page.pages, total=page.total)
 
 
 @bp.route("/shops/<slug>/status")

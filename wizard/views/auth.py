@@ -20,7 +20,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, EqualTo, ValidationError
 
-from .. import accounts
+from .. import accounts, models
 from ..extensions import db, limiter, login_manager
 from ..models import User
 
@@ -35,7 +35,9 @@ login_manager.login_message_category = "info"
 def load_user(session_id):
     user_id, _, fingerprint = session_id.partition(":")
     user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
-    return user if user is not None and user.session_fingerprint == fingerprint else None
+    if user is None or user.session_fingerprint != fingerprint or not user.is_active:
+        return None  # a deactivated account's sessions end at once, whatever cookie they hold
+    return user
 
 
 class LoginForm(FlaskForm):
@@ -113,10 +115,17 @@ def login():
     form = LoginForm()
     if form.validate_on_submit():
         user = accounts.user_by_email(form.email.data)  # typed with full-width letters or ＠ too
-        if user is None:
-            _dummy_check(form.password.data)
-        elif user.check_password(form.password.data):
+        right = user.check_password(form.password.data) if user is not None else _dummy_check(form.password.data)
+        if right and not user.is_active:
+            # Said only to whoever knows the password: the account exists but staff closed it.
+            g.sign_in_failed = True
+            form.email.errors.append(_("This account has been deactivated. Ask your onboarding contact if "
+                                       "you need it again."))
+            return render_template("auth/login.html", form=form)
+        if right:
             login_user(user, remember=True)
+            user.last_sign_in_at = models.utcnow()
+            db.session.commit()
             return redirect(_safe_next(request.args.get("next")) or home_for(user))
         g.sign_in_failed = True
         form.password.errors.append(_("The e-mail or the password is not right."))

@@ -1,30 +1,33 @@
-"""Staff pages: every shop with its status at a glance; creating a shop with its owner account.
+"""Staff pages: every shop with its status at a glance; creating a shop and inviting its owner.
 
-The new-shop form has no rules of its own: ``accounts.create_shop_with_owner`` checks every field at once and
-names each refused one after this form's fields, so every error of a submit stands under its own field.
+The new-shop form has no rules of its own: ``invitations.create_shop`` checks every field at once and names
+each refused one after this form's fields, so every error of a submit stands under its own field.
 """
-from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _, lazy_gettext as _l
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, StringField
+from wtforms import EmailField, StringField
 
-from .. import accounts
+from .. import accounts, invitations
 from ..extensions import db
-from ..models import Outbox, Shop, StepState
-from ..steps.registry import registry
-from ..steps.status import stored_status
+from ..models import Shop
 
 
 bp = Blueprint("shops", __name__, url_prefix="/shops")
 
 
 class NewShopForm(FlaskForm):
-    """Field names are the ones ``accounts.create_shop_with_owner`` reports errors under."""
+    """Field names are the ones ``invitations.create_shop`` reports errors under. No password: the owner
+    chooses it from the invitation mail."""
     slug = StringField(_l("Shop code"))
     name = StringField(_l("Shop name"))
     owner_email = EmailField(_l("Owner's e-mail"))
-    owner_password = PasswordField(_l("Owner's first password"))
+
+
+class InviteForm(FlaskForm):
+    """Resend a shop's invitation: to ``email``, or (left empty) to the address last invited."""
+    email = EmailField(_l("E-mail to invite"))
 
 
 @bp.before_request
@@ -36,35 +39,62 @@ def staff_only():
 
 @bp.route("/")
 def index():
-    """Stored step states only: listing every shop must not call LINE once per shop."""
+    """The staff console (views/console.py): recorded states only, listing shops never calls LINE."""
     return _index(NewShopForm())
 
 
 def _index(form, code=200):
-    shops = db.session.scalars(db.select(Shop).order_by(Shop.name)).all()
-    rows = {}
-    for row in db.session.scalars(db.select(StepState)):
-        rows.setdefault(row.shop_id, {})[row.key] = row
-    statuses = [stored_status(shop, rows.get(shop.id, {})) for shop in shops]
-    from .outbox import NEEDS_A_PERSON
-    attention = db.session.scalar(db.select(db.func.count(Outbox.id)).where(Outbox.status.in_(NEEDS_A_PERSON)))
-    return render_template("shops/index.html", statuses=statuses, steps=registry(), form=form,
-                           min_password=accounts.MIN_PASSWORD, attention=attention), code
+    from .console import console_page
+    return console_page(form, code)
 
 
-@bp.route("/new", methods=["POST"])
+@bp.route("/new", methods=["GET", "POST"])
 def new():
+    """The new-shop form on its own page; a refused submit comes back here with every mistake."""
     form = NewShopForm()
+    if request.method == "GET":
+        return render_template("accounts/new_shop.html", form=form)
     if form.validate_on_submit():
         try:
-            shop = accounts.create_shop_with_owner(form.slug.data, form.name.data, form.owner_email.data,
-                                                   form.owner_password.data)
+            shop, invitation, token = invitations.create_shop(form.slug.data, form.name.data,
+                                                              form.owner_email.data, current_user)
         except accounts.AccountErrors as exc:
             db.session.rollback()
             for error in exc.errors:
                 form[error.field].errors.append(error.message)
         else:
+            db.session.commit()  # the shop and its invitation stand even if the mail server is down
+            _say_mailed(invitations.deliver(invitation, token, current_user),
+                        _("Shop %(name)s created.", name=shop.name))
             db.session.commit()
-            flash(_("Shop %(name)s created.", name=shop.name), "success")
             return redirect(url_for("wizard.resume_shop", slug=shop.slug))
-    return _index(form, 422)
+    return render_template("accounts/new_shop.html", form=form), 422
+
+
+def _say_mailed(message, done):
+    if message.error is None:
+        flash(done + " " + _("An invitation was sent to %(email)s.", email=message.to), "success")
+    else:
+        flash(done + " " + _("The invitation to %(email)s could not be sent (the mail server did not take it). "
+                             "Send it again later from the people page.", email=message.to), "error")
+
+
+@bp.post("/<slug>/invite")
+def invite(slug):
+    """Send the shop's invitation again (a new link; the older pending one stops working)."""
+    shop = db.session.scalar(db.select(Shop).filter_by(slug=slug))
+    if shop is None:
+        abort(404)
+    form = InviteForm()
+    if not form.validate_on_submit():
+        abort(400)
+    try:
+        invitation, token = invitations.resend(shop, current_user, form.email.data)
+    except accounts.AccountErrors as exc:
+        db.session.rollback()
+        flash(" ".join(str(error.message) for error in exc.errors), "error")
+    else:
+        db.session.commit()
+        _say_mailed(invitations.deliver(invitation, token, current_user), _("New invitation made."))
+        db.session.commit()
+    return redirect(url_for("people.index"))

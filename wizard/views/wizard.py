@@ -17,12 +17,13 @@ from ..crypto import SecretUnreadable
 from ..extensions import db
 from ..line.endpoint import webhook_url
 from ..models import Shop
-from ..steps import confirmations
+from ..steps import confirmations, health as shop_health
 from ..steps.connection import forget_results
 from ..steps.reasons import describe
 from ..steps.registry import CONNECTED_KEY, Action, registry
 from ..steps.status import evaluate, stored_status
 from ..steps.context import latest_event
+from ..watch import alerts
 
 bp = Blueprint("wizard", __name__, url_prefix="/setup")
 
@@ -108,9 +109,20 @@ def _render(shop, status, step, **context):
         sketch_channel_id=channel.channel_id if channel else None,
         sketch_webhook_url=url,
     )
+    alert = alerts.banner(shop)
+    common.update(shop_alert=alert, step_title=steps.title,
+                  shop_alert_message=_alert_message(shop, alert) if alert else None)
     common.update(context)
     template = step.template_name if step else "wizard/connected.html"
     return render_template(template, **common)
+
+
+def _alert_message(shop, alert):
+    """The alert's sentence: the shop's state reason when it is still the alert's, else the reason's own."""
+    health = shop.health
+    if health is not None and health.reason == alert.reason:
+        return shop_health.describe(health)
+    return describe(alert.reason, fix=alert.step)
 
 
 @bp.route("/")

@@ -1,0 +1,236 @@
+"""Invitations: staff create a shop with its owner's e-mail only, the owner sets their own password from the
+link; an owner invites a second person; expired, used, replaced and tampered links get a page that says so
+(Chinese by default) and change nothing."""
+import re
+from datetime import timedelta
+
+import pytest
+
+from tests.wizard_helpers import page_text
+from wizard.extensions import db
+from wizard.models import AuditEntry, Invitation, MailMessage, Shop, User, utcnow
+
+pytest_plugins = ["tests.smtp_helpers"]  # the smtp_server and smtp_app fixtures
+NEW_SHOP = {"slug": "shop-b", "name": "乙店", "owner_email": "b@example.com"}
+LINK = re.compile(r"http://127\.0\.0\.1:\d+(/invite/[A-Za-z0-9_-]{43})")
+PASSWORD = "a long new password"
+
+
+@pytest.fixture
+def staff(client, make_user, login):
+    email = make_user("staff@example.com", staff=True)
+    login(email)
+    return email
+
+
+def link_in(message):
+    return LINK.search(message.get_content()).group(1)
+
+
+def field_errors(response):
+    return dict(re.findall(r'<p class="field-error" id="([\w-]+)-error">(.*?)</p>', page_text(response)))
+
+
+def users(app):
+    with app.app_context():
+        return sorted(db.session.scalars(db.select(User.email)).all())
+
+
+def test_staff_create_a_shop_and_its_owner_sets_their_own_password_from_the_mail(smtp_app, app, client, staff,
+                                                                                smtp_server):
+    response = client.post("/shops/new", data=NEW_SHOP)
+    assert response.status_code == 302
+    assert users(app) == ["staff@example.com"]  # no account until the owner accepts
+    path = link_in(smtp_server.messages[0])
+    with app.app_context():  # only the digest is stored, nowhere the token itself
+        invitation = db.session.scalar(db.select(Invitation))
+        token = path.rsplit("/", 1)[1]
+        assert invitation.token_digest != token and token not in invitation.token_digest
+        assert invitation.expires_at - invitation.created_at == timedelta(hours=72)
+        for entry in db.session.scalars(db.select(AuditEntry)):
+            assert token not in str(entry.detail) and token not in (entry.target or "")
+
+    owner = app.test_client()
+    page = owner.get(path)
+    assert page.status_code == 200
+    assert "你受邀管理「乙店」" in page_text(page) and "b@example.com" in page_text(page)
+    assert page.headers["Cache-Control"] == "no-store" and page.headers["Referrer-Policy"] == "no-referrer"
+    accepted = owner.post(path, data={"password": PASSWORD, "confirm": PASSWORD})
+    assert accepted.status_code == 302 and accepted.headers["Location"].endswith("/setup/shop-b/")
+    assert owner.get("/setup/shop-b/prepare").status_code == 200  # signed in, on their shop
+    assert users(app) == ["b@example.com", "staff@example.com"]
+    with app.app_context():
+        user = db.session.scalar(db.select(User).filter_by(email="b@example.com"))
+        assert (user.shop.slug, user.is_staff) == ("shop-b", False)
+    # the password is theirs from now on
+    fresh = app.test_client()
+    assert fresh.post("/login", data={"email": "b@example.com", "password": PASSWORD}).status_code == 302
+
+
+def test_a_password_the_rules_refuse_is_said_and_the_link_still_works(app, client, staff):
+    client.post("/shops/new", data=NEW_SHOP)
+    path = link_from_outbox(app)
+    visitor = app.test_client()
+
+    short = visitor.post(path, data={"password": "short", "confirm": "short"})
+    assert short.status_code == 422
+    assert field_errors(short) == {"password": "密碼至少要 10 個字元。"}
+    mismatch = visitor.post(path + "?lang=en", data={"password": PASSWORD, "confirm": PASSWORD + "x"})
+    assert mismatch.status_code == 422
+    assert field_errors(mismatch) == {"confirm": "The two passwords are not the same."}
+    same_as_email = visitor.post(path, data={"password": "b@example.com", "confirm": "b@example.com"})
+    assert same_as_email.status_code == 422 and "password" in field_errors(same_as_email)
+    assert users(app) == ["staff@example.com"]
+    assert visitor.post(path, data={"password": PASSWORD, "confirm": PASSWORD}).status_code == 302
+
+
+def link_from_outbox(app):
+    """The invitation link of the newest mail written into instance/outbox/ (no MAIL_URL)."""
+    import email
+    import email.policy
+    from pathlib import Path
+    newest = sorted((Path(app.instance_path) / "outbox").glob("*.eml"))[-1]
+    return link_in(email.message_from_bytes(newest.read_bytes(), policy=email.policy.default))
+
+
+def test_a_used_link_says_so_in_chinese_and_changes_nothing(app, client, staff):
+    client.post("/shops/new", data=NEW_SHOP)
+    path = link_from_outbox(app)
+    app.test_client().post(path, data={"password": PASSWORD, "confirm": PASSWORD})
+
+    again = app.test_client()
+    page = again.get(path)
+    assert page.status_code == 410
+    assert "這個邀請已經使用過了" in page_text(page) and 'lang="zh-Hant-TW"' in page_text(page)
+    post = again.post(path, data={"password": "another long password", "confirm": "another long password"})
+    assert post.status_code == 410
+    assert again.get("/setup/shop-b/prepare").status_code == 302  # not signed in
+    fresh = app.test_client()  # the password set first still holds
+    assert fresh.post("/login", data={"email": "b@example.com", "password": PASSWORD}).status_code == 302
+
+
+def test_an_expired_link_says_so_and_creates_nothing(app, client, staff):
+    client.post("/shops/new", data=NEW_SHOP)
+    path = link_from_outbox(app)
+    with app.app_context():
+        invitation = db.session.scalar(db.select(Invitation))
+        invitation.expires_at = utcnow() - timedelta(seconds=1)
+        db.session.commit()
+
+    visitor = app.test_client()
+    assert "這個邀請已經過期" in page_text(visitor.get(path))
+    response = visitor.post(path + "?lang=en", data={"password": PASSWORD, "confirm": PASSWORD})
+    assert response.status_code == 410
+    assert "This invitation has expired" in page_text(response)
+    assert users(app) == ["staff@example.com"]
+
+
+@pytest.mark.parametrize("token", ["x" * 43, "abc", "%00", "x" * 5000, "a.b~c!'", "ｘ" * 43, "../login"])
+def test_a_tampered_or_unknown_link_gets_a_friendly_page_never_a_500(app, client, staff, token):
+    client.post("/shops/new", data=NEW_SHOP)
+    path = link_from_outbox(app)
+    for probe in (path[:-1], f"/invite/{token}"):
+        response = app.test_client().get(probe)
+        assert response.status_code == 404, probe
+        # A NUL byte is refused before any view (wizard/guard.py), a slash is another path: the site's own
+        # 404 page then.
+        reaches_view = probe == path[:-1] or token not in ("%00", "../login")
+        assert ("這個邀請連結無法使用" if reaches_view else "找不到這個頁面") in page_text(response)
+        posted = app.test_client().post(probe, data={"password": PASSWORD, "confirm": PASSWORD})
+        assert posted.status_code == 404
+    assert users(app) == ["staff@example.com"]
+
+
+def test_sending_again_replaces_the_older_link(smtp_app, app, client, staff, smtp_server):
+    client.post("/shops/new", data=NEW_SHOP)
+    first = link_in(smtp_server.messages[0])
+    people = page_text(client.get("/shops/people/?lang=en"))
+    assert "b@example.com" in people and "Send the invitation again" in people
+
+    response = client.post("/shops/shop-b/invite", data={"email": ""}, follow_redirects=True)
+    assert "New invitation made. An invitation was sent to b@example.com." in page_text(response)
+    second = link_in(smtp_server.messages[1])
+    assert second != first
+    old = app.test_client().get(first)
+    assert old.status_code == 410 and "This invitation no longer works" in page_text(
+        app.test_client().get(first + "?lang=en"))
+    assert app.test_client().post(second, data={"password": PASSWORD, "confirm": PASSWORD}).status_code == 302
+
+
+def test_the_new_shop_form_says_every_mistake_under_its_field_and_sends_nothing(app, client, staff, make_user):
+    make_user("taken@example.com")
+    response = client.post("/shops/new", data={"slug": "Bad Slug", "name": " ", "owner_email": "nope"})
+    assert response.status_code == 422
+    assert field_errors(response) == {
+        "slug": "「bad slug」不是有效的商店代碼：請只用小寫英文字母、數字和「-」。",
+        "name": "請輸入商店名稱。",
+        "owner_email": "「nope」不是電子郵件地址。",
+    }
+    taken = client.post("/shops/new", data=dict(NEW_SHOP, owner_email="Taken@Example.com"))
+    assert field_errors(taken) == {"owner_email": "已經有使用者用 taken@example.com 這個電子郵件。"}
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Shop.id))) == 0
+        assert db.session.scalar(db.select(db.func.count(Invitation.id))) == 0
+        assert db.session.scalar(db.select(db.func.count(MailMessage.id))) == 0
+
+
+def test_resend_for_an_unknown_shop_or_without_any_invitation_is_said(app, client, staff, make_shop):
+    assert client.post("/shops/nope/invite", data={"email": ""}).status_code == 404
+    make_shop("shop-a", "甲店")  # made by the CLI's way: its owner never had an invitation
+    response = client.post("/shops/shop-a/invite?lang=en", data={"email": ""}, follow_redirects=True)
+    assert "This shop has no invitation to send again" in page_text(response)
+    assert client.post("/shops/shop-a/invite", data={"email": "bad"}, follow_redirects=True).status_code == 200
+
+
+def test_an_owner_invites_a_second_person_who_then_sees_only_that_shop(smtp_app, app, client, owner, make_shop,
+                                                                       smtp_server):
+    make_shop("other-shop", "別家店")
+    page = page_text(client.get("/account/people"))
+    assert "owner-sunny-bakery@example.com" in page and "No invitation is waiting." in page
+
+    response = client.post("/account/people", data={"email": "helper@example.com"}, follow_redirects=True)
+    assert "An invitation was sent to helper@example.com. The link works for 72 hours." in page_text(response)
+    assert 'data-pending="helper@example.com"' in page_text(response)
+    (message,) = smtp_server.messages
+    assert "owner-sunny-bakery@example.com" in message.get_content()  # says who invites
+
+    helper = app.test_client()
+    assert helper.post(link_in(message), data={"password": PASSWORD, "confirm": PASSWORD}).status_code == 302
+    assert helper.get(f"/setup/{owner}/prepare").status_code == 200
+    assert helper.get("/setup/other-shop/prepare").status_code == 404
+    listed = page_text(client.get("/account/people"))
+    assert 'data-person="helper@example.com"' in listed and "data-pending" not in listed
+
+
+def test_an_owner_cannot_invite_an_existing_account_and_can_withdraw_an_invitation(app, client, owner, make_shop):
+    other, other_email = make_shop("other-shop", "別家店")
+    taken = client.post("/account/people", data={"email": other_email})
+    assert taken.status_code == 422
+    assert field_errors(taken) == {"email": f"A user with the e-mail {other_email} already exists."}
+    bad = client.post("/account/people", data={"email": "not an address"})
+    assert bad.status_code == 422 and "email" in field_errors(bad)
+
+    client.post("/account/people", data={"email": "helper@example.com"})
+    path = link_from_outbox(app)
+    with app.app_context():
+        invitation_id = db.session.scalar(db.select(Invitation.id))
+    withdrawn = client.post(f"/account/people/invitations/{invitation_id}/withdraw", follow_redirects=True)
+    assert "The invitation to helper@example.com is withdrawn" in page_text(withdrawn)
+    assert app.test_client().get(path).status_code == 410
+    with app.app_context():
+        assert db.session.scalar(db.select(AuditEntry.action).order_by(AuditEntry.id.desc())) == \
+            "invitation.revoked"
+
+
+def test_an_owner_cannot_withdraw_another_shops_invitation(app, client, staff, make_shop, login):
+    client.post("/shops/new", data=NEW_SHOP)
+    with app.app_context():
+        invitation_id = db.session.scalar(db.select(Invitation.id))
+    slug, email = make_shop("shop-a", "甲店")
+    login(email)
+    assert client.post(f"/account/people/invitations/{invitation_id}/withdraw").status_code == 404
+    assert app.test_client().get(link_from_outbox(app)).status_code == 200  # still works
+
+
+def test_staff_have_no_own_people_page(client, staff):
+    assert client.get("/account/people").status_code == 404

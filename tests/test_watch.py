@@ -1,0 +1,172 @@
+"""The drift watch: a connected sandbox shop broken in each way LINE's settings can drift, then fixed.
+
+For each way, ``line check-all``, the status API and the owner's wizard name the same state, reason and fixing
+step; an alert opens, one e-mail goes to each person who looks after the shop (through a real SMTP server),
+and fixing it in the sandbox closes the alert again."""
+import json
+import time
+from datetime import datetime, timedelta
+
+import pytest
+from sqlalchemy import update
+
+from tests.servers import Served
+from tests.wizard_helpers import connect
+from wizard.extensions import db
+from wizard.models import Alert, Channel, Shop, ShopHealth, User, WebhookEvent, utcnow
+
+pytest_plugins = ["tests.smtp_helpers"]
+
+
+class Watched:
+    """A shop connected to a sandbox channel through the wizard, and ways to read what the watch says."""
+
+    def __init__(self, app, client, runner, sandbox, slug, channel, owner, staff, smtp):
+        self.app, self.client, self.runner, self.sandbox = app, client, runner, sandbox
+        self.slug, self.channel, self.owner, self.staff, self.smtp = slug, channel, owner, staff, smtp
+        self.id = channel["channelId"]
+
+    def check_all(self):
+        result = self.runner.invoke(args=["line", "check-all", "--json"])
+        lines = [json.loads(line) for line in result.stdout.splitlines()]
+        return {line["slug"]: line for line in lines}, result
+
+    def status(self):
+        return self.client.get(f"/api/v1/shops/{self.slug}/status").get_json()
+
+    def alerts(self):
+        with self.app.app_context():
+            rows = db.session.scalars(db.select(Alert).order_by(Alert.id)).all()
+            db.session.expunge_all()
+            return rows
+
+    def daily_due(self):
+        """A day has passed since the once-a-day checks (LINE's webhook test, the friend count)."""
+        with self.app.app_context():
+            db.session.execute(update(ShopHealth).values(daily_checked_at=None))
+            db.session.commit()
+
+    def mails_to(self, address):
+        return [m for m in self.smtp.messages if m["To"] == address]
+
+
+@pytest.fixture
+def watched(smtp_app, client, runner, sandbox, live_app, make_shop, make_user, login, smtp_server):
+    app = smtp_app
+    app.config["WEBHOOK_TEST_COOLDOWN"] = 0
+    slug, owner = make_shop()
+    staff = make_user("staff@example.com", staff=True)
+    with app.app_context():
+        shop = db.session.scalar(db.select(Shop).filter_by(slug=slug))
+        shop.assigned_staff_id = db.session.scalar(db.select(User.id).filter_by(email=staff))
+        db.session.commit()
+    login(owner)
+    channel = sandbox.control.create_channel(display_name="晴天烘焙坊")
+    assert connect(client, slug, channel).status_code in (200, 302)
+    client.post(f"/setup/{slug}/webhook_url", data={"action": "set_endpoint"})
+    client.post(f"/setup/{slug}/response_settings", data={"action": "confirm", "auto_response": "y"})
+    assert sandbox.control.follow(channel["channelId"])["delivery"]["statusCode"] == 200
+    shop = Watched(app, client, runner, sandbox, slug, channel, owner, staff, smtp_server)
+    states, result = shop.check_all()
+    assert states[slug]["state"] == "healthy", (states, result.output)
+    assert result.exit_code == 0
+    return shop
+
+
+def _lose_follows_while_silent(shop):
+    """Nothing from LINE for six days while two new friends' follow events were lost on their way."""
+    with shop.app.app_context():
+        week_ago = utcnow() - timedelta(days=6)
+        db.session.execute(update(WebhookEvent).values(received_at=week_ago))
+        channel = db.session.scalar(db.select(Channel))
+        channel.last_delivery_at = channel.last_verified_at = week_ago
+        channel.connected_at = week_ago - timedelta(days=1)
+        five_days_ago = (utcnow() + timedelta(hours=9) - timedelta(days=5)).date()
+        results = dict(channel.check_results)
+        end = datetime.combine(five_days_ago, datetime.min.time()) + timedelta(days=1, hours=-9)
+        results["followers_history"] = [{"date": five_days_ago.isoformat(), "at": end.isoformat() + "Z",
+                                         "followers": 0, "blocks": 0}]
+        channel.check_results = results
+        db.session.commit()
+    for _ in range(2):
+        lost = shop.sandbox.control.follow(shop.id, deliver_event=False, at=time.time() - 2 * 86400)
+        assert lost["delivery"] is None
+    shop.daily_due()
+
+
+def _stop_answering(shop):
+    shop.app.extensions["test_live_app"].stop()
+    shop.daily_due()
+
+
+def _answer_again(shop):
+    served = Served(shop.app, port=int(shop.app.config["PUBLIC_BASE_URL"].rsplit(":", 1)[1]))
+    shop.app.extensions["test_restarted"] = served
+    shop.daily_due()
+
+
+BREAKS = {
+    # name: (break it, expected state, reason, fixing step, fix it)
+    "secret reissued": (lambda s: s.sandbox.control.update(s.id, reissue_secret=True),
+                        "broken", "wrong_secret", "credentials", None),
+    "webhook URL changed": (lambda s: s.sandbox.control.update(s.id, endpoint="https://crm.example.net/hook"),
+                            "broken", "endpoint_mismatch", "webhook_url",
+                            lambda s: s.client.post(f"/setup/{s.slug}/webhook_url", data={
+                                "action": "set_endpoint", "confirm_replace": "y"})),
+    "webhook URL removed": (lambda s: s.sandbox.control.update(s.id, endpoint=""),
+                            "broken", "endpoint_not_set", "webhook_url",
+                            lambda s: s.client.post(f"/setup/{s.slug}/webhook_url", data={"action": "set_endpoint"})),
+    "Use webhook off": (lambda s: s.sandbox.control.update(s.id, webhook_active=False),
+                        "broken", "webhook_inactive", "response_settings",
+                        lambda s: s.sandbox.control.update(s.id, webhook_active=True)),
+    "Chat mode changed": (lambda s: s.sandbox.control.update(s.id, chat_mode="bot"),
+                          "broken", "chat_mode_bot", "response_settings",
+                          lambda s: s.sandbox.control.update(s.id, chat_mode="chat")),
+    "LINE's test failing": (_stop_answering, "broken", "webhook_test_failed", "webhook_url", _answer_again),
+    "silence": (_lose_follows_while_silent, "dormant", "silent_while_friends_grow", "webhook_url",
+                lambda s: s.sandbox.control.follow(s.id)),
+}
+
+
+@pytest.mark.parametrize("way", list(BREAKS))
+def test_each_way_a_connection_breaks_is_noticed_alerted_and_closed_when_fixed(watched, live_app, way):
+    shop = watched
+    shop.app.extensions["test_live_app"] = live_app
+    breaker, state, reason, step, fixer = BREAKS[way]
+    breaker(shop)
+    try:
+        states, result = shop.check_all()
+        assert (states[shop.slug]["state"], states[shop.slug]["reason"]) == (state, reason), result.output
+        assert result.exit_code == (1 if state == "broken" else 0)
+        assert "1 shop(s) checked" in result.stderr
+
+        status = shop.status()
+        assert (status["state"], status["reason"], status["fix_step"]) == (state, reason, step)
+        assert status["since"] == states[shop.slug]["since"]
+        resume = shop.client.get(f"/setup/{shop.slug}/", follow_redirects=True).data.decode()
+        assert f'data-alert-reason="{reason}"' in resume, resume[:3000]
+        assert f'href="/setup/{shop.slug}/{step}"' in resume
+
+        alerts = shop.alerts()
+        assert [(a.state, a.reason, a.closed_at) for a in alerts] == [(state, reason, None)]
+        assert len(shop.mails_to(shop.owner)) == 1 and len(shop.mails_to(shop.staff)) == 1
+        mail = shop.mails_to(shop.owner)[0]
+        assert shop.slug in mail.get_content() and f"/setup/{shop.slug}/{step}" in mail.get_content()
+        shop.check_all()  # noticed again: still one alert, no second e-mail the same day
+        assert len(shop.alerts()) == 1 and len(shop.mails_to(shop.owner)) == 1
+
+        if fixer is None:  # the secret: the owner enters the new one, and a friend's follow proves it
+            new = shop.sandbox.control.channel(shop.id)
+            connect(shop.client, shop.slug, {"channelId": shop.id, "channelSecret": new["channelSecret"]})
+            shop.sandbox.control.follow(shop.id)
+        else:
+            fixer(shop)
+        states, _ = shop.check_all()
+        assert states[shop.slug]["state"] == "healthy", states
+        assert [(a.reason, a.closed_at is not None) for a in shop.alerts()] == [(reason, True)]
+        assert shop.status()["state"] == "healthy"
+        assert 'data-alert-reason' not in shop.client.get(f"/setup/{shop.slug}/", follow_redirects=True).data.decode()
+    finally:
+        restarted = shop.app.extensions.pop("test_restarted", None)
+        if restarted is not None:
+            restarted.stop()

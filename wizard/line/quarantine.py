@@ -1,0 +1,220 @@
+"""Webhook bodies refused for their signature, kept for the Channel secret that may yet prove them.
+
+When the owner reissues the Channel secret in LINE and has not entered it here yet, LINE signs every delivery
+with a secret we do not have, and the receiver refuses each one (400, counted as ``bad_signature``). Those
+are real customers adding the shop as a friend. So a refused body is kept here, encrypted like the secrets
+(crypto.py: its column ends in ``_encrypted``, so ``flask rotate-key`` re-encrypts it with them) together with
+its x-line-signature; while it waits it is never processed and never counted as a delivery or an event.
+
+- ``keep`` (the receiver's refusal): one insert, and one delete that holds the channel to its bounds (7 days,
+  1,000 bodies, 10 MiB; the oldest go first), both committed with the refusal's count. Anyone who knows the
+  webhook URL can POST forged bodies: the bounds keep a flood from growing the table, and nothing here
+  touches (or locks) a row a valid delivery writes.
+- ``release`` (a secret saved, steps/connection.py): each kept body of the channel is checked with the new
+  secret exactly as the receiver checks one (``signature_matches``, then ``parse_payload``). Those that pass
+  are stored as a delivery and its events as if they had just arrived (events are unique per channel on
+  ``webhookEventId``, so one LINE also redelivered meanwhile is stored once) and the worker is woken once
+  they are committed; the rest are deleted. The worker runs them like any other event: a follow makes a
+  contact and queues the form, which goes by push with its retry key, since the follow's reply token has
+  long expired (outbox.queue_form).
+- ``sweep`` (the periodic sweep, tasks.py): deletes what is past its age, and releases the bodies refused
+  while a new secret was being saved (the receiver still read the old one when ``release`` had already
+  looked).
+"""
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import delete, event as orm_event, func, insert, or_, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from .. import crypto
+from ..extensions import db
+from ..models import Channel, Contact, QuarantinedBody, WebhookDelivery, WebhookEvent, utcnow
+from . import store
+from .receiver import NotLinePayload, _event_row, parse_payload, signature_matches
+
+log = logging.getLogger(__name__)
+
+MAX_AGE = timedelta(days=7)
+MAX_BODIES = 1000
+MAX_BYTES = 10 * 1024 * 1024
+# Base64 of an HMAC-SHA256 is 44 characters: a header of any other length matches no secret, ever.
+SIGNATURE_LENGTH = 44
+# The sweep looks again at bodies refused this long around a save (its transaction may stay open while the
+# wizard asks LINE), for as long as the save is this recent.
+SAVE_RACE = timedelta(minutes=1)
+SAVE_RECENT = timedelta(minutes=10)
+_CHUNK = 100
+
+_Q = QuarantinedBody.__table__
+
+
+@dataclass(frozen=True)
+class ReleaseResult:
+    """What a release did: ``welcomed`` friends will get the form (their follow was stored from it),
+    ``stored`` bodies proved to be LINE's and are deliveries now, ``deleted`` ones did not and are gone."""
+    welcomed: int = 0
+    stored: int = 0
+    deleted: int = 0
+
+
+def keep(channel_id: int, body: bytes, signature: str) -> bool:
+    """Keep a body refused for its signature, in the caller's transaction (the receiver's refusal count
+    commits it). Returns whether it was kept: a body no secret can ever make a delivery (not UTF-8, a
+    signature of the wrong length) is not. A database failure here never changes the refusal."""
+    if len(signature) != SIGNATURE_LENGTH or len(body) > MAX_BYTES:
+        return False
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False  # not LINE's JSON under any secret (parse_payload refuses it)
+    encrypted = crypto.encrypt(text)  # before the first write: no lock is held while it runs
+    now = utcnow()
+    try:
+        db.session.execute(insert(_Q).values(channel_id=channel_id, received_at=now, size=len(body),
+                                             signature=signature, body_encrypted=encrypted))
+        db.session.execute(_beyond_bounds(channel_id, now))
+    except SQLAlchemyError:
+        db.session.rollback()
+        log.warning("a refused body of channel %s could not be kept", channel_id, exc_info=True)
+        return False
+    return True
+
+
+def _beyond_bounds(channel_id, now):
+    """DELETE the channel's bodies past MAX_AGE, or beyond MAX_BODIES / MAX_BYTES counted newest first (in
+    the order they were kept); both read through an index, never the bodies.
+
+    On PostgreSQL, rows another refusal is deleting at the same moment are skipped, not waited for, so
+    concurrent refusals never queue on each other (the table may then hold a few more for an instant)."""
+    newest_first = _Q.c.id.desc()
+    ranked = select(
+        _Q.c.id,
+        func.row_number().over(order_by=newest_first).label("place"),
+        func.sum(_Q.c.size).over(order_by=newest_first, rows=(None, 0)).label("bytes"),
+    ).where(_Q.c.channel_id == channel_id).subquery()
+    surplus = select(ranked.c.id).where(or_(ranked.c.place > MAX_BODIES, ranked.c.bytes > MAX_BYTES))
+    too_old = select(_Q.c.id).where(_Q.c.channel_id == channel_id, _Q.c.received_at < now - MAX_AGE)
+    doomed = (select(_Q.c.id).where(or_(_Q.c.id.in_(surplus), _Q.c.id.in_(too_old)))
+              .with_for_update(skip_locked=True))
+    return delete(_Q).where(_Q.c.id.in_(doomed))
+
+
+def count(channel_id: int) -> int:
+    return db.session.scalar(select(func.count()).select_from(_Q).where(_Q.c.channel_id == channel_id)) or 0
+
+
+def release(channel, secret: str, *, delete_rest: bool = True, since=None) -> ReleaseResult:
+    """Check the channel's kept bodies (received from ``since``, default all) with ``secret``: store those
+    LINE signed with it as deliveries and events, delete the others (unless ``delete_rest`` is False), in the
+    caller's transaction; the worker is woken after it commits. Returns what it did."""
+    if channel.id is None:
+        return ReleaseResult()
+    query = select(_Q.c.id).where(_Q.c.channel_id == channel.id).order_by(_Q.c.received_at, _Q.c.id)
+    if since is not None:
+        query = query.where(_Q.c.received_at >= since)
+    ids = db.session.scalars(query).all()
+    stored, deleted, followers = 0, 0, set()
+    for start in range(0, len(ids), _CHUNK):
+        rows = db.session.execute(select(_Q.c.id, _Q.c.signature, _Q.c.body_encrypted)
+                                  .where(_Q.c.id.in_(ids[start:start + _CHUNK]))
+                                  .order_by(_Q.c.received_at, _Q.c.id)).all()
+        for row in rows:
+            body, payload = _open(row.body_encrypted), None
+            if body is not None and signature_matches(secret, body, row.signature):
+                try:
+                    payload = parse_payload(body)
+                except NotLinePayload:
+                    pass  # signed, but not a LINE request body: the receiver would have refused it too
+            if payload is None and not delete_rest:
+                continue
+            # Taken out first: of two releases at once (a save and the sweep) only one stores a body.
+            if db.session.execute(delete(_Q).where(_Q.c.id == row.id)).rowcount != 1:
+                continue
+            if payload is None:
+                deleted += 1
+                continue
+            followers |= _store(channel, body, *payload)
+            stored += 1
+    if stored:
+        _wake_after_commit()
+        log.info("channel %s: %s refused deliveries proved to be LINE's and are stored", channel.id, stored)
+    return ReleaseResult(welcomed=len(_welcomed(channel, followers)), stored=stored, deleted=deleted)
+
+
+def _open(encrypted):
+    try:
+        return crypto.decrypt(encrypted).encode("utf-8")
+    except crypto.SecretUnreadable:
+        return None  # encrypted under a key no longer configured: it cannot be checked, so it goes
+
+
+def _store(channel, body, destination, events):
+    """One delivery and its new events, as the receiver stores them; returns the users whose follow is new."""
+    now = utcnow()
+    unique, seen = [], set()
+    for item in events:
+        if item["webhookEventId"] not in seen:
+            seen.add(item["webhookEventId"])
+            unique.append(item)
+    delivery = WebhookDelivery(channel_id=channel.id, received_at=now, destination=destination or None,
+                               event_count=len(events), new_event_count=0, body=body.decode("utf-8"))
+    db.session.add(delivery)
+    db.session.flush()
+    rows = [_event_row(channel.id, delivery.id, item, now) for item in unique]
+    new_ids = store.insert_ignoring(WebhookEvent, rows, ["channel_id", "webhook_event_id"], returning="id")
+    delivery.new_event_count = len(new_ids)
+    if not new_ids:
+        return set()
+    e = WebhookEvent
+    return set(db.session.scalars(select(e.source_user_id).where(
+        e.id.in_(new_ids), e.type == "follow", e.source_type == "user", e.source_user_id.is_not(None),
+        or_(e.mode.is_(None), e.mode != "standby"))))
+
+
+def _welcomed(channel, users):
+    """Of the users whose follow was released, those the form will go to (not filled in, not sent lately)."""
+    from .events import form_not_due
+    if not users:
+        return set()
+    known = {contact.line_user_id: contact for contact in db.session.scalars(db.select(Contact).where(
+        Contact.channel_id == channel.id, Contact.line_user_id.in_(users)))}
+    return {user for user in users if user not in known or form_not_due(known[user]) is None}
+
+
+def _wake_after_commit():
+    """Ring for the worker once the released events are committed (before that it would find nothing)."""
+    app = current_app._get_current_object()
+
+    def ring(_session):
+        from .. import tasks
+        tasks.wake(app)
+
+    orm_event.listen(db.session(), "after_commit", ring, once=True)
+
+
+def sweep() -> int:
+    """Delete bodies past MAX_AGE; release, with the saved secret, bodies refused around a recent save.
+    Commits; returns how many bodies were released. Never raises a database error (the rest of the periodic
+    sweep must still run)."""
+    now = utcnow()
+    released = 0
+    try:
+        db.session.execute(delete(_Q).where(_Q.c.received_at < now - MAX_AGE))
+        db.session.commit()
+        channels = db.session.scalars(select(Channel).where(
+            Channel.disconnected_at.is_(None), Channel.connected_at >= now - SAVE_RECENT)).all()
+        for channel in channels:
+            try:
+                secret = channel.secret
+            except crypto.SecretUnreadable:
+                continue
+            released += release(channel, secret, delete_rest=False,
+                                since=channel.connected_at - SAVE_RACE).stored
+            db.session.commit()
+    except SQLAlchemyError:
+        db.session.rollback()
+        log.warning("the quarantine sweep failed; the next one tries again", exc_info=True)
+    return released

@@ -1,0 +1,217 @@
+"""Alerts: a shop that becomes broken or dormant opens one (per shop and reason); it closes by itself when the
+shop's state moves on, and staff may acknowledge or snooze it.
+
+Alerts follow ``health.state_changed``, so they open and close in the same transaction as the state that
+caused them, from whichever evaluation noticed it: a page, the status API or the watch. One page can then never
+show an open alert beside a healthy state.
+
+Escalation (``notify_due``, run by the periodic sweep and after ``check-all``):
+- the owner's wizard shows a banner with the step that fixes it (templates/wizard/_alerts.html);
+- an e-mail to the shop's owners and its assigned staff, at most once per alert per ``ALERT_EMAIL_HOURS``,
+  none while acknowledged or snoozed. The send is claimed first (a conditional update), so however many
+  consumers sweep at once, one sends;
+- optionally a JSON POST to ``ALERT_WEBHOOK_URL`` (a chat tool), signed with HMAC-SHA256 under
+  ``ALERT_WEBHOOK_SECRET`` in ``X-Wizard-Signature``, once when the alert opens and once when it closes.
+"""
+import hashlib
+import hmac
+import json
+import logging
+import urllib.request
+from datetime import timedelta
+
+from flask import current_app, has_request_context, url_for
+from flask_babel import force_locale, gettext as _
+from sqlalchemy import or_, update
+
+from .. import audit, mail
+from ..extensions import db
+from ..line import store
+from ..models import Alert, Shop, iso_utc, utcnow
+from ..steps import health as shop_health
+
+log = logging.getLogger(__name__)
+
+
+def connect():
+    shop_health.state_changed.connect(on_state_changed, weak=False)
+
+
+def on_state_changed(shop, health, previous):
+    """Close the shop's alerts its new state no longer bears out; open one for a new broken/dormant reason."""
+    now = utcnow()
+    alerting = health.state in shop_health.ALERTING
+    for alert in open_alerts(shop):
+        if not (alerting and alert.reason == health.reason):
+            close(alert, now)
+    if alerting:
+        _open(shop, health, now)
+
+
+def _open(shop, health, now):
+    inserted = db.session.execute(
+        store.dialect_insert(Alert).values(
+            shop_id=shop.id, state=health.state, reason=health.reason, open_reason=health.reason,
+            step=health.step, opened_at=now, emails_sent=0)
+        .on_conflict_do_nothing(index_elements=["shop_id", "open_reason"])).rowcount
+    if inserted:
+        audit.record("alert.opened", shop=shop, actor="system", target=health.reason, state=health.state)
+        log.info("alert opened for shop %s: %s (%s)", shop.slug, health.state, health.reason)
+
+
+def close(alert, now=None):
+    alert.closed_at, alert.open_reason = now or utcnow(), None
+    audit.record("alert.closed", shop=alert.shop_id, actor="system", target=alert.reason)
+    log.info("alert closed for shop %s: %s", alert.shop_id, alert.reason)
+
+
+def open_alerts(shop):
+    shop_id = shop.id if isinstance(shop, Shop) else shop
+    return db.session.scalars(db.select(Alert).where(Alert.shop_id == shop_id, Alert.closed_at.is_(None))
+                              .order_by(Alert.opened_at)).all()
+
+
+def acknowledge(alert, user):
+    """Staff have seen it: it stays open (until the check passes) but sends no more e-mail."""
+    if alert.acknowledged_at is None:
+        alert.acknowledged_at, alert.acknowledged_by_id = utcnow(), user.id
+        audit.record("alert.acknowledged", shop=alert.shop_id, actor=user, target=alert.reason)
+
+
+def snooze(alert, user, until):
+    alert.snoozed_until = until
+    audit.record("alert.snoozed", shop=alert.shop_id, actor=user, target=alert.reason, until=iso_utc(until))
+
+
+# ---- escalation ---------------------------------------------------------------------------------------------
+
+def notify_due(now=None):
+    """E-mail (and post) every open alert whose turn has come; returns how many e-mails went out."""
+    now = now or utcnow()
+    cutoff = now - timedelta(hours=float(current_app.config["ALERT_EMAIL_HOURS"]))
+    due = db.session.scalars(db.select(Alert.id).where(
+        Alert.closed_at.is_(None), Alert.acknowledged_at.is_(None),
+        or_(Alert.snoozed_until.is_(None), Alert.snoozed_until <= now),
+        or_(Alert.last_emailed_at.is_(None), Alert.last_emailed_at <= cutoff))).all()
+    db.session.commit()
+    sent = 0
+    for alert_id in due:
+        # Claim first: of several consumers sweeping at once, exactly one moves the time and sends.
+        claimed = db.session.execute(update(Alert).where(
+            Alert.id == alert_id, Alert.closed_at.is_(None),
+            or_(Alert.last_emailed_at.is_(None), Alert.last_emailed_at <= cutoff))
+            .values(last_emailed_at=now, emails_sent=Alert.emails_sent + 1)
+            .execution_options(synchronize_session=False)).rowcount
+        db.session.commit()
+        if claimed:
+            alert = db.session.get(Alert, alert_id)
+            sent += _email(alert)
+            db.session.commit()
+    _post_due(now)
+    return sent
+
+
+def recipients(shop):
+    """The owners who can still sign in, and the assigned staff member (each address once)."""
+    people = [user for user in shop.owners if user.is_active]
+    if shop.assigned_staff is not None and shop.assigned_staff.is_active:
+        people.append(shop.assigned_staff)
+    seen, unique = set(), []
+    for user in people:
+        if user.email not in seen:
+            seen.add(user.email)
+            unique.append(user)
+    return unique
+
+
+def _email(alert):
+    shop = alert.shop
+    sent = 0
+    for user in recipients(shop):
+        with force_locale(user.locale or current_app.config["BABEL_DEFAULT_LOCALE"]):
+            subject, body = _message(alert, shop, staff=user.is_staff)
+        row = mail.send(user.email, subject, body, kind="alert", shop=shop)
+        sent += row.error is None
+    audit.record("alert.emailed", shop=shop, actor="system", target=alert.reason, recipients=sent)
+    return sent
+
+
+def _message(alert, shop, staff):
+    health = shop.health
+    label = shop_health.LABELS.get(alert.state, alert.state)
+    sentence = shop_health.describe(health) if health is not None and health.reason == alert.reason \
+        else alert.reason
+    fix = fix_url(shop, alert.step)
+    subject = _("%(shop)s: the LINE connection is %(state)s", shop=shop.name, state=label)
+    lines = [
+        _("The LINE connection of %(shop)s needs you.", shop=shop.name),
+        "",
+        sentence,
+        "",
+        _("Fix it here: %(url)s", url=fix),
+    ]
+    if staff:
+        lines += ["", _("Shop code: %(slug)s. Acknowledge the alert on the shop's page in the console to stop "
+                        "these e-mails.", slug=shop.slug)]
+    return subject, "\n".join(lines)
+
+
+def fix_url(shop, step):
+    """The page that fixes it, as a full link (mails are read outside the app)."""
+    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
+    if not has_request_context():  # the queue's consumer: build the path as a request would
+        with current_app.test_request_context():
+            return fix_url(shop, step)
+    if step and step != "connected":
+        return base + url_for("wizard.step", slug=shop.slug, key=step)
+    return base + url_for("wizard.resume_shop", slug=shop.slug)
+
+
+def _post_due(now):
+    """POST each alert that opened or closed since it was last posted (once each way)."""
+    url = current_app.config.get("ALERT_WEBHOOK_URL")
+    if not url:
+        return
+    pending = db.session.scalars(db.select(Alert).where(or_(
+        Alert.last_posted_at.is_(None),
+        Alert.closed_at.is_not(None) & (Alert.closed_at > Alert.last_posted_at)))
+        .where(Alert.opened_at >= now - timedelta(days=7))).all()
+    for alert in pending:
+        claimed = db.session.execute(update(Alert).where(
+            Alert.id == alert.id,
+            or_(Alert.last_posted_at.is_(None), Alert.last_posted_at == alert.last_posted_at))
+            .values(last_posted_at=now).execution_options(synchronize_session=False)).rowcount
+        db.session.commit()
+        if claimed:
+            post(url, payload(alert))
+
+
+def payload(alert):
+    shop = alert.shop
+    return {"shop": shop.slug, "name": shop.name, "state": alert.state, "reason": alert.reason,
+            "status": "closed" if alert.closed_at else "open", "opened_at": iso_utc(alert.opened_at),
+            "closed_at": iso_utc(alert.closed_at), "fix_url": fix_url(shop, alert.step)}
+
+
+def signature(body: bytes) -> str:
+    secret = current_app.config.get("ALERT_WEBHOOK_SECRET") or ""
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def post(url, data):
+    body = json.dumps(data, ensure_ascii=False).encode()
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/json; charset=utf-8", "X-Wizard-Signature": signature(body)})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as answer:
+            return answer.status
+    except OSError as exc:  # the chat tool is down: the e-mail still went; say so once in the log
+        log.warning("alert post to the staff URL failed: %s", type(exc).__name__)
+        return None
+
+
+def banner(shop):
+    """The open alert the owner's wizard shows, newest first (None when there is none)."""
+    alerts = open_alerts(shop)
+    return alerts[-1] if alerts else None
+

@@ -1,0 +1,164 @@
+"""Drift watch: ask LINE on a schedule whether each connected shop still works, within LINE's limits.
+
+A round (every ``WATCH_INTERVAL_MINUTES``, one scheduler however many consumers: tasks.once_per_slot) puts one
+``check_shop`` task per due shop on the queue, so the checks spread over every consumer. A check is the
+wizard's own evaluation, forced: a fresh token, the bot info and the webhook endpoint, at most 3 LINE calls
+per shop. Once a day it also runs LINE's webhook test and reads LINE's friend count (the passive signals in
+steps/health.py compare it with the follow events we received). The state it records opens and closes
+alerts by itself (alerts.py listens to the state's changes).
+
+Shops that never connected are not watched: onboarding has no drift, and their owners' pages check anyway.
+"""
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
+
+from flask import current_app
+
+from ..extensions import db
+from ..line.problems import LineProblem
+from ..models import Channel, Shop, ShopHealth, iso_utc, utcnow
+from ..steps import webhook_test
+from ..steps.health import as_json
+from ..steps.status import evaluate
+
+log = logging.getLogger(__name__)
+
+DAILY = timedelta(hours=24)
+FOLLOWER_READINGS_KEPT = 35
+JST = timedelta(hours=9)
+
+
+def interval():
+    return timedelta(minutes=float(current_app.config["WATCH_INTERVAL_MINUTES"]))
+
+
+def watched():
+    """Shops with a connection that was seen working once: the ones that can drift."""
+    return (db.select(Shop.id).join(ShopHealth, ShopHealth.shop_id == Shop.id)
+            .join(Channel, (Channel.shop_id == Shop.id) & Channel.disconnected_at.is_(None))
+            .where(ShopHealth.connected_once_at.is_not(None)))
+
+
+def due_shop_ids(now=None):
+    """Watched shops whose last live check is older than one interval."""
+    now = now or utcnow()
+    cutoff = now - interval() + timedelta(seconds=30)  # a round's own checks finish a little after it starts
+    return db.session.scalars(watched().where(
+        (ShopHealth.checked_at.is_(None)) | (ShopHealth.checked_at <= cutoff))
+        .order_by(ShopHealth.checked_at.is_not(None), ShopHealth.checked_at)).all()
+
+
+def check(shop, now=None, daily=None):
+    """Check one shop now and commit its recorded state; returns its ShopHealth.
+
+    ``daily``: run the once-a-day checks too (None: when the last ones are a day old)."""
+    now = now or utcnow()
+    health = shop.health
+    channel = shop.channel
+    if daily is None:
+        daily = health is not None and (health.daily_checked_at is None or now - health.daily_checked_at >= DAILY)
+    if daily and channel is not None and health is not None and health.connected_once_at is not None:
+        _daily(shop, channel, now)
+        health.daily_checked_at = now
+    status = evaluate(shop, force=True)
+    db.session.commit()
+    return status.health
+
+
+def _daily(shop, channel, now):
+    """LINE's webhook test (is our URL answering as LINE sees it?) and yesterday's friend count."""
+    if webhook_test.seconds_until_allowed(channel, now) == 0:
+        try:
+            webhook_test.run(channel)
+        except LineProblem as problem:
+            log.info("daily webhook test of shop %s could not run: %s", shop.slug, problem.code)
+    try:
+        read_followers(channel, now)
+    except LineProblem as problem:
+        log.info("friend count of shop %s could not be read: %s", shop.slug, problem.code)
+
+
+def read_followers(channel, now):
+    """Add LINE's friend count for yesterday (Japan time; today's is not counted yet) to the channel's
+    readings, each dated at the end of its day."""
+    from ..line.client import client_for
+    day = (now + JST - timedelta(days=1)).date()
+    answer = client_for(channel).followers(day.strftime("%Y%m%d"))
+    if answer["status"] != "ready" or answer["followers"] is None:
+        return None
+    results = dict(channel.check_results or {})
+    readings = [r for r in results.get("followers_history", []) if r.get("date") != day.isoformat()]
+    end_of_day = datetime.combine(day, datetime.min.time()) + timedelta(days=1) - JST
+    readings.append({"date": day.isoformat(), "at": iso_utc(end_of_day), "followers": answer["followers"],
+                     "blocks": answer["blocks"]})
+    readings.sort(key=lambda r: r["date"])
+    results["followers_history"] = readings[-FOLLOWER_READINGS_KEPT:]
+    results["followers"] = readings[-1]
+    channel.check_results = results
+    return answer
+
+
+def check_now(shops):
+    """Check these shops at once (the console's "check now", ``check-all``); returns their ShopHealth rows.
+
+    Daily checks run when they are due, as in a round."""
+    rows = []
+    for shop in shops:
+        rows.append(check(shop))
+    return rows
+
+
+def check_by_id(shop_id):
+    """The queue's task: one shop's check, in its own session (tasks.py)."""
+    shop = db.session.get(Shop, shop_id)
+    if shop is None:
+        return None
+    try:
+        return check(shop)
+    except Exception:
+        db.session.rollback()
+        raise
+
+
+def round_now(now=None):
+    """One round: queue a check for every due shop. Returns how many were queued."""
+    from .. import tasks
+    ids = due_shop_ids(now)
+    db.session.commit()
+    for shop_id in ids:
+        tasks.enqueue("check_shop", shop_id)
+    return len(ids)
+
+
+def check_all(threads=8):
+    """Check every shop now (those without a connection ask LINE nothing), in ``threads`` parallel sessions,
+    then send the alerts' e-mails due. Returns ([(slug, as_json(health))] in slug order, LINE calls made,
+    seconds taken)."""
+    from ..metrics import LINE_CALLS
+    app = current_app._get_current_object()
+    ids = db.session.scalars(db.select(Shop.id).order_by(Shop.slug)).all()
+    db.session.commit()
+    calls_before = _calls(LINE_CALLS)
+
+    def one(shop_id):
+        with app.app_context():
+            try:
+                health = check_by_id(shop_id)
+                shop = db.session.get(Shop, shop_id)
+                return shop.slug, as_json(health)
+            finally:
+                db.session.remove()
+
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        results = list(pool.map(one, ids))
+    from .alerts import notify_due
+    notify_due()
+    return sorted(results), _calls(LINE_CALLS) - calls_before, time.monotonic() - started
+
+
+def _calls(counter):
+    return sum(sample.value for metric in counter.collect() for sample in metric.samples
+               if sample.name.endswith("_total"))
