@@ -97,11 +97,12 @@ class Shop(db.Model):
         primaryjoin="and_(Shop.id == Channel.shop_id, Channel.disconnected_at.is_(None))",
         uselist=False, viewonly=True)
     step_states: Mapped[list["StepState"]] = relationship(back_populates="shop", cascade="all, delete-orphan")
-    # The staff member who looks after this shop (the console's "assigned to me"; alerts e-mail them too).
-    assigned_staff_id: Mapped[int | None] = mapped_column(
-        # users.shop_id points the other way: created and dropped apart, so the two tables never wait on each other.
-        ForeignKey("users.id", ondelete="SET NULL", use_alter=True, name="fk_shops_assigned_staff"), index=True)
-    assigned_staff: Mapped["User | None"] = relationship(foreign_keys=[assigned_staff_id])
+    # The staff member who looks after this shop (the console's "assigned to me"; alerts e-mail them too). No
+    # foreign key: users.shop_id points the other way, and a cycle of keys makes both tables hard to drop or
+    # create on their own. Accounts are deactivated, never deleted, so the id stays valid.
+    assigned_staff_id: Mapped[int | None] = mapped_column(index=True)
+    assigned_staff: Mapped["User | None"] = relationship(
+        primaryjoin="foreign(Shop.assigned_staff_id) == User.id", uselist=False)
     health: Mapped["ShopHealth | None"] = relationship(back_populates="shop", uselist=False,
                                                        cascade="all, delete-orphan")
 

@@ -239,14 +239,14 @@ def insert_new_events(connection, events, received_at):
 _PG_BATCH = f"""
 WITH batch AS MATERIALIZED (
   SELECT nextval(pg_get_serial_sequence('webhook_deliveries', 'id'))::int AS id, u.*
-  FROM unnest(%(channel)s::int[], %(destination)s::text[], %(event_count)s::int[], %(body)s::text[])
+  FROM unnest(%(channel)b::int[], %(destination)b::text[], %(event_count)b::int[], %(body)b::text[])
        WITH ORDINALITY AS u(channel_id, destination, event_count, body, ord)
 ), new_events AS (
   INSERT INTO webhook_events ({', '.join(_EVENT_COLUMNS)})
   SELECT b.channel_id, b.id, x.event_id, x.type, x.mode, x.ts, x.source_type, x.user_id, x.redelivery,
-         x.payload::json, 'pending', 0, %(at)s
-  FROM unnest(%(ord)s::int[], %(event_id)s::text[], %(type)s::text[], %(mode)s::text[], %(ts)s::bigint[],
-              %(source_type)s::text[], %(user_id)s::text[], %(redelivery)s::bool[], %(payload)s::text[])
+         x.payload::json, 'pending', 0, %(at)b
+  FROM unnest(%(ord)b::int[], %(event_id)b::text[], %(type)b::text[], %(mode)b::text[], %(ts)b::bigint[],
+              %(source_type)b::text[], %(user_id)b::text[], %(redelivery)b::bool[], %(payload)b::text[])
        WITH ORDINALITY AS x(ord, event_id, type, mode, ts, source_type, user_id, redelivery, payload, n)
   JOIN batch b USING (ord)
   ORDER BY x.n
@@ -255,12 +255,12 @@ WITH batch AS MATERIALIZED (
 ), counts AS (
   SELECT delivery_id, count(*)::int AS new FROM new_events GROUP BY delivery_id
 ), seen AS (
-  UPDATE channels SET last_delivery_at = %(at)s,
-         last_verified_at = CASE WHEN id = ANY(%(verified)s::int[]) THEN %(at)s ELSE last_verified_at END
-  WHERE id = ANY(%(touched)s::int[])
+  UPDATE channels SET last_delivery_at = %(at)b,
+         last_verified_at = CASE WHEN id = ANY(%(verified)b::int[]) THEN %(at)b ELSE last_verified_at END
+  WHERE id = ANY(%(touched)b::int[])
 ), stored AS (
   INSERT INTO webhook_deliveries ({', '.join(_DELIVERY_COLUMNS)}, id)
-  SELECT b.channel_id, %(at)s, b.destination, b.event_count, coalesce(c.new, 0), b.body, b.id
+  SELECT b.channel_id, %(at)b, b.destination, b.event_count, coalesce(c.new, 0), b.body, b.id
   FROM batch b LEFT JOIN counts c ON c.delivery_id = b.id
   RETURNING id, new_event_count
 )
@@ -283,8 +283,8 @@ def insert_batch_postgres(raw, deliveries, events, received_at, touched=(), veri
               "body": list(columns[3]), "at": received_at, "touched": list(touched), "verified": list(verified)}
     params.update((name, list(values)) for name, values in zip(names, event_columns, strict=True))
     with raw.cursor() as cursor:
-        # Binary parameters: as text, every quote in the bodies would be escaped one regex match at a time.
-        cursor.execute(_PG_BATCH, params, binary=True)
+        # Binary parameters (%(…)b): as text, every quote in the bodies would be escaped one regex match at a time.
+        cursor.execute(_PG_BATCH, params)
         return [new for (new,) in cursor.fetchall()]
 
 
