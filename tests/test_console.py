@@ -151,13 +151,22 @@ def test_csv_export_is_the_filtered_list_in_utf8_with_a_bom(app, client, staff, 
 
 
 def test_the_list_never_asks_line(app, client, staff, make_shop, sandbox, live_app):
+    from wizard.metrics import LINE_CALLS
+
+    def calls():
+        return sum(sample.value for metric in LINE_CALLS.collect() for sample in metric.samples
+                   if sample.name.endswith("_total"))
     slug, _email = make_shop()
-    channel = connect_fully(client, slug, sandbox.control, live_app)
-    calls = sandbox.control.token_issues(channel["channelId"])
-    for url in ("/shops/", "/shops/?q=sunny", "/shops/export.csv", f"/shops/{slug}/", "/api/v1/shops"):
+    connect_fully(client, slug, sandbox.control, live_app)
+    app.config["CHECK_MAX_AGE"] = 0  # any evaluation would now ask LINE again
+    before = calls()
+    for url in ("/shops/", "/shops/?q=sunny", "/shops/?sort=friends", "/shops/export.csv", f"/shops/{slug}/",
+                "/api/v1/shops", "/api/v1/shops?state=healthy"):
         assert client.get(url).status_code == 200, url
-    assert sandbox.control.token_issues(channel["channelId"]) == calls
+    assert calls() == before
     assert rows(client.get("/shops/")) == [(slug, "healthy")]
+    client.post(f"/shops/{slug}/check")  # only "check now" asks LINE
+    assert calls() > before
 
 
 def test_check_now_finds_a_reissued_secret_opens_an_alert_and_staff_acknowledge_it(
@@ -255,3 +264,25 @@ def test_the_console_speaks_chinese_by_default(client, make_user, login, make_sh
     html = page_text(client.get("/shops/"))
     assert "只顯示" in html and "匯出成 CSV" in html and "卡住超過一天" in html
     assert "晴天烘焙坊" in page_text(client.get("/shops/sunny-bakery/"))
+
+
+def test_snoozing_an_alert_says_until_when_and_is_recorded(app, client, staff, make_shop):
+    from wizard.models import Alert
+    slug, _email = make_shop()
+    record(app, slug, "broken", "wrong_secret", step="credentials")
+    with app.app_context():
+        shop_id = db.session.scalar(db.select(Shop.id).filter_by(slug=slug))
+        alert = Alert(shop_id=shop_id, state="broken", reason="wrong_secret", open_reason="wrong_secret",
+                      step="credentials", opened_at=utcnow())
+        db.session.add(alert)
+        db.session.commit()
+        alert_id = alert.id
+    refused = client.post(f"/shops/{slug}/alerts/{alert_id}/snooze", data={"hours": "9999"}, follow_redirects=True)
+    assert "Nothing changed: choose how long to snooze the alert." in page_text(refused)
+    response = client.post(f"/shops/{slug}/alerts/{alert_id}/snooze", data={"hours": "4"}, follow_redirects=True)
+    html = page_text(response)
+    assert "Alert snoozed for 4 hours." in html and "snoozed until" in html
+    with app.app_context():
+        until = db.session.get(Alert, alert_id).snoozed_until
+        assert timedelta(hours=3, minutes=59) < until - utcnow() <= timedelta(hours=4)
+        assert db.session.scalar(db.select(AuditEntry.actor).filter_by(action="alert.snoozed")) == staff

@@ -11,11 +11,19 @@ import pytest
 from sqlalchemy import update
 
 from tests.servers import Served
+from tests.sink import Sink
 from tests.wizard_helpers import connect
 from wizard.extensions import db
 from wizard.models import Alert, Channel, Shop, ShopHealth, User, WebhookEvent, utcnow
 
 pytest_plugins = ["tests.smtp_helpers"]
+
+
+@pytest.fixture
+def sink():
+    served = Sink()
+    yield served
+    served.served.stop()
 
 
 class Watched:
@@ -45,6 +53,12 @@ class Watched:
         with self.app.app_context():
             db.session.execute(update(ShopHealth).values(daily_checked_at=None))
             db.session.commit()
+
+    def status_row(self):
+        with self.app.app_context():
+            row = db.session.scalar(db.select(ShopHealth))
+            db.session.expunge_all()
+            return row
 
     def mails_to(self, address):
         return [m for m in self.smtp.messages if m["To"] == address]
@@ -170,3 +184,57 @@ def test_each_way_a_connection_breaks_is_noticed_alerted_and_closed_when_fixed(w
         restarted = shop.app.extensions.pop("test_restarted", None)
         if restarted is not None:
             restarted.stop()
+
+
+def test_a_healthy_shop_costs_three_line_calls_per_round_and_the_daily_checks_two_more(watched):
+    states, result = watched.check_all()  # the first round since it connected: the daily checks are due
+    assert "5 LINE calls (5.0 per shop)" in result.stderr, result.stderr  # + LINE's webhook test, friend count
+    assert states[watched.slug]["state"] == "healthy"
+    states, result = watched.check_all()
+    assert states[watched.slug]["state"] == "healthy"
+    assert "3 LINE calls (3.0 per shop)" in result.stderr, result.stderr  # token, bot info, webhook endpoint
+
+
+def test_the_round_runs_on_the_queue_and_one_consumer_checks_each_due_shop(watched):
+    """The periodic round queues a check per due shop; a real consumer runs it and the state follows LINE."""
+    from wizard import tasks
+    from wizard.watch import drift
+    app = watched.app
+    watched.sandbox.control.update(watched.id, chat_mode="bot")
+    with app.app_context():
+        db.session.execute(update(ShopHealth).values(checked_at=utcnow() - timedelta(hours=1)))
+        db.session.commit()
+        assert drift.round_now() == 1
+        assert drift.due_shop_ids() == [db.session.scalar(db.select(Shop.id))]  # queued, not yet run
+    tasks.start_in_process(app, threads=2)
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and watched.status_row().state != "broken":
+            time.sleep(0.1)
+    finally:
+        tasks.stop_in_process(app)
+    health = watched.status_row()
+    assert (health.state, health.reason) == ("broken", "chat_mode_bot")
+    with app.app_context():
+        assert drift.due_shop_ids() == []  # checked just now: the next round leaves it alone
+    assert [a.reason for a in watched.alerts()] == ["chat_mode_bot"]
+
+
+def test_a_staff_chat_url_gets_one_signed_post_when_an_alert_opens_and_one_when_it_closes(watched, sink):
+    import hashlib
+    import hmac
+    watched.app.config.update(ALERT_WEBHOOK_URL=sink.url, ALERT_WEBHOOK_SECRET="chat-secret")
+    watched.sandbox.control.update(watched.id, webhook_active=False)
+    watched.check_all()
+    watched.check_all()
+    watched.sandbox.control.update(watched.id, webhook_active=True)
+    watched.check_all()
+    watched.check_all()
+    posts = sink.requests
+    assert [json.loads(p["body"])["status"] for p in posts] == ["open", "closed"]
+    for post in posts:
+        expected = hmac.new(b"chat-secret", post["body"], hashlib.sha256).hexdigest()
+        assert post["headers"]["x-wizard-signature"] == expected
+    opened = json.loads(posts[0]["body"])
+    assert (opened["shop"], opened["state"], opened["reason"]) == (watched.slug, "broken", "webhook_inactive")
+    assert opened["fix_url"].endswith(f"/setup/{watched.slug}/response_settings")

@@ -297,7 +297,8 @@ class WebhookEvent(db.Model):
 
 
 class WebhookRejection(db.Model):
-    """Counts of refused deliveries per channel and reason; bodies are never kept (they may be forged)."""
+    """Counts of refused deliveries per channel and reason. Refused bodies are no deliveries (they may be
+    forged); those refused for their signature wait, encrypted, in the quarantine (QuarantinedBody)."""
 
     __tablename__ = "webhook_rejections"
     __table_args__ = (UniqueConstraint("channel_id", "reason"),)

@@ -9,8 +9,10 @@ stored once). Nothing here calls LINE; the worker runs the events after the answ
 Under load, requests that arrive together share one transaction (group_commit.py); each still answers
 only after its own delivery is committed. The benchmark (tests/bench/webhook.py) shows why it matters.
 
-Refusals never store the body (it may be forged); they only bump a per-channel counter with the reason, so
-the wizard can tell "the Channel secret was reissued" (steady ``bad_signature``) apart from stray noise.
+Refusals are never stored as deliveries (the body may be forged); they bump a per-channel counter with the
+reason, so the wizard can tell "the Channel secret was reissued" (steady ``bad_signature``) apart from stray
+noise. A body refused for its signature is also kept encrypted and bounded in the quarantine (quarantine.py):
+if LINE signed it with a secret not entered yet, it is stored once that secret is, and no friend is lost.
 """
 import base64
 import hashlib

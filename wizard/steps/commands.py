@@ -12,6 +12,7 @@ from ..line.commands import line_cli, shop_or_fail
 from ..line.endpoint import webhook_url
 from ..line.problems import LineProblem
 from .connection import FormatProblem, connect
+from .health import as_json as state_json
 from .registry import registry
 from .status import evaluate
 
@@ -59,5 +60,8 @@ def doctor_command(slug, as_json):
         for index, (step, result) in enumerate(zip(registry(), status.steps, strict=True), start=1):
             click.echo(f"{result.state.mark} {index}. {step.title} [{result.state}: {result.reason}]")
             click.echo(f"      {result.message}")
+        state = state_json(status.health)
+        click.echo(f"state: {state['state']} ({state['reason']}) since {state['since']}"
+                   + (f"; fixed in step {registry().number(state['fix_step'])}" if state["fix_step"] else ""))
         click.echo("connected" if status.connected else "NOT connected")
     raise SystemExit(0 if status.connected else 1)

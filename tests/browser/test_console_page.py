@@ -1,0 +1,86 @@
+"""The staff console in a real browser: staff filter to the broken shops, open one, check it now, acknowledge
+its alert and read the audit entry; the list works at 360 px and with the keyboard alone."""
+import re
+
+from axe_playwright_python.sync_playwright import Axe
+from playwright.sync_api import expect
+
+from tests.browser.pages import scroll_width, set_up_to_the_friend_test, sign_in, tab_to
+from wizard.extensions import db
+from wizard.models import Shop
+
+
+def _broken_shop(app, page, slug, line):
+    """The shop set up through its pages and connected; then its Channel secret is reissued in LINE and the
+    watch's check (drift.check_now, as a round runs it) finds it broken and opens an alert."""
+    channel = line.create_channel(display_name="晴天烘焙坊")
+    set_up_to_the_friend_test(page, slug, channel)
+    line.follow(channel["channelId"], name="林小美")
+    page.goto(f"/setup/{slug}/connected")
+    expect(page.locator("h1")).to_contain_text("Connected")
+    line.update(channel["channelId"], reissue_secret=True)
+    from wizard.watch import drift
+    with app.app_context():
+        [health] = drift.check_now([db.session.scalar(db.select(Shop).filter_by(slug=slug))])
+        assert health.state == "broken", (health.state, health.reason)
+
+
+def test_staff_filter_to_broken_shops_check_one_and_acknowledge_its_alert(
+        app, page, owner, make_shop, make_user, sandbox, live_app):
+    slug, _email = owner
+    make_shop("calm-tea", "平靜茶坊")  # not broken: filtered out
+    staff = make_user("helper@example.com", staff=True)
+    sign_in(page, staff, lang="en")
+    _broken_shop(app, page, slug, sandbox.control)
+
+    page.goto("/shops/")
+    expect(page.locator("tbody tr[data-shop]")).to_have_count(2)
+    page.locator("#state").select_option("broken")
+    page.get_by_role("button", name="Show").click()
+    expect(page).to_have_url(re.compile(r"/shops/\?.*state=broken"))
+    expect(page.locator("tbody tr[data-shop]")).to_have_count(1)
+    row = page.locator(f'tr[data-shop="{slug}"]')
+    expect(row).to_contain_text("Broken")
+    row.get_by_role("link", name="晴天烘焙坊").click()
+
+    expect(page.locator("h1")).to_contain_text("晴天烘焙坊")
+    expect(page.locator(".shop-state")).to_have_attribute("data-state", "broken")
+    page.get_by_role("button", name="Check now").click()
+    expect(page.locator(".flashes")).to_contain_text("Checked 晴天烘焙坊 just now. Broken:")
+    expect(page.locator(".flashes")).to_be_focused()
+    alert = page.locator(".alerts li.alert")
+    expect(alert).to_have_count(1)
+    alert.get_by_role("button", name="Acknowledge").click()
+
+    expect(page.locator(".flashes")).to_contain_text("Alert acknowledged")
+    expect(page.locator(".alerts li.alert")).to_contain_text("acknowledged by helper@example.com")
+    entry = page.locator(".timeline li.timeline-audit", has_text="Alert acknowledged")
+    expect(entry).to_have_count(1)
+    expect(entry).to_contain_text("helper@example.com")
+    expect(page.locator(".timeline li.timeline-audit", has_text="Checked now by staff")).to_have_count(1)
+
+
+def test_the_console_on_a_phone_with_the_keyboard_alone(page, owner, make_user, live_app):
+    slug, _email = owner
+    staff = make_user("helper@example.com", staff=True)
+    page.set_viewport_size({"width": 360, "height": 740})
+    sign_in(page, staff, lang=None)
+    page.goto("/shops/")
+    expect(page.locator("h1")).to_have_text("商店")
+    assert scroll_width(page) <= 360
+    tab_to(page, "#q")
+    page.keyboard.type("sunny")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(re.compile(r"q=sunny"))
+    expect(page.locator("tbody tr[data-shop]")).to_have_count(1)
+    tab_to(page, f'a[href="/shops/{slug}/"]')
+    page.keyboard.press("Enter")
+    expect(page.locator(".shop-state")).to_be_visible()
+    assert scroll_width(page) <= 360
+    results = Axe().run(page).response
+    blocking = [v["id"] for v in results["violations"] if v.get("impact") in {"serious", "critical"}]
+    assert blocking == []
+    page.goto("/shops/")
+    results = Axe().run(page).response
+    blocking = [v["id"] for v in results["violations"] if v.get("impact") in {"serious", "critical"}]
+    assert blocking == []
