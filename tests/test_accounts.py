@@ -136,3 +136,12 @@ def test_the_password_rule_is_told_before_it_refuses(client, make_shop, login):
     assert short.status_code == 200 and "密碼至少要 10 個字元。" in short.get_data(as_text=True)
     client.post("/logout")
     assert client.post("/login", data={"email": email, "password": "correct horse"}).status_code == 302
+
+
+def test_a_shop_code_that_names_a_staff_page_is_refused(app):
+    """/shops/people/ is the staff's list of people: a shop coded "people" could never reach its own page."""
+    from wizard import accounts
+    with app.app_context():
+        errors = accounts.validate_shop("People", "人事顧問")
+        assert [(e.field, e.code) for e in errors] == [("slug", "slug_reserved")]
+        assert accounts.validate_shop("people-shop", "人事顧問") == []

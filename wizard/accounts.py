@@ -37,6 +37,8 @@ MAX_TOKEN_NAME = 100  # models.ApiToken.name
 TOKEN_USE_RESOLUTION = 60
 
 SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?$")
+# Staff pages live beside the shops' own under /shops/<slug>/: a shop of one of these names could not be reached.
+RESERVED_SLUGS = {"people", "tokens", "audit", "mail", "messages", "new", "check", "export"}
 # Something, @, a domain with at least one dot; no spaces or control characters (PostgreSQL refuses NUL).
 EMAIL = re.compile(r"^[^@\s\x00-\x1f\x7f]+@[^@\s.\x00-\x1f\x7f]+(\.[^@\s.\x00-\x1f\x7f]+)+$")
 # Chinese and Japanese input methods type 。 for a dot; IDNA reads it as one too.
@@ -61,6 +63,7 @@ MESSAGES = {
     "slug_missing": N_("Enter a shop code."),
     "slug_invalid": N_("'%(slug)s' is not a valid shop code: use lower-case letters, digits and '-'."),
     "slug_taken": N_("A shop with the code %(slug)s already exists."),
+    "slug_reserved": N_("The code %(slug)s is the name of one of the CRM's own pages. Choose another."),
     "name_missing": N_("The shop needs a name."),
     "name_too_long": N_("Use at most %(max)d characters."),
     "name_invalid": N_("The shop name cannot contain control characters."),
@@ -187,6 +190,8 @@ def validate_shop(slug, name):
         errors.append(AccountError("slug", "slug_missing"))
     elif not SLUG.match(slug):
         errors.append(AccountError("slug", "slug_invalid", slug=slug))
+    elif slug in RESERVED_SLUGS:
+        errors.append(AccountError("slug", "slug_reserved", slug=slug))
     elif db.session.scalar(db.select(Shop.id).filter_by(slug=slug)) is not None:
         errors.append(AccountError("slug", "slug_taken", slug=slug))
     if not name:

@@ -35,10 +35,11 @@ def interval():
 
 
 def watched():
-    """Shops with a connection that was seen working once: the ones that can drift."""
-    return (db.select(Shop.id).join(ShopHealth, ShopHealth.shop_id == Shop.id)
+    """Shops with a connection that was seen working once: the ones that can drift. A shop with a channel but
+    no recorded state yet (saved before the watch existed) is checked once to find out."""
+    return (db.select(Shop.id).outerjoin(ShopHealth, ShopHealth.shop_id == Shop.id)
             .join(Channel, (Channel.shop_id == Shop.id) & Channel.disconnected_at.is_(None))
-            .where(ShopHealth.connected_once_at.is_not(None)))
+            .where(ShopHealth.connected_once_at.is_not(None) | ShopHealth.shop_id.is_(None)))
 
 
 def due_shop_ids(now=None):
