@@ -276,8 +276,8 @@ def insert_batch_postgres(raw, deliveries, events, received_at, touched=(), veri
     as JSON text) each; ``touched``/``verified``: channel ids whose last_delivery_at (and last_verified_at) become
     ``received_at``. Returns how many of each delivery's events were new, in order.
     """
-    columns = list(zip(*deliveries))
-    event_columns = list(zip(*events)) if events else [()] * 9
+    columns = list(zip(*deliveries, strict=True))
+    event_columns = list(zip(*events, strict=True)) if events else [()] * 9
     names = ("ord", "event_id", "type", "mode", "ts", "source_type", "user_id", "redelivery", "payload")
     params = {"channel": list(columns[0]), "destination": list(columns[1]), "event_count": list(columns[2]),
               "body": list(columns[3]), "at": received_at, "touched": list(touched), "verified": list(verified)}
