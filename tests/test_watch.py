@@ -79,6 +79,7 @@ def watched(smtp_app, client, runner, sandbox, live_app, make_shop, make_user, l
     assert connect(client, slug, channel).status_code in (200, 302)
     client.post(f"/setup/{slug}/webhook_url", data={"action": "set_endpoint"})
     client.post(f"/setup/{slug}/response_settings", data={"action": "confirm", "auto_response": "y"})
+    client.post(f"/setup/{slug}/webhook_url", data={"action": "confirm_redelivery", "webhook_redelivery": "y"})
     assert sandbox.control.follow(channel["channelId"])["delivery"]["statusCode"] == 200
     shop = Watched(app, client, runner, sandbox, slug, channel, owner, staff, smtp_server)
     states, result = shop.check_all()
@@ -238,3 +239,16 @@ def test_a_staff_chat_url_gets_one_signed_post_when_an_alert_opens_and_one_when_
     opened = json.loads(posts[0]["body"])
     assert (opened["shop"], opened["state"], opened["reason"]) == (watched.slug, "broken", "webhook_inactive")
     assert opened["fix_url"].endswith(f"/setup/{watched.slug}/response_settings")
+
+
+def test_redelivery_needs_a_look_until_confirmed_or_seen(watched):
+    """LINE cannot tell us whether it redelivers: neither confirmed nor ever seen, the shop needs a look."""
+    watched.client.post(f"/setup/{watched.slug}/webhook_url",
+                        data={"action": "confirm_redelivery"})  # the owner unticks the box
+    states, _ = watched.check_all()
+    assert (states[watched.slug]["state"], states[watched.slug]["reason"]) == ("attention", "redelivery_unconfirmed")
+    assert watched.status()["fix_step"] == "webhook_url"
+    assert watched.alerts() == []  # needing a look is no alert: nothing is broken
+    watched.sandbox.control.redeliver(watched.id)  # LINE sends an event again: redelivery is on
+    states, _ = watched.check_all()
+    assert states[watched.slug]["state"] == "healthy"

@@ -7,7 +7,7 @@ import hashlib
 from datetime import date, datetime, timezone
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, BigInteger, ForeignKey, String, Text, UniqueConstraint, Index
+from sqlalchemy import JSON, BigInteger, ForeignKey, String, Text, UniqueConstraint, Index, event
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -127,6 +127,8 @@ class Channel(db.Model):
     # When LINE last sent its verification (an empty events list) to our receiver.
     last_verified_at: Mapped[datetime | None]
     last_delivery_at: Mapped[datetime | None]
+    # When LINE last sent an event again (``isRedelivery``), stored or a duplicate: proof redelivery is on.
+    redelivery_seen_at: Mapped[datetime | None]
     # Raw results of the latest live checks, keyed by check name, each {"at": iso, ...}.
     check_results: Mapped[dict] = mapped_column(JSON, default=dict)
 
@@ -331,19 +333,46 @@ class Contact(db.Model):
     followed_at: Mapped[datetime | None]
     blocked_at: Mapped[datetime | None]
     form_sent_at: Mapped[datetime | None]
-    # The customer data form (views/contact_form.py): a random link token and what the customer entered.
-    form_token: Mapped[str | None] = mapped_column(String(64), unique=True)
+    # The customer data form (views/contact_form.py, customers/links.py). The link's token is kept only
+    # encrypted (``form_token`` decrypts it) and as its SHA-256 digest (the lookup); it is signed and expires.
+    form_token_digest: Mapped[str | None] = mapped_column(String(64), unique=True)
+    form_token_encrypted: Mapped[str | None] = mapped_column(Text)
+    form_link_issued_at: Mapped[datetime | None]
     form_filled_at: Mapped[datetime | None]
     customer_name: Mapped[str | None] = mapped_column(String(100))
     phone: Mapped[str | None] = mapped_column(String(20))
     email: Mapped[str | None] = mapped_column(String(254))
     birthday: Mapped[date | None]
+    gender: Mapped[str | None] = mapped_column(String(10))  # customers/fields.py GENDERS
+    city: Mapped[str | None] = mapped_column(String(3))  # ISO 3166-2:TW code (customers/fields.py CITIES)
+    # Art. 20: marketing only with its own ticked box; the time it was last given or withdrawn.
+    marketing_consent: Mapped[bool] = mapped_column(default=False, server_default="0")
+    marketing_consent_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     @property
     def blocked(self) -> bool:
         return self.blocked_at is not None
+
+    @property
+    def form_token(self) -> str | None:
+        """The latest form link's token, in plain (decrypted when the row was loaded, see below)."""
+        encrypted = self.form_token_encrypted
+        if encrypted is None:
+            return None
+        cached = self.__dict__.get("_form_token_plain")
+        if cached is None or cached[0] != encrypted:
+            cached = (encrypted, crypto.decrypt(encrypted))
+            self.__dict__["_form_token_plain"] = cached
+        return cached[1]
+
+    @form_token.setter
+    def form_token(self, value: str | None) -> None:
+        self.form_token_encrypted = crypto.encrypt(value) if value else None
+        self.form_token_digest = crypto.token_digest(value) if value else None
+        self.form_link_issued_at = utcnow() if value else None
+        self.__dict__["_form_token_plain"] = (self.form_token_encrypted, value) if value else None
 
 
 class Message(db.Model):
@@ -510,3 +539,76 @@ class QuarantinedBody(db.Model):
     size: Mapped[int]
     signature: Mapped[str] = mapped_column(String(64))
     body_encrypted: Mapped[str] = mapped_column(Text)
+
+
+@event.listens_for(Contact, "load")
+@event.listens_for(Contact, "refresh")
+def _decrypt_form_token(contact, *_args):
+    """Decrypt the form link's token while the app (and its key) is at hand, so a contact read in a request
+    or a task can still name its link after the session has let it go."""
+    encrypted = contact.__dict__.get("form_token_encrypted")
+    if encrypted is None:
+        return
+    try:
+        contact.__dict__["_form_token_plain"] = (encrypted, crypto.decrypt(encrypted))
+    except (crypto.SecretUnreadable, RuntimeError):
+        pass  # another key, or no app: ``form_token`` says so when it is asked
+
+
+class FormSettings(db.Model):
+    """A shop's customer data form (customers/form_settings.py): on or off, the message text (None: the
+    default text, in each customer's language), the fields asked ({name: required|optional|off}) and the
+    privacy notice's details ({collector, contact_email, contact_phone, retention_years, note}). No row: the
+    defaults, which are compliant. ``saved_at``: when the owner (or staff) last saved or confirmed them."""
+
+    __tablename__ = "form_settings"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), unique=True)
+    enabled: Mapped[bool] = mapped_column(default=True, server_default="1")
+    text: Mapped[str | None] = mapped_column(Text)
+    fields: Mapped[dict] = mapped_column(JSON, default=dict)
+    notice: Mapped[dict] = mapped_column(JSON, default=dict)
+    # The version (customers/notice.py) of the notice these settings make, as of the last save.
+    notice_version: Mapped[str | None] = mapped_column(String(16))
+    saved_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(254))
+
+    shop: Mapped["Shop"] = relationship()
+
+
+class FormNotice(db.Model):
+    """Each version of a shop's privacy notice as customers saw it (customers/notice.py): ``content`` is what
+    the notice said (collector, purposes, categories, fields, period, recipients, contact), so a submission's
+    ``notice_version`` can always be read back."""
+
+    __tablename__ = "form_notices"
+    __table_args__ = (UniqueConstraint("shop_id", "version", name="uq_form_notice_version"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    version: Mapped[str] = mapped_column(String(16))
+    content: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FormSubmission(db.Model):
+    """Evidence of one submission of the customer form (customers/consent.py): who (the LINE user), when,
+    under which notice, the purposes consented to (``["090"]``, plus ``"040"`` only when the marketing box
+    was ticked), the fields submitted (names, never values), and the client's address and user agent."""
+
+    __tablename__ = "form_submissions"
+    __table_args__ = (Index("ix_form_submissions_contact_at", "contact_id", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+    line_user_id: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    notice_version: Mapped[str] = mapped_column(String(16))
+    purposes: Mapped[list] = mapped_column(JSON)
+    marketing: Mapped[bool] = mapped_column(default=False)
+    fields: Mapped[list] = mapped_column(JSON)
+    locale: Mapped[str | None] = mapped_column(String(16))
+    address: Mapped[str | None] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(500))
+
+    contact: Mapped["Contact"] = relationship()

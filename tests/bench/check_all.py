@@ -108,7 +108,8 @@ def _connect_shops(app, control, count, our_url):
             shop = Shop(slug=f"bench-{number:05d}", name=f"Bench shop {number}")
             db.session.add(shop)
             db.session.flush()
-            shop.confirmations = {"prepare": confirmed, "line_login": confirmed, "auto_response": confirmed}
+            shop.confirmations = {"prepare": confirmed, "line_login": confirmed, "auto_response": confirmed,
+                                  "webhook_redelivery": confirmed}
             channel = Channel(shop_id=shop.id, channel_id=made["channelId"], webhook_token=crypto.new_token(),
                               bot_user_id=made["botUserId"], check_results={})
             channel.secret = made["channelSecret"]

@@ -322,9 +322,11 @@ def _write(batch, connection):
     so a busy channel does not queue every transaction on its own row.
     """
     now = utcnow()
-    touched, verified = {}, set()
+    touched, verified, redelivered = {}, set(), set()
     for item in batch:
         channel = item.channel
+        if any((event.get("deliveryContext") or {}).get("isRedelivery") for event in item.events):
+            redelivered.add(channel.id)  # rare, and proof that redelivery is on even for a duplicate
         if channel.last_delivery_at is None or now - channel.last_delivery_at >= _DELIVERY_TIME_RESOLUTION:
             touched[channel.id] = channel
         if not item.events:
@@ -332,14 +334,14 @@ def _write(batch, connection):
             touched[channel.id] = channel
             verified.add(channel.id)
     if isinstance(connection, psycopg.Connection):
-        _write_postgres(batch, connection, now, touched, verified)
+        _write_postgres(batch, connection, now, touched, verified, redelivered)
     else:
-        _write_rows(batch, connection, now, touched, verified)
+        _write_rows(batch, connection, now, touched, verified, redelivered)
     for channel in touched.values():
         channel.last_delivery_at = now
 
 
-def _write_postgres(batch, raw, now, touched, verified):
+def _write_postgres(batch, raw, now, touched, verified, redelivered):
     deliveries = [(item.channel.id, item.destination or None, len(item.events), item.body.decode("utf-8"))
                   for item in batch]
     events = []
@@ -349,12 +351,12 @@ def _write_postgres(batch, raw, now, touched, verified):
             events.append((place, event["webhookEventId"], event["type"], event.get("mode"), event["timestamp"],
                            source.get("type"), source.get("userId"),
                            bool((event.get("deliveryContext") or {}).get("isRedelivery")), json.dumps(event)))
-    new_counts = store.insert_batch_postgres(raw, deliveries, events, now, touched, verified)
+    new_counts = store.insert_batch_postgres(raw, deliveries, events, now, touched, verified, redelivered)
     for item, new in zip(batch, new_counts, strict=True):
         item.new = new
 
 
-def _write_rows(batch, connection, now, touched, verified):
+def _write_rows(batch, connection, now, touched, verified, redelivered):
     deliveries = [{
         "channel_id": item.channel.id, "received_at": now, "destination": item.destination or None,
         "event_count": len(item.events), "new_event_count": len(item.unique),
@@ -374,3 +376,5 @@ def _write_rows(batch, connection, now, touched, verified):
         if channel_id in verified:
             values["last_verified_at"] = now
         connection.execute(update(_CHANNELS).where(_CHANNELS.c.id == channel_id).values(**values))
+    for channel_id in redelivered:
+        connection.execute(update(_CHANNELS).where(_CHANNELS.c.id == channel_id).values(redelivery_seen_at=now))

@@ -9,7 +9,8 @@ the recorded row (models.ShopHealth) instead of evaluating thousands of shops.
   the current step's.
 - healthy: connected and nothing is off.
 - attention: it works, or nothing is known to be wrong, but something is off: a check could not run, the
-  auto-response is unconfirmed, a connection entered again has not proved itself yet.
+  auto-response is unconfirmed, a connection entered again has not proved itself yet, webhook redelivery is
+  neither confirmed nor ever seen.
 - broken: it was connected and a step that matters needs action now (LINE says something is set wrong); the
   reason is that step's, and ``step`` is the page that fixes it.
 - dormant: connected, but LINE counts new friends whose follow events never reached us (and, for
@@ -46,6 +47,10 @@ LABELS = {
 # Sentences of the reasons only this module gives (the others are the steps' own, see reasons.py).
 REASONS = {
     "connected": _l("Connected: LINE delivers the account's events to the CRM."),
+    "redelivery_unconfirmed": _l(
+        "Nobody has confirmed that “Use webhook redelivery” is on, and LINE has never redelivered anything: "
+        "an event the CRM cannot take at once would be lost. Turn it on in LINE Developers Console and tick the "
+        "box in step %(fix_number)s."),
     "silent_while_friends_grow": _l(
         "Nothing has arrived from LINE since %(last_event_at_local)s, although LINE counts %(new_friends)s new "
         "friends since then: their follow events never reached the CRM."),
@@ -95,7 +100,16 @@ def derive(shop, status, connected_once, now=None):
     for result in steps:
         if result.state == State.UNVERIFIABLE or (result.state == State.ACTION and not result.blocks):
             return Verdict(ATTENTION, result.reason, result.fix_key, dict(result.detail))
+    if not _redelivery_known(shop):
+        return Verdict(ATTENTION, "redelivery_unconfirmed", "webhook_url")
     return Verdict(HEALTHY, "connected", None)
+
+
+def _redelivery_known(shop):
+    """LINE cannot tell us whether it redelivers what we could not take at once; a redelivered event proves it,
+    and otherwise the owner confirms it on step 5's page."""
+    from . import confirmations
+    return confirmations.given(shop, "webhook_redelivery") or shop.channel.redelivery_seen_at is not None
 
 
 def _own_reason(result):

@@ -14,7 +14,7 @@ from .. import audit
 from ..line.endpoint import EndpointTaken, is_damaged_copy, set_endpoint, webhook_url
 from ..line.problems import LineProblem
 from ..models import iso_utc
-from . import webhook_test
+from . import confirmations, webhook_test
 from .context import SIGNATURE_STREAK, StepResult, problem_result, public_url_problem, signature_refusals
 from .registry import Action, Step
 from .state import State
@@ -78,9 +78,15 @@ def check(ctx):
     return StepResult("webhook_url", State.TODO, "endpoint_matches", blocks=False)
 
 
+class RedeliveryForm(FlaskForm):
+    webhook_redelivery = BooleanField(_l("In LINE Developers Console, “Use webhook redelivery” is on."))
+
+
 def _context(page):
     channel = page.channel
     return {"endpoint_form": EndpointForm(formdata=None),
+            "redelivery_form": RedeliveryForm(formdata=None,
+                                              webhook_redelivery=page.confirmed("webhook_redelivery")),
             "test_wait": webhook_test.seconds_until_allowed(channel) if channel else 0}
 
 
@@ -130,7 +136,13 @@ def _test_failed(detail):
 
 STEP = Step(
     "webhook_url", _l("Webhook URL"), check, live=True, depends_on=("credentials",), context=_context,
-    actions={"set_endpoint": Action(_set_endpoint), "test": Action(_test)},
+    actions={"set_endpoint": Action(_set_endpoint), "test": Action(_test),
+             # LINE cannot tell us whether it redelivers; the shop's state asks for this until it is confirmed
+             # or a redelivered event shows it (health.py).
+             "confirm_redelivery": confirmations.confirm_action(
+                 RedeliveryForm, "webhook_redelivery",
+                 _l("Webhook redelivery is not confirmed: tick the box once it is on in LINE Developers "
+                    "Console."), recheck=False)},
     reasons={
         "public_url_not_https": _l("The CRM's address (%(url)s) does not start with https://, so LINE will "
                                    "refuse it. The onboarding contact must fix the server address first."),
