@@ -187,9 +187,10 @@ def test_each_way_a_connection_breaks_is_noticed_alerted_and_closed_when_fixed(w
             restarted.stop()
 
 
-def test_a_healthy_shop_costs_three_line_calls_per_round_and_the_daily_checks_two_more(watched):
+def test_a_healthy_shop_costs_three_line_calls_per_round_and_the_daily_checks_four_more(watched):
     states, result = watched.check_all()  # the first round since it connected: the daily checks are due
-    assert "5 LINE calls (5.0 per shop)" in result.stderr, result.stderr  # + LINE's webhook test, friend count
+    # + LINE's webhook test, the friend count, the month's quota and what is used of it
+    assert "7 LINE calls (7.0 per shop)" in result.stderr, result.stderr
     assert states[watched.slug]["state"] == "healthy"
     states, result = watched.check_all()
     assert states[watched.slug]["state"] == "healthy"
@@ -250,5 +251,28 @@ def test_redelivery_needs_a_look_until_confirmed_or_seen(watched):
     assert watched.status()["fix_step"] == "webhook_url"
     assert watched.alerts() == []  # needing a look is no alert: nothing is broken
     watched.sandbox.control.redeliver(watched.id)  # LINE sends an event again: redelivery is on
+    states, _ = watched.check_all()
+    assert states[watched.slug]["state"] == "healthy"
+
+
+def test_a_nearly_used_message_quota_needs_a_look_before_it_runs_out(watched):
+    """LINE's quota is read daily: at 90 % of the month's messages the shop needs a look, with the numbers."""
+    watched.sandbox.control.update(watched.id, quota=10)
+    user_id = watched.sandbox.control.users(watched.id)[0]["userId"]
+    with watched.app.app_context():
+        from wizard.line.client import client_for
+        client = client_for(db.session.scalar(db.select(Channel)))
+        for number in range(9):
+            client.push(user_id, [{"type": "text", "text": f"#{number}"}])
+    watched.daily_due()
+    states, _ = watched.check_all()
+    assert (states[watched.slug]["state"], states[watched.slug]["reason"]) == ("attention", "quota_nearly_used")
+    with watched.app.app_context():
+        from wizard.steps import health
+        row = db.session.scalar(db.select(ShopHealth))
+        assert "9" in health.describe(row) and "10" in health.describe(row)
+    assert watched.alerts() == []
+    watched.sandbox.control.update(watched.id, quota=1000)  # the plan was raised
+    watched.daily_due()
     states, _ = watched.check_all()
     assert states[watched.slug]["state"] == "healthy"

@@ -9,8 +9,8 @@ the recorded row (models.ShopHealth) instead of evaluating thousands of shops.
   the current step's.
 - healthy: connected and nothing is off.
 - attention: it works, or nothing is known to be wrong, but something is off: a check could not run, the
-  auto-response is unconfirmed, a connection entered again has not proved itself yet, webhook redelivery is
-  neither confirmed nor ever seen.
+  auto-response is unconfirmed, a connection entered again has not proved itself yet, the month's message
+  quota is nearly used, webhook redelivery is neither confirmed nor ever seen.
 - broken: it was connected and a step that matters needs action now (LINE says something is set wrong); the
   reason is that step's, and ``step`` is the page that fixes it.
 - dormant: connected, but LINE counts new friends whose follow events never reached us (and, for
@@ -47,6 +47,10 @@ LABELS = {
 # Sentences of the reasons only this module gives (the others are the steps' own, see reasons.py).
 REASONS = {
     "connected": _l("Connected: LINE delivers the account's events to the CRM."),
+    "quota_nearly_used": _l(
+        "%(used)s of this month's %(limit)s messages are used (%(left)s left). Pushed messages, the customer "
+        "form among them when a reply is no longer possible, stop when none are left: raise the plan in LINE "
+        "Official Account Manager, or wait for next month."),
     "redelivery_unconfirmed": _l(
         "Nobody has confirmed that “Use webhook redelivery” is on, and LINE has never redelivered anything: "
         "an event the CRM cannot take at once would be lost. Turn it on in LINE Developers Console and tick the "
@@ -100,9 +104,30 @@ def derive(shop, status, connected_once, now=None):
     for result in steps:
         if result.state == State.UNVERIFIABLE or (result.state == State.ACTION and not result.blocks):
             return Verdict(ATTENTION, result.reason, result.fix_key, dict(result.detail))
+    quota = quota_nearly_used(shop.channel)
+    if quota is not None:
+        return Verdict(ATTENTION, "quota_nearly_used", None, quota)
     if not _redelivery_known(shop):
         return Verdict(ATTENTION, "redelivery_unconfirmed", "webhook_url")
     return Verdict(HEALTHY, "connected", None)
+
+
+QUOTA_WARNING = 0.9  # of the month's messages used
+
+
+def quota_nearly_used(channel):
+    """The month's quota as last read (watch/drift.py) when at least QUOTA_WARNING of it is used, else None.
+
+    A reading from an earlier month says nothing about this one (LINE counts calendar months)."""
+    quota = (channel.check_results or {}).get("quota")
+    if not quota or quota.get("type") != "limited" or not quota.get("value"):
+        return None
+    if quota.get("at", "")[:7] != iso_utc(utcnow())[:7]:
+        return None
+    used, limit = int(quota.get("totalUsage") or 0), int(quota["value"])
+    if used < QUOTA_WARNING * limit:
+        return None
+    return {"used": used, "limit": limit, "left": max(0, limit - used)}
 
 
 def _redelivery_known(shop):

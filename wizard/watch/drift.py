@@ -4,7 +4,7 @@ A round (every ``WATCH_INTERVAL_MINUTES``, one scheduler however many consumers:
 ``check_shop`` task per due shop on the queue, so the checks spread over every consumer. A check is the
 wizard's own evaluation, forced: a fresh token, the bot info and the webhook endpoint, at most 3 LINE calls
 per shop. Once a day it also runs LINE's webhook test and reads LINE's friend count (the passive signals in
-steps/health.py compare it with the follow events we received). The state it records opens and closes
+steps/health.py compare it with the follow events we received) and the month's message quota. The state it records opens and closes
 alerts by itself (alerts.py listens to the state's changes).
 
 Shops that never connected are not watched: onboarding has no drift, and their owners' pages check anyway.
@@ -75,10 +75,25 @@ def _daily(shop, channel, now):
             webhook_test.run(channel)
         except LineProblem as problem:
             log.info("daily webhook test of shop %s could not run: %s", shop.slug, problem.code)
-    try:
-        read_followers(channel, now)
-    except LineProblem as problem:
-        log.info("friend count of shop %s could not be read: %s", shop.slug, problem.code)
+    for name, read in (("friend count", read_followers), ("message quota", read_quota)):
+        try:
+            read(channel, now)
+        except LineProblem as problem:
+            log.info("%s of shop %s could not be read: %s", name, shop.slug, problem.code)
+
+
+def read_quota(channel, now):
+    """This month's message quota and what is used of it (pushes count, replies do not), for the warning
+    before it runs out (health.py)."""
+    from ..line.client import client_for
+    client = client_for(channel)
+    quota = client.quota()
+    used = client.quota_consumption()
+    results = dict(channel.check_results or {})
+    results["quota"] = {"at": iso_utc(now), "type": quota["type"], "value": quota["value"],
+                        "totalUsage": used["totalUsage"]}
+    channel.check_results = results
+    return results["quota"]
 
 
 def read_followers(channel, now):
