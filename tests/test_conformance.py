@@ -220,6 +220,125 @@ def test_every_webhook_the_sandbox_sends_matches_lines_spec(specs, sandbox, sink
     assert sink.verified(channel["channelSecret"])
 
 
+# What a LINE user can send, with the fields the sandbox is asked for (the rest are its sample values).
+USER_MESSAGES = [
+    ("text", {"text": "請問有素食嗎？"}),
+    ("sticker", {"packageId": "11537", "stickerId": "52002734", "stickerResourceType": "ANIMATION",
+                 "keywords": ["Hi", "Hello"]}),
+    ("sticker", {"stickerResourceType": "MESSAGE", "text": "生日快樂"}),
+    ("image", {}),
+    ("image", {"imageSet": {"id": "E005D41A7288F41B65", "index": 1, "total": 2}}),
+    ("video", {"duration": 12000}),
+    ("audio", {"duration": 6000}),
+    ("file", {"fileName": "報價單.xlsx"}),
+    ("location", {"title": "晴天烘焙坊", "address": "台北市大安區忠孝東路四段 1 號", "latitude": 25.0416,
+                  "longitude": 121.5437}),
+]
+
+
+@pytest.mark.parametrize("chat_mode", ["chat", "bot"])
+def test_every_kind_of_user_message_matches_lines_spec(specs, sandbox, sink, chat_mode):
+    """Each message type's event validates against the schema its type maps to; ``markAsReadToken`` comes
+    only while Chat is on (markAsReadMode manual), and ``quoteToken`` where webhook.yml requires it."""
+    channel = sandbox.control.create_channel(endpoint=sink.url, chat_mode=chat_mode)
+    user_id = sandbox.control.follow(channel["channelId"])["user"]["userId"]
+    for kind, fields in USER_MESSAGES:
+        sandbox.control.send(channel["channelId"], user_id, kind, **fields)
+    bodies = sink.bodies[1:]
+    assert [body["events"][0]["message"]["type"] for body in bodies] == [kind for kind, _ in USER_MESSAGES]
+    schemas = specs["webhook"]["components"]["schemas"]
+    content_types = schemas["MessageContent"]["discriminator"]["mapping"]
+    for body, (kind, fields) in zip(bodies, USER_MESSAGES, strict=True):
+        validate_webhook(specs, body)
+        message = body["events"][0]["message"]
+        assert {key: message[key] for key in fields} == fields
+        assert ("markAsReadToken" in message) == (chat_mode == "chat")
+        schema = schemas[content_types[kind].rsplit("/", 1)[1]]
+        required = {name for part in schema["allOf"] for name in part.get("required", [])}
+        assert ("quoteToken" in message) == ("quoteToken" in required)
+    assert sink.verified(channel["channelSecret"])
+
+
+def _token(sandbox, channel):
+    return requests.post(sandbox.url + "/oauth2/v3/token", timeout=10, data={
+        "grant_type": "client_credentials", "client_id": channel["channelId"],
+        "client_secret": channel["channelSecret"]}).json()["access_token"]
+
+
+def test_quota_content_and_read_marks_match_lines_spec(specs, sandbox, sink):
+    call = Checked(specs, sandbox.url)
+    channel = sandbox.control.create_channel(endpoint=sink.url)
+    channel_id = channel["channelId"]
+    auth = {"Authorization": f"Bearer {_token(sandbox, channel)}"}
+    user_id = sandbox.control.follow(channel_id)["user"]["userId"]
+
+    # Quota: limited (the free plan), what was used, the 429 at the limit, then no limit at all.
+    quota, consumption = "/v2/bot/message/quota", "/v2/bot/message/quota/consumption"
+    assert call("GET", quota, 200, headers=auth).json() == {"type": "limited", "value": 200}
+    assert call("GET", consumption, 200, headers=auth).json() == {"totalUsage": 0}
+    call("GET", quota, 401)
+    call("GET", consumption, 401)
+    text = [{"type": "text", "text": "您的蛋糕好了"}]
+    sandbox.control.update(channel_id, quota=1)
+    call("POST", "/v2/bot/message/push", 200, headers=auth, json={"to": user_id, "messages": text})
+    assert call("GET", consumption, 200, headers=auth).json() == {"totalUsage": 1}
+    limit = call("POST", "/v2/bot/message/push", 429, headers=auth, json={"to": user_id, "messages": text})
+    assert limit.json() == {"message": "You have reached your monthly limit."}
+    sandbox.control.update(channel_id, quota=None)
+    assert call("GET", quota, 200, headers=auth).json() == {"type": "none"}
+
+    # Content: each kind with its type, a video still being prepared (202, empty), then ready; unknown: 404.
+    content, transcoding = "/v2/bot/message/{messageId}/content", "/v2/bot/message/{messageId}/content/transcoding"
+    expected_types = {"image": "image/png", "video": "video/mp4", "audio": "audio/x-m4a", "file": "application/pdf"}
+    for kind, content_type in expected_types.items():
+        message_id = sandbox.control.send(channel_id, user_id, kind)["event"]["message"]["id"]
+        got = call("GET", content, 200, path=f"/v2/bot/message/{message_id}/content", headers=auth)
+        assert got.headers["Content-Type"] == content_type
+        assert got.content == sandbox.control.content(channel_id, message_id)["data"] and got.content
+        status = call("GET", transcoding, 200, path=f"/v2/bot/message/{message_id}/content/transcoding",
+                      headers=auth)
+        assert status.json() == {"status": "succeeded"}
+    video = sandbox.control.send(channel_id, user_id, "video", ready=False)["event"]["message"]["id"]
+    assert call("GET", transcoding, 200, path=f"/v2/bot/message/{video}/content/transcoding",
+                headers=auth).json() == {"status": "processing"}
+    assert call("GET", content, 202, path=f"/v2/bot/message/{video}/content", headers=auth).content == b""
+    sandbox.control.finish_transcoding(channel_id, video, "failed")
+    assert call("GET", transcoding, 200, path=f"/v2/bot/message/{video}/content/transcoding",
+                headers=auth).json() == {"status": "failed"}
+    call("GET", content, 404, path=f"/v2/bot/message/{video}/content", headers=auth)
+    call("GET", content, 404, path="/v2/bot/message/100000000000000000/content", headers=auth)
+    call("GET", transcoding, 404, path="/v2/bot/message/100000000000000000/content/transcoding", headers=auth)
+    call("GET", content, 401, path=f"/v2/bot/message/{video}/content")
+    # Another channel's bot cannot download this channel's content.
+    other = sandbox.control.create_channel()
+    image = sandbox.control.send(channel_id, user_id, "image")["event"]["message"]["id"]
+    call("GET", content, 404, path=f"/v2/bot/message/{image}/content",
+         headers={"Authorization": f"Bearer {_token(sandbox, other)}"})
+
+    # Mark as read by token: ok (and again), a bad body, a token of no message, another bot's token.
+    mark = "/v2/bot/chat/markAsRead"
+    said = sandbox.control.say(channel_id, user_id, "我想訂蛋糕")["event"]["message"]
+    assert call("POST", mark, 200, headers=auth, json={"markAsReadToken": said["markAsReadToken"]}).json() == {}
+    call("POST", mark, 200, headers=auth, json={"markAsReadToken": said["markAsReadToken"]})
+    call("POST", mark, 400, headers=auth, json={})
+    assert call("POST", mark, 400, headers=auth, json={"markAsReadToken": "nz0x74mZT2mRn"}).json() == {
+        "message": "Invalid markAsReadToken"}
+    call("POST", mark, 400, headers={"Authorization": f"Bearer {_token(sandbox, other)}"},
+         json={"markAsReadToken": said["markAsReadToken"]})
+    call("POST", mark, 401, json={"markAsReadToken": said["markAsReadToken"]})
+    # The older mark-as-read by user ID is for corporate customers who applied: 403 for everyone else.
+    by_user = "/v2/bot/message/markAsRead"
+    call("POST", by_user, 403, headers=auth, json={"chat": {"userId": user_id}})
+
+    assert call.seen == {
+        ("GET", quota, 200), ("GET", quota, 401), ("GET", consumption, 200), ("GET", consumption, 401),
+        ("POST", "/v2/bot/message/push", 200), ("POST", "/v2/bot/message/push", 429),
+        ("GET", content, 200), ("GET", content, 202), ("GET", content, 401), ("GET", content, 404),
+        ("GET", transcoding, 200), ("GET", transcoding, 404),
+        ("POST", mark, 200), ("POST", mark, 400), ("POST", mark, 401), ("POST", by_user, 403),
+    }
+
+
 def test_the_validator_is_not_a_rubber_stamp(specs):
     """A body LINE would never send fails, so the checks above mean something."""
     event = {"type": "follow", "timestamp": 1, "mode": "active", "webhookEventId": "x",

@@ -279,3 +279,107 @@ def test_client_for_a_saved_channel_uses_the_apps_settings(app, sandbox, channel
         client = client_for(reloaded)
         assert (client.host, client.timeout) == (sandbox.url, 3.0)
         assert client.verify_credentials()["basicId"] == channel["basicId"]
+
+
+# ---- quota, message content, read marks ----------------------------------------------------------------------
+
+
+def test_quota_and_its_consumption(sandbox, channel, line):
+    assert line.quota() == {"type": "limited", "value": 200}
+    assert line.quota_consumption() == {"totalUsage": 0}
+    user_id = sandbox.control.follow(channel["channelId"])["user"]["userId"]
+    line.push(user_id, [{"type": "text", "text": "新品上市"}])
+    assert line.quota_consumption() == {"totalUsage": 1}
+    sandbox.control.update(channel["channelId"], quota=None)
+    assert line.quota() == {"type": "none", "value": None}
+
+
+def test_monthly_limit_is_not_a_rate_limit(sandbox, channel, line):
+    """LINE answers 429 for both; only the rate limit passes with waiting, the monthly limit lasts the month."""
+    user_id = sandbox.control.follow(channel["channelId"])["user"]["userId"]
+    sandbox.control.update(channel["channelId"], quota=0)
+    problem = problem_of(line.push, user_id, [{"type": "text", "text": "hi"}])
+    assert (problem.code, problem.status, problem.retry_after) == ("quota_exceeded", 429, None)
+    assert "limit" in problem.message
+    sandbox.control.fail(channel["channelId"], 429, times=1, retry_after=30)
+    problem = problem_of(line.push, user_id, [{"type": "text", "text": "hi"}])
+    assert (problem.code, problem.retry_after) == ("rate_limited", 30)
+
+
+def test_message_content_with_its_type(sandbox, channel, line):
+    user_id = sandbox.control.follow(channel["channelId"])["user"]["userId"]
+    image = sandbox.control.send(channel["channelId"], user_id, "image")["event"]["message"]["id"]
+    data, content_type = line.message_content(image)
+    assert content_type == "image/png" and data.startswith(b"\x89PNG")
+    assert data == sandbox.control.content(channel["channelId"], image)["data"]
+    assert line.content_ready(image) is True
+    problem = problem_of(line.message_content, "100000000000000000")
+    assert (problem.code, problem.status) == ("not_found", 404)
+    assert problem_of(line.content_ready, "100000000000000000").code == "not_found"
+
+
+def test_message_content_above_the_cap_is_refused(sandbox, channel):
+    user_id = sandbox.control.follow(channel["channelId"])["user"]["userId"]
+    big = sandbox.control.send(channel["channelId"], user_id, "file", fileName="menu.pdf",
+                               fileSize=4096)["event"]["message"]["id"]
+    capped = LineClient(channel["channelId"], channel["channelSecret"], host=sandbox.url, content_max_bytes=4095)
+    problem = problem_of(capped.message_content, big)
+    assert problem.code == "content_too_large" and "4096 bytes" in problem.detail
+    assert "too large" in problem.message
+    roomy = LineClient(channel["channelId"], channel["channelSecret"], host=sandbox.url, content_max_bytes=4096)
+    assert len(roomy.message_content(big)[0]) == 4096
+
+
+def test_the_cap_comes_from_the_apps_settings(app, sandbox, channel):
+    from wizard.line.client import client_with
+    assert app.config["LINE_CONTENT_MAX_BYTES"] == 20 * 1024 * 1024
+    app.config["LINE_CONTENT_MAX_BYTES"] = 10
+    with app.app_context():
+        client = client_with(channel["channelId"], channel["channelSecret"])
+    assert client.content_max_bytes == 10
+    user_id = sandbox.control.follow(channel["channelId"])["user"]["userId"]
+    audio = sandbox.control.send(channel["channelId"], user_id, "audio")["event"]["message"]["id"]
+    assert problem_of(client.message_content, audio).code == "content_too_large"
+
+
+def test_video_content_waits_for_its_preparation(sandbox, channel, line):
+    user_id = sandbox.control.follow(channel["channelId"])["user"]["userId"]
+    video = sandbox.control.send(channel["channelId"], user_id, "video", ready=False)["event"]["message"]["id"]
+    assert (line.content_status(video), line.content_ready(video)) == ("processing", False)
+    problem = problem_of(line.message_content, video)
+    assert (problem.code, problem.status) == ("content_not_ready", 202)
+    sandbox.control.finish_transcoding(channel["channelId"], video)
+    assert line.content_ready(video) is True
+    assert line.message_content(video)[1] == "video/mp4"
+    failed = sandbox.control.send(channel["channelId"], user_id, "audio", ready=False)["event"]["message"]["id"]
+    sandbox.control.finish_transcoding(channel["channelId"], failed, "failed")
+    assert (line.content_status(failed), line.content_ready(failed)) == ("failed", False)
+    assert problem_of(line.message_content, failed).code == "not_found"
+
+
+def test_content_calls_fail_like_every_other_call(sandbox, channel, line):
+    user_id = sandbox.control.follow(channel["channelId"])["user"]["userId"]
+    image = sandbox.control.send(channel["channelId"], user_id, "image")["event"]["message"]["id"]
+    line.issue_token()
+    sandbox.control.revoke_tokens(channel["channelId"])  # a cached token LINE forgot is replaced once
+    assert line.message_content(image)[1] == "image/png"
+    sandbox.control.fail(channel["channelId"], 503, times=1)
+    assert (problem_of(line.message_content, image).code, line.message_content(image)[1]) == (
+        "line_error", "image/png")
+    sandbox.control.fail(channel["channelId"], 429, times=1)
+    assert problem_of(line.content_status, image).code == "rate_limited"
+
+
+def test_mark_as_read(sandbox, channel, line):
+    user_id = sandbox.control.follow(channel["channelId"])["user"]["userId"]
+    message = sandbox.control.say(channel["channelId"], user_id, "請問營業時間？")["event"]["message"]
+    assert line.mark_as_read(message["markAsReadToken"]) is None
+    assert [mark["messageId"] for mark in sandbox.control.read_marks(channel["channelId"], user_id)] == [
+        message["id"]]
+    problem = problem_of(line.mark_as_read, "not-a-token")
+    assert (problem.code, problem.status, problem.detail) == ("invalid_read_token", 400, "Invalid markAsReadToken")
+    # A token only works for the bot that received it.
+    other = sandbox.control.create_channel()
+    stranger = LineClient(other["channelId"], other["channelSecret"], host=sandbox.url)
+    assert problem_of(stranger.mark_as_read, message["markAsReadToken"]).code == "invalid_read_token"
+    assert problem_of(line.mark_as_read, None).code == "invalid_read_token"

@@ -362,3 +362,232 @@ def test_channel_page_shows_the_basic_id_under_the_name(sandbox):
     page = requests.get(f"{sandbox.url}/_sandbox/channels/{channel['channelId']}").text
     assert re.search(r'<h1>晴天烘焙坊</h1>\s*<p class="basic-id" id="basic-id">Basic ID <strong>'
                      + re.escape(channel["basicId"]) + "</strong>", page)
+
+
+# ---- the monthly quota, what users send, read marks ----------------------------------------------------------
+
+
+def test_month_bounds_are_calendar_months_in_japan_time():
+    from calendar import timegm
+
+    from wizard.sandbox.control import month_bounds
+    jst_midnight_dec_1 = timegm((2026, 11, 30, 15, 0, 0))  # 2026-12-01 00:00 in Japan
+    assert month_bounds(jst_midnight_dec_1) == (jst_midnight_dec_1, timegm((2026, 12, 31, 15, 0, 0)))
+    assert month_bounds(jst_midnight_dec_1 - 1) == (timegm((2026, 10, 31, 15, 0, 0)), jst_midnight_dec_1)
+    # December rolls over into January of the next year.
+    assert month_bounds(timegm((2026, 12, 20, 0, 0, 0)))[1] == timegm((2026, 12, 31, 15, 0, 0))
+
+
+def test_quota_counts_pushes_that_reach_friends_this_month(sandbox):
+    control = sandbox.control
+    channel = control.create_channel()
+    channel_id = channel["channelId"]
+    line = LineClient(channel_id, channel["channelSecret"], host=sandbox.url)
+    assert channel["quota"] == {"type": "limited", "value": 200}  # the free plan in Taiwan
+    friend = control.follow(channel_id)
+    user_id = friend["user"]["userId"]
+    text = [{"type": "text", "text": "您的蛋糕好了"}]
+
+    line.reply(friend["event"]["replyToken"], text)  # replies are free
+    assert line.quota_consumption() == {"totalUsage": 0}
+    line.push(user_id, text + [{"type": "text", "text": "歡迎取貨"}])  # one push to one friend: one message
+    key = "0b8e6b0c-6c41-4d53-9d2e-8a86a0d0b4a1"
+    line.push(user_id, text, retry_key=key)
+    line.push(user_id, text, retry_key=key)  # LINE's 409: already sent, not counted again
+    assert line.quota_consumption() == {"totalUsage": 2}
+    blocked = control.follow(channel_id)["user"]["userId"]
+    control.unfollow(channel_id, blocked)
+    line.push(blocked, text)  # never delivered, so not counted
+    assert control.quota(channel_id)["totalUsage"] == 2
+
+    # A push of last month (Japan time) no longer counts.
+    from wizard.sandbox.control import month_bounds
+    start, _ = month_bounds(time.time())
+    first = control.store.row(messages.select().where(messages.c.channel_id == channel_id,
+                                                      messages.c.kind == "push").order_by(messages.c.id))
+    control.store.run(update(messages).where(messages.c.request_id == first["request_id"])
+                      .values(created_at=start - 1))
+    assert line.quota_consumption() == {"totalUsage": 1}
+    assert control.quota_consumption(channel_id, at=start - 1) == 1
+
+
+def test_push_at_the_monthly_limit_is_refused_and_replies_still_go(sandbox):
+    control = sandbox.control
+    channel = control.create_channel()
+    channel_id = channel["channelId"]
+    line = LineClient(channel_id, channel["channelSecret"], host=sandbox.url)
+    control.update(channel_id, quota=2)
+    assert line.quota() == {"type": "limited", "value": 2}
+    user_id = control.follow(channel_id)["user"]["userId"]
+    text = [{"type": "text", "text": "hi"}]
+    line.push(user_id, text)
+    line.push(user_id, text)
+    with pytest.raises(LineProblem) as refused:
+        line.push(user_id, text)
+    assert (refused.value.code, refused.value.status) == ("quota_exceeded", 429)
+    assert refused.value.detail == "You have reached your monthly limit."
+    assert len(control.sent_messages(channel_id)) == 2  # the refused push went nowhere
+    reply_token = control.say(channel_id, user_id, "還有嗎？")["event"]["replyToken"]
+    line.reply(reply_token, text)  # replies are not limited
+    control.update(channel_id, quota=None)  # no target limit
+    assert line.quota() == {"type": "none", "value": None}
+    line.push(user_id, text)
+    assert line.quota_consumption() == {"totalUsage": 3}
+    with pytest.raises(SandboxError):
+        control.update(channel_id, quota=-1)
+    with pytest.raises(SandboxError):
+        control.update(channel_id, quota="many")
+
+
+@pytest.mark.parametrize("kind, content_type", [
+    ("image", "image/png"), ("video", "video/mp4"), ("audio", "audio/x-m4a"), ("file", "application/pdf")])
+def test_content_users_send_is_served_with_its_type(sandbox, kind, content_type):
+    control = sandbox.control
+    channel = control.create_channel()
+    line = LineClient(channel["channelId"], channel["channelSecret"], host=sandbox.url)
+    user_id = control.follow(channel["channelId"])["user"]["userId"]
+    message = control.send(channel["channelId"], user_id, kind)["event"]["message"]
+    data, served_type = line.message_content(message["id"])
+    assert served_type == content_type
+    signature = {"image": b"\x89PNG\r\n\x1a\n", "video": b"\x00\x00\x00\x18ftypmp42",
+                 "audio": b"\x00\x00\x00\x18ftypM4A ", "file": b"%PDF-"}[kind]
+    assert data.startswith(signature)
+    if kind == "file":
+        assert (message["fileName"], message["fileSize"]) == ("訂購單.pdf", len(data))
+    assert line.content_ready(message["id"]) is True
+
+
+def test_content_given_by_the_test_and_what_has_none(sandbox):
+    control = sandbox.control
+    channel = control.create_channel()
+    channel_id = channel["channelId"]
+    line = LineClient(channel_id, channel["channelSecret"], host=sandbox.url)
+    user_id = control.follow(channel_id)["user"]["userId"]
+    photo = control.send(channel_id, user_id, "image", content=b"\xff\xd8\xff\xe0 a jpeg",
+                         content_type="image/jpeg")["event"]["message"]
+    assert line.message_content(photo["id"]) == (b"\xff\xd8\xff\xe0 a jpeg", "image/jpeg")
+    sheet = control.send(channel_id, user_id, "file", fileName="價目表.csv", fileSize=1000)["event"]["message"]
+    data, content_type = line.message_content(sheet["id"])
+    assert (len(data), sheet["fileSize"], content_type) == (1000, 1000, "text/csv")
+    for kind in ("text", "sticker", "location"):
+        fields = {"text": "hi"} if kind == "text" else {}
+        message = control.send(channel_id, user_id, kind, **fields)["event"]["message"]
+        with pytest.raises(LineProblem) as none:
+            line.message_content(message["id"])
+        assert (none.value.code, none.value.status) == ("not_found", 404)
+    with pytest.raises(SandboxError, match="one of"):
+        control.send(channel_id, user_id, "postcard")
+    with pytest.raises(SandboxError, match="has no"):
+        control.send(channel_id, user_id, "location", fileName="x.pdf")
+    with pytest.raises(SandboxError, match="no content"):
+        control.send(channel_id, user_id, "sticker", content=b"x")
+    with pytest.raises(SandboxError, match="latitude"):
+        control.send(channel_id, user_id, "location", latitude=91)
+    control.unfollow(channel_id, user_id)
+    with pytest.raises(SandboxError, match="blocked"):
+        control.send(channel_id, user_id, "image")
+
+
+def test_video_is_prepared_before_its_content_can_be_fetched(sandbox):
+    control = sandbox.control
+    channel = control.create_channel()
+    channel_id = channel["channelId"]
+    line = LineClient(channel_id, channel["channelSecret"], host=sandbox.url)
+    user_id = control.follow(channel_id)["user"]["userId"]
+    video = control.send(channel_id, user_id, "video", ready=False)["event"]["message"]["id"]
+    assert (line.content_status(video), line.content_ready(video)) == ("processing", False)
+    with pytest.raises(LineProblem) as waiting:
+        line.message_content(video)
+    assert (waiting.value.code, waiting.value.status) == ("content_not_ready", 202)
+    control.finish_transcoding(channel_id, video)
+    assert line.content_ready(video) is True
+    assert line.message_content(video)[1] == "video/mp4"
+    with pytest.raises(SandboxError):
+        control.finish_transcoding(channel_id, video, "done")
+    image = control.send(channel_id, user_id, "image")["event"]["message"]["id"]
+    with pytest.raises(SandboxError, match="only video and audio"):
+        control.finish_transcoding(channel_id, image)
+
+
+def test_read_marks_follow_the_chat_mode_and_read_earlier_messages_too(sandbox):
+    control = sandbox.control
+    channel = control.create_channel()
+    channel_id = channel["channelId"]
+    line = LineClient(channel_id, channel["channelSecret"], host=sandbox.url)
+    user_id = control.follow(channel_id)["user"]["userId"]
+    first = control.say(channel_id, user_id, "你好")["event"]["message"]
+    second = control.send(channel_id, user_id, "sticker")["event"]["message"]
+    third = control.send(channel_id, user_id, "image")["event"]["message"]
+    assert control.read_marks(channel_id) == []
+    line.mark_as_read(second["markAsReadToken"])
+    marks = control.read_marks(channel_id, user_id)
+    assert [mark["messageId"] for mark in marks] == [first["id"], second["id"]]
+    line.mark_as_read(second["markAsReadToken"])  # again: nothing changes
+    assert control.read_marks(channel_id) == marks
+    line.mark_as_read(third["markAsReadToken"])
+    assert [mark["messageId"] for mark in control.read_marks(channel_id)] == [first["id"], second["id"], third["id"]]
+    # With Chat off LINE reads messages by itself (markAsReadMode auto): events carry no token.
+    control.update(channel_id, chat_mode="bot")
+    assert "markAsReadToken" not in control.say(channel_id, user_id, "在嗎")["event"]["message"]
+
+
+def test_json_control_api_for_messages_quota_and_read_marks(sandbox, sink):
+    api = sandbox.url + "/_sandbox/api"
+    channel = requests.post(f"{api}/channels", json={"endpoint": sink.url}).json()
+    channel_id = channel["channelId"]
+    user_id = requests.post(f"{api}/channels/{channel_id}/follow", json={}).json()["user"]["userId"]
+    sent = requests.post(f"{api}/channels/{channel_id}/send", json={
+        "userId": user_id, "type": "location", "title": "晴天烘焙坊", "latitude": 25.04, "longitude": 121.54})
+    assert sent.status_code == 200
+    assert sent.json()["event"]["message"]["title"] == "晴天烘焙坊"
+    video = requests.post(f"{api}/channels/{channel_id}/send",
+                          json={"type": "video", "ready": False}).json()["event"]["message"]
+    assert [event["message"]["type"] for event in sink.events[1:]] == ["location", "video"]
+    ready = requests.put(f"{api}/channels/{channel_id}/contents/{video['id']}/transcoding",
+                         json={"status": "succeeded"}).json()
+    assert (ready["transcoding"], ready["contentType"]) == ("succeeded", "video/mp4") and "data" not in ready
+    refused = requests.post(f"{api}/channels/{channel_id}/send", json={"type": "image", "content": "AAAA"})
+    assert refused.status_code == 400 and "content" in refused.json()["error"]
+    assert requests.post(f"{api}/channels/{channel_id}/send", json={"type": "gif"}).status_code == 400
+
+    assert requests.patch(f"{api}/channels/{channel_id}", json={"quota": 500}).json()["quota"] == {
+        "type": "limited", "value": 500}
+    assert requests.get(f"{api}/channels/{channel_id}/quota").json() == {
+        "type": "limited", "value": 500, "totalUsage": 0}
+    assert requests.patch(f"{api}/channels/{channel_id}", json={"quota": None}).json()["quota"]["type"] == "none"
+    assert requests.patch(f"{api}/channels/{channel_id}", json={"quota": -5}).status_code == 400
+
+    LineClient(channel_id, channel["channelSecret"], host=sandbox.url).mark_as_read(video["markAsReadToken"])
+    marks = requests.get(f"{api}/channels/{channel_id}/read-marks", params={"userId": user_id}).json()
+    assert [mark["messageId"] for mark in marks][-1] == video["id"] and len(marks) == 2
+
+
+def test_control_page_sends_every_kind_and_sets_the_quota(sandbox, sink):
+    browser = requests.Session()
+    channel = sandbox.control.create_channel(endpoint=sink.url)
+    channel_id = channel["channelId"]
+    base = f"{sandbox.url}/_sandbox/channels/{channel_id}"
+    user_id = sandbox.control.follow(channel_id, name="陳大文")["user"]["userId"]
+    page = browser.get(base)
+    assert "0 of 200 messages used this month" in page.text
+    for kind in ("sticker", "image", "video", "audio", "file", "location"):
+        answer = browser.post(base + "/send", data={"user_id": user_id, "type": kind, "file_name": "",
+                                                    "title": ""})
+        assert f"sent a {kind} message" in answer.text and "Webhook: OK 200" in answer.text
+    assert [event["message"]["type"] for event in sink.events[1:]] == [
+        "sticker", "image", "video", "audio", "file", "location"]
+    waiting = browser.post(base + "/send", data={"user_id": user_id, "type": "audio", "processing": "on"})
+    assert "transcoding processing" in waiting.text
+    audio = sandbox.control.contents(channel_id)[0]
+    assert (audio["type"], audio["transcoding"]) == ("audio", "processing")
+    done = browser.post(f"{base}/transcoding/{audio['messageId']}", data={"status": "failed"})
+    assert "transcoding failed" in done.text
+    assert "a LINE user sends one of" in browser.post(base + "/send", data={"type": "postcard"},
+                                                      headers={"Referer": base}).text
+    limited = browser.post(base + "/quota", data={"quota": "1000"})
+    assert "0 of 1000 messages used this month" in limited.text
+    assert "No limit" in browser.post(base + "/quota", data={"quota": ""}).text
+    assert "whole number" in browser.post(base + "/quota", data={"quota": "lots"}, headers={"Referer": base}).text
+    LineClient(channel_id, channel["channelSecret"], host=sandbox.url).mark_as_read(
+        sink.events[-1]["message"]["markAsReadToken"])
+    assert "Marked as read by the app" in browser.get(base).text

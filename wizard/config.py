@@ -17,6 +17,8 @@ DEFAULTS = {
     "SANDBOX_URL": "http://127.0.0.1:5001",
     # Seconds the LINE client waits for LINE before it reports a timeout.
     "LINE_TIMEOUT": 8.0,
+    # The largest message content (an image, video, audio or file a user sent) the LINE client downloads.
+    "LINE_CONTENT_MAX_BYTES": 20 * 1024 * 1024,
     # LINE allows 60 webhook tests an hour per channel; we keep well under it.
     "WEBHOOK_TEST_COOLDOWN": 60,
     # Bodies above this are refused with 413 before the signature is even read.
@@ -31,6 +33,11 @@ DEFAULTS = {
     "WORKER_POLL_SECONDS": 1.0,
     # A new friend gets the customer data form at most once in this many hours.
     "FORM_RESEND_HOURS": 24,
+    # --- the customer data form (wizard/customers/) ---
+    # How long a customer's form link works after it was sent (it is signed: a changed one never works).
+    "FORM_LINK_DAYS": 30,
+    # Named in every form's privacy notice as the processor that keeps the data for the shop (PDPA Art. 8).
+    "CRM_VENDOR_NAME": "LINE Connect Wizard CRM",
     # The receiver remembers a channel (and its secret) this long, sparing a query per delivery.
     "WEBHOOK_CHANNEL_CACHE_SECONDS": 1.0,
     # --- queue (wizard/tasks.py) ---
@@ -103,10 +110,11 @@ DEFAULTS = {
 
 _BOOLEAN = {"SANDBOX", "WORKER_IN_PROCESS", "TESTING", "SESSION_COOKIE_SECURE", "RATELIMIT_ENABLED",
             "RATELIMIT_SWALLOW_ERRORS"}
-_NUMBER = {"LINE_TIMEOUT": float, "WEBHOOK_TEST_COOLDOWN": int, "WEBHOOK_MAX_BYTES": int,
+_NUMBER = {"LINE_TIMEOUT": float, "LINE_CONTENT_MAX_BYTES": int,
+           "WEBHOOK_TEST_COOLDOWN": int, "WEBHOOK_MAX_BYTES": int,
            "CHECK_MAX_AGE": int, "WORKER_LEASE_SECONDS": float, "WORKER_POLL_SECONDS": float,
            "WORKER_THREADS": int, "WORKER_METRICS_PORT": int,
-           "FORM_RESEND_HOURS": float, "WEBHOOK_CHANNEL_CACHE_SECONDS": float,
+           "FORM_RESEND_HOURS": float, "FORM_LINK_DAYS": float, "WEBHOOK_CHANNEL_CACHE_SECONDS": float,
            "READYZ_TIMEOUT": float, "MAIL_TIMEOUT": float, "INVITATION_HOURS": float,
            "WATCH_INTERVAL_MINUTES": float, "DORMANT_MIN_NEW_FRIENDS": int, "DORMANT_AFTER_HOURS": float,
            "ALERT_EMAIL_HOURS": float}

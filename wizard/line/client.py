@@ -7,10 +7,17 @@ until a minute before they expire; a cached token LINE rejects with 401 is dropp
 
 Every failure becomes a ``LineProblem`` with a named code (see ``problems.py``) and LINE's status and words:
 connection refused or unresolvable → ``line_unreachable``; no answer in ``timeout`` seconds → ``timeout``;
-429 → ``rate_limited``; 400 from the token endpoint → ``wrong_secret`` or ``unknown_channel``; 401 →
+429 → ``rate_limited`` (``quota_exceeded`` when a push meets the month's message limit: LINE's "You have
+reached your monthly limit."); 400 from the token endpoint → ``wrong_secret`` or ``unknown_channel``; 401 →
 ``invalid_token``; 403 → ``forbidden``; 404 on the webhook endpoint → ``endpoint_not_set`` (LINE answers
 404 "Webhook endpoint not found" when no URL is set; it never answers an empty endpoint), elsewhere
-``not_found``; anything else (5xx included) → ``line_error``.
+``not_found``; 400 from mark-as-read → ``invalid_read_token``; anything else (5xx included) → ``line_error``.
+Message content: 202 (a video or audio LINE is still preparing) → ``content_not_ready``; more than
+``content_max_bytes`` (``LINE_CONTENT_MAX_BYTES``) → ``content_too_large``.
+
+Message content lives on LINE's data host (api-data.line.me); the SDK's ``MessagingApiBlob`` goes there by
+itself when no host is configured, and to the one configured host (the sandbox) otherwise, like every other
+call here.
 
 Secrets and tokens are never logged: the SDK's own loggers are reset to WARNING by every ``Configuration``
 it builds, and this module logs only codes and statuses.
@@ -27,8 +34,9 @@ from urllib.parse import urlsplit
 import urllib3
 from flask import current_app
 from linebot.v3 import insight, messaging, oauth
-from linebot.v3.messaging import (MessagingApi, PushMessageRequest, ReplyMessageRequest,
-                                  SetWebhookEndpointRequest, TestWebhookEndpointRequest)
+from linebot.v3.messaging import (MarkMessagesAsReadByTokenRequest, MessagingApi, MessagingApiBlob,
+                                  PushMessageRequest, ReplyMessageRequest, SetWebhookEndpointRequest,
+                                  TestWebhookEndpointRequest)
 from linebot.v3.oauth import ChannelAccessToken
 
 from ..config import DEFAULTS
@@ -38,6 +46,8 @@ log = logging.getLogger(__name__)
 
 # Re-issue a cached token when less than this many seconds of its life remain.
 TOKEN_MARGIN = 60
+# LINE's answer (429) to a push once the month's message quota is used up.
+MONTHLY_LIMIT = "You have reached your monthly limit."
 
 _cache: dict[tuple, tuple[str, float]] = {}
 _cache_lock = threading.Lock()
@@ -51,17 +61,20 @@ def client_for(channel) -> "LineClient":
 
 def client_with(channel_id: str, channel_secret: str) -> "LineClient":
     """A client for credentials not saved yet (the owner just typed them), configured like ``client_for``."""
-    return LineClient(channel_id, channel_secret, host=current_app.config["LINE_API_HOST"],
-                      timeout=current_app.config["LINE_TIMEOUT"])
+    config = current_app.config
+    return LineClient(channel_id, channel_secret, host=config["LINE_API_HOST"], timeout=config["LINE_TIMEOUT"],
+                      content_max_bytes=config["LINE_CONTENT_MAX_BYTES"])
 
 
 class LineClient:
     def __init__(self, channel_id: str, channel_secret: str, host: str | None = None,
-                 timeout: float = DEFAULTS["LINE_TIMEOUT"]):
+                 timeout: float = DEFAULTS["LINE_TIMEOUT"],
+                 content_max_bytes: int = DEFAULTS["LINE_CONTENT_MAX_BYTES"]):
         self.channel_id = str(channel_id)
         self._secret = channel_secret
         self.host = host.rstrip("/") if host else None
         self.timeout = timeout
+        self.content_max_bytes = int(content_max_bytes)
         secret_digest = hashlib.sha256(channel_secret.encode("utf-8")).hexdigest()
         self._key = (self.host, self.channel_id, secret_digest)
 
@@ -181,6 +194,68 @@ class LineClient:
                 raise
         return self._with_token("push", send)
 
+    def quota(self) -> dict:
+        """This month's message limit: ``{"type": "none"|"limited", "value": int|None}`` (value only when
+        limited: free plus additional messages)."""
+        answer = self._with_token("quota", lambda api: api.get_message_quota(_request_timeout=self.timeout))
+        kind = answer.type.value if hasattr(answer.type, "value") else answer.type
+        return {"type": kind, "value": answer.value}
+
+    def quota_consumption(self) -> dict:
+        """``{"totalUsage": int}``: messages counted against the quota this month (pushes; replies are free)."""
+        answer = self._with_token("quota_consumption", lambda api: api.get_message_quota_consumption(
+            _request_timeout=self.timeout))
+        return {"totalUsage": answer.total_usage}
+
+    def message_content(self, message_id: str) -> tuple[bytes, str]:
+        """(bytes, Content-Type) of an image, video, audio or file a user sent. ``not_found`` for an unknown
+        (or expired) message, ``content_not_ready`` while LINE still prepares a video or audio (see
+        ``content_ready``), ``content_too_large`` above ``content_max_bytes``.
+
+        The SDK reads a body whole, so the cap is checked on the announced Content-Length and on the bytes
+        that came; ``timeout`` bounds how long a download may take."""
+        answer = self._with_token("message_content", lambda api: api.get_message_content_with_http_info(
+            str(message_id), _request_timeout=self.timeout), api=self._blob)
+        headers = answer.headers or {}
+        if answer.status_code == 202:
+            raise LineProblem("content_not_ready", 202, "LINE is still preparing this content")
+        data = bytes(answer.raw_data or b"")
+        try:
+            announced = int(headers.get("Content-Length") or 0)
+        except (TypeError, ValueError):
+            announced = 0
+        size = max(announced, len(data))
+        if size > self.content_max_bytes:
+            log.info("LINE content %s for channel %s refused: %s bytes, more than %s", message_id,
+                     self.channel_id, size, self.content_max_bytes)
+            raise LineProblem("content_too_large", None,
+                              f"{size} bytes, more than the {self.content_max_bytes} allowed")
+        content_type = headers.get("Content-Type") or "application/octet-stream"
+        return data, content_type
+
+    def content_status(self, message_id: str) -> str:
+        """LINE's preparation status of a video or audio: "processing", "succeeded" or "failed" (images and
+        files are "succeeded" at once)."""
+        answer = self._with_token("content_transcoding",
+                                  lambda api: api.get_message_content_transcoding_by_message_id(
+                                      str(message_id), _request_timeout=self.timeout), api=self._blob)
+        return answer.status
+
+    def content_ready(self, message_id: str) -> bool:
+        """Whether ``message_content`` can fetch the content now (False while processing or after a failure:
+        ``content_status`` tells which)."""
+        return self.content_status(message_id) == "succeeded"
+
+    def mark_as_read(self, token: str) -> None:
+        """Mark a user's messages read up to the message whose event carried ``markAsReadToken`` ``token``
+        (only sent while Chat is on); ``invalid_read_token`` when LINE refuses it."""
+        try:
+            body = MarkMessagesAsReadByTokenRequest(mark_as_read_token=token)
+        except ValueError:
+            raise LineProblem("invalid_read_token", None, "A markAsReadToken is a string.") from None
+        self._with_token("mark_as_read", lambda api: api.mark_messages_as_read_by_token(
+            body, _request_timeout=self.timeout))
+
     # ---- plumbing ------------------------------------------------------------------------------------------
 
     def _issue(self):
@@ -195,6 +270,13 @@ class LineClient:
         config.retries = False
         with _closing(messaging.ApiClient(config)) as api_client:
             return call(MessagingApi(api_client))
+
+    def _blob(self, token, call):
+        # host None: the SDK's own host for these operations, api-data.line.me; else the configured one.
+        config = messaging.Configuration(host=self.host, access_token=token)
+        config.retries = False
+        with _closing(messaging.ApiClient(config)) as api_client:
+            return call(MessagingApiBlob(api_client))
 
     def _insight(self, token, call):
         config = insight.Configuration(host=self.host, access_token=token)
@@ -243,8 +325,12 @@ def _from_answer(operation, exc) -> LineProblem:
     elif status == 404:
         webhook = operation in ("get_webhook_endpoint", "test_webhook_endpoint")
         code = "endpoint_not_set" if webhook else "not_found"
+    elif status == 429 and body.get("message") == MONTHLY_LIMIT:
+        code = "quota_exceeded"
     elif status == 429:
         code = "rate_limited"
+    elif status == 400 and operation == "mark_as_read":
+        code = "invalid_read_token"
     elif status == 400 and operation in ("set_webhook_endpoint", "test_webhook_endpoint"):
         code = "invalid_url"
     elif status == 400 and operation == "reply" and body.get("message") == "Invalid reply token":

@@ -56,6 +56,23 @@ MESSAGES = {
         _l("The reply token was already used or has expired."),
         _l("A reply must follow the customer's action within about a minute; send a push message instead."),
     ),
+    "quota_exceeded": (
+        _l("This month's message limit of the LINE Official Account is used up."),
+        _l("LINE sends no more push messages this month. Raise the limit or change the plan in LINE Official "
+           "Account Manager; replies to customers still go out."),
+    ),
+    "content_not_ready": (
+        _l("LINE is still preparing this video or audio."),
+        _l("Try again in a little while."),
+    ),
+    "content_too_large": (
+        _l("This file is too large to download."),
+        _l("Ask the customer to send a smaller file, or open it in LINE Official Account Manager."),
+    ),
+    "invalid_read_token": (
+        _l("LINE did not accept this read mark."),
+        _l("The message may belong to another channel; nothing needs to be done."),
+    ),
     "line_error": (
         _l("LINE answered with an error."),
         _l("Try again later. If it keeps happening, give your onboarding contact the reference shown here."),

@@ -50,8 +50,15 @@ def update_channel(channel_id):
     channel = sandbox().update(
         channel_id, endpoint=data["endpoint"] if "endpoint" in data else UNSET,
         webhook_active=data.get("webhookActive"), chat_mode=data.get("chatMode"),
-        reissue_secret=bool(data.get("reissueSecret")), display_name=data.get("displayName"))
+        reissue_secret=bool(data.get("reissueSecret")), display_name=data.get("displayName"),
+        quota=data["quota"] if "quota" in data else UNSET)
     return jsonify(channel)
+
+
+@bp.get("/channels/<channel_id>/quota")
+def quota(channel_id):
+    """``{"type", "value", "totalUsage"}``; set the limit with PATCH ``{"quota": N}`` (``null``: no limit)."""
+    return jsonify(sandbox().quota(channel_id))
 
 
 @bp.post("/channels/<channel_id>/follow")
@@ -71,6 +78,30 @@ def unfollow(channel_id):
 def say(channel_id):
     data = body()
     return jsonify(sandbox().say(channel_id, data.get("userId"), data.get("text", "")))
+
+
+@bp.post("/channels/<channel_id>/send")
+def send(channel_id):
+    """``{"userId"?, "type", …the message's fields (LINE's names)…, "ready"?}``: a friend sends any kind of
+    message; image, video, audio and file content is generated."""
+    data = dict(body())
+    user_id, message_type = data.pop("userId", None), data.pop("type", "text")
+    ready = data.pop("ready", True)
+    for taken in ("content", "content_type", "channel_id", "user_id", "message_type"):
+        if taken in data:
+            raise SandboxError(f"a message has no {taken}")
+    return jsonify(sandbox().send(channel_id, user_id, message_type, ready=bool(ready), **data))
+
+
+@bp.put("/channels/<channel_id>/contents/<message_id>/transcoding")
+def transcoding(channel_id, message_id):
+    found = sandbox().finish_transcoding(channel_id, message_id, body().get("status", "succeeded"))
+    return jsonify({key: value for key, value in found.items() if key != "data"})
+
+
+@bp.get("/channels/<channel_id>/read-marks")
+def read_marks(channel_id):
+    return jsonify(sandbox().read_marks(channel_id, request.args.get("userId")))
 
 
 @bp.post("/channels/<channel_id>/redeliver")

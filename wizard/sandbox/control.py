@@ -1,19 +1,53 @@
 """The LINE side, played by hand: ``Sandbox`` creates channels, flips their switches as a shop owner would in
 LINE's consoles, and makes users follow, block or talk, sending the signed webhook LINE would send.
 
+Users send every kind of message a LINE user can (``send``: text, sticker, image, video, audio, file, location);
+image, video, audio and file content is kept for ``GET /v2/bot/message/{id}/content``. Message events carry a
+``markAsReadToken`` while Chat is on (``markAsReadMode`` manual: only then do reads need marking); the bot's
+``POST /v2/bot/chat/markAsRead`` calls show in ``read_marks``. Each channel has a monthly message quota
+(``update(quota=…)``, default ``FREE_QUOTA``): push messages count, replies do not, per calendar month in Japan
+time (``month_bounds``).
+
 One object serves the control page, the JSON control API, the ``flask sandbox`` commands and tests alike.
 Dicts use LINE's camelCase names (``channelId``, ``channelSecret``, ``botUserId``, ``basicId`` …).
 """
+import calendar
 import json
 import random
+import time
 
 from sqlalchemy import delete, func, insert, select, update
 
-from . import deliver, ids
-from .store import Store, channels, deliveries, messages, now, reply_tokens, tokens, users
+from . import deliver, ids, samples
+from .store import (Store, channels, contents, deliveries, messages, now, read_tokens, reply_tokens, tokens,
+                    users)
 
 UNSET = object()
 CHAT_MODES = ("chat", "bot")
+# LINE Official Account's free plan in Taiwan (輕用量): 200 messages a month. Paid plans raise it.
+FREE_QUOTA = 200
+# LINE's months, like its statistics, run on Japan time (UTC+9).
+JST = 9 * 3600
+# What a LINE user can send, and the fields each kind of message event carries besides id, type and tokens.
+USER_MESSAGE_TYPES = ("text", "sticker", "image", "video", "audio", "file", "location")
+MESSAGE_FIELDS = {
+    "text": {"text", "quotedMessageId"},
+    "sticker": {"packageId", "stickerId", "stickerResourceType", "keywords", "text", "quotedMessageId"},
+    "image": {"imageSet"},
+    "video": {"duration"},
+    "audio": {"duration"},
+    "file": {"fileName", "fileSize"},
+    "location": {"title", "address", "latitude", "longitude"},
+}
+# Kinds whose event carries a quoteToken (webhook.yml requires it for these; audio, file, location have none).
+QUOTABLE = ("text", "sticker", "image", "video")
+WITH_CONTENT = ("image", "video", "audio", "file")
+STICKER_RESOURCE_TYPES = ("STATIC", "ANIMATION", "SOUND", "ANIMATION_SOUND", "POPUP", "POPUP_SOUND", "CUSTOM",
+                          "MESSAGE", "NAME_TEXT", "PER_STICKER_TEXT")
+TRANSCODING = ("processing", "succeeded", "failed")
+MAX_CONTENT_BYTES = 64 * 1024 * 1024
+SAMPLE_LOCATION = {"title": "晴天烘焙坊", "address": "台北市大安區忠孝東路四段 1 號",
+                   "latitude": 25.041629, "longitude": 121.543767}
 SAMPLE_NAMES = ["林小美", "陳大文", "王淑芬", "張志明", "李怡君",
                 "黃建宏", "吳佩珊", "劉家豪", "蔡宜蓁", "楊俊傑"]
 
@@ -71,10 +105,23 @@ class Sandbox:
         return [_channel_dict(row) for row in rows]
 
     def update(self, channel_id, *, endpoint=UNSET, webhook_active=None, chat_mode=None, reissue_secret=False,
-               display_name=None) -> dict:
-        """Change the channel as its owner would in LINE's consoles; an endpoint of "" or None removes it."""
+               display_name=None, quota=UNSET) -> dict:
+        """Change the channel as its owner would in LINE's consoles; an endpoint of "" or None removes it.
+        ``quota``: messages a month (an int, 0 or more; the plan plus additional messages), or None for no
+        target limit (LINE's quota type ``none``)."""
         self._channel_row(channel_id)
         values = {}
+        if quota is not UNSET:
+            if quota is None:
+                values.update(quota_type="none", quota_value=None)
+            else:
+                try:
+                    limit = int(quota)
+                except (TypeError, ValueError):
+                    raise SandboxError("the quota is a number of messages a month, or none") from None
+                if limit < 0 or isinstance(quota, bool):
+                    raise SandboxError("the quota is a number of messages a month, or none")
+                values.update(quota_type="limited", quota_value=limit)
         if endpoint is not UNSET:
             if endpoint:
                 self._check_url(endpoint)
@@ -170,13 +217,110 @@ class Sandbox:
         """A friend sends a text message; without ``user_id`` the friend who followed last speaks."""
         if not text:
             raise SandboxError("say what? The text is empty")
+        return self.send(channel_id, user_id, "text", text=text)
+
+    def send(self, channel_id, user_id=None, message_type="text", *, content=None, content_type=None,
+             ready=True, **fields) -> dict:
+        """A friend sends a message of any kind a LINE user can send, with its event's fields in LINE's names
+        (``text``; ``packageId``, ``stickerId``, ``stickerResourceType``; ``duration``; ``fileName``;
+        ``title``, ``address``, ``latitude``, ``longitude`` …). Missing fields get sample values.
+
+        Image, video, audio and file messages keep content for the content endpoint: ``content`` (bytes) and
+        ``content_type``, or a small generated file of the kind (a file message of ``fileSize`` bytes when
+        that is given). ``ready=False`` leaves a video or audio "processing" until ``finish_transcoding``."""
+        if message_type not in USER_MESSAGE_TYPES:
+            raise SandboxError(f"a LINE user sends one of: {', '.join(USER_MESSAGE_TYPES)}")
+        unknown = set(fields) - MESSAGE_FIELDS[message_type]
+        if unknown:
+            raise SandboxError(f"a {message_type} message has no {', '.join(sorted(unknown))}")
+        if content is not None and message_type not in WITH_CONTENT:
+            raise SandboxError(f"a {message_type} message has no content to download")
         user_id = user_id or self._latest_friend(channel_id)
         user = self._user_row(channel_id, user_id)
         if not user["following"]:
             raise SandboxError(f"{user_id} blocked this account and cannot send it messages", 409)
-        message = {"id": ids.message_id(), "type": "text", "quoteToken": ids.quote_token(),
-                   "markAsReadToken": ids.quote_token(), "text": text}
+        channel = self._channel_row(channel_id)
+        message = {"id": ids.message_id(), "type": message_type}
+        if message_type in QUOTABLE:
+            message["quoteToken"] = ids.quote_token()
+        read_token = ids.read_token() if channel["chat_mode"] == "chat" else None
+        if read_token:
+            message["markAsReadToken"] = read_token
+        stored = _message_fields(message_type, fields, content, content_type)
+        message.update(stored.pop("fields"))
+        statements = []
+        if read_token:
+            statements.append(insert(read_tokens).values(token=read_token, channel_id=channel_id, user_id=user_id,
+                                                         message_id=message["id"], created_at=now()))
+        if message_type in WITH_CONTENT:
+            transcoding = ("succeeded" if ready else "processing") if message_type in ("video", "audio") else None
+            statements.append(insert(contents).values(
+                message_id=message["id"], channel_id=channel_id, user_id=user_id, message_type=message_type,
+                content_type=stored["content_type"], data=stored["data"], transcoding=transcoding,
+                created_at=now()))
+        if statements:
+            self.store.run(*statements)
         return self._act(channel_id, user_id, self._event(channel_id, "message", user_id, message=message))
+
+    def finish_transcoding(self, channel_id, message_id, status="succeeded") -> dict:
+        """LINE finishes (or fails) preparing a video or audio: its transcoding status becomes ``status``."""
+        if status not in TRANSCODING:
+            raise SandboxError(f"a transcoding status is one of {', '.join(TRANSCODING)}")
+        row = self._content_row(channel_id, message_id)
+        if row["transcoding"] is None:
+            raise SandboxError("only video and audio are transcoded", 409)
+        self.store.run(update(contents).where(contents.c.message_id == message_id).values(transcoding=status))
+        return self.content(channel_id, message_id)
+
+    def content(self, channel_id, message_id) -> dict:
+        """What a user's message holds for download: ``{"messageId", "type", "contentType", "size",
+        "transcoding", "data"}``."""
+        row = self._content_row(channel_id, message_id)
+        return {"messageId": row["message_id"], "type": row["message_type"], "contentType": row["content_type"],
+                "size": len(row["data"]), "transcoding": row["transcoding"], "data": bytes(row["data"])}
+
+    def contents(self, channel_id, limit=20) -> list[dict]:
+        """Content users sent (newest first), without the bytes: for the control page."""
+        self._channel_row(channel_id)
+        rows = self.store.rows(select(contents.c.message_id, contents.c.user_id, contents.c.message_type,
+                                      contents.c.content_type, contents.c.transcoding, contents.c.created_at,
+                                      func.length(contents.c.data).label("size"))
+                               .where(contents.c.channel_id == str(channel_id))
+                               .order_by(contents.c.created_at.desc()).limit(limit))
+        return [{"messageId": row["message_id"], "userId": row["user_id"], "type": row["message_type"],
+                 "contentType": row["content_type"], "size": row["size"], "transcoding": row["transcoding"],
+                 "at": row["created_at"]} for row in rows]
+
+    def read_marks(self, channel_id, user_id=None) -> list[dict]:
+        """Messages the bot marked as read (``POST /v2/bot/chat/markAsRead``), oldest first. Marking one reads
+        that user's earlier messages too, as in LINE's chat."""
+        self._channel_row(channel_id)
+        query = (select(read_tokens).where(read_tokens.c.channel_id == str(channel_id),
+                                           read_tokens.c.read_at.is_not(None))
+                 .order_by(read_tokens.c.created_at, read_tokens.c.message_id))
+        if user_id:
+            query = query.where(read_tokens.c.user_id == user_id)
+        return [{"userId": row["user_id"], "messageId": row["message_id"], "readAt": row["read_at"]}
+                for row in self.store.rows(query)]
+
+    # ---- the monthly message quota -------------------------------------------------------------------------
+
+    def quota(self, channel_id, at=None) -> dict:
+        """``{"type", "value", "totalUsage"}``: the monthly limit (value None when the type is none) and the
+        messages counted against it in the month of ``at`` (now by default)."""
+        row = self._channel_row(channel_id)
+        return dict(quota_of(row), totalUsage=self.quota_consumption(channel_id, at))
+
+    def quota_consumption(self, channel_id, at=None) -> int:
+        """Messages counted this (Japan-time calendar) month: one per push that reached a friend; replies are
+        free, and a push to a user who blocked the account is not delivered, so not counted."""
+        start, end = month_bounds(now() if at is None else at)
+        query = (select(func.count(func.distinct(messages.c.request_id)))
+                 .where(messages.c.channel_id == str(channel_id), messages.c.kind == "push",
+                        messages.c.delivered.is_(True), messages.c.created_at >= start,
+                        messages.c.created_at < end))
+        with self.store.engine.begin() as conn:
+            return int(conn.execute(query).scalar() or 0)
 
     def redeliver(self, channel_id) -> dict:
         """Send the last event webhook again, marked ``isRedelivery`` as LINE's redelivery does."""
@@ -275,6 +419,14 @@ class Sandbox:
             raise SandboxError(f"{user_id} never followed this account", 404)
         return row
 
+    def _content_row(self, channel_id, message_id) -> dict:
+        self._channel_row(channel_id)
+        row = self.store.row(select(contents).where(contents.c.channel_id == str(channel_id),
+                                                    contents.c.message_id == str(message_id)))
+        if row is None:
+            raise SandboxError(f"no message {message_id} with content was sent to this account", 404)
+        return row
+
     def _check_url(self, url):
         problem = deliver.url_problem(url)
         if problem == "not_https":
@@ -338,6 +490,7 @@ def _channel_dict(row) -> dict:
         "chatMode": row["chat_mode"],
         "markAsReadMode": mark_as_read_mode(row["chat_mode"]),
         "tokensIssued": row["tokens_issued"],
+        "quota": quota_of(row),
         "failure": {"status": row["fail_status"] if failing else None, "times": row["fail_times"],
                     "delay": row["fail_delay"]},
     }
@@ -359,3 +512,97 @@ def _user_dict(row) -> dict:
 def mark_as_read_mode(chat_mode: str) -> str:
     # LINE: "If the chat is set to Off, auto is returned. If the chat is set to On, manual is returned."
     return "manual" if chat_mode == "chat" else "auto"
+
+
+def quota_of(row) -> dict:
+    """A channel's quota as LINE's GET /v2/bot/message/quota states it (value None for type none)."""
+    if row.get("quota_type") == "none":
+        return {"type": "none", "value": None}
+    value = row.get("quota_value")
+    return {"type": "limited", "value": FREE_QUOTA if value is None else value}
+
+
+def month_bounds(at: float) -> tuple[float, float]:
+    """The calendar month (Japan time) holding ``at``, as epoch seconds [start, end)."""
+    day = time.gmtime(at + JST)
+    start = calendar.timegm((day.tm_year, day.tm_mon, 1, 0, 0, 0)) - JST
+    year, month = (day.tm_year + 1, 1) if day.tm_mon == 12 else (day.tm_year, day.tm_mon + 1)
+    return start, calendar.timegm((year, month, 1, 0, 0, 0)) - JST
+
+
+def _number(value, name, low, high):
+    if isinstance(value, bool):
+        raise SandboxError(f"{name} is a number")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SandboxError(f"{name} is a number") from None
+    if not low <= number <= high:
+        raise SandboxError(f"{name} is between {low} and {high}")
+    return number
+
+
+def _message_fields(message_type, fields, content, content_type) -> dict:
+    """The event fields of a user's message (LINE's order and names), and the content kept for download."""
+    out, data = {}, None
+    if message_type == "text":
+        text = fields.get("text")
+        if not isinstance(text, str) or not text:
+            raise SandboxError("say what? The text is empty")
+        out["text"] = text
+    elif message_type == "sticker":
+        kind = fields.get("stickerResourceType", "STATIC")
+        if kind not in STICKER_RESOURCE_TYPES:
+            raise SandboxError(f"stickerResourceType is one of {', '.join(STICKER_RESOURCE_TYPES)}")
+        out.update(packageId=str(fields.get("packageId") or "446"), stickerId=str(fields.get("stickerId") or "1988"),
+                   stickerResourceType=kind)
+        if fields.get("keywords") is not None:
+            keywords = fields["keywords"]
+            if not isinstance(keywords, list) or len(keywords) > 15 or not all(isinstance(k, str) for k in keywords):
+                raise SandboxError("keywords are at most 15 strings")
+            out["keywords"] = keywords
+        if fields.get("text") is not None:
+            if kind != "MESSAGE" or not isinstance(fields["text"], str) or len(fields["text"]) > 100:
+                raise SandboxError("only a message sticker carries text, at most 100 characters")
+            out["text"] = fields["text"]
+    elif message_type in ("image", "video", "audio"):
+        if message_type != "image":
+            out["duration"] = int(_number(fields.get("duration", 3000 if message_type == "video" else 2000),
+                                          "duration", 0, 24 * 3600 * 1000))
+        out["contentProvider"] = {"type": "line"}
+        if message_type == "image" and fields.get("imageSet") is not None:
+            image_set = fields["imageSet"]
+            if not isinstance(image_set, dict) or not isinstance(image_set.get("id"), str):
+                raise SandboxError("imageSet is {\"id\": …, \"index\": …, \"total\": …}")
+            out["imageSet"] = image_set
+    elif message_type == "file":
+        name = fields.get("fileName") or samples.DEFAULT_FILE_NAME
+        if not isinstance(name, str) or len(name) > 255:
+            raise SandboxError("fileName is a name of at most 255 characters")
+        size = fields.get("fileSize")
+        if size is not None:
+            size = int(_number(size, "fileSize", 1, MAX_CONTENT_BYTES))
+            if content is not None and size != len(content):
+                raise SandboxError("fileSize differs from the content's length")
+        if content is None:
+            data, guessed = samples.content_for("file", name, size)
+            content_type = content_type or guessed
+        out.update(fileName=name, fileSize=len(content) if content is not None else len(data))
+    elif message_type == "location":
+        merged = {**SAMPLE_LOCATION, **{key: value for key, value in fields.items() if value is not None}}
+        for key in ("title", "address"):
+            if not isinstance(merged[key], str):
+                raise SandboxError(f"{key} is text")
+        out.update(title=merged["title"], address=merged["address"],
+                   latitude=_number(merged["latitude"], "latitude", -90, 90),
+                   longitude=_number(merged["longitude"], "longitude", -180, 180))
+    if message_type in WITH_CONTENT:
+        if content is not None:
+            if not isinstance(content, (bytes, bytearray)) or len(content) > MAX_CONTENT_BYTES:
+                raise SandboxError(f"content is bytes, at most {MAX_CONTENT_BYTES}")
+            data = bytes(content)
+            content_type = content_type or samples.content_for(message_type, out.get("fileName"))[1]
+        elif data is None:
+            data, guessed = samples.content_for(message_type)
+            content_type = content_type or guessed
+    return {"fields": out, "data": data, "content_type": content_type}

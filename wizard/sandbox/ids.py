@@ -53,3 +53,8 @@ def access_token() -> str:
 
 def request_id() -> str:
     return str(uuid.uuid4())
+
+
+def read_token() -> str:
+    """A ``markAsReadToken``: opaque, URL-safe, unique per message event."""
+    return secrets.token_urlsafe(32)

@@ -2,7 +2,16 @@
 
 Covered: ``POST /oauth2/v3/token`` (stateless tokens), ``GET /v2/bot/info``, ``GET|PUT
 /v2/bot/channel/webhook/endpoint``, ``POST /v2/bot/channel/webhook/test`` (really calls the URL; 60 an hour),
-``GET /v2/bot/profile/{userId}``, ``POST /v2/bot/message/reply`` and ``/push``.
+``GET /v2/bot/profile/{userId}``, ``POST /v2/bot/message/reply`` and ``/push``, ``GET /v2/bot/message/quota``
+and ``/quota/consumption``, ``GET /v2/bot/message/{messageId}/content`` and ``/content/transcoding`` (LINE serves
+these two on api-data.line.me; the sandbox serves everything on one host), ``POST /v2/bot/chat/markAsRead`` (by
+token) and the corporate-only ``POST /v2/bot/message/markAsRead``, which answers 403 as LINE does for an
+account without that option.
+
+Push counts against the channel's monthly quota (one per push that reaches a friend, Japan-time calendar
+month); at the limit LINE answers 429 ``You have reached your monthly limit.``. A video or audio still being
+prepared answers its content request with 202 and no body (LINE's behaviour, not in its spec: ask
+``/content/transcoding`` first), and 404 once its preparation failed.
 
 Error bodies follow LINE's reference: ``{"message": …, "details": [...]}`` (details only when not empty) for
 the Messaging API, ``{"error": …, "error_description": …}`` for the token endpoint. A wrong secret answers
@@ -21,8 +30,9 @@ from flask import Blueprint, current_app, jsonify, request, url_for
 from sqlalchemy import delete, insert, select, update
 
 from . import deliver, ids
-from .control import mark_as_read_mode
-from .store import channels, messages, now, reply_tokens, tokens, users, webhook_tests
+from .control import mark_as_read_mode, quota_of
+from .store import (channels, contents, messages, now, read_tokens, reply_tokens, tokens, users,
+                    webhook_tests)
 
 bp = Blueprint("line_platform", __name__)
 
@@ -40,6 +50,8 @@ STATUS_MESSAGES = {
     404: "Not found",
     429: "The API rate limit has been exceeded. Try again later.",
 }
+MONTHLY_LIMIT = "You have reached your monthly limit."
+INVALID_READ_TOKEN = "Invalid markAsReadToken"
 
 
 class LineError(Exception):
@@ -363,6 +375,82 @@ def _push(channel):
                                            users.c.user_id == to))
     if user is None:
         raise error(400, "Failed to send messages")
+    quota = quota_of(channel)
+    if quota["type"] == "limited" and sandbox().quota_consumption(channel["channel_id"]) >= quota["value"]:
+        raise error(429, MONTHLY_LIMIT)
     # As on LINE, a push to a user who blocked the account answers 200 but never arrives.
     sent = _record(channel, to, "push", body["messages"], bool(user["following"]), retry_key)
     return jsonify(sentMessages=sent)
+
+
+# ---- quota -------------------------------------------------------------------------------------------------
+
+
+@bp.get("/v2/bot/message/quota")
+def message_quota():
+    quota = quota_of(_authenticated())
+    return jsonify(quota if quota["type"] == "limited" else {"type": "none"})
+
+
+@bp.get("/v2/bot/message/quota/consumption")
+def message_quota_consumption():
+    channel = _authenticated()
+    return jsonify(totalUsage=sandbox().quota_consumption(channel["channel_id"]))
+
+
+# ---- content users sent ------------------------------------------------------------------------------------
+
+
+def _content(channel, message_id):
+    row = store().row(select(contents).where(contents.c.channel_id == channel["channel_id"],
+                                             contents.c.message_id == message_id))
+    if row is None:
+        raise error(404)
+    return row
+
+
+@bp.get("/v2/bot/message/<message_id>/content")
+def message_content(message_id):
+    row = _content(_authenticated(), message_id)
+    if row["transcoding"] == "processing":
+        return current_app.response_class(b"", status=202)
+    if row["transcoding"] == "failed":
+        raise error(404)
+    return current_app.response_class(bytes(row["data"]), status=200, content_type=row["content_type"])
+
+
+@bp.get("/v2/bot/message/<message_id>/content/transcoding")
+def message_content_transcoding(message_id):
+    row = _content(_authenticated(), message_id)
+    # Images and files need no preparation: ready as soon as they arrive.
+    return jsonify(status=row["transcoding"] or "succeeded")
+
+
+# ---- read marks --------------------------------------------------------------------------------------------
+
+
+@bp.post("/v2/bot/chat/markAsRead")
+def mark_as_read_by_token():
+    channel = _authenticated()
+    token = _json_body().get("markAsReadToken")
+    if not isinstance(token, str) or not token:
+        raise error(400, "The request body has 1 error(s)",
+                    [{"message": "must be specified", "property": "markAsReadToken"}])
+    # A token works only for the bot that received it in a webhook.
+    found = store().row(select(read_tokens).where(read_tokens.c.token == token,
+                                                  read_tokens.c.channel_id == channel["channel_id"]))
+    if found is None:
+        raise error(400, INVALID_READ_TOKEN)
+    # Reading a message in LINE's chat reads everything the user sent before it too.
+    store().run(update(read_tokens).where(read_tokens.c.channel_id == channel["channel_id"],
+                                          read_tokens.c.user_id == found["user_id"],
+                                          read_tokens.c.created_at <= found["created_at"],
+                                          read_tokens.c.read_at.is_(None)).values(read_at=now()))
+    return jsonify({})
+
+
+@bp.post("/v2/bot/message/markAsRead")
+def mark_as_read_by_user():
+    """LINE's older mark-as-read by user ID is an option for corporate customers who applied for it."""
+    _authenticated()
+    raise error(403)

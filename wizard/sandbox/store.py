@@ -8,8 +8,8 @@ tables are created on first use. Times are epoch seconds (floats): the sandbox o
 import threading
 import time
 
-from sqlalchemy import (JSON, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table,
-                        Text, create_engine, event)
+from sqlalchemy import (JSON, Boolean, Column, Float, ForeignKey, Index, Integer, LargeBinary, MetaData, String,
+                        Table, Text, create_engine, event)
 from sqlalchemy.pool import NullPool
 
 metadata = MetaData()
@@ -35,6 +35,10 @@ channels = Table(
     # With an injected 429 or 503: the Retry-After (seconds) LINE sends along, if any.
     Column("fail_retry_after", Integer),
     Column("created_at", Float, nullable=False),
+    # The monthly message quota (GET /v2/bot/message/quota): quota_type "none" (no target limit) or "limited"
+    # with quota_value messages a month. NULL (a channel made before quotas existed) means the defaults.
+    Column("quota_type", String(7)),
+    Column("quota_value", Integer),
 )
 
 users = Table(
@@ -84,6 +88,32 @@ messages = Table(
     Column("request_id", String(36), nullable=False),
     Column("created_at", Float, nullable=False),
     Index("ix_sandbox_messages_channel", "channel_id", "id"),
+)
+
+# What users sent that has content to download (image, video, audio, file): GET /v2/bot/message/{id}/content.
+# ``transcoding`` is the preparation status of a video or audio (processing, succeeded, failed); None otherwise.
+contents = Table(
+    "sandbox_contents", metadata,
+    Column("message_id", String(20), primary_key=True),
+    Column("channel_id", String(10), nullable=False, index=True),
+    Column("user_id", String(33), nullable=False),
+    Column("message_type", String(10), nullable=False),
+    Column("content_type", String(100), nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Column("transcoding", String(10)),
+    Column("created_at", Float, nullable=False),
+)
+
+# The markAsReadToken of every message event the sandbox sent, and when (if ever) the bot used it.
+read_tokens = Table(
+    "sandbox_read_tokens", metadata,
+    Column("token", String(64), primary_key=True),
+    Column("channel_id", String(10), nullable=False),
+    Column("user_id", String(33), nullable=False),
+    Column("message_id", String(20), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("read_at", Float),
+    Index("ix_sandbox_read_tokens_channel", "channel_id", "user_id"),
 )
 
 # Calls to the webhook test endpoint, for LINE's limit of 60 an hour per channel.

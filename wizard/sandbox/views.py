@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 from markupsafe import Markup, escape
 
-from .control import SandboxError
+from .control import USER_MESSAGE_TYPES, SandboxError
 
 bp = Blueprint("sandbox_views", __name__)
 
@@ -77,6 +77,8 @@ def _report(result):
     who = f"{user['displayName']} ({user['userId']})"
     what = {"follow": "followed", "unfollow": "blocked the account", "message": "sent a message"}
     action = what.get(result["event"]["type"], result["event"]["type"])
+    if result["event"]["type"] == "message" and result["event"]["message"]["type"] != "text":
+        action = f"sent a {result['event']['message']['type']} message"
     delivery = result["delivery"]
     if delivery is None:
         flash(f"{who} {action}. No webhook sent: {result['skipped']}.", "warning")
@@ -109,7 +111,10 @@ def channel(channel_id):
     return render_template("sandbox/channel.html", channel=found, users=users,
                            names={user["userId"]: user["displayName"] for user in users},
                            messages=sandbox().sent_messages(channel_id)[-50:][::-1],
-                           deliveries=sandbox().deliveries(channel_id, 20))
+                           deliveries=sandbox().deliveries(channel_id, 20),
+                           quota=sandbox().quota(channel_id), message_types=USER_MESSAGE_TYPES,
+                           read_marks=sandbox().read_marks(channel_id)[-20:][::-1],
+                           contents=sandbox().contents(channel_id))
 
 
 @bp.post("/_sandbox/channels/<channel_id>/settings")
@@ -162,6 +167,48 @@ def unfollow(channel_id):
 def say(channel_id):
     _report(sandbox().say(channel_id, request.form.get("user_id", "").strip() or None,
                           request.form.get("text", "").strip()))
+    return redirect(url_for(".channel", channel_id=channel_id))
+
+
+# The send form's fields, by message type: form name → LINE's field name (the rest get sample values).
+_SEND_FIELDS = {"text": {"text": "text"}, "sticker": {"package_id": "packageId", "sticker_id": "stickerId"},
+                "file": {"file_name": "fileName"}, "location": {"title": "title", "address": "address",
+                                                                "latitude": "latitude", "longitude": "longitude"}}
+
+
+@bp.post("/_sandbox/channels/<channel_id>/send")
+def send(channel_id):
+    """A friend sends a message of the chosen type; empty fields get sample values."""
+    form = request.form
+    message_type = form.get("type", "text")
+    if message_type not in USER_MESSAGE_TYPES:
+        raise SandboxError(f"a LINE user sends one of: {', '.join(USER_MESSAGE_TYPES)}")
+    fields = {}
+    for name, field in _SEND_FIELDS.get(message_type, {}).items():
+        value = form.get(name, "").strip()
+        if value:
+            fields[field] = value
+    _report(sandbox().send(channel_id, form.get("user_id", "").strip() or None, message_type,
+                           ready=form.get("processing") != "on", **fields))
+    return redirect(url_for(".channel", channel_id=channel_id))
+
+
+@bp.post("/_sandbox/channels/<channel_id>/transcoding/<message_id>")
+def transcoding(channel_id, message_id):
+    status = request.form.get("status", "succeeded")
+    sandbox().finish_transcoding(channel_id, message_id, status)
+    flash(f"Message {message_id}: transcoding {status}.", "ok")
+    return redirect(url_for(".channel", channel_id=channel_id))
+
+
+@bp.post("/_sandbox/channels/<channel_id>/quota")
+def quota(channel_id):
+    """The monthly message limit: a number, or empty for no target limit."""
+    value = request.form.get("quota", "").strip()
+    if value and not value.isdigit():
+        raise SandboxError("the monthly limit is a whole number of messages, or empty for no limit")
+    sandbox().update(channel_id, quota=int(value) if value else None)
+    flash(f"Monthly limit: {value + ' messages' if value else 'none'}.", "ok")
     return redirect(url_for(".channel", channel_id=channel_id))
 
 
