@@ -1,7 +1,7 @@
 """The drift watch: a connected sandbox shop broken in each way LINE's settings can drift, then fixed.
 
-For each way, ``line check-all``, the status API and the owner's wizard name the same state, reason and fixing
-step; an alert opens, one e-mail goes to each person who looks after the shop (through a real SMTP server),
+For each way, ``line check-all``, the status API, the staff console and the owner's wizard name the same state,
+reason and fixing step; an alert opens, one e-mail goes to each person who looks after the shop (through a real SMTP server),
 and fixing it in the sandbox closes the alert again."""
 import json
 import time
@@ -53,6 +53,12 @@ class Watched:
         with self.app.app_context():
             db.session.execute(update(ShopHealth).values(daily_checked_at=None))
             db.session.commit()
+
+    def staff_client(self):
+        """Staff signed in on a browser of their own (the owner stays signed in on ``client``)."""
+        staff = self.app.test_client()
+        assert staff.post("/login", data={"email": self.staff, "password": "correct horse"}).status_code == 302
+        return staff
 
     def status_row(self):
         with self.app.app_context():
@@ -158,6 +164,8 @@ def test_each_way_a_connection_breaks_is_noticed_alerted_and_closed_when_fixed(w
         status = shop.status()
         assert (status["state"], status["reason"], status["fix_step"]) == (state, reason, step)
         assert status["since"] == states[shop.slug]["since"]
+        console = shop.staff_client().get("/shops/?state=" + state).data.decode()
+        assert f'data-shop="{shop.slug}" data-state="{state}" data-reason="{reason}"' in console
         resume = shop.client.get(f"/setup/{shop.slug}/", follow_redirects=True).data.decode()
         assert f'data-alert-reason="{reason}"' in resume, resume[:3000]
         assert f'href="/setup/{shop.slug}/{step}"' in resume
