@@ -270,7 +270,7 @@ def test_a_body_signed_with_the_old_secret_after_a_reissue_counts_as_bad_signatu
 
 
 def test_a_secret_entered_again_applies_to_the_very_next_delivery(app, client, channel):
-    """The receiver keeps a channel's secret for a second; a new secret must not cost a delivery meanwhile."""
+    """The receiver keeps a channel's secret for a while; a new secret must not cost a delivery meanwhile."""
     verification = {"destination": channel["bot_user_id"], "events": []}
     assert post(client, channel, verification).status_code == 200  # the old secret is now kept in memory
     with app.app_context():

@@ -38,8 +38,13 @@ DEFAULTS = {
     "FORM_LINK_DAYS": 30,
     # Named in every form's privacy notice as the processor that keeps the data for the shop (PDPA Art. 8).
     "CRM_VENDOR_NAME": "LINE Connect Wizard CRM",
+    # --- contacts and conversations (wizard/customers/contacts.py, conversation.py, replies.py) ---
+    # Seconds LINE's monthly message quota is reused per channel before a page asks again; the page warns
+    # from this share (percent) of the quota used.
+    "QUOTA_CACHE_SECONDS": 300,
+    "QUOTA_WARN_PERCENT": 80,
     # The receiver remembers a channel (and its secret) this long, sparing a query per delivery.
-    "WEBHOOK_CHANNEL_CACHE_SECONDS": 1.0,
+    "WEBHOOK_CHANNEL_CACHE_SECONDS": 10.0,
     # --- queue (wizard/tasks.py) ---
     # Where the queue lives: unset = beside the app's database (a SQLite file in instance/, or the same
     # PostgreSQL); redis://… also works. QUEUE_NAME separates several apps sharing one store.
@@ -114,7 +119,8 @@ _NUMBER = {"LINE_TIMEOUT": float, "LINE_CONTENT_MAX_BYTES": int,
            "WEBHOOK_TEST_COOLDOWN": int, "WEBHOOK_MAX_BYTES": int,
            "CHECK_MAX_AGE": int, "WORKER_LEASE_SECONDS": float, "WORKER_POLL_SECONDS": float,
            "WORKER_THREADS": int, "WORKER_METRICS_PORT": int,
-           "FORM_RESEND_HOURS": float, "FORM_LINK_DAYS": float, "WEBHOOK_CHANNEL_CACHE_SECONDS": float,
+           "FORM_RESEND_HOURS": float, "QUOTA_CACHE_SECONDS": float, "QUOTA_WARN_PERCENT": float,
+           "FORM_LINK_DAYS": float, "WEBHOOK_CHANNEL_CACHE_SECONDS": float,
            "READYZ_TIMEOUT": float, "MAIL_TIMEOUT": float, "INVITATION_HOURS": float,
            "WATCH_INTERVAL_MINUTES": float, "DORMANT_MIN_NEW_FRIENDS": int, "DORMANT_AFTER_HOURS": float,
            "ALERT_EMAIL_HOURS": float}
