@@ -1,8 +1,8 @@
 """The drift watch: a connected sandbox shop broken in each way LINE's settings can drift, then fixed.
 
 For each way, ``line check-all``, the status API, the staff console and the owner's wizard name the same state,
-reason and fixing step; an alert opens, one e-mail goes to each person who looks after the shop (through a real SMTP server),
-and fixing it in the sandbox closes the alert again."""
+reason and fixing step; an alert opens, one e-mail goes to each person who looks after the shop (through a
+real SMTP server), and fixing it in the sandbox closes the alert again."""
 import json
 import time
 from datetime import datetime, timedelta

@@ -4,8 +4,8 @@ A round (every ``WATCH_INTERVAL_MINUTES``, one scheduler however many consumers:
 ``check_shop`` task per due shop on the queue, so the checks spread over every consumer. A check is the
 wizard's own evaluation, forced: a fresh token, the bot info and the webhook endpoint, at most 3 LINE calls
 per shop. Once a day it also runs LINE's webhook test and reads LINE's friend count (the passive signals in
-steps/health.py compare it with the follow events we received) and the month's message quota. The state it records opens and closes
-alerts by itself (alerts.py listens to the state's changes).
+steps/health.py compare it with the follow events we received) and the month's message quota. The state it
+records opens and closes alerts by itself (alerts.py listens to the state's changes).
 
 Shops that never connected are not watched: onboarding has no drift, and their owners' pages check anyway.
 """
