@@ -127,3 +127,15 @@ def test_staff_read_the_log_filtered_by_shop(app, client, staff, make_shop):
 
 def test_owners_cannot_read_the_log(client, owner):
     assert client.get("/shops/audit/").status_code == 403
+
+
+def test_a_password_change_is_in_the_audit_log_without_the_password(app, client, make_shop, login):
+    slug, email = make_shop()
+    login(email)
+    new = "a much longer new password"
+    response = client.post("/account/password", data={"current": "correct horse", "new": new, "confirm": new})
+    assert response.status_code == 302
+    with app.app_context():
+        entry = db.session.scalar(db.select(AuditEntry).filter_by(action="account.password_changed"))
+        assert (entry.actor, entry.target) == (email, email)
+        assert new not in str(entry.detail) and "correct horse" not in str(entry.detail)

@@ -46,6 +46,7 @@ def connect_fully(client, slug, line, live_app):
     connect(client, slug, channel)
     client.post(f"/setup/{slug}/webhook_url", data={"action": "set_endpoint"})
     client.post(f"/setup/{slug}/response_settings", data={"action": "confirm", "auto_response": "y"})
+    client.post(f"/setup/{slug}/webhook_url", data={"action": "confirm_redelivery", "webhook_redelivery": "y"})
     line.follow(channel["channelId"], name="林小美")
     assert client.get(f"/api/v1/shops/{slug}/status").get_json()["connected"] is True
     return channel
@@ -136,7 +137,8 @@ def test_csv_export_is_the_filtered_list_in_utf8_with_a_bom(app, client, staff, 
 
     response = client.get("/shops/export.csv?state=broken")
     assert response.status_code == 200
-    assert response.mimetype == "text/csv" and "attachment" in response.headers["Content-Disposition"]
+    assert response.headers["Content-Type"] == "text/csv; charset=utf-8"
+    assert "attachment" in response.headers["Content-Disposition"]
     assert response.data.startswith(b"\xef\xbb\xbf")
     table = list(csv.DictReader(io.StringIO(response.data.decode("utf-8-sig"))))
     assert [(r["Shop code"], r["Shop name"], r["State"], r["Reason"], r["Friends"], r["Blocks"], r["Owners"])

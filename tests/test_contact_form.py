@@ -1,10 +1,11 @@
-"""The customer data form a new friend reaches from the welcome message: /form/<token>."""
+"""The customer data form a new friend reaches from the welcome message: /form/<token>, with the default
+settings (name and mobile required, e-mail and birthday optional)."""
 import pytest
 
 from tests.webhooks import make_channel
-from wizard import crypto
+from wizard.customers import links
 from wizard.extensions import db
-from wizard.models import Contact
+from wizard.models import Channel, Contact
 
 
 @pytest.fixture
@@ -12,11 +13,12 @@ def form_link(app, make_shop):
     slug, _ = make_shop()
     channel = make_channel(app, slug)
     with app.app_context():
-        contact = Contact(channel_id=channel["id"], line_user_id="U" + "1" * 32, display_name="林小美",
-                          form_token=crypto.new_token())
+        contact = Contact(channel_id=channel["id"], line_user_id="U" + "1" * 32, display_name="林小美")
         db.session.add(contact)
+        db.session.flush()
+        token = links.issue(contact, db.session.get(Channel, channel["id"]).shop_id)
         db.session.commit()
-        return f"/form/{contact.form_token}", contact.id
+        return f"/form/{token}", contact.id
 
 
 def stored(app, contact_id):
@@ -29,9 +31,12 @@ def test_the_form_shows_the_shops_name_and_asks_for_the_details(client, form_lin
     html = page.get_data(as_text=True)
     assert page.status_code == 200
     assert "晴天烘焙坊" in html
-    for name in ("customer_name", "phone", "email", "birthday"):
+    for name in ("customer_name", "phone", "email", "birthday", "marketing"):
         assert f'name="{name}"' in html
     assert 'type="tel"' in html and 'type="date"' in html
+    assert 'name="gender"' not in html and 'name="city"' not in html  # off by default
+    assert 'value="林小美"' in html  # the name LINE gave, to confirm or correct
+    assert 'name="marketing" type="checkbox" value="y"' in html and "checked" not in html
 
 
 def test_valid_details_are_stored_and_thanked_for(app, client, form_link):
@@ -51,32 +56,35 @@ def test_valid_details_are_stored_and_thanked_for(app, client, form_link):
     assert contact.form_filled_at is not None
 
 
-def test_the_birthday_may_be_left_out_and_details_corrected_later(app, client, form_link):
+def test_the_optional_fields_may_be_left_out_and_details_corrected_later(app, client, form_link):
     path, contact_id = form_link
-    data = {"customer_name": "陳大文", "phone": "+886 912 345 678", "email": "wen@example.com",
-            "birthday": ""}
+    data = {"customer_name": "陳大文", "phone": "+886 912 345 678", "email": "", "birthday": ""}
     assert client.post(path, data=data).status_code == 302
-    assert stored(app, contact_id).birthday is None
+    contact = stored(app, contact_id)
+    assert (contact.phone, contact.email, contact.birthday) == ("0912345678", None, None)
 
     again = client.get(path + "?lang=en").get_data(as_text=True)
-    assert "You can correct them here" in again and 'value="陳大文"' in again
-    assert client.post(path, data=dict(data, phone="02 2345 6789")).status_code == 302
-    assert stored(app, contact_id).phone == "0223456789"
+    assert "You can correct them here" in again and 'value="陳大文"' in again and 'value="0912345678"' in again
+    assert client.post(path, data=dict(data, phone="0987 654 321", email="wen@example.com")).status_code == 302
+    assert (stored(app, contact_id).phone, stored(app, contact_id).email) == ("0987654321", "wen@example.com")
 
 
 @pytest.mark.parametrize("field, value, message", [
     ("customer_name", "", "Enter your name."),
     ("customer_name", "名" * 101, "Use at most 100 characters."),
     ("customer_name", "林\x00小美", "Enter your name without control characters."),
-    ("phone", "", "Enter your phone number."),
-    ("phone", "0912", "Enter a phone number of 8 to 15 digits"),
-    ("phone", "call me maybe", "Enter a phone number of 8 to 15 digits"),
-    ("phone", "٠٩١٢٣٤٥٦٧٨", "Enter a phone number of 8 to 15 digits"),  # digits, but not ones a CRM dials
-    ("email", "", "Enter your e-mail address."),
+    ("phone", "", "Enter your mobile number."),
+    ("phone", "0912", "Enter a Taiwanese mobile number: 09 and 8 more digits"),
+    ("phone", "call me maybe", "Enter a Taiwanese mobile number"),
+    ("phone", "02 2345 6789", "Enter a Taiwanese mobile number"),  # a landline
+    ("phone", "09123456789", "Enter a Taiwanese mobile number"),  # one digit too many
+    ("phone", "+1 912 345 678", "Enter a Taiwanese mobile number"),
+    ("phone", "٠٩١٢٣٤٥٦٧٨", "Enter a Taiwanese mobile number"),  # digits, but not ones a CRM dials
     ("email", "mei at example", "Enter an e-mail address like name@example.com."),
     ("email", "mei@example", "Enter an e-mail address like name@example.com."),
     ("birthday", "31/05/1990", "Enter the birthday as a date, for example 1990-05-31."),
     ("birthday", "2999-01-01", "Enter a birthday between 1900 and today."),
+    ("birthday", "1899-12-31", "Enter a birthday between 1900 and today."),
 ])
 def test_bad_input_is_refused_with_a_clear_message_and_kept_on_the_page(app, client, form_link, field, value,
                                                                           message):
@@ -90,13 +98,15 @@ def test_bad_input_is_refused_with_a_clear_message_and_kept_on_the_page(app, cli
     assert response.status_code == 200
     assert message in html
     assert 'class="error-summary"' in html and f'href="#{field}"' in html
+    assert f'id="{field}-error"' in html and 'aria-invalid="true"' in html
+    assert "Not a valid" not in html  # wtforms' own untranslated words never show
     # What was typed is not lost: the other fields keep theirs, and a wrong e-mail stays to be corrected.
     assert f'value="{value if field == "email" else "mei@example.com"}"' in html
     assert stored(app, contact_id).form_filled_at is None
 
 
 def test_an_unknown_link_says_so(client, form_link):
-    for path in ("/form/not-a-real-token", "/form/" + "x" * 100, "/form/nope/thanks"):
+    for path in ("/form/not-a-real-token", "/form/" + "x" * 400, "/form/nope/thanks", "/form/é"):
         response = client.get(path + "?lang=en")
         assert response.status_code == 404
         assert "This link does not work" in response.get_data(as_text=True)
@@ -118,12 +128,14 @@ def test_a_phone_number_typed_full_width_or_with_other_dashes_is_stored_plain(ap
     assert stored(app, contact_id).phone == "0912345678"
 
 
-def test_an_international_number_typed_full_width_keeps_its_plus(app, client, form_link):
+@pytest.mark.parametrize("typed", ["＋８８６ ９１２ ３４５ ６７８", "+886-912-345-678", "886912345678",
+                                   "+886 0912 345 678"])
+def test_a_number_typed_with_taiwans_country_code_is_stored_as_dialled_at_home(app, client, form_link, typed):
     path, contact_id = form_link
-    data = {"customer_name": "林小美", "phone": "＋８８６ ９１２ ３４５ ６７８", "email": "mei@example.com"}
+    data = {"customer_name": "林小美", "phone": typed, "email": "mei@example.com"}
 
     assert client.post(path, data=data).status_code == 302
-    assert stored(app, contact_id).phone == "+886912345678"
+    assert stored(app, contact_id).phone == "0912345678"
 
 
 @pytest.mark.parametrize("typed", [

@@ -93,3 +93,14 @@ def test_an_unknown_account_is_a_404_and_deactivating_twice_changes_nothing(app,
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count(AuditEntry.id))
                                  .filter_by(action="account.deactivated")) == 1
+
+
+def test_deactivating_staff_revokes_their_api_tokens_for_good(app, client, staff, make_user, runner):
+    other = make_user("other-staff@example.com", staff=True)
+    token = runner.invoke(args=["user", "token", other]).output.strip()
+    bearer = {"Authorization": f"Bearer {token}"}
+    assert app.test_client().get("/api/v1/shops", headers=bearer).status_code == 200
+    client.post(f"/shops/people/{user_id(app, other)}/deactivate")
+    assert app.test_client().get("/api/v1/shops", headers=bearer).status_code == 401
+    client.post(f"/shops/people/{user_id(app, other)}/reactivate")
+    assert app.test_client().get("/api/v1/shops", headers=bearer).status_code == 401  # a new token is needed

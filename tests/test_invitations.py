@@ -234,3 +234,28 @@ def test_an_owner_cannot_withdraw_another_shops_invitation(app, client, staff, m
 
 def test_staff_have_no_own_people_page(client, staff):
     assert client.get("/account/people").status_code == 404
+
+
+def test_a_shop_sends_at_most_twenty_invitations_a_day(app, client, owner):
+    """Each invitation mails someone through our server: an owner's page is no way to mail anybody, any number."""
+    for number in range(20):
+        assert client.post("/account/people", data={"email": f"helper{number}@example.com"}).status_code == 302
+    refused = client.post("/account/people", data={"email": "one-more@example.com"})
+    assert refused.status_code == 422
+    assert field_errors(refused) == {"email": "This shop has sent 20 invitations in the last 24 hours. "
+                                              "Try again tomorrow."}
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Invitation.id))) == 20
+
+
+def test_a_deactivated_owners_invitation_lets_nobody_in(app, client, owner, make_user, login):
+    client.post("/account/people", data={"email": "helper@example.com"})
+    path = link_from_outbox(app)
+    staff = app.test_client()
+    staff_email = make_user("staff@example.com", staff=True)
+    assert staff.post("/login", data={"email": staff_email, "password": "correct horse"}).status_code == 302
+    with app.app_context():
+        owner_id = db.session.scalar(db.select(User.id).filter_by(email=f"owner-{owner}@example.com"))
+    staff.post(f"/shops/people/{owner_id}/deactivate")
+    assert app.test_client().post(path, data={"password": PASSWORD, "confirm": PASSWORD}).status_code == 410
+    assert "helper@example.com" not in users(app)

@@ -52,3 +52,36 @@ def test_upgrade_matches_models_and_downgrade_cleans_up(app, logging_kept):
         assert tables == set()
         with db.engine.begin() as connection:
             connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+
+
+def test_a_form_link_sent_before_the_upgrade_still_opens_the_customers_form(app, client, logging_kept):
+    """Issue 9 keeps form tokens only as a digest and encrypted; the upgrade moves the stored ones over."""
+    from datetime import datetime
+    with app.app_context():
+        db.drop_all()
+        with db.engine.begin() as connection:
+            connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+        upgrade(revision="fa4a7a51134c")
+        with db.engine.begin() as connection:
+            connection.execute(db.text(
+                "INSERT INTO shops (id, slug, name, line_module_enabled, confirmations, created_at) "
+                "VALUES (1, 'sunny-bakery', 'Sunny', true, '{}', :at)"), {"at": datetime(2026, 11, 30)})
+            connection.execute(db.text(
+                "INSERT INTO channels (id, shop_id, channel_id, secret_encrypted, webhook_token, connected_at, "
+                "check_results) VALUES (1, 1, '1656000000', 'x', 'hook-token', :at, '{}')"),
+                {"at": datetime(2026, 11, 30)})
+            connection.execute(db.text(
+                "INSERT INTO contacts (id, channel_id, line_user_id, display_name, form_token, form_sent_at, "
+                "created_at, updated_at) VALUES (1, 1, :user, '林小美', :token, :at, :at, :at)"),
+                {"user": "U" + "a" * 32, "token": "an-old-form-token-sent-before", "at": datetime.utcnow()})
+        upgrade()
+        from wizard.models import Contact
+        contact = db.session.get(Contact, 1)
+        assert contact.form_token == "an-old-form-token-sent-before"
+        assert contact.form_link_issued_at is not None
+        db.session.remove()
+    assert client.get("/form/an-old-form-token-sent-before").status_code == 200
+    with app.app_context():
+        downgrade(revision="base")
+        with db.engine.begin() as connection:
+            connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")

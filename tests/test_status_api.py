@@ -8,7 +8,7 @@ import pytest
 from tests.wizard_helpers import connect, status_reason
 
 KEYS = ["prepare", "create_account", "enable_messaging_api", "credentials", "webhook_url",
-        "response_settings", "test_friend"]
+        "response_settings", "customer_form", "test_friend"]
 
 
 @pytest.fixture
@@ -32,6 +32,7 @@ def test_api_shape_and_agreement_with_pages_and_doctor(client, runner, make_shop
         ("credentials", "done", "credentials_verified"),
         ("webhook_url", "todo", "endpoint_matches"),  # LINE has the URL; its test is still to be made
         ("response_settings", "action_needed", "chat_mode_bot"),
+        ("customer_form", "todo", "form_not_reviewed"),  # the defaults; never blocks "connected"
         ("test_friend", "todo", "fix_step_first"),  # a test friend is pointless while step 6 is open
     ]
     for step in body["steps"]:

@@ -53,10 +53,10 @@ def test_a_registered_step_is_rendered_evaluated_and_reported(client, runner, ma
     login(email)
     client.get("/?lang=en")
     page = page_text(client.get(f"/setup/{slug}/house_rules"))
-    assert "Step 7 of 9: House rules" in page and "Rules for 晴天烘焙坊" in page
+    assert "Step 8 of 10: House rules" in page and "Rules for 晴天烘焙坊" in page
     assert 'data-reason="fix_step_first"' in page and "waits for step 4" in page
-    assert "Step 8 of 9: Test by adding a friend" in page_text(client.get(f"/setup/{slug}/test_friend"))
-    assert page.count('class="rail-item') == 9
+    assert "Step 9 of 10: Test by adding a friend" in page_text(client.get(f"/setup/{slug}/test_friend"))
+    assert page.count('class="rail-item') == 10
 
     channel = sandbox.control.create_channel(display_name="晴天烘焙坊")
     connect(client, slug, channel)
@@ -73,8 +73,8 @@ def test_a_registered_step_is_rendered_evaluated_and_reported(client, runner, ma
     assert (rules["state"], rules["reason"], rules["message"]) == ("done", "house_rules_agreed",
                                                                    "The house rules are agreed.")
     doctor = runner.invoke(args=["line", "doctor", slug])
-    assert "7. House rules [done: house_rules_agreed]" in doctor.output
-    assert json.loads(runner.invoke(args=["line", "doctor", slug, "--json"]).output)["steps"][6]["key"] == \
+    assert "8. House rules [done: house_rules_agreed]" in doctor.output
+    assert json.loads(runner.invoke(args=["line", "doctor", slug, "--json"]).output)["steps"][7]["key"] == \
         "house_rules"
 
 

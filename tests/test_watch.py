@@ -121,9 +121,9 @@ def _stop_answering(shop):
 
 
 def _answer_again(shop):
+    """Answering again; no day needs to pass: while LINE's test is what broke it, each round tests again."""
     served = Served(shop.app, port=int(shop.app.config["PUBLIC_BASE_URL"].rsplit(":", 1)[1]))
     shop.app.extensions["test_restarted"] = served
-    shop.daily_due()
 
 
 BREAKS = {
@@ -169,6 +169,8 @@ def test_each_way_a_connection_breaks_is_noticed_alerted_and_closed_when_fixed(w
         resume = shop.client.get(f"/setup/{shop.slug}/", follow_redirects=True).data.decode()
         assert f'data-alert-reason="{reason}"' in resume, resume[:3000]
         assert f'href="/setup/{shop.slug}/{step}"' in resume
+        summary = shop.client.get(f"/setup/{shop.slug}/connected").data.decode()
+        assert 'data-reason="connected"' not in summary  # the summary never says "connected" beside the alert
 
         alerts = shop.alerts()
         assert [(a.state, a.reason, a.closed_at) for a in alerts] == [(state, reason, None)]
@@ -215,7 +217,7 @@ def test_the_round_runs_on_the_queue_and_one_consumer_checks_each_due_shop(watch
         db.session.execute(update(ShopHealth).values(checked_at=utcnow() - timedelta(hours=1)))
         db.session.commit()
         assert drift.round_now() == 1
-        assert drift.due_shop_ids() == [db.session.scalar(db.select(Shop.id))]  # queued, not yet run
+        assert drift.due_shop_ids() == []  # queued, not run yet: the next round must not queue it again
     tasks.start_in_process(app, threads=2)
     try:
         deadline = time.monotonic() + 15
@@ -284,3 +286,62 @@ def test_a_nearly_used_message_quota_needs_a_look_before_it_runs_out(watched):
     watched.daily_due()
     states, _ = watched.check_all()
     assert states[watched.slug]["state"] == "healthy"
+
+
+def test_line_unreachable_while_broken_keeps_the_alert_open_and_sends_nothing_more(watched):
+    """A check that cannot ask LINE proves nothing fixed: the shop stays broken with its last real check's
+    time, its one alert stays open, and nobody gets a second e-mail for the same trouble."""
+    watched.sandbox.control.update(watched.id, chat_mode="bot")
+    states, _ = watched.check_all()
+    broken_since = states[watched.slug]["since"]
+    checked_at = watched.status_row().checked_at
+    watched.sandbox.control.fail(watched.id, 500)
+    try:
+        states, _ = watched.check_all()
+        assert (states[watched.slug]["state"], states[watched.slug]["reason"], states[watched.slug]["since"]) == (
+            "broken", "chat_mode_bot", broken_since)
+        assert watched.status_row().checked_at == checked_at
+    finally:
+        watched.sandbox.control.heal(watched.id)
+    assert [(a.reason, a.closed_at) for a in watched.alerts()] == [("chat_mode_bot", None)]
+    assert len(watched.mails_to(watched.owner)) == 1
+
+
+def test_an_older_check_finishing_late_never_overwrites_a_newer_verdict(watched):
+    """The watch's check began before the owner fixed Chat and finished after the owner's page saw the fix."""
+    from wizard.steps import health, status
+    app = watched.app
+    with app.app_context():
+        shop = db.session.scalar(db.select(Shop))
+        began = utcnow()
+        watched.sandbox.control.update(watched.id, chat_mode="bot")
+        stale = status.evaluate(shop, force=True)  # the slow check's answer: Chat off
+        db.session.rollback()
+        watched.sandbox.control.update(watched.id, chat_mode="chat")
+        fresh = status.evaluate(shop, force=True)  # the owner's page, begun later: fixed
+        db.session.commit()
+        assert fresh.health.state == "healthy"
+        late = health.record(shop, stale, began)
+        db.session.commit()
+        assert (late.state, late.reason) == ("healthy", "connected")
+    assert watched.alerts() == []
+
+
+def test_an_alert_mail_the_server_refused_is_tried_again_within_the_hour_not_the_day(watched):
+    from wizard.models import MailMessage
+    from wizard.watch import alerts
+    watched.smtp.recorder.refuse = "451 Try again later"
+    watched.sandbox.control.update(watched.id, webhook_active=False)
+    watched.check_all()
+    assert watched.mails_to(watched.owner) == []
+    with watched.app.app_context():
+        failed = db.session.scalars(db.select(MailMessage).where(MailMessage.error.is_not(None))).all()
+        assert {m.kind for m in failed} == {"alert"} and len(failed) == 2  # the owner and the assigned staff
+        alert = db.session.scalar(db.select(Alert))
+        retry_in = alert.last_emailed_at + timedelta(hours=24) - utcnow()
+        assert timedelta(minutes=10) < retry_in < timedelta(minutes=16)
+        assert alerts.notify_due() == 0  # not yet
+        watched.smtp.recorder.refuse = None
+        assert alerts.notify_due(now=utcnow() + timedelta(minutes=16)) == 2
+        db.session.commit()
+    assert len(watched.mails_to(watched.owner)) == 1 and len(watched.mails_to(watched.staff)) == 1

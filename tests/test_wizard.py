@@ -17,7 +17,7 @@ def test_resume_starts_at_first_open_step(client, owner):
     response = client.get(f"/setup/{owner}/")
     assert response.headers["Location"].endswith(f"/setup/{owner}/prepare")
     page = client.get(f"/setup/{owner}/prepare")
-    assert "Step 1 of 8: Before you start" in page_text(page)
+    assert "Step 1 of 9: Before you start" in page_text(page)
 
 
 def test_default_language_is_traditional_chinese(client, make_shop, login):

@@ -78,7 +78,7 @@ def test_saving_step_6_asks_line_again_and_says_what_changed(client, owner, line
 
     line.update(channel["channelId"], chat_mode="chat")  # the owner switches Chat on in LINE, then saves
     response = client.post(f"/setup/{owner}/response_settings", data={"action": "confirm", "auto_response": "y"})
-    assert response.headers["Location"].endswith("/test_friend")
+    assert response.headers["Location"].endswith("/customer_form")
     assert "Checked again just now: Webhook is on and the response mode is" in _flashes(
         client.get(f"/setup/{owner}/test_friend"))
     assert status_reason(client.get(f"/setup/{owner}/response_settings")) == ("done", "settings_ok")
@@ -102,7 +102,7 @@ def test_friend_test_and_summary_never_say_connected_beside_a_broken_step(client
     channel = _connected(client, owner, line)
     assert "It works!" in page_text(client.get(f"/setup/{owner}/test_friend"))
     summary = page_text(client.get(f"/setup/{owner}/connected"))
-    assert "<h1 id=\"step-heading\">Step 8 of 8: Connected</h1>" in summary
+    assert "<h1 id=\"step-heading\">Step 9 of 9: Connected</h1>" in summary
 
     line.update(channel["channelId"], webhook_active=False)
     client.post(f"/setup/{owner}/response_settings", data={"action": "recheck"})
@@ -112,7 +112,7 @@ def test_friend_test_and_summary_never_say_connected_beside_a_broken_step(client
     live = client.get(f"/setup/{owner}/test_friend/live").get_json()
     assert live["done"] is False and "See the summary" not in live["html"]
     summary = page_text(client.get(f"/setup/{owner}/connected"))
-    assert "<h1 id=\"step-heading\">Step 8 of 8: Not connected yet</h1>" in summary
+    assert "<h1 id=\"step-heading\">Step 9 of 9: Not connected yet</h1>" in summary
     assert 'data-reason="not_connected"' in summary and ">Connected<" not in summary
 
 

@@ -66,6 +66,8 @@ def create_app(test_config=None):
     app.register_blueprint(receiver.bp)
     from .views import contact_form, errors, health
     app.register_blueprint(contact_form.bp)  # the customer data form (public, reached by a random link)
+    from .views import contacts as contact_views
+    app.register_blueprint(contact_views.bp)  # /c/…: a shop's contacts and conversations (owners and staff)
     app.register_blueprint(health.bp)  # /healthz (alive), /readyz (database and queue answer)
     from . import metrics
     app.register_blueprint(metrics.bp)  # /metrics for Prometheus (METRICS_TOKEN, else loopback only)

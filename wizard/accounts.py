@@ -22,8 +22,10 @@ from pathlib import Path
 from flask_babel import lazy_gettext
 
 from . import audit, crypto
+from sqlalchemy import update
+
 from .extensions import db
-from .models import ApiToken, Shop, User, utcnow
+from .models import ApiToken, Invitation, Shop, User, utcnow
 
 MIN_PASSWORD = 10
 MAX_PASSWORD = 256
@@ -80,6 +82,7 @@ MESSAGES = {
     "invitation_none": N_("This shop has no invitation to send again; enter the e-mail address to invite."),
     "invitation_accepted": N_("This invitation has already been used."),
     "invitation_revoked": N_("This invitation was replaced by a newer one or withdrawn."),
+    "invitations_too_many": N_("This shop has sent %(max)s invitations in the last 24 hours. Try again tomorrow."),
     "invitation_expired": N_("This invitation has expired."),
 }
 
@@ -267,6 +270,7 @@ def set_password(user, password):
     """Change a password under the same rules as a new account; raises AccountErrors (``password``)."""
     _raise_if(password_errors(password, email=user.email))
     user.set_password(password)
+    audit.record("account.password_changed", shop=user.shop_id, target=user.email)
 
 
 def new_api_token(email):
@@ -343,8 +347,17 @@ def deactivate(user, by):
         raise AccountErrors([AccountError("user", "deactivate_self")])
     if user.deactivated_at is not None:
         return False
-    user.deactivated_at = utcnow()
+    now = utcnow()
+    user.deactivated_at = now
     user.session_version = (user.session_version or 0) + 1
+    # What the account handed out ends with it: its pending invitations (a closed account must not let someone
+    # in), and its API tokens (reactivating it must not bring old tokens back).
+    db.session.execute(update(Invitation).where(
+        Invitation.invited_by_id == user.id, Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None))
+        .values(revoked_at=now).execution_options(synchronize_session="fetch"))
+    db.session.execute(update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
+                       .values(revoked_at=now).execution_options(synchronize_session="fetch"))
+    user.api_token_digest = None
     audit.record("account.deactivated", shop=user.shop_id, actor=by, target=user.email)
     return True
 

@@ -21,6 +21,9 @@ from .extensions import db
 from .models import Invitation, Shop, User, utcnow
 
 
+MAX_PER_SHOP_PER_DAY = 20
+
+
 def _refuse(field, code, **params):
     raise AccountErrors([AccountError(field, code, **params)])
 
@@ -67,6 +70,11 @@ def invite(shop, email, by, field="email"):
         raise AccountErrors(errors)
     email = accounts.normalise_email(email)
     now = utcnow()
+    sent_today = db.session.scalar(db.select(db.func.count(Invitation.id)).where(
+        Invitation.shop_id == shop.id, Invitation.created_at > now - timedelta(days=1)))
+    if sent_today >= MAX_PER_SHOP_PER_DAY:
+        # Each one mails someone through our server: a shop is no way to send mail to anybody, any number.
+        _refuse(field, "invitations_too_many", max=MAX_PER_SHOP_PER_DAY)
     for older in db.session.scalars(db.select(Invitation).where(
             Invitation.shop_id == shop.id, Invitation.email == email,
             Invitation.accepted_at.is_(None), Invitation.revoked_at.is_(None))):
@@ -150,6 +158,8 @@ def accept(invitation, password, field="password"):
     pending; raises AccountErrors (``field``, or ``invitation`` when the address was taken meanwhile)."""
     if state(invitation) != "pending":
         _refuse("invitation", "invitation_" + state(invitation))
+    if invitation.invited_by is not None and not invitation.invited_by.is_active:
+        _refuse("invitation", "invitation_revoked")  # whoever invited has been closed since
     if db.session.scalar(db.select(User.id).filter_by(email=invitation.email)) is not None:
         _refuse("invitation", "email_taken", email=invitation.email)
     errors = accounts.password_errors(password, field, email=invitation.email)

@@ -7,7 +7,8 @@ import hashlib
 from datetime import date, datetime, timezone
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, BigInteger, ForeignKey, String, Text, UniqueConstraint, Index, event
+from sqlalchemy import (JSON, BigInteger, ForeignKey, Index, LargeBinary, String, Text, UniqueConstraint,
+                        event)
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -127,6 +128,9 @@ class Channel(db.Model):
     # When LINE last sent its verification (an empty events list) to our receiver.
     last_verified_at: Mapped[datetime | None]
     last_delivery_at: Mapped[datetime | None]
+    # When the last delivery with an event came (LINE's verifications carry none), at most a second late: what
+    # "last event" means to people (the console), where last_delivery_at also counts the watch's own tests.
+    last_event_at: Mapped[datetime | None]
     # When LINE last sent an event again (``isRedelivery``), stored or a duplicate: proof redelivery is on.
     redelivery_seen_at: Mapped[datetime | None]
     # Raw results of the latest live checks, keyed by check name, each {"at": iso, ...}.
@@ -195,6 +199,8 @@ class ShopHealth(db.Model):
     connected_once_at: Mapped[datetime | None]
     checked_at: Mapped[datetime | None] = mapped_column(index=True)
     daily_checked_at: Mapped[datetime | None]
+    # When a round last put this shop's check on the queue: a round never queues it again while that waits.
+    queued_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     shop: Mapped["Shop"] = relationship(back_populates="health")
@@ -343,7 +349,7 @@ class Contact(db.Model):
     phone: Mapped[str | None] = mapped_column(String(20))
     email: Mapped[str | None] = mapped_column(String(254))
     birthday: Mapped[date | None]
-    gender: Mapped[str | None] = mapped_column(String(10))  # customers/fields.py GENDERS
+    gender: Mapped[str | None] = mapped_column(String(12))  # customers/fields.py GENDERS
     city: Mapped[str | None] = mapped_column(String(3))  # ISO 3166-2:TW code (customers/fields.py CITIES)
     # Art. 20: marketing only with its own ticked box; the time it was last given or withdrawn.
     marketing_consent: Mapped[bool] = mapped_column(default=False, server_default="0")
@@ -379,6 +385,8 @@ class Message(db.Model):
     """A message a contact sent us (``in``) or we sent them (``out``)."""
 
     __tablename__ = "messages"
+    # A conversation is one contact's messages in time order (customers/conversation.py).
+    __table_args__ = (Index("ix_messages_conversation", "contact_id", "sent_at"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
     contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
@@ -388,6 +396,15 @@ class Message(db.Model):
     text: Mapped[str | None] = mapped_column(Text)
     line_message_id: Mapped[str | None] = mapped_column(String(40))
     sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # What an incoming message needs to be shown (customers/conversation.py), by type: sticker (packageId,
+    # stickerId, stickerResourceType, keywords, text), location (title, address, latitude, longitude), file
+    # (fileName, fileSize), video/audio (duration), media (contentProvider, imageSet). None for text.
+    detail: Mapped[dict | None] = mapped_column(JSON)
+    # The event's reply token (a staff reply within a minute goes free, customers/replies.py) and its
+    # markAsReadToken (sent while Chat is on); ``read_marked_at``: when we asked LINE to mark it read.
+    reply_token: Mapped[str | None] = mapped_column(String(255))
+    mark_as_read_token: Mapped[str | None] = mapped_column(String(255))
+    read_marked_at: Mapped[datetime | None]
 
 
 class Outbox(db.Model):
@@ -612,3 +629,28 @@ class FormSubmission(db.Model):
     user_agent: Mapped[str | None] = mapped_column(String(500))
 
     contact: Mapped["Contact"] = relationship()
+
+
+class MessageContent(db.Model):
+    """The image, video, audio or file of an incoming message, fetched from LINE once and kept here
+    (customers/content.py). In the database, not in instance/: every web machine and consumer shares it, it
+    is backed up with the contact it belongs to and goes with it (cascade). ``status``: pending (to fetch,
+    from ``next_attempt_at``), ready (``data`` holds it), too_large (over LINE_CONTENT_MAX_BYTES, not kept),
+    failed (LINE no longer has it, or could not prepare it; ``error`` says why). ``data`` is deferred: lists
+    never load the bytes."""
+
+    __tablename__ = "message_contents"
+    __table_args__ = (Index("ix_message_contents_due", "status", "next_attempt_at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), unique=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
+    line_message_id: Mapped[str] = mapped_column(String(40))
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    content_type: Mapped[str | None] = mapped_column(String(100))
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    data: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    fetched_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -16,6 +16,8 @@ Tasks:
 - ``send_message``: one attempt at one outbox row (line/outbox.py); a retry is this task scheduled again
   after LINE's Retry-After or the backoff;
 - ``fetch_profile``: a contact's LINE profile when no form was sent (standby, form not due);
+- ``fetch_content``: an image, video, audio or file a customer sent, kept in our database (customers/content.py);
+- ``mark_read``: a customer's messages marked read on LINE when someone opens the conversation;
 - ``sweep`` (every minute): exactly one consumer runs each minute's sweep however many run, because the
   run must first advance that minute's slot in ``periodic_runs`` (``once_per_slot``).
 
@@ -107,8 +109,11 @@ def _register(huey, app):
         "drain_events": huey.task(name="drain_events")(in_app(_drain_events)),
         "send_message": huey.task(name="send_message")(in_app(_send_message)),
         "fetch_profile": huey.task(name="fetch_profile")(in_app(_fetch_profile)),
+        "fetch_content": huey.task(name="fetch_content")(in_app(_fetch_content)),
+        "mark_read": huey.task(name="mark_read")(in_app(_mark_read)),
         "sweep": huey.periodic_task(crontab(minute="*"), name="sweep")(in_app(_periodic_sweep)),
         "check_shop": huey.task(name="check_shop")(in_app(_check_shop)),
+        "notify_alerts": huey.task(name="notify_alerts")(in_app(_notify_alerts)),
         "watch": huey.periodic_task(crontab(minute="*"), name="watch")(in_app(_periodic_watch)),
     }
 
@@ -207,6 +212,8 @@ def _enqueue_effects(effects):
         enqueue("send_message", outbox_id)
     for contact_id in effects.profiles:
         enqueue("fetch_profile", contact_id, 1)
+    for content_id in getattr(effects, "contents", ()):
+        enqueue("fetch_content", content_id)
 
 
 def _send_message(outbox_id):
@@ -230,6 +237,27 @@ def _fetch_profile(contact_id, attempt=1):
     enqueue("fetch_profile", contact_id, attempt + 1, delay=delay)
 
 
+def _fetch_content(content_id):
+    """An image, video, audio or file a customer sent, from LINE into our database (customers/content.py)."""
+    from .customers import content
+    outcome, delay = content.fetch(content_id)
+    if outcome == content.Outcome.RETRY:
+        enqueue("fetch_content", content_id, delay=delay)
+
+
+def _mark_read(message_id, attempt=1):
+    """Mark a customer's messages read on LINE (customers/conversation.py); a couple of tries at most."""
+    from .customers import conversation
+    done, delay = conversation.mark_read(message_id)
+    if not done and delay is not None and attempt <= len(conversation.MARK_DELAYS):
+        enqueue("mark_read", message_id, attempt + 1, delay=max(delay, conversation.MARK_DELAYS[attempt - 1]))
+
+
+def _notify_alerts():
+    from .watch import alerts
+    alerts.notify_due()
+
+
 def _check_shop(shop_id):
     from .watch import drift
     drift.check_by_id(shop_id)
@@ -251,11 +279,19 @@ def sweep():
     """Ring for everything that waits in our tables; safe to run any time, any number of times."""
     from .line import outbox, quarantine, worker
     huey = queue()
-    quarantine.sweep()  # old refused bodies go; any proved by a secret saved just now become events
-    from .watch import alerts
-    alerts.notify_due()  # alert e-mails: new alerts now, open ones again after ALERT_EMAIL_HOURS
+    # Side duties first as tasks of their own: a slow mail server or a failing quarantine must never hold up
+    # (or stop) the customers' messages and events below.
+    enqueue("notify_alerts")  # alert e-mails: new alerts now, open ones again after ALERT_EMAIL_HOURS
+    try:
+        quarantine.sweep()  # old refused bodies go; any proved by a secret saved just now become events
+    except Exception:
+        db.session.rollback()
+        log.exception("quarantine sweep failed; the next sweep tries again")
     for outbox_id in outbox.recover_in_flight() + outbox.due_ids():
         enqueue("send_message", outbox_id)
+    from .customers import content
+    for content_id in content.due_ids(limit=500):  # content whose task was lost, or whose lease ran out
+        enqueue("fetch_content", content_id)
     waiting = worker.waiting_work()
     if waiting:
         huey.get(WAKE_FLAG)  # a drain whose task was lost would otherwise hold the flag up for good

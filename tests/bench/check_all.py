@@ -67,7 +67,7 @@ def main(argv=None):
                 results, calls, seconds = check_all(threads=args.threads)
                 db.session.remove()
             states = {}
-            for _slug, state in results:
+            for _slug, state, _error in results:
                 states[state["state"]] = states.get(state["state"], 0) + 1
             print(f"{name:34} {seconds:7.1f} s  {len(results) / seconds:7.1f} shops/s  "
                   f"{calls / len(results):4.1f} LINE calls per shop  {states}")
@@ -79,7 +79,7 @@ def main(argv=None):
         for channel_id in changed:
             control.update(channel_id, chat_mode="bot")
         results = round_("round 3 (one shop in ten changed)")
-        broken = sorted(slug for slug, state in results if state["state"] == "broken")
+        broken = sorted(slug for slug, state, _error in results if state["state"] == "broken")
         with app.app_context():
             expected = sorted(db.session.scalars(db.select(Shop.slug).join(Channel).where(
                 Channel.channel_id.in_(changed))).all())

@@ -11,7 +11,7 @@ import re
 from playwright.sync_api import expect
 
 STEP_KEYS = ["prepare", "create_account", "enable_messaging_api", "credentials", "webhook_url",
-             "response_settings", "test_friend"]
+             "response_settings", "customer_form", "test_friend"]
 
 
 def sign_in(page, email, password="correct horse", lang="en"):
@@ -104,8 +104,8 @@ def save_credentials(page, slug, channel):
 
 
 def set_up_to_the_friend_test(page, slug, channel):
-    """Steps 1 to 6 through their pages: boxes ticked, credentials saved, "Set it for me", auto-response
-    confirmed (which moves on to step 7)."""
+    """Steps 1 to 7 through their pages: boxes ticked, credentials saved, "Set it for me", auto-response
+    confirmed, the customer form's settings saved as they are (which moves on to step 8)."""
     for key, box in (("prepare", "line_login"), ("create_account", "account_created")):
         page.goto(f"/setup/{slug}/{key}")
         page.locator(f"#{box}").check()
@@ -116,3 +116,4 @@ def set_up_to_the_friend_test(page, slug, channel):
     page.goto(f"/setup/{slug}/response_settings")
     page.locator("#auto_response").check()
     page.locator(".confirm-form button[type=submit]").click()
+    page.locator(".settings-form button[type=submit]").click()

@@ -35,7 +35,7 @@ def test_a_broken_step_turns_the_friend_test_and_the_summary(page, owner, sandbo
     sign_in(page, email, lang="en")
     _connect_everything(page, slug, line, channel)
     page.goto(f"/setup/{slug}/connected")
-    expect(page.locator("h1")).to_have_text("Step 8 of 8: Connected")
+    expect(page.locator("h1")).to_have_text("Step 9 of 9: Connected")
 
     line.update(channel["channelId"], webhook_active=False)  # someone switches "Use webhook" off in LINE
     page.goto(f"/setup/{slug}/response_settings")
@@ -48,7 +48,7 @@ def test_a_broken_step_turns_the_friend_test_and_the_summary(page, owner, sandbo
     page.locator(".status-fix a").click()
     expect(page).to_have_url(re.compile("/response_settings$"))
     page.goto(f"/setup/{slug}/connected")
-    expect(page.locator("h1")).to_have_text("Step 8 of 8: Not connected yet")
+    expect(page.locator("h1")).to_have_text("Step 9 of 9: Not connected yet")
     expect(page.locator("main")).not_to_contain_text("is connected to the CRM")
 
 

@@ -15,7 +15,7 @@ WRONG_SECRET = "0123456789abcdef" * 2  # well-formed, so LINE itself must refuse
 
 
 def title_is(page, number, title):
-    heading = f"Step {number} of 8: {title}"
+    heading = f"Step {number} of 9: {title}"
     expect(page.locator("h1")).to_have_text(heading)
     expect(page).to_have_title(re.compile("^" + re.escape(heading)))
 
@@ -162,9 +162,14 @@ def test_new_owner_walks_through_every_step(page, owner, sandbox, runner, worker
     page.get_by_role("checkbox", name=re.compile("auto-response messages are on")).check()
     page.get_by_role("button", name="Save and continue").click()
 
-    # 7. Test by adding a friend: the page waits, a customer follows, the page updates by itself.
+    # 7. The customer data form: its settings, saved as they are.
+    expect(page).to_have_url(re.compile("/customer_form$"))
+    title_is(page, 7, "Customer data form")
+    page.get_by_role("button", name="Save and continue").click()
+
+    # 8. Test by adding a friend: the page waits, a customer follows, the page updates by itself.
     expect(page).to_have_url(re.compile("/test_friend$"))
-    title_is(page, 7, "Test by adding a friend")
+    title_is(page, 8, "Test by adding a friend")
     agree("test_friend", ("todo", "no_follow_yet"))
     assert rail_state(page, "response_settings") == "done"
     basic = channel["basicId"].lstrip("@")
@@ -185,22 +190,22 @@ def test_new_owner_walks_through_every_step(page, owner, sandbox, runner, worker
     assert status["connected"] is True
     assert rail_state(page, "test_friend") == "done"
 
-    # 8. Connected: every check with its time.
+    # 9. Connected: every check with its time.
     live.get_by_role("link").click()
     expect(page).to_have_url(re.compile("/connected$"))
-    title_is(page, 8, "Connected")
+    title_is(page, 9, "Connected")
     expect(page.locator(".rail [aria-current=step]")).to_contain_text("Summary")
     expect(page.locator("main .status")).to_have_attribute("data-reason", "connected")
     rows = page.locator("table tbody tr")
-    expect(rows).to_have_count(7)
-    for index in range(7):
+    expect(rows).to_have_count(8)
+    for index in range(8):
         expect(rows.nth(index).locator("td").first).to_have_text("Done")
         expect(rows.nth(index).locator("time")).to_have_attribute("datetime", re.compile(r"^\d{4}-"))
     status = doctor_status(runner, slug)
     assert status["connected"] is True
     assert [(s["key"], s["state"]) for s in status["steps"]] == [
         (key, "done") for key in ("prepare", "create_account", "enable_messaging_api", "credentials",
-                                  "webhook_url", "response_settings", "test_friend")]
+                                  "webhook_url", "response_settings", "customer_form", "test_friend")]
     assert status["steps"][1]["reason"] == "account_found"  # the basic ID given in step 2 matched
 
 

@@ -76,6 +76,10 @@ def tour(page, slug, email, line):
     page.locator(".confirm-form input[type=checkbox]").check()
     _submit(page, ".confirm-form")
 
+    expect(page).to_have_url(re.compile("/customer_form$"))
+    yield "07-customer-form"
+    _submit(page, ".settings-form")
+
     expect(page).to_have_url(re.compile("/test_friend$"))
     yield "07-test-friend"
     line.follow(channel["channelId"], name="林小美")

@@ -10,9 +10,10 @@ Decisions worth knowing:
   a follow's state change is applied only when the event is newer than what the contact records, so a late
   redelivery cannot turn a friend back into a blocker or vice versa.
 - The customer data form is queued on follow (one outbox row per follow event, unique in the database), not
-  to a contact who filled it in, nor within ``FORM_RESEND_HOURS`` (default 24 h) of the last one that went
-  or may have gone out, so blocking and unblocking does not spam anyone. Events in ``standby`` mode (another
-  module owns the chat) are recorded, never answered.
+  when the shop switched it off (customers/form_settings.py), not to a contact who filled it in, nor within
+  ``FORM_RESEND_HOURS`` (default 24 h) of the last one that went or may have gone out, so blocking and
+  unblocking does not spam anyone. Events in ``standby`` mode (another module owns the chat) are recorded,
+  never answered.
 - A signed event we cannot act on (a timestamp no calendar holds, ``message`` not an object, a reply token
   that is not a string) raises ``Unprocessable``: it is marked so with the reason and never retried.
 - Only one-to-one (``source.type == "user"``) events touch contacts: a message in a group or room comes
@@ -39,12 +40,13 @@ class Unprocessable(ValueError):
 
 
 class Effects:
-    """What a handler leaves for after its commit: outbox ids to send, contact ids whose profile to fetch."""
+    """What a handler leaves for after its commit: outbox ids to send, contact ids whose profile to fetch,
+    message content rows (customers/content.py) to fetch from LINE."""
 
-    __slots__ = ("outbox", "profiles")
+    __slots__ = ("outbox", "profiles", "contents")
 
     def __init__(self):
-        self.outbox, self.profiles = [], []
+        self.outbox, self.profiles, self.contents = [], [], []
 
 
 def handles(kind):
@@ -127,6 +129,9 @@ def on_follow(event, effects):
 
 def form_not_due(contact):
     """Why the form must not go to this contact now, or None when it may."""
+    from ..customers import form_settings
+    if not form_settings.for_channel(contact.channel_id).enabled:
+        return "form switched off by the shop: not sent"
     if contact.form_filled_at is not None:
         return "form already filled in: not sent"
     since = utcnow() - timedelta(hours=float(current_app.config["FORM_RESEND_HOURS"]))
@@ -163,14 +168,28 @@ def on_message(event, effects):
     contact = contact_for(event.channel_id, user_id)
     kind = str(message.get("type") or "unknown")[:20]
     text = message.get("text") if kind == "text" else None
-    db.session.add(Message(
+    from ..customers import content
+    reply_token = event.payload.get("replyToken")
+    row = Message(
         channel_id=event.channel_id, contact_id=contact.id, event_id=event.id, direction="in", type=kind,
         # PostgreSQL text cannot hold NUL; LINE does not send it, a forged-but-signed body might.
         text=text.replace("\x00", "") if isinstance(text, str) else None,
         line_message_id=str(message.get("id"))[:40] if message.get("id") else None,
-        sent_at=at,
-    ))
+        sent_at=at, detail=content.message_detail(kind, message),
+        reply_token=reply_token[:255] if isinstance(reply_token, str) and event.mode != "standby" else None,
+        mark_as_read_token=_short_text(message.get("markAsReadToken"), 255),
+    )
+    db.session.add(row)
+    if content.fetchable(kind, message):
+        db.session.flush()  # the message's id, for its content row
+        effects.contents.append(content.queue_fetch(row))
     return None
+
+
+def _short_text(value, limit):
+    if not isinstance(value, str):
+        return None
+    return value.replace("\x00", "")[:limit] or None
 
 
 def refresh_profile(channel, contact):
@@ -206,15 +225,15 @@ def contact_locale(contact):
 
 
 def form_url(contact):
-    return f"{current_app.config['PUBLIC_BASE_URL']}/form/{contact.form_token}"
+    from ..customers import links
+    return links.url(contact.form_token)
 
 
 def form_text(channel, contact):
-    from flask_babel import force_locale, gettext as _
-    with force_locale(contact_locale(contact)):
-        return _("Thank you for adding %(shop)s as a friend! Please take a minute to tell us your name, "
-                 "phone and e-mail so we can serve you better: %(url)s",
-                 shop=channel.shop.name, url=form_url(contact))
+    """The form's message (customers/form_settings.py) with a new signed link (customers/links.py)."""
+    from ..customers import form_settings, links
+    links.issue(contact, channel.shop_id)
+    return form_settings.message_text(channel, contact, form_url(contact))
 
 
 # Worth another try later: LINE or the network is struggling, or our credentials are being fixed. Anything

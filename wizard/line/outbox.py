@@ -43,8 +43,10 @@ REPLY_TOKEN_LIFETIME = timedelta(seconds=60)
 def queue_form(event, contact, reply_token):
     """Add the customer form for this follow to the outbox, in the caller's transaction; returns the row.
 
-    One row per follow event (a unique constraint): a follow run twice cannot queue two forms. The text is
-    written when it is sent, in the language of the profile fetched then.
+    One row per follow event (a unique constraint): a follow run twice cannot queue two forms. The caller has
+    asked ``events.form_not_due`` first (a shop that switched the form off gets no row at all). The text is
+    written when it is sent: the shop's text (customers/form_settings.py; the default one in the language
+    of the profile fetched then) and a new signed personal link.
     """
     if reply_token and utcnow() - store.event_time(event.timestamp) >= REPLY_TOKEN_LIFETIME:
         reply_token = None

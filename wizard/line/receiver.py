@@ -324,9 +324,11 @@ def _write(batch, connection):
     so a busy channel does not queue every transaction on its own row.
     """
     now = utcnow()
-    touched, verified, redelivered = {}, set(), set()
+    touched, verified, redelivered, evented = {}, set(), set(), set()
     for item in batch:
         channel = item.channel
+        if item.events:
+            evented.add(channel.id)
         if any((event.get("deliveryContext") or {}).get("isRedelivery") for event in item.events):
             redelivered.add(channel.id)  # rare, and proof that redelivery is on even for a duplicate
         if channel.last_delivery_at is None or now - channel.last_delivery_at >= _DELIVERY_TIME_RESOLUTION:
@@ -335,15 +337,16 @@ def _write(batch, connection):
             # LINE's "Verify" button and the webhook test send an empty, signed events list.
             touched[channel.id] = channel
             verified.add(channel.id)
+    evented &= touched.keys()  # written with last_delivery_at, so at most once a second too
     if isinstance(connection, psycopg.Connection):
-        _write_postgres(batch, connection, now, touched, verified, redelivered)
+        _write_postgres(batch, connection, now, touched, verified, redelivered, evented)
     else:
-        _write_rows(batch, connection, now, touched, verified, redelivered)
+        _write_rows(batch, connection, now, touched, verified, redelivered, evented)
     for channel in touched.values():
         channel.last_delivery_at = now
 
 
-def _write_postgres(batch, raw, now, touched, verified, redelivered):
+def _write_postgres(batch, raw, now, touched, verified, redelivered, evented):
     deliveries = [(item.channel.id, item.destination or None, len(item.events), item.body.decode("utf-8"))
                   for item in batch]
     events = []
@@ -353,12 +356,13 @@ def _write_postgres(batch, raw, now, touched, verified, redelivered):
             events.append((place, event["webhookEventId"], event["type"], event.get("mode"), event["timestamp"],
                            source.get("type"), source.get("userId"),
                            bool((event.get("deliveryContext") or {}).get("isRedelivery")), json.dumps(event)))
-    new_counts = store.insert_batch_postgres(raw, deliveries, events, now, touched, verified, redelivered)
+    new_counts = store.insert_batch_postgres(raw, deliveries, events, now, touched, verified, redelivered,
+                                             evented)
     for item, new in zip(batch, new_counts, strict=True):
         item.new = new
 
 
-def _write_rows(batch, connection, now, touched, verified, redelivered):
+def _write_rows(batch, connection, now, touched, verified, redelivered, evented):
     deliveries = [{
         "channel_id": item.channel.id, "received_at": now, "destination": item.destination or None,
         "event_count": len(item.events), "new_event_count": len(item.unique),
@@ -377,6 +381,8 @@ def _write_rows(batch, connection, now, touched, verified, redelivered):
         values = {"last_delivery_at": now}
         if channel_id in verified:
             values["last_verified_at"] = now
+        if channel_id in evented:
+            values["last_event_at"] = now
         connection.execute(update(_CHANNELS).where(_CHANNELS.c.id == channel_id).values(**values))
     for channel_id in redelivered:
         connection.execute(update(_CHANNELS).where(_CHANNELS.c.id == channel_id).values(redelivery_seen_at=now))

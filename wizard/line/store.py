@@ -258,6 +258,7 @@ WITH batch AS MATERIALIZED (
   -- One UPDATE for every channel column: two in one statement would each change the row once, and one be lost.
   UPDATE channels SET
     last_delivery_at = CASE WHEN id = ANY(%(touched)b::int[]) THEN %(at)b ELSE last_delivery_at END,
+    last_event_at = CASE WHEN id = ANY(%(evented)b::int[]) THEN %(at)b ELSE last_event_at END,
     last_verified_at = CASE WHEN id = ANY(%(verified)b::int[]) THEN %(at)b ELSE last_verified_at END,
     redelivery_seen_at = CASE WHEN id = ANY(%(redelivered)b::int[]) THEN %(at)b ELSE redelivery_seen_at END
   WHERE id = ANY(%(touched)b::int[]) OR id = ANY(%(redelivered)b::int[])
@@ -271,21 +272,22 @@ SELECT stored.new_event_count FROM stored JOIN batch USING (id) ORDER BY batch.o
 """
 
 
-def insert_batch_postgres(raw, deliveries, events, received_at, touched=(), verified=(), redelivered=()):
+def insert_batch_postgres(raw, deliveries, events, received_at, touched=(), verified=(), redelivered=(),
+                          evented=()):
     """The receiver's batch on PostgreSQL, in one statement on ``raw`` (a psycopg connection in autocommit).
 
     ``deliveries``: (channel_id, destination, event_count, body text) each; ``events``: (the delivery's place in
     ``deliveries`` from 1, webhookEventId, type, mode, timestamp, source type, user id, is redelivery, payload
     as JSON text) each; ``touched``/``verified``: channel ids whose last_delivery_at (and last_verified_at) become
-    ``received_at``; ``redelivered``: channel ids whose ``redelivery_seen_at`` does. Returns how many of each
-    delivery's events were new, in order.
+    ``received_at`` (``evented``, among the touched: also last_event_at); ``redelivered``: channel ids whose
+    ``redelivery_seen_at`` does. Returns how many of each delivery's events were new, in order.
     """
     columns = list(zip(*deliveries, strict=True))
     event_columns = list(zip(*events, strict=True)) if events else [()] * 9
     names = ("ord", "event_id", "type", "mode", "ts", "source_type", "user_id", "redelivery", "payload")
     params = {"channel": list(columns[0]), "destination": list(columns[1]), "event_count": list(columns[2]),
               "body": list(columns[3]), "at": received_at, "touched": list(touched), "verified": list(verified),
-              "redelivered": list(redelivered)}
+              "redelivered": list(redelivered), "evented": list(evented)}
     params.update((name, list(values)) for name, values in zip(names, event_columns, strict=True))
     with raw.cursor() as cursor:
         # Binary parameters (%(…)b): as text, every quote in the bodies would be escaped one regex match at a time.

@@ -29,9 +29,11 @@ from flask_babel import lazy_gettext as _l
 from ..extensions import db
 from ..line import store
 from ..models import ShopHealth, ShopStateChange, WebhookEvent, iso_utc, utcnow
+from .context import TRANSIENT
 from .registry import CONNECTED_KEY
 from .state import State
 
+NEVER = datetime(1970, 1, 1)  # a new row's updated_at: any evaluation is newer
 ONBOARDING, HEALTHY, ATTENTION, BROKEN, DORMANT = "onboarding", "healthy", "attention", "broken", "dormant"
 STATES = (ONBOARDING, HEALTHY, ATTENTION, BROKEN, DORMANT)
 ALERTING = (BROKEN, DORMANT)
@@ -163,10 +165,10 @@ def dormancy(channel, now):
         return None
     latest = readings[-1]
     last_event_at = _last_heard(channel)
-    # The reading taken when we last heard from LINE (or the oldest one, if we have not since it began).
+    # The last reading taken before we last heard from a friend (the oldest one, if we never did since).
     baseline = readings[0]
     for reading in readings[:-1]:
-        if last_event_at is None or _at(reading) <= last_event_at:
+        if last_event_at is not None and _at(reading) <= last_event_at:
             baseline = reading
     new_friends = latest["followers"] - baseline["followers"]
     if new_friends < current_app.config["DORMANT_MIN_NEW_FRIENDS"]:
@@ -196,8 +198,8 @@ def usual_silence(channel, now):
 
 
 def _last_heard(channel):
-    """The newest event from a LINE user. LINE's own verification calls (empty, daily from the watch) are not
-    news from anyone: they pass even while every friend's event is lost."""
+    """When the newest event arrived. Deliveries with no event (LINE's verification, which the watch's daily
+    test makes) store none, so they never count: they pass even while every friend's event is lost."""
     return db.session.scalar(db.select(db.func.max(WebhookEvent.received_at))
                              .where(WebhookEvent.channel_id == channel.id))
 
@@ -211,12 +213,22 @@ def _at(reading):
 def record(shop, status, now=None):
     """Derive the shop's state from ``status`` and keep it in its ShopHealth row (the caller commits).
 
-    ``since`` moves only when the state or the reason changes; each change is kept for the timeline and
-    announced on ``state_changed``. ``checked_at`` is the newest live check behind the status."""
+    ``now`` is when the evaluation began. ``since`` moves only when the state or the reason changes; each
+    change is kept for the timeline and announced on ``state_changed``. ``checked_at`` is the newest live check
+    behind the status. Two cases leave the row as it is:
+    - an evaluation that began after this one has recorded already (a slow watch check finishing after the
+      owner's page saw the fix): the newer verdict stands;
+    - the shop was broken or dormant and LINE could not be asked this time: nothing shows it was fixed, so it
+      stays as it was, with its last real check's time (and its alert stays open, sending nothing new)."""
     now = now or utcnow()
     health = _row(shop)
+    if health.updated_at is not None and health.updated_at > now:
+        return health
     connected_once = health.connected_once_at is not None and shop.channel is not None
     verdict = derive(shop, status, connected_once, now)
+    if health.state in ALERTING and verdict.state == ATTENTION and verdict.reason in TRANSIENT:
+        health.updated_at = now
+        return health
     if shop.channel is None:
         health.connected_once_at = None  # reset on purpose: setting up again, not broken
     elif status.connected and health.connected_once_at is None:
@@ -245,7 +257,7 @@ def _row(shop):
     if shop.health is None:
         now = utcnow()
         db.session.execute(store.dialect_insert(ShopHealth).values(
-            shop_id=shop.id, state=ONBOARDING, reason="not_checked", since=now, detail={}, updated_at=now)
+            shop_id=shop.id, state=ONBOARDING, reason="not_checked", since=now, detail={}, updated_at=NEVER)
             .on_conflict_do_nothing(index_elements=["shop_id"]))
     query = (db.select(ShopHealth).where(ShopHealth.shop_id == shop.id).with_for_update()
              .execution_options(populate_existing=True))

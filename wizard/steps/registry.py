@@ -130,11 +130,12 @@ class Registry:
 
 
 def _wizard():
-    from . import (create_account, credentials, enable_messaging_api, prepare, response_settings, test_friend,
-                   webhook_url)
-    # The order of the setup document; each module's STEP says what it depends on.
+    from . import (create_account, credentials, customer_form, enable_messaging_api, prepare, response_settings,
+                   test_friend, webhook_url)
+    # The order of the setup document; each module's STEP says what it depends on. The customer form comes
+    # before the friend test so that the first test friend receives the shop's form.
     return [prepare.STEP, create_account.STEP, enable_messaging_api.STEP, credentials.STEP, webhook_url.STEP,
-            response_settings.STEP, test_friend.STEP]
+            response_settings.STEP, customer_form.STEP, test_friend.STEP]
 
 
 _registry = None

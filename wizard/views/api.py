@@ -67,3 +67,72 @@ def shop_status(slug):
     status = evaluate(shop)
     db.session.commit()
     return jsonify(status.as_json())
+
+
+def _unauthorized():
+    response = jsonify(error="unauthorized", message="Sign in or send a staff API token as a Bearer header.")
+    response.status_code = 401
+    response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
+    return response
+
+
+@bp.route("/shops/<slug>/form", methods=["GET", "PUT"])
+def shop_form(slug):
+    """The shop's customer data form settings (customers/form_settings.py): ``GET`` them, or ``PUT``
+    ``{"enabled": bool, "text": str, "fields": {name: "required"|"optional"|"off"}}`` (and optionally
+    ``"notice"``). A PUT with any problem answers 400 with a message per problem and changes nothing."""
+    from flask_babel import force_locale
+    from ..customers import form_settings
+    caller = _caller()
+    if caller is None:
+        return _unauthorized()
+    shop = db.session.scalar(db.select(Shop).filter_by(slug=slug))
+    if shop is None or not caller.can_see(shop):
+        return jsonify(error="not_found", message=f"No shop {slug} that you can see."), 404
+    with force_locale("en"):  # the API's messages are English, whatever the session's language
+        if request.method == "GET":
+            return jsonify(form_settings.get(shop).as_json())
+        data = request.get_json(silent=True) if request.is_json else None
+        if not isinstance(data, dict):
+            return jsonify(error="bad_request", message="Send a JSON object (Content-Type: application/json) "
+                           "with “enabled”, “text” and “fields”.", problems={}), 400
+        settings, problems = form_settings.validate(shop, data)
+        for key in ("enabled", "text", "fields"):
+            if key not in data:
+                problems[key] = f"“{key}” is missing."
+        if problems:
+            messages = {key: str(message) for key, message in sorted(problems.items())}
+            return jsonify(error="bad_request", message=" ".join(messages.values()), problems=messages), 400
+        form_settings.save(settings, caller)
+        db.session.commit()
+        return jsonify(form_settings.get(shop).as_json())
+
+
+@bp.route("/shops/<slug>/contacts")
+def shop_contacts(slug):
+    """``GET /api/v1/shops/<slug>/contacts?page=N`` (and ``q``, the page's search): the shop's contacts, 50 a
+    page, newest friend first (customers/contacts.py, the same query as the contacts page and its CSV)."""
+    from flask_babel import force_locale
+    from ..customers import contacts
+    caller = _caller()
+    if caller is None:
+        return _unauthorized()
+    shop = db.session.scalar(db.select(Shop).filter_by(slug=slug))
+    if shop is None or not caller.can_see(shop):
+        return jsonify(error="not_found", message=f"No shop {slug} that you can see."), 404
+    unknown = sorted(set(request.args) - {"page", "q"})
+    with force_locale("en"):  # the API's messages are English, whatever the session's language
+        wanted = contacts.ContactFilter.from_args(request.args)
+        problems = list(wanted.problems)
+        if unknown:
+            problems.append(f"Unknown parameter(s): {', '.join(unknown)}.")
+        if not problems:
+            try:
+                page = contacts.list_contacts(shop, wanted)
+            except contacts.BadRequest as exc:
+                problems.append(str(exc))
+    if problems:
+        return jsonify(error="bad_request", message=" ".join(problems)), 400
+    return jsonify(contacts=[contacts.as_json(c) for c in page.rows], page=page.page, pages=page.pages,
+                   total=page.total)
+

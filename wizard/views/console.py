@@ -197,7 +197,7 @@ def _ordered(query, sort):
         "since": (_since(),),
         "name": (),
         "checked": (ShopHealth.checked_at.is_not(None), ShopHealth.checked_at),
-        "last_event": (Channel.last_delivery_at.is_not(None), Channel.last_delivery_at),
+        "last_event": (Channel.last_event_at.is_not(None), Channel.last_event_at),
         "newest": (Shop.created_at.desc(),),
     }[sort]
     return query.order_by(*order, Shop.name, Shop.id)
@@ -244,7 +244,7 @@ def _row_query():
     """The columns a ShopRow is built from (``_build``), over the same joins as ``_filtered``."""
     return (db.select(Shop.id, Shop.slug, Shop.name, Shop.created_at, Shop.assigned_staff_id,
                        ShopHealth.shop_id.label("recorded"), ShopHealth.state, ShopHealth.reason, ShopHealth.step,
-                       ShopHealth.since, ShopHealth.checked_at, ShopHealth.detail, Channel.last_delivery_at)
+                       ShopHealth.since, ShopHealth.checked_at, ShopHealth.detail, Channel.last_event_at)
              .select_from(Shop)
              .outerjoin(ShopHealth, ShopHealth.shop_id == Shop.id)
              .outerjoin(Channel, and_(Channel.shop_id == Shop.id, Channel.disconnected_at.is_(None))))
@@ -258,7 +258,7 @@ def _build(results):
             recorded=r.recorded is not None, state=r.state or shop_health.ONBOARDING,
             reason=r.reason or "not_checked", step=r.step if r.recorded is not None else None,
             since=r.since if r.recorded is not None else r.created_at, checked_at=r.checked_at,
-            detail=r.detail or {}, last_event_at=r.last_delivery_at))
+            detail=r.detail or {}, last_event_at=r.last_event_at))
     return rows
 
 
@@ -406,7 +406,7 @@ def export():
         values = {"sentence": row.sentence, "label": row.label}
         writer.writerow([_cell(values[key] if key in values else getattr(row, key)) for key, _label in CSV_COLUMNS])
     name = f"shops-{utcnow():%Y%m%d-%H%M}.csv"
-    return Response(out.getvalue().encode("utf-8"), mimetype="text/csv; charset=utf-8",
+    return Response(out.getvalue().encode("utf-8"), content_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 

@@ -1,45 +1,50 @@
-"""The customer data form: ``/form/<token>``, the link a new friend gets in the shop's welcome message.
+"""The customer data form: ``/form/<token>``, the personal link a new friend gets in the shop's message.
 
-Public (customers have no account): the long random token in the link (crypto.new_token, 192 bits) is the
-only key, and it opens only that one contact's own details. The customer may come back to correct them.
-Name, phone and e-mail are required, birthday is optional; each is checked here and stored on the Contact.
-Customers type on phones with Chinese input methods, which often give full-width characters
-(０９１２－３４５－６７８, ｍｅｉ＠ｅｘａｍｐｌｅ．ｃｏｍ): both are read as what the person meant
-(NFKC) and stored plain.
+Public (customers have no account): the signed, expiring token (customers/links.py) is the only key, and it
+opens only that one contact's own details; a changed token or an expired one gets a friendly page and
+changes nothing. The fields asked, and which are required, are the shop's (customers/form_settings.py);
+the privacy notice (customers/notice.py) stands before the submit button; every submission leaves its
+evidence (customers/consent.py). The page speaks the customer's language (the LINE profile's, else
+Traditional Chinese), prefills the name LINE gave, and on a second visit shows what was saved, to correct.
 """
-import re
-import unicodedata
 from datetime import date
 
-from flask import Blueprint, abort, redirect, render_template, url_for
-from flask_babel import lazy_gettext as _l
+from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
+from flask_babel import force_locale, lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import DateField, EmailField, StringField, TelField
-from wtforms.validators import DataRequired, Length, Optional, ValidationError
+from wtforms import BooleanField, DateField, EmailField, SelectField, StringField, TelField
+from wtforms.fields.choices import SelectChoice
+from wtforms.validators import DataRequired, Length, Optional, StopValidation, ValidationError
 
 from ..accounts import EMAIL, MAX_EMAIL, normalise_email
+from ..customers import consent, form_settings, links, notice
+from ..customers.fields import CITIES, FIELDS, GENDERS, OLDEST_BIRTHDAY, has_control_characters, is_mobile, \
+    normalise_phone
 from ..extensions import db
-from ..models import Channel, Contact, utcnow
+from ..line.events import contact_locale
+from ..models import Channel, utcnow
 
 bp = Blueprint("contact_form", __name__, url_prefix="/form")
 
-# What people type between digits: spaces, dots, brackets and dashes (hyphen, non-breaking hyphen, figure
-# dash, en and em dash, horizontal bar, minus sign, the katakana long vowel mark some input methods give for
-# a dash); a leading + for +886. Full-width forms are already plain after NFKC.
-PHONE_SEPARATORS = re.compile(r"[\s.()\-\u2010-\u2015\u2212\u30fc]")
-PHONE = re.compile(r"^\+?[0-9]{8,15}$")  # ASCII digits only: \d would also take other scripts' digits
+REQUIRED_MESSAGES = {
+    "name": _l("Enter your name."),
+    "mobile": _l("Enter your mobile number."),
+    "email": _l("Enter your e-mail address."),
+    "birthday": _l("Enter your birthday."),
+    "gender": _l("Choose your gender, or “Prefer not to say”."),
+    "city": _l("Choose your city or county."),
+}
 
 
-def normalise_phone(value: str) -> str:
-    return PHONE_SEPARATORS.sub("", unicodedata.normalize("NFKC", value or "").strip())
-
-
-def check_phone(_form, field):
-    if not PHONE.match(normalise_phone(field.data)):
-        raise ValidationError(_l("Enter a phone number of 8 to 15 digits, for example 0912 345 678."))
+def check_mobile(_form, field):
+    if field.data and not is_mobile(field.data):
+        raise ValidationError(_l("Enter a Taiwanese mobile number: 09 and 8 more digits, for example "
+                                 "0912 345 678."))
 
 
 def check_email(_form, field):
+    if not field.data:
+        return
     email = normalise_email(field.data)
     if len(email) > MAX_EMAIL:  # NFKC may lengthen what was typed: the column takes 254
         raise ValidationError(_l("Use at most %(max)d characters.", max=MAX_EMAIL))
@@ -49,49 +54,90 @@ def check_email(_form, field):
 
 def check_name(_form, field):
     # Nobody types these, but PostgreSQL refuses a NUL: say no here instead of failing on save.
-    if any(unicodedata.category(char) == "Cc" for char in field.data or ""):
+    if has_control_characters(field.data):
         raise ValidationError(_l("Enter your name without control characters."))
 
 
-def check_birthday(_form, field):
-    if field.data and not date(1900, 1, 1) <= field.data <= date.today():
-        raise ValidationError(_l("Enter a birthday between 1900 and today."))
-
-
-class ContactDetailsForm(FlaskForm):
-    customer_name = StringField(_l("Name"), validators=[
-        DataRequired(_l("Enter your name.")),
-        Length(max=100, message=_l("Use at most %(max)d characters.", max=100)),
-        check_name,
-    ])
-    phone = TelField(_l("Mobile phone"),
-                     validators=[DataRequired(_l("Enter your phone number.")), check_phone])
-    email = EmailField(_l("E-mail"), validators=[
-        DataRequired(_l("Enter your e-mail address.")),
-        Length(max=254, message=_l("Use at most %(max)d characters.", max=254)),
-        check_email,
-    ])
-    birthday = DateField(_l("Birthday (optional)"), validators=[Optional(), check_birthday],
-                         format="%Y-%m-%d")
-
-    def validate_birthday(self, field):
-        # wtforms drops unparsable input to None; say so instead of silently storing nothing.
-        if field.raw_data and field.raw_data[0].strip() and field.data is None:
+def check_birthday(required):
+    def check(_form, field):
+        raw = field.raw_data[0].strip() if field.raw_data else ""
+        field.errors[:] = []  # wtforms' own "Not a valid date value." (untranslated): ours say it better
+        if not raw:
+            if required:
+                raise StopValidation(REQUIRED_MESSAGES["birthday"])
+            raise StopValidation()
+        if field.data is None:
+            # wtforms drops unparsable input to None; say so instead of silently storing nothing.
             raise ValidationError(_l("Enter the birthday as a date, for example 1990-05-31."))
+        if not OLDEST_BIRTHDAY <= field.data <= date.today():
+            raise ValidationError(_l("Enter a birthday between 1900 and today."))
+    if required:
+        check.field_flags = {"required": True}
+    return check
 
 
-def _contact_or_404(token):
-    if not token or len(token) > 64:
-        abort(404)
-    contact = db.session.scalar(db.select(Contact).filter_by(form_token=token))
+def check_choice(choices):
+    def check(_form, field):
+        if field.data and field.data not in choices:
+            raise ValidationError(_l("Choose one of the list."))
+    return check
+
+
+def _label(name, required):
+    label = FIELDS[name][1]
+    return label if required else _l("%(label)s (optional)", label=label)
+
+
+def _field(name, required):
+    presence = DataRequired(REQUIRED_MESSAGES[name]) if required else Optional()
+    label = _label(name, required)
+    if name == "name":
+        return StringField(label, validators=[
+            presence, Length(max=100, message=_l("Use at most %(max)d characters.", max=100)), check_name])
+    if name == "mobile":
+        return TelField(label, validators=[presence, check_mobile])
+    if name == "email":
+        return EmailField(label, validators=[
+            presence, Length(max=254, message=_l("Use at most %(max)d characters.", max=254)), check_email])
+    if name == "birthday":
+        return DateField(label, validators=[check_birthday(required)], format="%Y-%m-%d")
+    choices = GENDERS if name == "gender" else CITIES
+    options = [SelectChoice("", _l("Choose…"))] + [SelectChoice(value, text) for value, text in choices.items()]
+    return SelectField(label, choices=options, validate_choice=False,
+                       validators=[presence, check_choice(choices)])
+
+
+def form_class(settings):
+    """A form asking what this shop's settings ask, plus the separate, unticked marketing box."""
+    class CustomerForm(FlaskForm):
+        marketing = BooleanField(_l("I agree to receive marketing messages (news and offers) from %(shop)s.",
+                                    shop=settings.collector))
+
+    for name, required in settings.asked:
+        setattr(CustomerForm, FIELDS[name][0], _field(name, required))
+    return CustomerForm
+
+
+def _locale(contact):
+    """The customer's own choice on this page, else their LINE profile's language, else the default."""
+    supported = current_app.config["LANGUAGES"]
+    for wanted in (request.args.get("lang"), session.get("lang")):
+        if wanted in supported:
+            return wanted
+    return contact_locale(contact)
+
+
+def _refused(problem):
+    if problem == links.EXPIRED:
+        return render_template("contact_form/expired.html"), 410
+    return render_template("contact_form/unknown.html"), 404
+
+
+def _open(token):
+    contact, problem = links.resolve(token)
     if contact is None:
-        abort(404)
-    return contact
-
-
-def _shop_name(contact):
-    channel = db.session.get(Channel, contact.channel_id)
-    return channel.shop.name
+        return None, None, _refused(problem)
+    return contact, db.session.get(Channel, contact.channel_id).shop, None
 
 
 @bp.errorhandler(404)
@@ -101,24 +147,65 @@ def unknown_link(_error):
 
 @bp.route("/<token>", methods=["GET", "POST"])
 def fill(token):
-    contact = _contact_or_404(token)
-    form = ContactDetailsForm(obj=None if contact.form_filled_at is None else contact)
+    contact, shop, refused = _open(token)
+    if refused:
+        return refused
+    settings = form_settings.get(shop)
+    with force_locale(_locale(contact)):
+        return _fill(token, contact, shop, settings)
+
+
+def _fill(token, contact, shop, settings):
+    filled = contact.form_filled_at is not None
+    prefill = {}
+    if request.method == "GET":
+        prefill["customer_name"] = contact.customer_name if filled else contact.display_name
+        if filled:
+            prefill.update(phone=contact.phone, email=contact.email, birthday=contact.birthday,
+                           gender=contact.gender, city=contact.city, marketing=contact.marketing_consent)
+    form = form_class(settings)(data=prefill if request.method == "GET" else None)
+    notice_content = notice.content(settings)
     if form.validate_on_submit():
-        contact.customer_name = form.customer_name.data.strip()
-        contact.phone = normalise_phone(form.phone.data)
-        contact.email = normalise_email(form.email.data)
-        contact.birthday = form.birthday.data
-        contact.form_filled_at = utcnow()
+        submitted = _save(form, contact, settings)
+        consent.record(contact, shop.id, notice_content, form.marketing.data, submitted,
+                       locale=_locale(contact))
         db.session.commit()
         return redirect(url_for(".thanks", token=token))
-    return render_template("contact_form/form.html", form=form, shop_name=_shop_name(contact),
-                           contact=contact, token=token)
+    return render_template("contact_form/form.html", form=form, shop_name=shop.name, contact=contact,
+                           token=token, settings=settings, filled=filled,
+                           notice_sections=notice.sections(notice_content, shop.name),
+                           notice_version=notice.version(notice_content), today=date.today().isoformat())
+
+
+def _save(form, contact, settings):
+    """Store what the form asked on the contact; returns the names of the fields that were given."""
+    submitted = []
+    for name, _required in settings.asked:
+        attribute = FIELDS[name][0]
+        value = getattr(form, attribute).data
+        if isinstance(value, str):
+            value = value.strip()
+            if name == "mobile":
+                value = normalise_phone(value)
+            elif name == "email":
+                value = normalise_email(value)
+        setattr(contact, attribute, value or None)
+        if value:
+            submitted.append(name)
+    now = utcnow()
+    marketing = bool(form.marketing.data)
+    if marketing != bool(contact.marketing_consent) or (marketing and contact.marketing_consent_at is None):
+        contact.marketing_consent, contact.marketing_consent_at = marketing, now
+    contact.form_filled_at = now
+    return submitted
 
 
 @bp.get("/<token>/thanks")
 def thanks(token):
-    contact = _contact_or_404(token)
+    contact, shop, refused = _open(token)
+    if refused:
+        return refused
     if contact.form_filled_at is None:
         return redirect(url_for(".fill", token=token))
-    return render_template("contact_form/thanks.html", shop_name=_shop_name(contact), contact=contact,
-                           token=token)
+    with force_locale(_locale(contact)):
+        return render_template("contact_form/thanks.html", shop_name=shop.name, contact=contact, token=token)

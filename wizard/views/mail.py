@@ -10,7 +10,7 @@ from ..models import MailMessage
 
 bp = Blueprint("mail", __name__, url_prefix="/shops/mail")
 
-KINDS = {"invitation": _l("Invitation")}
+KINDS = {"invitation": _l("Invitation"), "alert": _l("Alert")}
 TRANSPORTS = {"smtp": _l("Mail server"), "file": _l("File in instance/outbox/")}
 
 

@@ -26,7 +26,7 @@ STATUS_LABELS = {
     "dead": _l("Gave up after every retry"),
     "unknown": _l("Fate unknown (not re-sent)"),
 }
-PURPOSES = {"form": _l("Customer data form")}
+PURPOSES = {"form": _l("Customer data form"), "typed": _l("Message typed in the CRM")}
 
 
 @bp.before_request

@@ -31,6 +31,8 @@ ACTIONS = {
     "credentials.removed": _l("Connection removed (reset)"),
     "webhook_url.set": _l("Webhook URL set in LINE"),
     "confirmation.set": _l("Confirmation changed"),
+    "account.password_changed": _l("Password changed"),
+    "alert.emailed": _l("Alert e-mailed"),
 }
 
 

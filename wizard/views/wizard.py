@@ -111,18 +111,11 @@ def _render(shop, status, step, **context):
     )
     alert = alerts.banner(shop)
     common.update(shop_alert=alert, step_title=steps.title,
-                  shop_alert_message=_alert_message(shop, alert) if alert else None)
+                  shop_state_message=shop_health.describe(status.health) if status.health else None,
+                  shop_alert_message=alerts.sentence(alert, shop) if alert else None)
     common.update(context)
     template = step.template_name if step else "wizard/connected.html"
     return render_template(template, **common)
-
-
-def _alert_message(shop, alert):
-    """The alert's sentence: the shop's state reason when it is still the alert's, else the reason's own."""
-    health = shop.health
-    if health is not None and health.reason == alert.reason:
-        return shop_health.describe(health)
-    return describe(alert.reason, fix=alert.step)
 
 
 @bp.route("/")

@@ -6,7 +6,7 @@ caused them, from whichever evaluation noticed it: a page, the status API or the
 show an open alert beside a healthy state.
 
 Escalation (``notify_due``, run by the periodic sweep and after ``check-all``):
-- the owner's wizard shows a banner with the step that fixes it (templates/wizard/_alerts.html);
+- the owner's wizard shows a banner with the step that fixes it (templates/wizard/_alert.html);
 - an e-mail to the shop's owners and its assigned staff, at most once per alert per ``ALERT_EMAIL_HOURS``,
   none while acknowledged or snoozed. The send is claimed first (a conditional update), so however many
   consumers sweep at once, one sends;
@@ -85,28 +85,36 @@ def snooze(alert, user, until):
 
 # ---- escalation ---------------------------------------------------------------------------------------------
 
+RETRY_FAILED_MAIL = timedelta(minutes=15)
+
+
 def notify_due(now=None):
     """E-mail (and post) every open alert whose turn has come; returns how many e-mails went out."""
     now = now or utcnow()
     cutoff = now - timedelta(hours=float(current_app.config["ALERT_EMAIL_HOURS"]))
-    due = db.session.scalars(db.select(Alert.id).where(
-        Alert.closed_at.is_(None), Alert.acknowledged_at.is_(None),
-        or_(Alert.snoozed_until.is_(None), Alert.snoozed_until <= now),
-        or_(Alert.last_emailed_at.is_(None), Alert.last_emailed_at <= cutoff))).all()
+    due = (Alert.closed_at.is_(None), Alert.acknowledged_at.is_(None),
+           or_(Alert.snoozed_until.is_(None), Alert.snoozed_until <= now),
+           or_(Alert.last_emailed_at.is_(None), Alert.last_emailed_at <= cutoff))
+    ids = db.session.scalars(db.select(Alert.id).where(*due)).all()
     db.session.commit()
     sent = 0
-    for alert_id in due:
-        # Claim first: of several consumers sweeping at once, exactly one moves the time and sends.
-        claimed = db.session.execute(update(Alert).where(
-            Alert.id == alert_id, Alert.closed_at.is_(None),
-            or_(Alert.last_emailed_at.is_(None), Alert.last_emailed_at <= cutoff))
-            .values(last_emailed_at=now, emails_sent=Alert.emails_sent + 1)
-            .execution_options(synchronize_session=False)).rowcount
+    for alert_id in ids:
+        # Claim first, with every condition again: of several consumers sweeping at once exactly one moves the
+        # time and sends, and an alert acknowledged meanwhile sends nothing.
+        claimed = db.session.execute(update(Alert).where(Alert.id == alert_id, *due)
+                                     .values(last_emailed_at=now)
+                                     .execution_options(synchronize_session=False)).rowcount
         db.session.commit()
-        if claimed:
-            alert = db.session.get(Alert, alert_id)
-            sent += _email(alert)
-            db.session.commit()
+        if not claimed:
+            continue
+        alert = db.session.get(Alert, alert_id)
+        went, tried = _email(alert)
+        if tried and not went:
+            # The mail server refused or was away: try again in a while rather than in a day.
+            alert.last_emailed_at = cutoff + RETRY_FAILED_MAIL
+        alert.emails_sent += went
+        sent += went
+        db.session.commit()
     _post_due(now)
     return sent
 
@@ -125,30 +133,38 @@ def recipients(shop):
 
 
 def _email(alert):
+    """Mail the alert to each recipient in their language; returns (sent, tried)."""
     shop = alert.shop
-    sent = 0
+    sent = tried = 0
     for user in recipients(shop):
         with force_locale(user.locale or current_app.config["BABEL_DEFAULT_LOCALE"]):
             subject, body = _message(alert, shop, staff=user.is_staff)
-        row = mail.send(user.email, subject, body, kind="alert", shop=shop)
-        sent += row.error is None
-    audit.record("alert.emailed", shop=shop, actor="system", target=alert.reason, recipients=sent)
-    return sent
+        tried += 1
+        sent += mail.send(user.email, subject, body, kind="alert", shop=shop).error is None
+    if tried:
+        audit.record("alert.emailed", shop=shop, actor="system", target=alert.reason, recipients=sent)
+    return sent, tried
+
+
+def sentence(alert, shop):
+    """What the alert says, in the reader's language: the shop's own state sentence while the alert's reason
+    is still the shop's, else the reason's sentence. Pages and mails both use this one."""
+    health = shop.health
+    if health is not None and health.reason == alert.reason:
+        return shop_health.describe(health)
+    from ..steps.reasons import describe
+    return describe(alert.reason, fix=alert.step)
 
 
 def _message(alert, shop, staff):
-    health = shop.health
     label = shop_health.LABELS.get(alert.state, alert.state)
-    sentence = shop_health.describe(health) if health is not None and health.reason == alert.reason \
-        else alert.reason
-    fix = fix_url(shop, alert.step)
     subject = _("%(shop)s: the LINE connection is %(state)s", shop=shop.name, state=label)
     lines = [
         _("The LINE connection of %(shop)s needs you.", shop=shop.name),
         "",
-        sentence,
+        sentence(alert, shop),
         "",
-        _("Fix it here: %(url)s", url=fix),
+        _("Fix it here: %(url)s", url=fix_url(shop, alert.step)),
     ]
     if staff:
         lines += ["", _("Shop code: %(slug)s. Acknowledge the alert on the shop's page in the console to stop "
@@ -211,7 +227,7 @@ def post(url, data):
 
 
 def banner(shop):
-    """The open alert the owner's wizard shows, newest first (None when there is none)."""
+    """The alert the owner's wizard shows: the newest open one (None when there is none)."""
     alerts = open_alerts(shop)
     return alerts[-1] if alerts else None
 

@@ -1,0 +1,45 @@
+"""The owner's wizard when the watch found the connection broken: on a 360 px phone, in Chinese, the alert says
+what broke and its button (reached with Tab) leads to the step that fixes it; fixed, the banner is gone."""
+from playwright.sync_api import expect
+
+from tests.browser.pages import scroll_width, set_up_to_the_friend_test, sign_in, tab_to
+from wizard.extensions import db
+from wizard.models import Shop
+
+
+def _check_now(app, slug):
+    from wizard.watch import drift
+    with app.app_context():
+        [health] = drift.check_now([db.session.scalar(db.select(Shop).filter_by(slug=slug))])
+        return health.state, health.reason
+
+
+def test_a_broken_connection_shows_on_the_owners_phone_with_the_way_to_fix_it(app, page, owner, sandbox, live_app):
+    slug, email = owner
+    line = sandbox.control
+    sign_in(page, email, lang="zh_Hant_TW")
+    channel = line.create_channel(display_name="晴天烘焙坊")
+    set_up_to_the_friend_test(page, slug, channel)
+    line.follow(channel["channelId"], name="林小美")
+    page.goto(f"/setup/{slug}/connected")
+    expect(page.locator("[data-alert-reason]")).to_have_count(0)
+
+    line.update(channel["channelId"], chat_mode="bot")  # someone switched Chat off in LINE
+    assert _check_now(app, slug) == ("broken", "chat_mode_bot")
+    page.set_viewport_size({"width": 360, "height": 740})
+    page.goto(f"/setup/{slug}/connected")
+    banner = page.locator("section.alert-banner[role=alert]")
+    expect(banner).to_have_attribute("data-alert-reason", "chat_mode_bot")
+    expect(banner).to_contain_text("LINE 連線已中斷")
+    expect(banner).to_contain_text("聊天")  # the reason in words: Chat is off
+    assert scroll_width(page) <= 360
+    tab_to(page, "section.alert-banner a.button")
+    page.keyboard.press("Enter")
+    expect(page).to_have_url(f"{live_app.url}/setup/{slug}/response_settings")
+    expect(page.locator("section.alert-banner")).to_be_visible()  # on every page of the wizard until fixed
+
+    line.update(channel["channelId"], chat_mode="chat")
+    # Works again; only what LINE cannot tell us (webhook redelivery) is still to confirm: no alert for that.
+    assert _check_now(app, slug) == ("attention", "redelivery_unconfirmed")
+    page.reload()
+    expect(page.locator("[data-alert-reason]")).to_have_count(0)

@@ -1,0 +1,326 @@
+"""The customer data form end to end, against the LINE sandbox over real HTTP and with the shop's own settings:
+what new friends receive (or not), their personal signed link, the page in their language, the PDPA notice
+and the evidence each submission leaves."""
+import re
+import time
+
+import pytest
+from itsdangerous import URLSafeTimedSerializer
+from itsdangerous.timed import TimestampSigner
+
+from wizard.customers import form_settings, links, notice
+from wizard.extensions import db
+from wizard.line import worker
+from wizard.models import Contact, FormNotice, FormSubmission, Shop
+
+TEXT = "歡迎加入晴天烘焙坊！請填寫客戶資料，生日當月有小禮物。"
+LINK = re.compile(r"(https?://[^\s]+/form/([^\s/]+))")
+
+
+def configure(app, slug, **change):
+    with app.app_context():
+        shop = db.session.scalar(db.select(Shop).filter_by(slug=slug))
+        settings, problems = form_settings.validate(shop, change)
+        assert not problems, problems
+        form_settings.save(settings, "test")
+        db.session.commit()
+
+
+def link_in(text):
+    match = LINK.search(text)
+    assert match, text
+    return match.group(1), "/form/" + match.group(2)
+
+
+def evidence(app):
+    with app.app_context():
+        rows = db.session.scalars(db.select(FormSubmission).order_by(FormSubmission.id)).all()
+        db.session.expunge_all()
+        return rows
+
+
+@pytest.fixture
+def friend(app, line):
+    """A new friend who received the shop's form; returns (user id, the path of their link)."""
+    configure(app, line.slug, text=TEXT)
+    user_id = line.follow(name="林小美")
+    worker.process_pending(app)
+    [received] = line.control.sent_messages(line.id, user_id)
+    return user_id, link_in(received["message"]["text"])[1]
+
+
+DETAILS = {"customer_name": "林小美", "phone": "0912 345 678", "email": "mei@example.com", "birthday": "1990-05-31"}
+
+
+# ---- what new friends receive ------------------------------------------------------------------------------
+
+def test_the_configured_text_goes_out_with_a_personal_link(app, client, line):
+    configure(app, line.slug, text=TEXT)
+    user_id = line.follow(name="林小美", language="en")  # the owner's own text is sent as written
+
+    worker.process_pending(app)
+
+    [received] = line.control.sent_messages(line.id, user_id)
+    assert received["kind"] == "reply"
+    text = received["message"]["text"]
+    assert text.startswith(TEXT + "\n")
+    url, path = link_in(text)
+    assert url.startswith(app.config["PUBLIC_BASE_URL"] + "/form/")
+    contact = line.contact(user_id)
+    assert path == f"/form/{contact.form_token}"
+    with app.app_context():  # at rest the token is encrypted and hashed, never in plain
+        row = db.session.execute(db.text("SELECT * FROM contacts")).mappings().one()
+        assert contact.form_token not in str(dict(row))
+    page = client.get(path)
+    assert page.status_code == 200 and 'value="林小美"' in page.get_data(as_text=True)
+
+
+def test_a_form_switched_off_sends_nothing_at_all(app, line):
+    configure(app, line.slug, enabled=False)
+    user_id = line.follow(name="林小美")
+
+    worker.process_pending(app)
+
+    assert line.control.sent_messages(line.id) == []
+    assert line.outbox() == []  # nothing queued either
+    [event] = line.events()
+    assert (event.status, event.error) == ("processed", "form switched off by the shop: not sent")
+    contact = line.contact(user_id)  # the friend is still a contact, with the profile LINE gave
+    assert contact.display_name == "林小美" and contact.form_sent_at is None
+
+    configure(app, line.slug, enabled=True)  # switched on again: the next new friend receives it
+    other = line.follow()
+    worker.process_pending(app)
+    assert len(line.control.sent_messages(line.id, other)) == 1
+
+
+def test_an_expired_reply_token_means_a_push_with_its_retry_key_and_the_configured_text(app, line):
+    configure(app, line.slug, text=TEXT)
+    user_id = line.follow()
+    line.control.expire_reply_tokens(line.id)
+
+    worker.process_pending(app)
+
+    [received] = line.control.sent_messages(line.id, user_id)
+    [row] = line.outbox()
+    assert (received["kind"], received["delivered"], row.method, row.status) == ("push", True, "push", "sent")
+    assert received["retryKey"] == row.retry_key
+    assert received["message"]["text"].startswith(TEXT)
+
+
+def test_a_redelivered_follow_sends_one_message(app, line):
+    configure(app, line.slug, text=TEXT)
+    user_id = line.follow()
+    again = line.control.redeliver(line.id)["delivery"]
+    assert again["statusCode"] == 200
+
+    worker.process_pending(app)
+    worker.process_pending(app)
+
+    assert len(line.events()) == 1
+    assert len(line.control.sent_messages(line.id, user_id)) == 1
+    assert len(line.outbox()) == 1
+
+
+def test_unblocking_soon_after_sends_nothing_and_later_a_new_link_that_still_knows_the_customer(app, client,
+                                                                                                line):
+    configure(app, line.slug, text=TEXT)
+    user_id = line.follow()
+    worker.process_pending(app)
+    line.act(line.control.unfollow(line.id, user_id))
+    line.follow(user_id)
+    worker.process_pending(app)
+    assert len(line.control.sent_messages(line.id, user_id)) == 1
+    assert line.events()[-1].error == "form sent recently: not sent again"
+
+    app.config["FORM_RESEND_HOURS"] = 0  # a day later
+    line.act(line.control.unfollow(line.id, user_id))
+    line.follow(user_id)
+    worker.process_pending(app)
+    first, second = line.control.sent_messages(line.id, user_id)
+    old, new = link_in(first["message"]["text"])[1], link_in(second["message"]["text"])[1]
+    assert second["message"]["text"].startswith(TEXT)  # a new link (the same, within the same second)
+    for path in (old, new):  # both links are the same customer's, within their lifetime
+        assert client.get(path).status_code == 200
+    assert client.post(new, data=DETAILS).status_code == 302
+
+    line.act(line.control.unfollow(line.id, user_id))
+    line.follow(user_id)
+    worker.process_pending(app)  # the form is filled in: never sent again
+    assert len(line.control.sent_messages(line.id, user_id)) == 2
+    assert line.events()[-1].error == "form already filled in: not sent"
+
+
+# ---- the link -----------------------------------------------------------------------------------------------
+
+def test_a_tampered_link_gets_a_friendly_page_and_changes_nothing(app, client, friend):
+    user_id, path = friend
+    token = path.removeprefix("/form/")
+    payload, stamp, signature = token.rsplit(".", 2)
+    with app.app_context():
+        contact = db.session.scalar(db.select(Contact))
+        other_shop = URLSafeTimedSerializer(app.config["SECRET_KEY"], salt=links.SALT).dumps(
+            [contact.id, contact.id + 1000, links._user_tag(user_id)])  # signed, but for another shop
+        other_user = URLSafeTimedSerializer(app.config["SECRET_KEY"], salt=links.SALT).dumps(
+            [contact.id, 1, links._user_tag("U" + "0" * 32)])
+    forged = URLSafeTimedSerializer("not-our-key", salt=links.SALT).dumps([contact.id, 1, links._user_tag(user_id)])
+    changed = [
+        f"{payload}.{stamp}.{signature[:-1]}{'A' if signature[-1] != 'A' else 'B'}",  # one character of the signature
+        f"{payload[:-1]}{'A' if payload[-1] != 'A' else 'B'}.{stamp}.{signature}",  # ... of what it signs
+        f"{payload}.{stamp}", forged, other_shop, other_user,
+    ]
+    for bad in changed:
+        for method in ("get", "post"):
+            response = getattr(client, method)(f"/form/{bad}?lang=en", data=DETAILS)
+            html = response.get_data(as_text=True)
+            assert response.status_code == 404, bad
+            assert "This link does not work" in html and "Nothing was changed." in html
+        assert client.get(f"/form/{bad}/thanks").status_code == 404
+    with app.app_context():
+        contact = db.session.scalar(db.select(Contact))
+        assert (contact.customer_name, contact.form_filled_at) == (None, None)
+    assert evidence(app) == []
+
+
+def test_an_expired_link_gets_a_friendly_page_and_changes_nothing(app, client, line, monkeypatch):
+    configure(app, line.slug, text=TEXT)
+    line.follow()
+    month_ago = int(time.time()) - 31 * 86400
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: month_ago)
+    worker.process_pending(app)  # the link was sent 31 days ago
+    monkeypatch.undo()
+    [received] = line.control.sent_messages(line.id)
+    path = link_in(received["message"]["text"])[1]
+
+    for response in (client.get(path + "?lang=en"), client.post(path + "?lang=en", data=DETAILS),
+                     client.get(path + "/thanks?lang=en")):
+        assert response.status_code == 410
+        html = response.get_data(as_text=True)
+        assert "This link has expired" in html and "Nothing was changed." in html
+    assert line.contact(line.control.sent_messages(line.id)[0]["to"]).form_filled_at is None
+    assert evidence(app) == []
+
+    app.config["FORM_LINK_DAYS"] = 60  # a longer lifetime (configuration) lets it work again
+    assert client.get(path).status_code == 200
+
+
+def test_a_link_from_before_links_were_signed_works_until_its_lifetime_ends(app, client, friend):
+    from wizard import crypto
+    with app.app_context():
+        contact = db.session.scalar(db.select(Contact))
+        contact.form_token = old = crypto.new_token()  # an unsigned random token, as links were
+        db.session.commit()
+    assert client.get(f"/form/{old}").status_code == 200
+    with app.app_context():
+        contact = db.session.scalar(db.select(Contact))
+        contact.form_link_issued_at = contact.form_link_issued_at.replace(year=2000)
+        db.session.commit()
+    assert client.get(f"/form/{old}?lang=en").status_code == 410
+
+
+# ---- the page -----------------------------------------------------------------------------------------------
+
+def test_the_page_speaks_the_customers_language_and_shows_the_notice_before_the_button(app, client, friend, line):
+    _user, path = friend
+    html = client.get(path).get_data(as_text=True)  # the LINE profile says zh-TW
+    assert '<html lang="zh-Hant-TW">' in html
+    for words in ("聯絡資料", "晴天烘焙坊", "○九○ 消費者、客戶管理與服務", "○四○ 行銷", "C○○一 辨識個人者",
+                  "C○一一 個人描述", app.config["CRM_VENDOR_NAME"], "個人資料保護法第 3 條"):
+        assert words in html, words
+    assert html.index('class="privacy-notice"') < html.index('type="submit"')
+    assert html.index('name="marketing"') < html.index('class="privacy-notice"')
+    assert "身分證" not in html.split('class="privacy-notice"')[0]  # no national ID field
+
+    english = line.follow(language="en")
+    worker.process_pending(app)
+    [received] = line.control.sent_messages(line.id, english)
+    page = client.get(link_in(received["message"]["text"])[1]).get_data(as_text=True)
+    assert '<html lang="en">' in page and "Your contact details" in page
+    assert "○九○ consumer and customer management and services" in page
+    assert "to have it deleted (PDPA Art. 3)" in page and "If you leave something out" in page
+
+
+def test_gender_and_city_are_asked_when_the_shop_asks_them(app, client, friend):
+    _user, path = friend
+    with app.app_context():
+        slug = db.session.scalar(db.select(Shop.slug))
+    configure(app, slug, fields={"gender": "required", "city": "optional", "email": "off", "birthday": "off"})
+    html = client.get(path + "?lang=en").get_data(as_text=True)
+    assert 'name="email"' not in html and 'name="birthday"' not in html
+    assert html.count('<option value="') == 1 + 4 + 1 + 22  # “choose…”, genders, “choose…”, 22 cities
+    assert "City or county (optional)" in html and "Penghu County" in html
+
+    data = {"customer_name": "林小美", "phone": "0912345678", "gender": "", "city": "XXX"}
+    html = client.post(path + "?lang=en", data=data).get_data(as_text=True)
+    assert "Choose your gender, or “Prefer not to say”." in html and "Choose one of the list." in html
+    assert client.post(path, data=dict(data, gender="undisclosed", city="PEN")).status_code == 302
+    with app.app_context():
+        contact = db.session.scalar(db.select(Contact))
+        assert (contact.gender, contact.city, contact.email) == ("undisclosed", "PEN", None)
+        assert evidence(app)[0].fields == ["name", "mobile", "gender", "city"]
+
+
+def test_csrf_protects_the_form(app, client, friend):
+    _user, path = friend
+    app.config["WTF_CSRF_ENABLED"] = True
+    assert client.post(path, data=DETAILS).status_code == 400
+    assert evidence(app) == []
+    html = client.get(path).get_data(as_text=True)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html).group(1)
+    assert client.post(path, data=dict(DETAILS, csrf_token=token)).status_code == 302
+
+
+# ---- submissions and their evidence -------------------------------------------------------------------------
+
+def test_each_submission_keeps_its_evidence_and_a_second_one_updates_the_contact(app, client, friend):
+    user_id, path = friend
+    page = client.get(path).get_data(as_text=True)
+    version = re.search(r'data-notice-version="([0-9a-f]{12})"', page).group(1)
+    headers = {"User-Agent": "Mozilla/5.0 (Linux; Android 14) Line/14.0"}
+
+    first = client.post(path, data=dict(DETAILS, marketing="y"), headers=headers,
+                        environ_base={"REMOTE_ADDR": "203.0.113.7"})
+    assert first.status_code == 302 and first.headers["Location"].endswith(path + "/thanks")
+    thanks = client.get(first.headers["Location"] + "?lang=en").get_data(as_text=True)
+    assert "Thank you, 林小美!" in thanks and f'href="{path}"' in thanks
+
+    second = client.post(path, data=dict(DETAILS, customer_name="林美美", email="", birthday=""),
+                         environ_base={"REMOTE_ADDR": "198.51.100.2"})
+    assert second.status_code == 302
+
+    with app.app_context():
+        contact = db.session.scalar(db.select(Contact))
+        assert (contact.customer_name, contact.phone, contact.email, contact.birthday) == (
+            "林美美", "0912345678", None, None)
+        assert contact.marketing_consent is False and contact.marketing_consent_at is not None  # withdrawn
+        shop_id = db.session.scalar(db.select(Shop.id))
+        kept = db.session.scalar(db.select(FormNotice).filter_by(version=version))
+        assert kept.shop_id == shop_id and kept.content["collector"] == "晴天烘焙坊"
+        assert kept.content["processor"] == app.config["CRM_VENDOR_NAME"]
+        assert notice.version(kept.content) == version
+    one, two = evidence(app)
+    assert (one.line_user_id, one.contact_id, one.shop_id) == (user_id, contact.id, shop_id)
+    assert (one.notice_version, two.notice_version) == (version, version)
+    assert (one.purposes, one.marketing, two.purposes, two.marketing) == (["090", "040"], True, ["090"], False)
+    assert one.fields == ["name", "mobile", "email", "birthday"] and two.fields == ["name", "mobile"]
+    assert (one.address, two.address) == ("203.0.113.7", "198.51.100.2")
+    assert one.user_agent == headers["User-Agent"] and one.at <= two.at
+    assert one.locale == "zh_Hant_TW"
+    assert "0912345678" not in str(one.__dict__) and "mei@example.com" not in str(one.__dict__)  # names only
+
+
+def test_a_new_notice_gets_a_new_version_which_the_next_submission_records(app, client, friend):
+    _user, path = friend
+    assert client.post(path, data=DETAILS).status_code == 302
+    with app.app_context():
+        slug = db.session.scalar(db.select(Shop.slug))
+    configure(app, slug, text="只改訊息文字")  # the message is not the notice: same version
+    assert client.post(path, data=DETAILS).status_code == 302
+    configure(app, slug, notice={"contact_email": "privacy@sunny.example", "retention_years": 2})
+    html = client.get(path + "?lang=en").get_data(as_text=True)
+    assert "write to privacy@sunny.example" in html and "for 2 year(s) after your last contact" in html
+    assert client.post(path, data=DETAILS).status_code == 302
+    versions = [row.notice_version for row in evidence(app)]
+    assert versions[0] == versions[1] != versions[2]
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(FormNotice)) == 2

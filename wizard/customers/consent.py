@@ -1,0 +1,30 @@
+"""Evidence of each submission of the customer form (PDPA Art. 7 and 8: the shop must be able to show what
+the customer was told and agreed to): the notice version, the time, the LINE user, the purposes consented
+to (○九○ with the form; ○四○ only with its own ticked box), the names of the fields submitted (never their
+values), the client's address and user agent. One FormSubmission per submission, corrections included."""
+from flask import request
+
+from ..models import FormSubmission, utcnow
+from . import notice
+
+MAX_USER_AGENT = 500
+
+
+def record(contact, shop_id, notice_content, marketing, fields, locale=None, at=None):
+    """Add the evidence of this submission to the session (the caller commits with the data); returns it."""
+    from ..extensions import db
+    version = notice.remember(shop_id, notice_content)
+    purposes = [notice.CUSTOMER_CARE] + ([notice.MARKETING] if marketing else [])
+    submission = FormSubmission(
+        contact_id=contact.id, shop_id=shop_id, line_user_id=contact.line_user_id, at=at or utcnow(),
+        notice_version=version, purposes=purposes, marketing=bool(marketing), fields=list(fields),
+        locale=locale, address=(request.remote_addr or "")[:45] or None,
+        user_agent=(request.user_agent.string or "")[:MAX_USER_AGENT] or None)
+    db.session.add(submission)
+    return submission
+
+
+def history(contact_id):
+    from ..extensions import db
+    return list(db.session.scalars(db.select(FormSubmission).filter_by(contact_id=contact_id)
+                                   .order_by(FormSubmission.at, FormSubmission.id)))

@@ -1,0 +1,163 @@
+"""A shop's contacts (its LINE friends, over every channel it ever connected): the one query behind the
+contacts page, its CSV export and ``GET /api/v1/shops/<slug>/contacts``.
+
+Search looks in the LINE name, the name given on the form, the mobile number and the e-mail address. What
+people type is read as they meant it (NFKC: full-width ０９１２ or ｍｅｉ＠ is plain), and a query that reads as a
+phone number is also compared the way numbers are stored (customers/fields.py ``normalise_phone``: 0912-345
+678 and +886 912 345 678 find 0912345678). Paging is on the server, newest friend first.
+
+The CSV is UTF-8 with a BOM (Excel in Taiwan reads the Chinese then), its column names in the page's
+language, and a cell that starts like a formula (= + - @, a tab or a carriage return) is prefixed with ' so
+Excel shows it as text instead of running it.
+"""
+import csv
+import io
+import math
+import unicodedata
+from dataclasses import dataclass, field
+
+from flask_babel import format_datetime, gettext as _, lazy_gettext as _l, ngettext
+from sqlalchemy import func, or_, select
+
+from ..extensions import db
+from ..models import Channel, Contact
+from .fields import CITIES, GENDERS, normalise_phone
+
+PER_PAGE = 50
+MAX_QUERY = 100
+
+
+class BadRequest(ValueError):
+    """A search or page the list cannot show; the message says what is wrong (translated)."""
+
+
+@dataclass
+class ContactFilter:
+    q: str = ""
+    page: int = 1
+    problems: list = field(default_factory=list)
+
+    @classmethod
+    def from_args(cls, args):
+        wanted = cls()
+        wanted.q = unicodedata.normalize("NFKC", args.get("q") or "").strip()[:MAX_QUERY]
+        raw = (args.get("page") or "1").strip()
+        if not raw.isdigit() or int(raw) < 1 or len(raw) > 9:
+            wanted.problems.append(_("“%(page)s” is not a page number: pages are numbered from 1.", page=raw[:20]))
+        else:
+            wanted.page = int(raw)
+        return wanted
+
+    def args(self, **changes):
+        values = dict(q=self.q, page=self.page)
+        values.update(changes)
+        return {key: value for key, value in values.items() if value and not (key == "page" and value == 1)}
+
+
+def _like(text):
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _of_shop(shop):
+    return select(Contact).join(Channel, Channel.id == Contact.channel_id).where(Channel.shop_id == shop.id)
+
+
+def _filtered(shop, wanted):
+    query = _of_shop(shop)
+    if wanted.q:
+        pattern = _like(wanted.q)
+        wheres = [func.lower(Contact.display_name).like(pattern, escape="\\"),
+                  func.lower(Contact.customer_name).like(pattern, escape="\\"),
+                  func.lower(Contact.email).like(pattern, escape="\\"),
+                  Contact.line_user_id == wanted.q]
+        phone = normalise_phone(wanted.q)
+        if phone and phone.isdigit() and phone.isascii():
+            wheres.append(Contact.phone.like(_like(phone), escape="\\"))
+        query = query.where(or_(*wheres))
+    return query
+
+
+def _ordered(query):
+    return query.order_by(func.coalesce(Contact.followed_at, Contact.created_at).desc(), Contact.id.desc())
+
+
+@dataclass
+class ContactPage:
+    rows: list
+    page: int
+    pages: int
+    total: int
+
+
+def list_contacts(shop, wanted, per_page=PER_PAGE):
+    """One page of the shop's contacts matching ``wanted``; BadRequest for a page past the last."""
+    filtered = _filtered(shop, wanted)
+    total = db.session.scalar(select(func.count()).select_from(filtered.subquery())) or 0
+    pages = max(1, math.ceil(total / per_page))
+    if wanted.page > pages:
+        raise BadRequest(ngettext("There is no page %(page)s: the list has %(num)d page.",
+                                  "There is no page %(page)s: the list has %(num)d pages.",
+                                  pages, page=wanted.page))
+    rows = db.session.scalars(_ordered(filtered).limit(per_page).offset((wanted.page - 1) * per_page)).all()
+    return ContactPage(list(rows), wanted.page, pages, total)
+
+
+def contact_of_shop(shop, contact_id):
+    """The shop's contact with this id, or None (another shop's contact is None too)."""
+    return db.session.scalar(_of_shop(shop).where(Contact.id == contact_id))
+
+
+def name_of(contact):
+    """The name the customer gave on the form, else the one LINE shows."""
+    return contact.customer_name or contact.display_name
+
+
+def as_json(contact):
+    return {"line_user_id": contact.line_user_id, "name": name_of(contact), "phone": contact.phone,
+            "email": contact.email, "blocked": contact.blocked, "form_filled": contact.form_filled_at is not None,
+            "marketing_consent": bool(contact.marketing_consent)}
+
+
+# ---- CSV ---------------------------------------------------------------------------------------------------
+
+def _yes_no(value):
+    return _("Yes") if value else _("No")
+
+
+def _time(value):
+    return format_datetime(value, "yyyy-MM-dd HH:mm") if value else ""
+
+
+CSV_COLUMNS = [
+    (_l("LINE user ID"), lambda c: c.line_user_id),
+    (_l("LINE name"), lambda c: c.display_name),
+    (_l("Name"), lambda c: c.customer_name),
+    (_l("Mobile phone"), lambda c: c.phone),
+    (_l("E-mail"), lambda c: c.email),
+    (_l("Birthday"), lambda c: c.birthday.isoformat() if c.birthday else ""),
+    (_l("Gender"), lambda c: GENDERS.get(c.gender, c.gender) if c.gender else ""),
+    (_l("City or county"), lambda c: CITIES.get(c.city, c.city) if c.city else ""),
+    (_l("Friend since"), lambda c: _time(c.followed_at)),
+    (_l("Blocked the account"), lambda c: _yes_no(c.blocked)),
+    (_l("Form filled in"), lambda c: _time(c.form_filled_at) if c.form_filled_at else _yes_no(False)),
+    (_l("Marketing consent"), lambda c: _yes_no(c.marketing_consent)),
+]
+
+
+def cell(value):
+    if value is None:
+        return ""
+    value = str(value)
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+def csv_text(shop, wanted):
+    """Every contact ``wanted`` selects, as the CSV's text (BOM first); times in the shop's time zone."""
+    out = io.StringIO()
+    out.write("\ufeff")
+    writer = csv.writer(out)
+    writer.writerow([str(label) for label, _read in CSV_COLUMNS])
+    for contact in db.session.scalars(_ordered(_filtered(shop, wanted))).yield_per(500):
+        writer.writerow([cell(read(contact)) for _label, read in CSV_COLUMNS])
+    return out.getvalue()

@@ -1,0 +1,224 @@
+"""What customers send besides text: each message's display fields, and the content of images, videos, audio
+and files, fetched from LINE once and kept (models.MessageContent), then shown only to people who may see
+the contact.
+
+Why in the database and not as files under instance/: a deployment runs several web machines and consumers
+against one PostgreSQL (README, Production); a file written by the consumer that fetched it would be missing
+on the machine that serves the page. In the database every machine sees it, it is backed up and deleted with
+its contact (cascade), and ``LINE_CONTENT_MAX_BYTES`` (20 MiB) keeps each row bounded. Lists never load the
+bytes (the column is deferred).
+
+The fetch goes through the queue (tasks.py ``fetch_content``) after the event's commit, never in a handler:
+``queue_fetch`` only writes the pending row. A fetch claims its row by pushing ``next_attempt_at`` a lease
+ahead, so a second task (or the sweep ringing again) finds it taken; a consumer that dies mid-fetch leaves
+the row due again when the lease runs out, and the sweep rings for it. LINE answers 202 while it still
+prepares a video or audio (``content_not_ready``): tried again later, up to ``len(DELAYS) + 1`` times.
+LINE keeps content only for a while: ``not_found`` means it is gone (``failed``).
+
+Served with its own type only when it is a plain picture, video or sound a browser shows by itself; anything
+else (files, SVG, HTML …) is an attachment, and every answer carries a CSP that runs nothing, so content a
+customer sent can never act as a page of ours.
+"""
+import logging
+import math
+import re
+from datetime import timedelta
+
+from flask import current_app, send_file
+from sqlalchemy import and_, or_, select, update
+
+from ..extensions import db
+from ..models import Channel, MessageContent, utcnow
+
+log = logging.getLogger(__name__)
+
+WITH_CONTENT = ("image", "video", "audio", "file")
+# Seconds before each further attempt (LINE's Retry-After wins when longer); then failed.
+DELAYS = (5, 15, 60, 300, 900, 3600)
+MAX_ATTEMPTS = len(DELAYS) + 1
+LEASE = timedelta(seconds=120)
+INLINE_TYPES = {"image/jpeg", "image/png", "image/gif", "image/webp", "video/mp4", "video/quicktime",
+                "audio/mp4", "audio/m4a", "audio/x-m4a", "audio/aac", "audio/mpeg", "audio/ogg", "audio/wav"}
+EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/gif": "gif", "image/webp": "webp",
+              "video/mp4": "mp4", "video/quicktime": "mov", "audio/mp4": "m4a", "audio/m4a": "m4a",
+              "audio/x-m4a": "m4a", "audio/aac": "aac", "audio/mpeg": "mp3", "audio/ogg": "ogg",
+              "audio/wav": "wav"}
+CONTENT_POLICY = "default-src 'none'; img-src 'self'; media-src 'self'; style-src 'unsafe-inline'; sandbox"
+_MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,62}/[a-z0-9][a-z0-9!#$&^_.+-]{0,62}$")
+
+
+# ---- what a message event carries (pure; line/events.py calls these in its handler) -----------------------
+
+def _text(value, limit):
+    return value.replace("\x00", "")[:limit] if isinstance(value, str) else None
+
+
+def _number(value, low, high):
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if not math.isfinite(value) or not low <= value <= high:
+        return None
+    return value
+
+
+def message_detail(kind, message):
+    """The fields a page needs to show a message of ``kind``, read defensively from LINE's message object
+    (a signed body is LINE's, but a field of the wrong type must not break the conversation). None for
+    text and for kinds we do not know."""
+    detail = {}
+    if kind == "sticker":
+        detail = {"packageId": _text(message.get("packageId"), 20), "stickerId": _text(message.get("stickerId"), 20),
+                  "resourceType": _text(message.get("stickerResourceType"), 30),
+                  "text": _text(message.get("text"), 100)}
+        keywords = message.get("keywords")
+        if isinstance(keywords, list):
+            detail["keywords"] = [_text(k, 50) for k in keywords[:15] if isinstance(k, str)]
+    elif kind == "location":
+        detail = {"title": _text(message.get("title"), 100), "address": _text(message.get("address"), 300),
+                  "latitude": _number(message.get("latitude"), -90, 90),
+                  "longitude": _number(message.get("longitude"), -180, 180)}
+    elif kind == "file":
+        detail = {"fileName": _text(message.get("fileName"), 255),
+                  "fileSize": _number(message.get("fileSize"), 0, 10 ** 12)}
+    if kind in ("video", "audio"):
+        detail["duration"] = _number(message.get("duration"), 0, 10 ** 9)
+    if kind in ("image", "video", "audio"):
+        provider = message.get("contentProvider")
+        if isinstance(provider, dict) and provider.get("type") == "external":
+            original = _text(provider.get("originalContentUrl"), 1000)
+            preview = _text(provider.get("previewImageUrl"), 1000)
+            detail["external"] = {"original": original if original and original.startswith("https://") else None,
+                                  "preview": preview if preview and preview.startswith("https://") else None}
+        image_set = message.get("imageSet")
+        if kind == "image" and isinstance(image_set, dict):
+            detail["imageSet"] = {"index": _number(image_set.get("index"), 0, 1000),
+                                  "total": _number(image_set.get("total"), 0, 1000)}
+    detail = {key: value for key, value in detail.items() if value is not None}
+    return detail or None
+
+
+def fetchable(kind, message):
+    """Whether LINE holds content for this message (an external provider's content is at its own URL)."""
+    if kind not in WITH_CONTENT or not message.get("id"):
+        return False
+    provider = message.get("contentProvider")
+    return not (isinstance(provider, dict) and provider.get("type") == "external")
+
+
+def queue_fetch(message):
+    """Write the content's pending row for an incoming ``Message`` (in the handler's transaction); returns its
+    id. One row per message (unique), so an event run again queues nothing new."""
+    from ..line import store
+    now = utcnow()
+    row = {"message_id": message.id, "channel_id": message.channel_id,
+           "line_message_id": message.line_message_id, "status": "pending", "attempts": 0, "created_at": now}
+    size = (message.detail or {}).get("fileSize")
+    if size and size > int(current_app.config["LINE_CONTENT_MAX_BYTES"]):
+        # LINE said how big the file is: not worth asking for what we would refuse anyway.
+        row.update(status="too_large", size=int(size), error="larger than LINE_CONTENT_MAX_BYTES")
+    store.insert_ignoring(MessageContent, [row], ["message_id"])
+    return db.session.scalar(select(MessageContent.id).filter_by(message_id=message.id))
+
+
+# ---- fetching ----------------------------------------------------------------------------------------------
+
+class Outcome:
+    READY, RETRY, FAILED, TOO_LARGE, SKIPPED = "ready", "retry", "failed", "too_large", "skipped"
+
+
+def _due(now):
+    c = MessageContent
+    return and_(c.status == "pending", or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now))
+
+
+def _claim(content_id):
+    now = utcnow()
+    c = MessageContent
+    taken = db.session.execute(update(c).where(c.id == content_id, _due(now)).values(
+        next_attempt_at=now + LEASE, attempts=c.attempts + 1).execution_options(synchronize_session=False))
+    db.session.commit()
+    return taken.rowcount == 1
+
+
+def _media_type(value):
+    kind = (value or "").split(";")[0].strip().lower()
+    return kind if _MEDIA_TYPE.match(kind) else "application/octet-stream"
+
+
+def fetch(content_id):
+    """One attempt at one content row. Returns (outcome, seconds until the next attempt or None)."""
+    from ..line import events
+    from ..line.client import client_for
+    from ..line.problems import LineProblem
+    if not _claim(content_id):
+        return Outcome.SKIPPED, None
+    row = db.session.get(MessageContent, content_id)
+    channel = db.session.get(Channel, row.channel_id)
+    client = client_for(channel)
+    try:
+        data, content_type = client.message_content(row.line_message_id)
+    except LineProblem as problem:
+        if problem.code == "content_too_large":
+            return _done(row, Outcome.TOO_LARGE, status="too_large", error=problem.detail)
+        if problem.code == "content_not_ready":
+            try:
+                if client.content_status(row.line_message_id) == "failed":
+                    return _done(row, Outcome.FAILED, status="failed", error="LINE could not prepare it")
+            except LineProblem:
+                pass  # the next attempt asks again
+        elif problem.code == "not_found" or not events.retryable(problem):
+            return _done(row, Outcome.FAILED, status="failed",
+                         error=f"{problem.code} (status {problem.status}): {problem.detail or ''}"[:2000])
+        if row.attempts >= MAX_ATTEMPTS:
+            return _done(row, Outcome.FAILED, status="failed", error=f"{problem.code} after {row.attempts} tries")
+        delay = max(DELAYS[row.attempts - 1], problem.retry_after or 0)
+        row.next_attempt_at = utcnow() + timedelta(seconds=delay)
+        row.error = f"{problem.code} (status {problem.status})"
+        db.session.commit()
+        return Outcome.RETRY, delay
+    return _done(row, Outcome.READY, status="ready", data=data, size=len(data),
+                 content_type=_media_type(content_type)[:100], fetched_at=utcnow(), error=None)
+
+
+def _done(row, outcome, **values):
+    for key, value in values.items():
+        setattr(row, key, value)
+    row.next_attempt_at = None
+    db.session.commit()
+    return outcome, None
+
+
+def due_ids(limit=None):
+    query = select(MessageContent.id).where(_due(utcnow())).order_by(MessageContent.id)
+    return list(db.session.scalars(query.limit(limit) if limit else query))
+
+
+def fetch_due(limit=None):
+    """Fetch every content row due now, in this process (tests, ``worker --once``); returns how many."""
+    count = 0
+    for content_id in due_ids(limit):
+        fetch(content_id)
+        count += 1
+    return count
+
+
+# ---- serving -----------------------------------------------------------------------------------------------
+
+def _file_name(message, content):
+    name = (message.detail or {}).get("fileName")
+    if message.type == "file" and name:
+        return name.replace("/", "_").replace("\\", "_")
+    extension = EXTENSIONS.get(content.content_type or "", "bin")
+    return f"line-{message.type}-{message.line_message_id or message.id}.{extension}"
+
+
+def response(message, content):
+    """The kept content as a download (files, and any type a browser would not simply show) or inline."""
+    import io
+    inline = message.type != "file" and content.content_type in INLINE_TYPES
+    answer = send_file(io.BytesIO(content.data or b""), mimetype=content.content_type or "application/octet-stream",
+                       as_attachment=not inline, download_name=_file_name(message, content), conditional=False,
+                       etag=False, max_age=0)
+    answer.headers["Content-Security-Policy"] = CONTENT_POLICY
+    answer.headers["Content-Length"] = str(len(content.data or b""))
+    return answer

@@ -1,0 +1,123 @@
+"""The privacy notice the form shows before its submit button (PDPA Art. 8), built from the shop's settings.
+
+``content`` is what the notice says, as data: the collector, the processor, the purposes and data
+categories with their official codes, the fields asked, the period, the ways to exercise Art. 3's rights.
+Its ``version`` is a hash of that content (and of ``REVISION``, raised whenever the wording below changes),
+so each submission records exactly which notice the customer saw; ``remember`` keeps each version's content.
+``sections`` turns the content into the sentences the page shows, in the customer's language.
+"""
+import hashlib
+import json
+
+from flask import current_app
+from flask_babel import gettext as _, lazy_gettext as _l
+
+from ..line.store import insert_ignoring
+from ..models import FormNotice, utcnow
+from .fields import DESCRIBING, FIELDS, IDENTIFYING
+
+# Raise when the sentences of ``sections`` change in meaning: the version then changes with them.
+REVISION = 1
+CUSTOMER_CARE = "090"  # ○九○ 消費者、客戶管理與服務: always, with the form
+MARKETING = "040"  # ○四○ 行銷: only with its own ticked box
+PURPOSES = {CUSTOMER_CARE: _l("○九○ consumer and customer management and services"),
+            MARKETING: _l("○四○ marketing")}
+CATEGORIES = {"C001": _l("C○○一 identifying the person"), "C011": _l("C○一一 describing the person")}
+
+
+def content(settings):
+    asked = dict(settings.asked)
+    categories = []
+    if any(name in asked for name in IDENTIFYING):
+        categories.append("C001")
+    if any(name in asked for name in DESCRIBING):
+        categories.append("C011")
+    notice = settings.notice
+    return {
+        "revision": REVISION,
+        "collector": settings.collector,
+        "processor": current_app.config["CRM_VENDOR_NAME"],
+        "purposes": [CUSTOMER_CARE],
+        "optional_purposes": [MARKETING],
+        "categories": categories,
+        "fields": {name: ("required" if required else "optional") for name, required in settings.asked},
+        "retention_years": int(notice.get("retention_years") or 0),
+        "region": "TW",
+        "contact": {"line": True, "email": notice.get("contact_email"), "phone": notice.get("contact_phone")},
+        "note": notice.get("note"),
+    }
+
+
+def version(notice_content):
+    text = json.dumps(notice_content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def remember(shop_id, notice_content):
+    """Keep this version's content (once per shop and version), in the caller's transaction."""
+    number = version(notice_content)
+    insert_ignoring(FormNotice, [{"shop_id": shop_id, "version": number, "content": notice_content,
+                                  "created_at": utcnow()}], ["shop_id", "version"])
+    return number
+
+
+def _names(notice_content, names):
+    return "、".join(str(FIELDS[name][1]) for name in FIELDS
+                    if name in names and name in notice_content["fields"])
+
+
+def sections(notice_content, shop_name):
+    """[(heading, [sentences])] in the current language: Art. 8's six items, in its order."""
+    c = notice_content
+    collector = c["collector"]
+    categories = []
+    if "C001" in c["categories"]:
+        categories.append(_("%(category)s: %(fields)s.", category=CATEGORIES["C001"],
+                            fields=_names(c, IDENTIFYING)))
+    if "C011" in c["categories"]:
+        categories.append(_("%(category)s: %(fields)s.", category=CATEGORIES["C011"],
+                            fields=_names(c, DESCRIBING)))
+    if c["retention_years"]:
+        period = _("While you are our customer, and for %(n)d year(s) after your last contact with us, unless "
+                   "you ask us to delete your data sooner.", n=c["retention_years"])
+    else:
+        period = _("While you are our customer (as long as the purposes above exist), until you ask us to "
+                   "delete your data.")
+    ways = [_("send a message to %(shop)s in this LINE chat", shop=shop_name)]
+    if c["contact"].get("email"):
+        ways.append(_("write to %(email)s", email=c["contact"]["email"]))
+    if c["contact"].get("phone"):
+        ways.append(_("call %(phone)s", phone=c["contact"]["phone"]))
+    required = [name for name, mode in c["fields"].items() if mode == "required"]
+    if required:
+        left_out = _("Fields marked “required” (%(fields)s) are needed to keep you as a customer in our records; "
+                     "without them we cannot save the form, but you stay our LINE friend and can still talk "
+                     "to us. Everything else may be left out with no consequence.",
+                     fields=_names(c, required))
+    else:
+        left_out = _("Every field is optional: leave out what you prefer, with no consequence.")
+    items = [
+        (_("Who collects your data"),
+         [_("%(collector)s collects the data on this form.", collector=collector)]),
+        (_("Why"),
+         [_("For %(purpose)s: to know you as our customer, serve you and answer you.",
+            purpose=PURPOSES[CUSTOMER_CARE]),
+          _("For %(purpose)s (news and offers) only if you tick the separate box below; you can refuse or "
+            "stop it at any time, free of charge.", purpose=PURPOSES[MARKETING])]),
+        (_("Which data"), categories),
+        (_("How long, where, who and how"),
+         [period,
+          _("Used in Taiwan. Kept for %(collector)s by %(processor)s, the CRM it uses, as its processor; given "
+            "to no one else unless the law requires it.", collector=collector, processor=c["processor"]),
+          _("Used by %(collector)s, in writing and electronically, only for the purposes above.",
+            collector=collector)]),
+        (_("Your rights"),
+         [_("You may ask to see your data, to get a copy, to add to or correct it, to have its collection, "
+            "processing or use stopped, and to have it deleted (PDPA Art. 3)."),
+          _("To do so, %(ways)s. You can also correct your data yourself through this link.",
+            ways=_(" or ").join(ways))]),
+        (_("If you leave something out"), [left_out]),
+    ]
+    if c.get("note"):
+        items.append((_("Also from %(collector)s", collector=collector), [c["note"]]))
+    return items

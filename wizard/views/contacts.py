@@ -1,0 +1,144 @@
+"""A shop's contacts and each contact's conversation, for the shop's owners and for staff.
+
+- ``/c/<slug>/contacts``: the list (search, pages), ``/c/<slug>/contacts.csv`` its export;
+- ``/c/contacts/<id>``: one contact with the conversation and the box to reply (opening it marks the
+  customer's messages read on LINE); ``POST /c/contacts/<id>/reply`` sends what was typed;
+- ``/c/contacts/<id>/messages/<message id>/content``: a picture, video, sound or file the customer sent.
+
+Not under /shops/ (the staff console's prefix, staff only): owners use these pages. A contact's pages name
+the contact alone, and the shop is the contact's: whoever may not see that shop gets 404, as for a contact
+that does not exist. The queries are customers/contacts.py's, shared with the CSV and the API.
+"""
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask_babel import gettext as _, lazy_gettext as _l
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from sqlalchemy.orm import undefer
+from wtforms import HiddenField, TextAreaField
+
+from .. import tasks
+from ..customers import contacts, conversation, replies
+from ..extensions import db
+from ..models import Channel, Contact, Message, MessageContent, Shop, utcnow
+
+bp = Blueprint("contacts", __name__, url_prefix="/c")
+
+STATUS_LABELS = {
+    "queued": _l("Sending…"),
+    "sending": _l("Sending…"),
+    "sent": _l("Delivered to LINE"),
+    "failed": _l("Not sent: LINE refused it"),
+    "dead": _l("Not sent: LINE could not be reached"),
+    "unknown": _l("May not have arrived"),
+}
+
+
+class ReplyForm(FlaskForm):
+    text = TextAreaField(_l("Your message"))
+    key = HiddenField()
+
+
+@bp.before_request
+@login_required
+def signed_in():
+    pass
+
+
+def _shop(slug):
+    shop = db.session.scalar(db.select(Shop).filter_by(slug=slug))
+    if shop is None or not current_user.can_see(shop):
+        abort(404)
+    return shop
+
+
+def _contact(contact_id):
+    """The contact and its shop, or 404 for a contact the person may not see (or none at all)."""
+    contact = db.session.get(Contact, contact_id)
+    if contact is None:
+        abort(404)
+    shop = db.session.get(Channel, contact.channel_id).shop
+    if not current_user.can_see(shop):
+        abort(404)
+    return contact, shop
+
+
+@bp.get("/<slug>/contacts")
+def index(slug):
+    shop = _shop(slug)
+    wanted = contacts.ContactFilter.from_args(request.args)
+    problems = list(wanted.problems)
+    try:
+        page = contacts.list_contacts(shop, wanted)
+    except contacts.BadRequest as exc:
+        problems.append(str(exc))
+        wanted.page = 1
+        page = contacts.list_contacts(shop, wanted)
+    return render_template("contacts/index.html", shop=shop, page=page, wanted=wanted, problems=problems,
+                           name_of=contacts.name_of), 400 if problems else 200
+
+
+@bp.get("/<slug>/contacts.csv")
+def export(slug):
+    shop = _shop(slug)
+    wanted = contacts.ContactFilter.from_args(request.args)
+    name = f"contacts-{shop.slug}-{utcnow():%Y%m%d-%H%M}.csv"
+    return Response(contacts.csv_text(shop, wanted).encode("utf-8"), content_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
+def _page(contact, shop, form, code=200):
+    channel = db.session.get(Channel, contact.channel_id)
+    talk = conversation.for_contact(contact)
+    how = replies.plan(contact)
+    quota = replies.quota(channel) if channel.disconnected_at is None else None
+    return render_template(
+        "contacts/contact.html", shop=shop, contact=contact, channel=channel, talk=talk, plan=how, quota=quota,
+        form=form, labels=STATUS_LABELS, name_of=contacts.name_of, now=utcnow(),
+        chat_on=channel.chat_mode == "chat"), code
+
+
+@bp.get("/contacts/<int:contact_id>")
+def contact(contact_id):
+    contact, shop = _contact(contact_id)
+    conversation.opened(contact)
+    form = ReplyForm(formdata=None, key=replies.new_key())
+    return _page(contact, shop, form)
+
+
+@bp.post("/contacts/<int:contact_id>/reply")
+def reply(contact_id):
+    contact, shop = _contact(contact_id)
+    form = ReplyForm()
+    if not form.validate_on_submit():
+        abort(400)  # only a missing or stale CSRF token fails here
+    try:
+        row, created = replies.send(contact, form.text.data, form.key.data)
+    except replies.NotSent as exc:
+        form.text.errors = [str(exc)]
+        if not replies.valid_key(form.key.data):
+            form.key.data = replies.new_key()
+        return _page(contact, shop, form, 400)
+    if created:
+        try:
+            tasks.enqueue("send_message", row.id)
+        except Exception:  # the row is committed: the sweep sends it within a minute
+            pass
+        flash(_("Your message is on its way by reply (free).") if row.method == "reply"
+              else _("Your message is on its way by push (it counts against this month's messages)."), "success")
+    else:
+        flash(_("This message was sent already; it was not sent a second time."), "info")
+    return redirect(url_for(".contact", contact_id=contact.id) + "#reply")
+
+
+@bp.get("/contacts/<int:contact_id>/messages/<int:message_id>/content")
+def content(contact_id, message_id):
+    from ..customers import content as kept
+    contact, _shop_ = _contact(contact_id)
+    message = db.session.get(Message, message_id)
+    if message is None or message.contact_id != contact.id or message.direction != "in":
+        abort(404)
+    row = db.session.scalar(db.select(MessageContent).filter_by(message_id=message.id, status="ready")
+                            .options(undefer(MessageContent.data)))
+    if row is None:
+        abort(404)
+    return kept.response(message, row)
