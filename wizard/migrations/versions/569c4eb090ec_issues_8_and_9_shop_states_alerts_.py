@@ -1,4 +1,5 @@
-"""Issues 8 and 9: shop states, alerts, quarantine, mail, invitations, API tokens, audit; form settings, consent, message content
+"""Issues 8 and 9: shop states, alerts, quarantine, mail, invitations, API tokens, audit;
+form settings, consent, message content.
 
 Revision ID: 569c4eb090ec
 Revises: fa4a7a51134c
