@@ -107,6 +107,14 @@ def test_the_csv_columns_and_encoding(client, shop):
     assert evil[4] == "'-2+3@example.com"
 
 
+def test_each_export_of_the_customers_data_is_in_the_audit_log(app, client, shop):
+    from wizard.models import AuditEntry
+    client.get(f"/c/{shop}/contacts.csv?q=mei")
+    with app.app_context():
+        entry = db.session.scalar(db.select(AuditEntry).filter_by(action="contacts.exported"))
+        assert entry.actor.startswith("owner-") and entry.detail == {"search": "mei"}
+
+
 def test_the_csv_speaks_the_pages_language_and_follows_the_search(client, shop):
     client.get("/?lang=zh_Hant_TW")
     rows = read_csv(client.get(f"/c/{shop}/contacts.csv", query_string={"q": "大文"}))
@@ -143,3 +151,11 @@ def test_staff_see_any_shops_contacts_and_the_pages_link_to_them(app, client, sh
 def test_the_contacts_page_on_no_contacts(client, owner):
     html = client.get(f"/c/{owner}/contacts").get_data(as_text=True)
     assert "No contacts yet" in html
+
+
+@pytest.mark.parametrize("page", ["²", "①", "0", "-1", "x"])
+def test_a_page_number_that_is_not_one_is_said_never_a_500(app, client, owner, page):
+    response = client.get(f"/c/{owner}/contacts?page={page}")
+    assert response.status_code == 400
+    api = client.get(f"/api/v1/shops/{owner}/contacts?page={page}")
+    assert api.status_code == 400 and "page" in api.get_json()["message"]

@@ -228,7 +228,8 @@ def test_the_page_speaks_the_customers_language_and_shows_the_notice_before_the_
                   "C○一一 個人描述", app.config["CRM_VENDOR_NAME"], "個人資料保護法第 3 條"):
         assert words in html, words
     assert html.index('class="privacy-notice"') < html.index('type="submit"')
-    assert html.index('name="marketing"') < html.index('class="privacy-notice"')
+    # The notice speaks of the marketing box "below": it comes after the notice, before the submit button.
+    assert html.index('class="privacy-notice"') < html.index('name="marketing"') < html.index('type="submit"')
     assert "身分證" not in html.split('class="privacy-notice"')[0]  # no national ID field
 
     english = line.follow(language="en")
@@ -324,3 +325,54 @@ def test_a_new_notice_gets_a_new_version_which_the_next_submission_records(app, 
     assert versions[0] == versions[1] != versions[2]
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count()).select_from(FormNotice)) == 2
+
+
+def test_a_notice_changed_while_the_page_was_open_keeps_nothing_until_read_again(app, client, friend):
+    """The evidence names the notice the customer read: a submit from a page showing an older one is not it."""
+    from wizard.customers import form_settings
+    from wizard.models import Contact, FormSubmission, Shop
+    _user_id, path = friend
+    page = client.get(path).data.decode()
+    shown = re.search(r'name="seen_notice" type="hidden" value="([^"]+)"', page).group(1)
+    with app.app_context():  # the owner changes the privacy notice meanwhile
+        shop = db.session.scalar(db.select(Shop))
+        settings = form_settings.get(shop)
+        settings.notice = dict(settings.notice, retention_years=3)
+        form_settings.save(settings)
+        db.session.commit()
+    answer = client.post(path, data={"customer_name": "林小美", "phone": "0912345678", "seen_notice": shown})
+    assert answer.status_code == 200 and "data-notice-changed" in answer.data.decode()
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(FormSubmission.id))) == 0
+        assert db.session.scalar(db.select(Contact.form_filled_at)) is None
+    again = re.search(r'name="seen_notice" type="hidden" value="([^"]+)"', answer.data.decode()).group(1)
+    assert again != shown
+    done = client.post(path, data={"customer_name": "林小美", "phone": "0912345678", "seen_notice": again})
+    assert done.status_code == 302
+
+
+def test_a_birthday_typed_in_full_width_digits_is_kept_as_the_date(app, client, friend):
+    import datetime
+    from wizard.models import Contact
+    _user_id, path = friend
+    done = client.post(path, data={"customer_name": "林小美", "phone": "０９１２３４５６７８",
+                                   "birthday": "１９９０-０５-３１"})
+    assert done.status_code == 302
+    with app.app_context():
+        contact = db.session.scalar(db.select(Contact))
+        assert (contact.birthday, contact.phone) == (datetime.date(1990, 5, 31), "0912345678")
+
+
+def test_the_consent_record_is_on_the_contacts_page(app, client, friend, make_user):
+    from wizard.models import Contact
+    _user_id, path = friend
+    client.post(path, data=dict(DETAILS, marketing="y"))
+    staff = app.test_client()
+    email = make_user("staff@example.com", staff=True)
+    assert staff.post("/login", data={"email": email, "password": "correct horse"}).status_code == 302
+    with app.app_context():
+        contact_id = db.session.scalar(db.select(Contact.id))
+    page = staff.get(f"/c/contacts/{contact_id}?lang=en").data.decode()
+    assert "Consent record (1)" in page
+    assert re.search(r'data-notice-version="[0-9a-f]{12}"', page)
+    assert "purposes 090, 040" in page

@@ -112,6 +112,15 @@ def test_the_api_reads_the_defaults_and_saves_a_valid_change(app, client, owner)
     assert status_reason(client.get(f"/setup/{owner}/customer_form")) == ("done", "form_on")
 
 
+def test_what_get_answers_can_be_put_back_with_one_value_changed(app, client, owner):
+    """A staff script reads the settings, switches the form off and writes the same body back."""
+    body = client.get(f"/api/v1/shops/{owner}/form").get_json()
+    body["enabled"] = False
+    response = client.put(f"/api/v1/shops/{owner}/form", json=body)
+    assert response.status_code == 200, response.get_json()
+    assert client.get(f"/api/v1/shops/{owner}/form").get_json()["enabled"] is False
+
+
 def test_a_bad_put_answers_400_with_a_message_per_problem_and_changes_nothing(app, client, owner):
     client.put(f"/api/v1/shops/{owner}/form", json={"enabled": True, "text": "原本的", "fields": {}})
     before = client.get(f"/api/v1/shops/{owner}/form").get_json()

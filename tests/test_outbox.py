@@ -145,3 +145,24 @@ def test_one_users_follow_block_and_refollow_run_in_order_with_four_workers(app,
         db.session.remove()
     received = line.control.sent_messages(line.id)
     assert sorted(m["to"] for m in received) == sorted(r["user"]["userId"] for r in users)
+
+
+def test_a_form_still_queued_when_the_shop_switches_the_form_off_never_goes_out(app, line):
+    from wizard.customers import form_settings
+    from wizard.models import Shop
+    line.control.fail(line.id, 503, times=2)  # LINE is away when the friend follows
+    user_id = line.follow()
+    worker.process_pending(app)
+    assert [r.status for r in line.outbox()] == ["queued"]
+    with app.app_context():
+        shop = db.session.scalar(db.select(Shop))
+        settings = form_settings.get(shop)
+        settings.enabled = False
+        form_settings.save(settings)
+        db.session.commit()
+    line.make_due()
+    worker.process_pending(app)
+    [row] = line.outbox()
+    assert (row.status, row.error) == ("failed", "the shop switched the form off before it went out")
+    assert line.control.sent_messages(line.id, user_id) == []
+

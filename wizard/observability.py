@@ -114,7 +114,7 @@ class AccessJsonFormatter(logging.Formatter):
             "time": _iso_now(record.created), "level": record.levelname, "logger": record.name,
             "message": _redact(f"{atom('m')} {atom('U')} {status}"),
             "method": atom("m"), "path": _redact(atom("U")),
-            "status": int(status) if str(status).isdigit() else status,
+            "status": int(status) if str(status).isdecimal() else status,
             "bytes": atom("B"), "duration_ms": round((atom("D") or 0) / 1000, 3),
             "remote_addr": atom("h"), "user_agent": atom("a"), "pid": record.process,
         }

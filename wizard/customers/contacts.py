@@ -42,7 +42,7 @@ class ContactFilter:
         wanted = cls()
         wanted.q = unicodedata.normalize("NFKC", args.get("q") or "").strip()[:MAX_QUERY]
         raw = (args.get("page") or "1").strip()
-        if not raw.isdigit() or int(raw) < 1 or len(raw) > 9:
+        if not raw.isdecimal() or int(raw) < 1 or len(raw) > 9:
             wanted.problems.append(_("“%(page)s” is not a page number: pages are numbered from 1.", page=raw[:20]))
         else:
             wanted.page = int(raw)
@@ -72,7 +72,7 @@ def _filtered(shop, wanted):
                   func.lower(Contact.email).like(pattern, escape="\\"),
                   Contact.line_user_id == wanted.q]
         phone = normalise_phone(wanted.q)
-        if phone and phone.isdigit() and phone.isascii():
+        if phone and phone.isdecimal() and phone.isascii():
             wheres.append(Contact.phone.like(_like(phone), escape="\\"))
         query = query.where(or_(*wheres))
     return query

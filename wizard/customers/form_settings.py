@@ -87,6 +87,9 @@ class Problems(dict):
     """Field or key -> the sentence that says what is wrong with it (lazy, translated when shown)."""
 
 
+READ_ONLY = {"text_is_default", "notice_version", "saved_at", "updated_by"}
+
+
 def validate(shop, data, current=None):
     """Check a change (a dict in the API's shape; keys left out keep their current value). Returns
     (Settings, Problems): the settings as they would be saved, and what is wrong (empty: nothing)."""
@@ -96,7 +99,9 @@ def validate(shop, data, current=None):
     if not isinstance(data, dict):
         problems["body"] = _l("Send a JSON object with “enabled”, “text” and “fields”.")
         return result, problems
-    unknown = sorted(set(data) - {"enabled", "text", "fields", "notice"})
+    # What GET adds about the settings (not settings themselves) may come back unchanged in a PUT: a script that
+    # reads, changes one value and writes the body back must not be refused for it.
+    unknown = sorted(set(data) - {"enabled", "text", "fields", "notice"} - READ_ONLY)
     for key in unknown:
         problems[key] = _l("Unknown setting “%(key)s”: use enabled, text, fields or notice.", key=key)
     if "enabled" in data:

@@ -106,8 +106,22 @@ def send(outbox_id):
     if channel.disconnected_at is not None:
         _finish(row.id, claim, status="failed", error="the shop disconnected this channel")
         return Outcome.FAILED, None
-    if row.messages is None:
-        row.messages = _render(row, channel, contact)
+    if row.purpose == "form":
+        from ..customers import form_settings
+        if not form_settings.for_channel(channel.id).enabled:
+            # Queued while LINE was away, and the shop has switched the form off since: it must not go out.
+            _finish(row.id, claim, status="failed", error="the shop switched the form off before it went out")
+            return Outcome.FAILED, None
+        # The personal link is made anew for each attempt and kept nowhere: whoever reads the outbox or the
+        # conversation must not be able to fill in the customer's form (and their consent) in their name.
+        messages = _render(row, channel, contact)
+        row.messages = [masked(message) for message in messages]
+    else:
+        if row.messages is None:
+            row.messages = _render(row, channel, contact)
+        messages = row.messages
+    if row.method == "reply" and not row.reply_uncertain and _token_expired(row):
+        _switch_to_push(row)  # a retry after the token's minute: a reply would only be refused
     row.called_at = utcnow()
     db.session.commit()  # the text, and that LINE is about to be asked, are on record first
     client = client_for(channel)
@@ -115,7 +129,7 @@ def send(outbox_id):
         result = None
         if row.method == "reply":
             try:
-                result = client.reply(row.reply_token, row.messages)
+                result = client.reply(row.reply_token, messages)
             except LineProblem as problem:
                 if problem.status == 400:
                     if row.reply_uncertain:
@@ -129,7 +143,7 @@ def send(outbox_id):
                         row.reply_uncertain = True
                     raise
         if result is None:
-            result = client.push(contact.line_user_id, row.messages, retry_key=row.retry_key)
+            result = client.push(contact.line_user_id, messages, retry_key=row.retry_key)
     except LineProblem as problem:
         return _failed(row, claim, problem)
     now = utcnow()
@@ -144,6 +158,22 @@ def send(outbox_id):
     _finish(row.id, claim, status="sent", sent_at=now, line_message_ids=ids, error=None,
             reply_uncertain=row.reply_uncertain, method=row.method)
     return Outcome.SENT, None
+
+
+def masked(message):
+    """A message as we keep it: any personal form link masked (the customer has the only usable copy)."""
+    from ..redact import redact
+    if isinstance(message.get("text"), str):
+        return dict(message, text=redact(message["text"]))
+    return message
+
+
+def _token_expired(row):
+    """Is this reply's token past its minute (counted from its event's time, or the row's when it has none)?"""
+    from ..models import WebhookEvent
+    event = db.session.get(WebhookEvent, row.event_id) if row.event_id else None
+    since = store.event_time(event.timestamp) if event is not None else row.created_at
+    return utcnow() - since >= REPLY_TOKEN_LIFETIME
 
 
 def _switch_to_push(row):

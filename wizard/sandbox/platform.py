@@ -243,7 +243,7 @@ def number_of_followers():
     if value is None:
         value = today
     try:
-        day = time.strptime(value, "%Y%m%d") if len(value) == 8 and value.isdigit() else None
+        day = time.strptime(value, "%Y%m%d") if len(value) == 8 and value.isascii() and value.isdecimal() else None
     except ValueError:
         day = None
     if day is None:

@@ -205,7 +205,7 @@ def transcoding(channel_id, message_id):
 def quota(channel_id):
     """The monthly message limit: a number, or empty for no target limit."""
     value = request.form.get("quota", "").strip()
-    if value and not value.isdigit():
+    if value and not value.isdecimal():
         raise SandboxError("the monthly limit is a whole number of messages, or empty for no limit")
     sandbox().update(channel_id, quota=int(value) if value else None)
     flash(f"Monthly limit: {value + ' messages' if value else 'none'}.", "ok")

@@ -85,7 +85,7 @@ def as_change(form):
         "fields": {name: getattr(form, f"field_{name}").data for name in FIELDS},
         "notice": {"collector": form.collector.data or "", "contact_email": form.contact_email.data or "",
                    "contact_phone": form.contact_phone.data or "", "note": form.note.data or "",
-                   "retention_years": int(years) if years.isdigit() else years},
+                   "retention_years": int(years) if years.isdecimal() else years},
     }
 
 

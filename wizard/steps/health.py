@@ -114,11 +114,9 @@ def derive(shop, status, connected_once, now=None):
     return Verdict(HEALTHY, "connected", None)
 
 
-QUOTA_WARNING = 0.9  # of the month's messages used
-
-
 def quota_nearly_used(channel):
-    """The month's quota as last read (watch/drift.py) when at least QUOTA_WARNING of it is used, else None.
+    """The month's quota as last read (watch/drift.py) when at least QUOTA_WARN_PERCENT of it is used (the
+    conversation page warns from the same share), else None.
 
     A reading from an earlier month says nothing about this one (LINE counts calendar months)."""
     quota = (channel.check_results or {}).get("quota")
@@ -127,7 +125,7 @@ def quota_nearly_used(channel):
     if quota.get("at", "")[:7] != iso_utc(utcnow())[:7]:
         return None
     used, limit = int(quota.get("totalUsage") or 0), int(quota["value"])
-    if used < QUOTA_WARNING * limit:
+    if used * 100 < float(current_app.config["QUOTA_WARN_PERCENT"]) * limit:
         return None
     return {"used": used, "limit": limit, "left": max(0, limit - used)}
 

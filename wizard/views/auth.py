@@ -34,7 +34,7 @@ login_manager.login_message_category = "info"
 @login_manager.user_loader
 def load_user(session_id):
     user_id, _, fingerprint = session_id.partition(":")
-    user = db.session.get(User, int(user_id)) if user_id.isdigit() else None
+    user = db.session.get(User, int(user_id)) if user_id.isdecimal() else None
     if user is None or user.session_fingerprint != fingerprint or not user.is_active:
         return None  # a deactivated account's sessions end at once, whatever cookie they hold
     return user

@@ -108,7 +108,7 @@ class ShopFilter:
                 wanted.sort = sort
         if "page" in allow:
             raw = (args.get("page") or "1").strip()
-            if not raw.isdigit() or int(raw) < 1 or len(raw) > 9:
+            if not raw.isdecimal() or int(raw) < 1 or len(raw) > 9:
                 wanted.problems.append(_("“%(page)s” is not a page number: pages are numbered from 1.",
                                          page=raw[:20]))
             else:
@@ -590,7 +590,7 @@ def assign(slug):
     raw = (request.form.get("staff") or "").strip()
     staff = None
     if raw:
-        staff = db.session.get(User, int(raw)) if raw.isdigit() and len(raw) < 10 else None
+        staff = db.session.get(User, int(raw)) if raw.isdecimal() and len(raw) < 10 else None
         if staff is None or not staff.is_staff or staff.deactivated_at is not None:
             flash(_("Nothing changed: only an active staff member can look after a shop."), "error")
             return redirect(url_for("console.shop", slug=shop.slug))
@@ -637,7 +637,7 @@ def snooze(slug, alert_id):
     shop = _shop(slug)
     alert = _alert(shop, alert_id)
     raw = request.form.get("hours") or ""
-    if not raw.isdigit() or int(raw) not in SNOOZE_HOURS:
+    if not raw.isdecimal() or int(raw) not in SNOOZE_HOURS:
         flash(_("Nothing changed: choose how long to snooze the alert."), "error")
     elif alert.closed_at is not None:
         flash(_("This alert has closed already: the check passes again."), "info")

@@ -7,12 +7,13 @@ the privacy notice (customers/notice.py) stands before the submit button; every 
 evidence (customers/consent.py). The page speaks the customer's language (the LINE profile's, else
 Traditional Chinese), prefills the name LINE gave, and on a second visit shows what was saved, to correct.
 """
+import unicodedata
 from datetime import date
 
 from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
 from flask_babel import force_locale, lazy_gettext as _l
 from flask_wtf import FlaskForm
-from wtforms import BooleanField, DateField, EmailField, SelectField, StringField, TelField
+from wtforms import BooleanField, DateField, EmailField, HiddenField, SelectField, StringField, TelField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, Length, Optional, StopValidation, ValidationError
 
@@ -100,11 +101,18 @@ def _field(name, required):
         return EmailField(label, validators=[
             presence, Length(max=254, message=_l("Use at most %(max)d characters.", max=254)), check_email])
     if name == "birthday":
-        return DateField(label, validators=[check_birthday(required)], format="%Y-%m-%d")
+        return NormalisedDateField(label, validators=[check_birthday(required)], format="%Y-%m-%d")
     choices = GENDERS if name == "gender" else CITIES
     options = [SelectChoice("", _l("Choose…"))] + [SelectChoice(value, text) for value, text in choices.items()]
     return SelectField(label, choices=options, validate_choice=False,
                        validators=[presence, check_choice(choices)])
+
+
+class NormalisedDateField(DateField):
+    """A date typed with full-width digits (１９９０-０５-３１, as Chinese keyboards give) is a date too."""
+
+    def process_formdata(self, valuelist):
+        super().process_formdata([unicodedata.normalize("NFKC", value) for value in valuelist])
 
 
 def form_class(settings):
@@ -112,6 +120,8 @@ def form_class(settings):
     class CustomerForm(FlaskForm):
         marketing = BooleanField(_l("I agree to receive marketing messages (news and offers) from %(shop)s.",
                                     shop=settings.collector))
+        # The notice version the page showed: the consent kept is to the notice the customer read.
+        seen_notice = HiddenField()
 
     for name, required in settings.asked:
         setattr(CustomerForm, FIELDS[name][0], _field(name, required))
@@ -163,9 +173,17 @@ def _fill(token, contact, shop, settings):
         if filled:
             prefill.update(phone=contact.phone, email=contact.email, birthday=contact.birthday,
                            gender=contact.gender, city=contact.city, marketing=contact.marketing_consent)
-    form = form_class(settings)(data=prefill if request.method == "GET" else None)
     notice_content = notice.content(settings)
-    if form.validate_on_submit():
+    version = notice.version(notice_content)
+    prefill["seen_notice"] = version
+    form = form_class(settings)(data=prefill if request.method == "GET" else None)
+    shown = form.seen_notice.data if request.method == "POST" else None
+    notice_changed = bool(shown) and shown != version
+    if notice_changed:
+        # The shop changed its notice (or the fields) while the page was open: nothing is kept until the
+        # customer has seen the notice that applies now.
+        form.seen_notice.data = version
+    if not notice_changed and form.validate_on_submit():
         submitted = _save(form, contact, settings)
         consent.record(contact, shop.id, notice_content, form.marketing.data, submitted,
                        locale=_locale(contact))
@@ -174,7 +192,8 @@ def _fill(token, contact, shop, settings):
     return render_template("contact_form/form.html", form=form, shop_name=shop.name, contact=contact,
                            token=token, settings=settings, filled=filled,
                            notice_sections=notice.sections(notice_content, shop.name),
-                           notice_version=notice.version(notice_content), today=date.today().isoformat())
+                           notice_version=version, notice_changed=notice_changed,
+                           today=date.today().isoformat())
 
 
 def _save(form, contact, settings):

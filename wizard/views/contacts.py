@@ -16,8 +16,8 @@ from flask_wtf import FlaskForm
 from sqlalchemy.orm import undefer
 from wtforms import HiddenField, TextAreaField
 
-from .. import tasks
-from ..customers import contacts, conversation, replies
+from .. import audit, tasks
+from ..customers import consent, contacts, conversation, replies
 from ..extensions import db
 from ..models import Channel, Contact, Message, MessageContent, Shop, utcnow
 
@@ -82,7 +82,11 @@ def export(slug):
     shop = _shop(slug)
     wanted = contacts.ContactFilter.from_args(request.args)
     name = f"contacts-{shop.slug}-{utcnow():%Y%m%d-%H%M}.csv"
-    return Response(contacts.csv_text(shop, wanted).encode("utf-8"), content_type="text/csv; charset=utf-8",
+    text = contacts.csv_text(shop, wanted)
+    # Every customer's personal data leaves the CRM in this file: who took it, and when, is on record.
+    audit.record("contacts.exported", shop=shop, target=name, search=wanted.q or None)
+    db.session.commit()
+    return Response(text.encode("utf-8"), content_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})
 
 
@@ -94,6 +98,7 @@ def _page(contact, shop, form, code=200):
     return render_template(
         "contacts/contact.html", shop=shop, contact=contact, channel=channel, talk=talk, plan=how, quota=quota,
         form=form, labels=STATUS_LABELS, name_of=contacts.name_of, now=utcnow(),
+        submissions=consent.history(contact.id),
         chat_on=channel.chat_mode == "chat"), code
 
 

@@ -33,6 +33,7 @@ ACTIONS = {
     "confirmation.set": _l("Confirmation changed"),
     "account.password_changed": _l("Password changed"),
     "alert.emailed": _l("Alert e-mailed"),
+    "contacts.exported": _l("Contacts exported (CSV)"),
 }
 
 
