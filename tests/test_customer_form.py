@@ -376,3 +376,22 @@ def test_the_consent_record_is_on_the_contacts_page(app, client, friend, make_us
     assert "Consent record (1)" in page
     assert re.search(r'data-notice-version="[0-9a-f]{12}"', page)
     assert "purposes 090, 040" in page
+
+
+def test_staff_send_the_form_again_with_a_new_link_once_per_press(app, line, friend, make_user):
+    from wizard.models import Contact
+    user_id, old_path = friend
+    staff = app.test_client()
+    email = make_user("staff@example.com", staff=True)
+    assert staff.post("/login", data={"email": email, "password": "correct horse"}).status_code == 302
+    with app.app_context():
+        contact_id = db.session.scalar(db.select(Contact.id))
+    page = staff.get(f"/c/contacts/{contact_id}?lang=en").data.decode()
+    key = re.search(r'class="resend-form">.*?name="key" type="hidden" value="([^"]+)"', page, re.S).group(1)
+    for _ in range(2):  # pressed twice (a double tap): one message
+        assert staff.post(f"/c/contacts/{contact_id}/send-form", data={"key": key}).status_code == 302
+    worker.process_pending(app)
+    sent = line.control.sent_messages(line.id, user_id)
+    assert [m["kind"] for m in sent] == ["reply", "push"]
+    _url, new_path = link_in(sent[1]["message"]["text"])
+    assert new_path != old_path and app.test_client().get(new_path).status_code == 200

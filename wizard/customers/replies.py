@@ -144,6 +144,39 @@ def send(contact, text, key):
     return created, created.created_at == now
 
 
+def send_form(contact, key):
+    """Push the customer form with a new personal link (commits): for a customer whose link expired or who asks
+    for it again. Returns (outbox row, created now); like ``send``, one key sends once however often it comes.
+    The link is made when the message goes (line/outbox.py), never kept."""
+    from flask_babel import gettext as _
+    from ..line import store
+    from . import form_settings
+    if not valid_key(key):
+        raise NotSent(_("The page was too old to send from. Press the button again."))
+    key = str(key).lower()
+    existing = db.session.scalar(select(Outbox).filter_by(retry_key=key))
+    if existing is not None:
+        if existing.contact_id != contact.id or existing.purpose != "form":
+            raise NotSent(_("The page was too old to send from. Press the button again."))
+        return existing, False
+    if contact.blocked_at is not None:
+        raise NotSent(_("Not sent: this customer has blocked the account, and LINE delivers nothing to them."))
+    channel = db.session.get(Channel, contact.channel_id)
+    if channel.disconnected_at is not None:
+        raise NotSent(_("Not sent: this contact came through a LINE channel the shop has since disconnected."))
+    if not form_settings.for_channel(channel.id).enabled:
+        raise NotSent(_("Not sent: the shop has switched the customer data form off (step 7 of the wizard)."))
+    now = utcnow()
+    store.insert_ignoring(Outbox, [{
+        "channel_id": contact.channel_id, "contact_id": contact.id, "event_id": None, "purpose": "form",
+        "method": "push", "reply_token": None, "reply_uncertain": False, "retry_key": key, "messages": None,
+        "status": "queued", "attempts": 0, "created_at": now, "updated_at": now}], ["retry_key"])
+    db.session.commit()
+    created = db.session.scalar(select(Outbox).filter_by(retry_key=key))
+    forget_quota(channel)
+    return created, created.created_at == now
+
+
 # ---- the monthly quota -------------------------------------------------------------------------------------
 
 @dataclass

@@ -38,6 +38,10 @@ class ReplyForm(FlaskForm):
     key = HiddenField()
 
 
+class ResendForm(FlaskForm):
+    key = HiddenField()
+
+
 @bp.before_request
 @login_required
 def signed_in():
@@ -98,7 +102,7 @@ def _page(contact, shop, form, code=200):
     return render_template(
         "contacts/contact.html", shop=shop, contact=contact, channel=channel, talk=talk, plan=how, quota=quota,
         form=form, labels=STATUS_LABELS, name_of=contacts.name_of, now=utcnow(),
-        submissions=consent.history(contact.id),
+        submissions=consent.history(contact.id), resend_form=ResendForm(formdata=None, key=replies.new_key()),
         chat_on=channel.chat_mode == "chat"), code
 
 
@@ -133,6 +137,32 @@ def reply(contact_id):
     else:
         flash(_("This message was sent already; it was not sent a second time."), "info")
     return redirect(url_for(".contact", contact_id=contact.id) + "#reply")
+
+
+@bp.post("/contacts/<int:contact_id>/send-form")
+def send_form(contact_id):
+    """A new form link for this customer (theirs expired, or they ask for it): pushed, once per press."""
+    contact, shop = _contact(contact_id)
+    form = ResendForm()
+    if not form.validate_on_submit():
+        abort(400)  # only a missing or stale CSRF token fails here
+    try:
+        row, created = replies.send_form(contact, form.key.data)
+    except replies.NotSent as exc:
+        flash(str(exc), "error")
+        return redirect(url_for(".contact", contact_id=contact.id))
+    if created:
+        try:
+            tasks.enqueue("send_message", row.id)
+        except Exception:  # the row is committed: the sweep sends it within a minute
+            pass
+        audit.record("contact.form_sent", shop=shop, target=contact.line_user_id)
+        db.session.commit()
+        flash(_("The customer data form is on its way with a new link (by push: it counts against this "
+                "month's messages)."), "success")
+    else:
+        flash(_("The form was sent already; it was not sent a second time."), "info")
+    return redirect(url_for(".contact", contact_id=contact.id))
 
 
 @bp.get("/contacts/<int:contact_id>/messages/<int:message_id>/content")

@@ -34,6 +34,7 @@ ACTIONS = {
     "account.password_changed": _l("Password changed"),
     "alert.emailed": _l("Alert e-mailed"),
     "contacts.exported": _l("Contacts exported (CSV)"),
+    "contact.form_sent": _l("Customer form sent again"),
 }
 
 
