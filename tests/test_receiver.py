@@ -375,3 +375,18 @@ def test_a_valid_delivery_ends_the_run_of_refusals(app, client, channel):
         assert post(client, channel, verification, secret="0" * 32).status_code == 400
         row = db.session.scalar(db.select(WebhookRejection))
         assert (row.count, row.streak) == (4, 1) and row.streak_since > delivered
+
+
+def test_a_message_with_a_nul_escape_and_escaped_emoji_is_stored_as_sent(app, client, channel):
+    """JSON may escape anything: \\u0000 inside a message's text (valid JSON, which no text column takes) and an
+    emoji as an escaped surrogate pair. Both databases keep the body byte for byte and the event as it means."""
+    event = text_event("U" + "e" * 32, "placeholder")
+    body = encode({"destination": channel["bot_user_id"], "events": [event]}).replace(
+        b'"placeholder"', b'"a\\u0000b \\ud83d\\ude00 \xe6\x99\xb4"')
+    response = post(client, channel, body=body)
+    assert response.status_code == 200 and response.get_json()["stored"] == 1
+    with app.app_context():
+        stored = db.session.scalar(db.select(WebhookEvent))
+        delivery = db.session.scalar(db.select(WebhookDelivery))
+        assert stored.payload["message"]["text"] == "a\x00b \U0001F600 晴"
+        assert delivery.body == body.decode()
