@@ -225,7 +225,8 @@ def test_the_page_speaks_the_customers_language_and_shows_the_notice_before_the_
     html = client.get(path).get_data(as_text=True)  # the LINE profile says zh-TW
     assert '<html lang="zh-Hant-TW">' in html
     for words in ("聯絡資料", "晴天烘焙坊", "○九○ 消費者、客戶管理與服務", "○四○ 行銷", "C○○一 辨識個人者",
-                  "C○一一 個人描述", app.config["CRM_VENDOR_NAME"], "個人資料保護法第 3 條"):
+                  "C○一一 個人描述", app.config["CRM_VENDOR_NAME"], "個人資料保護法第 3 條",
+                  "LINE 使用者 ID、顯示名稱、大頭貼與語言"):  # what the CRM keeps besides the form
         assert words in html, words
     assert html.index('class="privacy-notice"') < html.index('type="submit"')
     # The notice speaks of the marketing box "below": it comes after the notice, before the submit button.

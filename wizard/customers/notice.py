@@ -17,7 +17,7 @@ from ..models import FormNotice, utcnow
 from .fields import DESCRIBING, FIELDS, IDENTIFYING
 
 # Raise when the sentences of ``sections`` change in meaning: the version then changes with them.
-REVISION = 1
+REVISION = 2
 CUSTOMER_CARE = "090"  # ○九○ 消費者、客戶管理與服務: always, with the form
 MARKETING = "040"  # ○四○ 行銷: only with its own ticked box
 PURPOSES = {CUSTOMER_CARE: _l("○九○ consumer and customer management and services"),
@@ -77,6 +77,9 @@ def sections(notice_content, shop_name):
     if "C011" in c["categories"]:
         categories.append(_("%(category)s: %(fields)s.", category=CATEGORIES["C011"],
                             fields=_names(c, DESCRIBING)))
+    # What the CRM keeps besides the form: what LINE tells the shop about a friend, and the chat itself.
+    categories.append(_("From LINE: your LINE user ID, display name, profile picture and language, when you "
+                        "added or blocked the account, and the messages and files you send in this chat."))
     if c["retention_years"]:
         period = _("While you are our customer, and for %(n)d year(s) after your last contact with us, unless "
                    "you ask us to delete your data sooner.", n=c["retention_years"])
