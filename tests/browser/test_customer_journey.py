@@ -99,7 +99,7 @@ def test_a_new_friend_fills_in_the_form_on_a_phone_and_talks_with_the_shop(
     expect(sticker.locator("img")).to_have_attribute("alt", re.compile("Sticker"))
     assert wait_for(lambda: line.read_marks(channel_id, user_id)), "opening the conversation marks it read"
     page.get_by_label("Your message").fill(REPLY)
-    page.get_by_role("button", name="Send").click()
+    page.get_by_role("button", name="Send", exact=True).click()
     expect(page.locator(".flashes")).to_contain_text("on its way by reply (free)")
     mine = page.locator("li[data-direction=out]", has_text=REPLY)
     expect(mine).to_have_count(1)
