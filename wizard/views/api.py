@@ -31,10 +31,7 @@ def shops():
     from .console import BadListRequest, ShopFilter, list_shops
     caller = _caller()
     if caller is None:
-        response = jsonify(error="unauthorized", message="Sign in or send a staff API token as a Bearer header.")
-        response.status_code = 401
-        response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
-        return response
+        return _unauthorized()
     if not caller.is_staff:
         return jsonify(error="forbidden", message="Only staff can list shops."), 403
     unknown = sorted(set(request.args) - {"state", "page", "q", "stuck", "never_started", "sort"})
@@ -57,10 +54,7 @@ def shops():
 def shop_status(slug):
     caller = _caller()
     if caller is None:
-        response = jsonify(error="unauthorized", message="Sign in or send a staff API token as a Bearer header.")
-        response.status_code = 401
-        response.headers["WWW-Authenticate"] = 'Bearer realm="api"'
-        return response
+        return _unauthorized()
     shop = db.session.scalar(db.select(Shop).filter_by(slug=slug))
     if shop is None or not caller.can_see(shop):
         return jsonify(error="not_found", message=f"No shop {slug} that you can see."), 404

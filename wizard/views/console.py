@@ -17,12 +17,13 @@ from zoneinfo import ZoneInfo
 from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request,
                    url_for)
 from flask_babel import gettext as _, lazy_gettext as _l, ngettext
-from flask_login import current_user, login_required
+from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import and_, case, func, literal, or_
 
 from .. import audit
 from ..extensions import db
+from . import staff_only
 from ..models import (Alert, Channel, Contact, Invitation, Shop, ShopHealth, ShopStateChange, User,
                       WebhookDelivery, WebhookEvent, iso_utc, utcnow)
 from ..steps import health as shop_health
@@ -60,11 +61,7 @@ ACTIONS = {
 }
 
 
-@bp.before_request
-@login_required
-def staff_only():
-    if not current_user.is_staff:
-        abort(403)
+staff_only(bp)
 
 
 # ---- the list: filters, sort, paging ----------------------------------------------------------------------

@@ -1,11 +1,11 @@
 """Staff page: every e-mail the app sent or tried to send, newest first, with the text as it went out (one-time
 links masked) and, for a mail that did not go out, what the mail server or the network said."""
-from flask import Blueprint, abort, current_app, render_template
+from flask import Blueprint, current_app, render_template
 from flask_babel import lazy_gettext as _l
-from flask_login import current_user, login_required
 
 from .. import mail
 from ..extensions import db
+from . import staff_only
 from ..models import MailMessage
 
 bp = Blueprint("mail", __name__, url_prefix="/shops/mail")
@@ -14,11 +14,7 @@ KINDS = {"invitation": _l("Invitation"), "alert": _l("Alert")}
 TRANSPORTS = {"smtp": _l("Mail server"), "file": _l("File in instance/outbox/")}
 
 
-@bp.before_request
-@login_required
-def staff_only():
-    if not current_user.is_staff:
-        abort(403)
+staff_only(bp)
 
 
 @bp.get("/")

@@ -7,11 +7,11 @@ pressing the button twice, or a retry LINE had already taken, still delivers it 
 """
 from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_babel import gettext as _, lazy_gettext as _l
-from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 
 from .. import tasks
 from ..extensions import db
+from . import staff_only
 from ..line import outbox
 from ..models import Outbox
 
@@ -29,11 +29,7 @@ STATUS_LABELS = {
 PURPOSES = {"form": _l("Customer data form"), "typed": _l("Message typed in the CRM")}
 
 
-@bp.before_request
-@login_required
-def staff_only():
-    if not current_user.is_staff:
-        abort(403)
+staff_only(bp)
 
 
 @bp.get("/")

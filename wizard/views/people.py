@@ -7,12 +7,13 @@ it to show again), and only its last 4 characters ever after.
 """
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _, lazy_gettext as _l
-from flask_login import current_user, login_required
+from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import StringField
 
 from .. import accounts, audit, crypto, invitations
 from ..extensions import db
+from . import staff_only
 from ..models import ApiToken, Invitation, Shop, User
 
 bp = Blueprint("people", __name__, url_prefix="/shops")
@@ -42,11 +43,7 @@ class TokenForm(FlaskForm):
     name = StringField(_l("Token name"))
 
 
-@bp.before_request
-@login_required
-def staff_only():
-    if not current_user.is_staff:
-        abort(403)
+staff_only(bp)
 
 
 def _checked_post():

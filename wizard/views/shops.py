@@ -5,12 +5,13 @@ each refused one after this form's fields, so every error of a submit stands und
 """
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _, lazy_gettext as _l
-from flask_login import current_user, login_required
+from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import EmailField, StringField
 
 from .. import accounts, invitations
 from ..extensions import db
+from . import staff_only
 from ..models import Shop
 
 
@@ -30,11 +31,7 @@ class InviteForm(FlaskForm):
     email = EmailField(_l("E-mail to invite"))
 
 
-@bp.before_request
-@login_required
-def staff_only():
-    if not current_user.is_staff:
-        abort(403)
+staff_only(bp)
 
 
 @bp.route("/")
