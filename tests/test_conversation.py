@@ -120,7 +120,8 @@ def test_content_is_shown_to_nobody_else(app, client, line, friend, make_shop, m
         assert PNG not in response.data and "林小美" not in response.get_data(as_text=True)
     assert client.post(f"/c/contacts/{contact_id}/reply", data={"text": "hi", "key": str(uuid.uuid4())}
                        ).status_code == 404
-    assert client.post(f"/c/contacts/{contact_id}/send-form", data={"key": str(uuid.uuid4())}).status_code == 404
+    assert client.post(f"/c/contacts/{contact_id}/send-form",
+                       data={"resend_key": str(uuid.uuid4())}).status_code == 404
     with app.app_context():
         from wizard.models import Outbox
         assert db.session.scalars(db.select(Outbox.purpose)).all() == ["form"]  # the follow's own, nothing more

@@ -388,9 +388,9 @@ def test_staff_send_the_form_again_with_a_new_link_once_per_press(app, line, fri
     with app.app_context():
         contact_id = db.session.scalar(db.select(Contact.id))
     page = staff.get(f"/c/contacts/{contact_id}?lang=en").data.decode()
-    key = re.search(r'class="resend-form">.*?name="key" type="hidden" value="([^"]+)"', page, re.S).group(1)
+    key = re.search(r'name="resend_key" type="hidden" value="([^"]+)"', page).group(1)
     for _ in range(2):  # pressed twice (a double tap): one message
-        assert staff.post(f"/c/contacts/{contact_id}/send-form", data={"key": key}).status_code == 302
+        assert staff.post(f"/c/contacts/{contact_id}/send-form", data={"resend_key": key}).status_code == 302
     worker.process_pending(app)
     sent = line.control.sent_messages(line.id, user_id)
     assert [m["kind"] for m in sent] == ["reply", "push"]

@@ -39,7 +39,7 @@ class ReplyForm(FlaskForm):
 
 
 class ResendForm(FlaskForm):
-    key = HiddenField()
+    resend_key = HiddenField()  # not "key": the reply box on the same page has its own
 
 
 @bp.before_request
@@ -102,7 +102,7 @@ def _page(contact, shop, form, code=200):
     return render_template(
         "contacts/contact.html", shop=shop, contact=contact, channel=channel, talk=talk, plan=how, quota=quota,
         form=form, labels=STATUS_LABELS, name_of=contacts.name_of, now=utcnow(),
-        submissions=consent.history(contact.id), resend_form=ResendForm(formdata=None, key=replies.new_key()),
+        submissions=consent.history(contact.id), resend_form=ResendForm(formdata=None, resend_key=replies.new_key()),
         chat_on=channel.chat_mode == "chat"), code
 
 
@@ -147,7 +147,7 @@ def send_form(contact_id):
     if not form.validate_on_submit():
         abort(400)  # only a missing or stale CSRF token fails here
     try:
-        row, created = replies.send_form(contact, form.key.data)
+        row, created = replies.send_form(contact, form.resend_key.data)
     except replies.NotSent as exc:
         flash(str(exc), "error")
         return redirect(url_for(".contact", contact_id=contact.id))
