@@ -169,8 +169,6 @@ def run_wrk(url, lines_file, connections, threads, duration):
 
 # ---- the server under test --------------------------------------------------------------------------------
 
-# ---- the server under test --------------------------------------------------------------------------------
-
 def prepare_database(url):
     """Create the PostgreSQL database named in ``url`` if missing (SQLite files create themselves)."""
     if not url.startswith("postgresql"):

@@ -1,6 +1,8 @@
-"""Thin blueprints. ``staff_only(bp)`` is the one rule for the staff pages: signed in, and staff (403 else)."""
+"""Thin blueprints. ``staff_only(bp)`` is the one rule for the staff pages: signed in, and staff (403 else);
+``checked_post()`` refuses a POST without a valid CSRF token (400) for forms that have no fields of their own."""
 from flask import abort
 from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
 
 
 def staff_only(bp):
@@ -13,3 +15,9 @@ def staff_only(bp):
             abort(403)
 
     return bp
+
+
+def checked_post():
+    """A button's POST (no fields but the CSRF token): 400 unless its token is good."""
+    if not FlaskForm().validate_on_submit():
+        abort(400)

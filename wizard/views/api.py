@@ -52,15 +52,24 @@ def shops():
 
 @bp.route("/shops/<slug>/status")
 def shop_status(slug):
-    caller = _caller()
-    if caller is None:
-        return _unauthorized()
-    shop = db.session.scalar(db.select(Shop).filter_by(slug=slug))
-    if shop is None or not caller.can_see(shop):
-        return jsonify(error="not_found", message=f"No shop {slug} that you can see."), 404
+    caller, shop, refused = _shop_for_caller(slug)
+    if refused:
+        return refused
     status = evaluate(shop)
     db.session.commit()
     return jsonify(status.as_json())
+
+
+def _shop_for_caller(slug):
+    """(caller, shop, None) when the caller may see the shop named in the URL, else (…, the answer): 401 with
+    no caller, 404 for a shop they may not see (the same as none, so slugs cannot be probed)."""
+    caller = _caller()
+    if caller is None:
+        return None, None, _unauthorized()
+    shop = db.session.scalar(db.select(Shop).filter_by(slug=slug))
+    if shop is None or not caller.can_see(shop):
+        return caller, None, (jsonify(error="not_found", message=f"No shop {slug} that you can see."), 404)
+    return caller, shop, None
 
 
 def _unauthorized():
@@ -77,12 +86,9 @@ def shop_form(slug):
     ``"notice"``). A PUT with any problem answers 400 with a message per problem and changes nothing."""
     from flask_babel import force_locale
     from ..customers import form_settings
-    caller = _caller()
-    if caller is None:
-        return _unauthorized()
-    shop = db.session.scalar(db.select(Shop).filter_by(slug=slug))
-    if shop is None or not caller.can_see(shop):
-        return jsonify(error="not_found", message=f"No shop {slug} that you can see."), 404
+    caller, shop, refused = _shop_for_caller(slug)
+    if refused:
+        return refused
     with force_locale("en"):  # the API's messages are English, whatever the session's language
         if request.method == "GET":
             return jsonify(form_settings.get(shop).as_json())
@@ -108,12 +114,9 @@ def shop_contacts(slug):
     page, newest friend first (customers/contacts.py, the same query as the contacts page and its CSV)."""
     from flask_babel import force_locale
     from ..customers import contacts
-    caller = _caller()
-    if caller is None:
-        return _unauthorized()
-    shop = db.session.scalar(db.select(Shop).filter_by(slug=slug))
-    if shop is None or not caller.can_see(shop):
-        return jsonify(error="not_found", message=f"No shop {slug} that you can see."), 404
+    caller, shop, refused = _shop_for_caller(slug)
+    if refused:
+        return refused
     unknown = sorted(set(request.args) - {"page", "q"})
     with force_locale("en"):  # the API's messages are English, whatever the session's language
         wanted = contacts.ContactFilter.from_args(request.args)

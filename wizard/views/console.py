@@ -23,7 +23,7 @@ from sqlalchemy import and_, case, func, literal, or_
 
 from .. import audit
 from ..extensions import db
-from . import staff_only
+from . import checked_post, staff_only
 from ..models import (Alert, Channel, Contact, Invitation, Shop, ShopHealth, ShopStateChange, User,
                       WebhookDelivery, WebhookEvent, iso_utc, utcnow)
 from ..steps import health as shop_health
@@ -409,11 +409,6 @@ def export():
 
 # ---- check now ----------------------------------------------------------------------------------------------
 
-def _checked_post():
-    if not FlaskForm().validate_on_submit():
-        abort(400)
-
-
 def _back(default):
     """Where to go after a POST: the page it came from, if that is a console page of ours."""
     back = request.form.get("back") or ""
@@ -439,7 +434,7 @@ def _said(health_row):
 @bp.post("/check")
 def check_many():
     """"Check now" for the shops ticked on the list (at most CHECK_AT_ONCE)."""
-    _checked_post()
+    checked_post()
     slugs = list(dict.fromkeys(request.form.getlist("shop")))
     back = _back(url_for("shops.index"))
     if not slugs:
@@ -473,7 +468,7 @@ def _shop(slug):
 
 @bp.post("/<slug>/check")
 def check_one(slug):
-    _checked_post()
+    checked_post()
     shop = _shop(slug)
     rows = _check([shop])
     row = rows[0] if rows else db.session.get(ShopHealth, shop.id)
@@ -582,7 +577,7 @@ def shop(slug):
 @bp.post("/<slug>/assign")
 def assign(slug):
     """Give the shop to a staff member (or to nobody); recorded as "shop.assigned"."""
-    _checked_post()
+    checked_post()
     shop = _shop(slug)
     raw = (request.form.get("staff") or "").strip()
     staff = None
@@ -615,7 +610,7 @@ def _alert(shop, alert_id):
 
 @bp.post("/<slug>/alerts/<int:alert_id>/acknowledge")
 def acknowledge(slug, alert_id):
-    _checked_post()
+    checked_post()
     shop = _shop(slug)
     alert = _alert(shop, alert_id)
     if alert.closed_at is not None:
@@ -630,7 +625,7 @@ def acknowledge(slug, alert_id):
 
 @bp.post("/<slug>/alerts/<int:alert_id>/snooze")
 def snooze(slug, alert_id):
-    _checked_post()
+    checked_post()
     shop = _shop(slug)
     alert = _alert(shop, alert_id)
     raw = request.form.get("hours") or ""

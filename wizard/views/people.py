@@ -13,7 +13,7 @@ from wtforms import StringField
 
 from .. import accounts, audit, crypto, invitations
 from ..extensions import db
-from . import staff_only
+from . import checked_post, staff_only
 from ..models import ApiToken, Invitation, Shop, User
 
 bp = Blueprint("people", __name__, url_prefix="/shops")
@@ -46,11 +46,6 @@ class TokenForm(FlaskForm):
 staff_only(bp)
 
 
-def _checked_post():
-    if not FlaskForm().validate_on_submit():
-        abort(400)
-
-
 @bp.get("/people/")
 def index():
     users = db.session.scalars(db.select(User).order_by(User.is_staff.desc(), User.email)).all()
@@ -76,7 +71,7 @@ def _user(user_id):
 
 @bp.post("/people/<int:user_id>/deactivate")
 def deactivate(user_id):
-    _checked_post()
+    checked_post()
     user = _user(user_id)
     try:
         changed = accounts.deactivate(user, current_user)
@@ -95,7 +90,7 @@ def deactivate(user_id):
 
 @bp.post("/people/<int:user_id>/reactivate")
 def reactivate(user_id):
-    _checked_post()
+    checked_post()
     user = _user(user_id)
     changed = accounts.reactivate(user, current_user)
     db.session.commit()
@@ -136,7 +131,7 @@ def create_token():
 
 @bp.post("/tokens/<int:token_id>/revoke")
 def revoke_token(token_id):
-    _checked_post()
+    checked_post()
     row = db.session.get(ApiToken, token_id)
     if row is None:
         abort(404)
