@@ -188,6 +188,8 @@ def test_check_now_finds_a_reissued_secret_opens_an_alert_and_staff_acknowledge_
     shop_page = page_text(client.get(f"/shops/{slug}/"))
     assert 'data-state="broken"' in shop_page
     alert_id = re.search(r'data-alert="(\d+)"', shop_page).group(1)
+    alert_box = shop_page[shop_page.index(f'data-alert="{alert_id}"'):][:1500]
+    assert "LINE did not accept this Channel secret." in alert_box  # the alert in words, not only its code
     response = client.post(f"/shops/{slug}/alerts/{alert_id}/acknowledge", follow_redirects=True)
     html = page_text(response)
     assert "Alert acknowledged" in html

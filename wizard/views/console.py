@@ -567,7 +567,8 @@ def shop(slug):
     friends = db.session.execute(_friend_counts().where(Channel.shop_id == shop.id)).first()
     return render_template(
         "console/shop.html", shop=shop, health=shop.health, status=status, steps=registry(),
-        step_title=_step_title, open_alerts=open_alerts, days=days, owners=owners, pending=pending,
+        step_title=_step_title, open_alerts=open_alerts,
+        alert_sentence=lambda alert: watch_alerts.sentence(alert, shop), days=days, owners=owners, pending=pending,
         staff_users=_staff_choices(), form=FlaskForm(), snooze_hours=SNOOZE_HOURS,
         friends=friends[1] if friends else 0, blocks=friends[2] if friends else 0,
         can_invite=_has_endpoint("shops.invite"), has_endpoint=_has_endpoint,
