@@ -1,14 +1,19 @@
 """The customer's personal form link: ``/form/<token>``, signed, expiring, tied to one LINE user and shop.
 
 A token is ``itsdangerous``-signed (SECRET_KEY, its own salt) over [contact id, shop id, a digest of the LINE
-user ID] with the time it was made, so nobody can make one or change one, and ``resolve`` refuses it once
-``FORM_LINK_DAYS`` have passed. The contact keeps the latest token only encrypted (``Contact.form_token``)
-and as its digest, never in plain; logs mask ``/form/<token>`` (redact.py).
+user ID, a random nonce] with the time it was made, so nobody can make one or change one, and ``resolve``
+refuses it once ``FORM_LINK_DAYS`` have passed. The contact keeps the latest token only encrypted
+(``Contact.form_token``) and as its digest, never in plain; logs mask ``/form/<token>`` (redact.py).
 
 A token that is not signed but matches a contact's stored digest is a link made before links were signed
 (or by a test): it works until ``FORM_LINK_DAYS`` after it was stored, then counts as expired.
+
+The nonce makes every link new: without it two links made in the same second (the follow's form and a
+"send again" pressed at once) were the same text, and the customer could not tell the new one from the old.
+Links signed before the nonce (three items) still resolve.
 """
 import hashlib
+import secrets
 from datetime import timedelta
 
 from flask import current_app
@@ -37,7 +42,7 @@ def _lifetime():
 
 def issue(contact, shop_id):
     """A new link token for ``contact`` (of shop ``shop_id``), kept on the contact; the caller commits."""
-    token = _serializer().dumps([contact.id, shop_id, _user_tag(contact.line_user_id)])
+    token = _serializer().dumps([contact.id, shop_id, _user_tag(contact.line_user_id), secrets.token_hex(4)])
     contact.form_token = token
     return token
 
@@ -57,9 +62,10 @@ def resolve(token):
         return None, EXPIRED
     except BadSignature:
         return _legacy(token)
-    if not (isinstance(payload, list) and len(payload) == 3 and all(isinstance(v, (int, str)) for v in payload)):
+    if not (isinstance(payload, list) and len(payload) in (3, 4)
+            and all(isinstance(v, (int, str)) for v in payload)):
         return None, UNKNOWN
-    contact_id, shop_id, tag = payload
+    contact_id, shop_id, tag = payload[:3]
     contact = db.session.get(Contact, contact_id) if isinstance(contact_id, int) else None
     if contact is None or tag != _user_tag(contact.line_user_id):
         return None, UNKNOWN
