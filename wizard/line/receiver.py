@@ -362,17 +362,9 @@ def _write(batch, connection):
 
 
 def _write_postgres(batch, raw, now, touched, verified, redelivered, evented):
-    deliveries = [(item.channel.id, item.destination or None, len(item.events), item.body.decode("utf-8"))
+    deliveries = [(item.channel.id, item.destination or None, item.body.decode("utf-8"), item.events)
                   for item in batch]
-    events = []
-    for place, item in enumerate(batch, start=1):
-        for event in item.unique:
-            source = event.get("source") or {}
-            events.append((place, event["webhookEventId"], event["type"], event.get("mode"), event["timestamp"],
-                           source.get("type"), source.get("userId"),
-                           bool((event.get("deliveryContext") or {}).get("isRedelivery")), json.dumps(event)))
-    new_counts = store.insert_batch_postgres(raw, deliveries, events, now, touched, verified, redelivered,
-                                             evented)
+    new_counts = store.insert_batch_postgres(raw, deliveries, now, touched, verified, redelivered, evented)
     for item, new in zip(batch, new_counts, strict=True):
         item.new = new
 

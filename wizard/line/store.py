@@ -7,8 +7,12 @@ an IntegrityError and become a 500.
 """
 import json
 import logging
+import weakref
 from datetime import datetime, timedelta, timezone
 
+import psycopg
+import psycopg.errors
+from psycopg import pq
 from sqlalchemy import func, update
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -165,22 +169,16 @@ def traffic_stats(shop) -> dict:
 
 # ---- the receiver's batch writes, through the database driver itself ----------------------------------------
 #
-# The receiver writes a batch of deliveries and their events per transaction (group_commit.py). Through
-# SQLAlchemy's multi-row INSERT … RETURNING, every batch size is a new SQL text: psycopg parses each one anew
-# and SQLite prepares each one anew, which cost more CPU than everything else the receiver does. Here each
-# statement has one fixed text, one row per execution, prepared once: psycopg sends a batch's rows in one
-# round trip (executemany pipelines them); SQLite runs in-process, where a prepared row costs microseconds.
-# Both run in the caller's transaction.
+# The receiver writes a batch of deliveries and their events per transaction (group_commit.py), through the
+# driver with one fixed SQL text: through SQLAlchemy's multi-row INSERT … RETURNING every batch size was a new
+# text to parse and prepare, which cost more CPU than everything else the receiver does. On SQLite (in-process)
+# a prepared row costs microseconds, so rows go one at a time in the caller's transaction; PostgreSQL takes the
+# whole batch in one prepared statement (insert_batch_postgres).
 
 _DELIVERY_COLUMNS = ("channel_id", "received_at", "destination", "event_count", "new_event_count", "body")
 _EVENT_COLUMNS = ("channel_id", "delivery_id", "webhook_event_id", "type", "mode", "timestamp", "source_type",
                   "source_user_id", "is_redelivery", "payload", "status", "attempts", "received_at")
 
-_PG_DELIVERY = (f"INSERT INTO webhook_deliveries ({', '.join(_DELIVERY_COLUMNS)}) "
-                f"VALUES ({', '.join(['%s'] * len(_DELIVERY_COLUMNS))}) RETURNING id")
-_PG_EVENT = (f"INSERT INTO webhook_events ({', '.join(_EVENT_COLUMNS)}) "
-             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::json, 'pending', 0, %s) "
-             "ON CONFLICT (channel_id, webhook_event_id) DO NOTHING RETURNING delivery_id")
 _SQLITE_DELIVERY = (f"INSERT INTO webhook_deliveries ({', '.join(_DELIVERY_COLUMNS)}) "
                     f"VALUES ({', '.join('?' * len(_DELIVERY_COLUMNS))})")
 _SQLITE_EVENT = (f"INSERT INTO webhook_events ({', '.join(_EVENT_COLUMNS)}) "
@@ -191,11 +189,9 @@ _SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 
 
 def insert_deliveries(connection, deliveries):
-    """Insert delivery rows (dicts of _DELIVERY_COLUMNS); returns their ids in the same order."""
+    """Insert delivery rows (dicts of _DELIVERY_COLUMNS) on SQLite; returns their ids in the same order."""
     raw = connection.connection.driver_connection
     rows = [[row[name] for name in _DELIVERY_COLUMNS] for row in deliveries]
-    if connection.dialect.name == "postgresql":
-        return _returned(raw, _PG_DELIVERY, rows)
     ids, cursor = [], raw.cursor()
     try:
         for values in rows:
@@ -208,16 +204,13 @@ def insert_deliveries(connection, deliveries):
 
 
 def insert_new_events(connection, events, received_at):
-    """Insert event rows (dicts with _EVENT_COLUMNS), skipping any the channel already has; returns the
-    delivery id of each row actually inserted."""
+    """Insert event rows (dicts with _EVENT_COLUMNS) on SQLite, skipping any the channel already has; returns
+    the delivery id of each row actually inserted."""
     raw = connection.connection.driver_connection
-    postgres = connection.dialect.name == "postgresql"
-    at = received_at if postgres else received_at.strftime(_SQLITE_TIME)
+    at = received_at.strftime(_SQLITE_TIME)
     rows = [(row["channel_id"], row["delivery_id"], row["webhook_event_id"], row["type"], row["mode"],
              row["timestamp"], row["source_type"], row["source_user_id"], bool(row["is_redelivery"]),
              json.dumps(row["payload"]), at) for row in events]
-    if postgres:
-        return _returned(raw, _PG_EVENT, rows)
     inserted, cursor = [], raw.cursor()
     try:
         for row in rows:
@@ -235,18 +228,28 @@ def insert_new_events(connection, events, received_at):
 # are drawn first (``batch``, materialised once), so events can name their delivery; the deliveries are written
 # last, with the count of events that were new, because a statement's parts all see the same snapshot and the
 # foreign keys are checked when it ends. Events go in as they came (ids in arrival order), so of one event
-# twice in a batch the earlier delivery keeps it.
+# twice in a batch the earlier delivery keeps it, and of one event twice in a body the first.
+#
+# The events are read out of each body by PostgreSQL (``json_array_elements``), in its own process: the
+# receiver has already checked every field it reads here (receiver.parse_payload: strings without NUL, a
+# timestamp that is a 64-bit integer), and a payload is kept as the exact text LINE sent. Encoding each event
+# again in Python, on the process that holds the GIL for every request, was half of the writer's CPU.
+# PostgreSQL's JSON functions refuse a body with a ``\u0000`` escape anywhere in it (they cannot make it text),
+# so such a body's events come from Python instead (``ev``: the fields read here, and each payload as text).
+_PG_BATCH_NAME = b"wizard_receiver_batch"
 _PG_BATCH = f"""
 WITH batch AS MATERIALIZED (
   SELECT nextval(pg_get_serial_sequence('webhook_deliveries', 'id'))::int AS id, d.*
-  FROM json_to_recordset(%(deliveries)s::json) AS d(o int, c int, dest text, n int, body text)
+  FROM json_to_recordset($2::json) AS d(o int, c int, dest text, n int, body text, r json, ev json)
 ), new_events AS (
   INSERT INTO webhook_events ({', '.join(_EVENT_COLUMNS)})
-  SELECT b.c, b.id, x.id, x.type, x.mode, x.ts, x.st, x.u, x.r, x.p::json, 'pending', 0, %(at)s
-  FROM json_to_recordset(%(events)s::json)
-       AS x(o int, k int, id text, type text, mode text, ts bigint, st text, u text, r bool, p text)
-  JOIN batch b USING (o)
-  ORDER BY x.k
+  SELECT b.c, b.id, e.value->>'webhookEventId', e.value->>'type', e.value->>'mode',
+         (e.value->>'timestamp')::bigint, e.value->'source'->>'type', e.value->'source'->>'userId',
+         coalesce((b.r->>(e.k::int - 1))::bool, false),
+         CASE WHEN b.ev IS NULL THEN e.value ELSE (e.value->>'payload')::json END, 'pending', 0, $1::timestamp
+  FROM batch b, json_array_elements(CASE WHEN b.ev IS NULL THEN b.body::json->'events' ELSE b.ev END)
+       WITH ORDINALITY AS e(value, k)
+  ORDER BY b.o, e.k
   ON CONFLICT (channel_id, webhook_event_id) DO NOTHING
   RETURNING delivery_id
 ), counts AS (
@@ -254,61 +257,91 @@ WITH batch AS MATERIALIZED (
 ), seen AS (
   -- One UPDATE for every channel column: two in one statement would each change the row once, and one be lost.
   UPDATE channels SET
-    last_delivery_at = CASE WHEN s.t THEN %(at)s ELSE last_delivery_at END,
-    last_event_at = CASE WHEN s.e THEN %(at)s ELSE last_event_at END,
-    last_verified_at = CASE WHEN s.v THEN %(at)s ELSE last_verified_at END,
-    redelivery_seen_at = CASE WHEN s.r THEN %(at)s ELSE redelivery_seen_at END
-  FROM json_to_recordset(%(channels)s::json) AS s(id int, t bool, e bool, v bool, r bool)
+    last_delivery_at = CASE WHEN s.t THEN $1::timestamp ELSE last_delivery_at END,
+    last_event_at = CASE WHEN s.e THEN $1::timestamp ELSE last_event_at END,
+    last_verified_at = CASE WHEN s.v THEN $1::timestamp ELSE last_verified_at END,
+    redelivery_seen_at = CASE WHEN s.r THEN $1::timestamp ELSE redelivery_seen_at END
+  FROM json_to_recordset($3::json) AS s(id int, t bool, e bool, v bool, r bool)
   WHERE channels.id = s.id
 ), stored AS (
   INSERT INTO webhook_deliveries ({', '.join(_DELIVERY_COLUMNS)}, id)
-  SELECT b.c, %(at)s, b.dest, b.n, coalesce(c.new, 0), b.body, b.id
+  SELECT b.c, $1::timestamp, b.dest, b.n, coalesce(c.new, 0), b.body, b.id
   FROM batch b LEFT JOIN counts c ON c.delivery_id = b.id
   RETURNING id, new_event_count
 )
 SELECT stored.new_event_count FROM stored JOIN batch USING (id) ORDER BY batch.o
-"""
+""".encode()
 
 
-def insert_batch_postgres(raw, deliveries, events, received_at, touched=(), verified=(), redelivered=(),
-                          evented=()):
-    """The receiver's batch on PostgreSQL, in one statement on ``raw`` (a psycopg connection in autocommit).
+def insert_batch_postgres(raw, deliveries, received_at, touched=(), verified=(), redelivered=(), evented=()):
+    """The receiver's batch on PostgreSQL, in one prepared statement on ``raw`` (a psycopg connection in
+    autocommit, used by one thread at a time).
 
-    ``deliveries``: (channel_id, destination, event_count, body text) each; ``events``: (the delivery's place in
-    ``deliveries`` from 1, webhookEventId, type, mode, timestamp, source type, user id, is redelivery, payload
-    as JSON text) each; ``touched``/``verified``: channel ids whose last_delivery_at (and last_verified_at) become
-    ``received_at`` (``evented``, among the touched: also last_event_at); ``redelivered``: channel ids whose
-    ``redelivery_seen_at`` does. Returns how many of each delivery's events were new, in order.
+    ``deliveries``: (channel_id, destination, body text, its events) each, the body already checked by
+    receiver.parse_payload and the events parsed from it; ``touched``/``verified``: channel ids whose
+    last_delivery_at (and last_verified_at) become ``received_at`` (``evented``, among the touched: also
+    last_event_at); ``redelivered``: channel ids whose ``redelivery_seen_at`` does. Returns how many of each
+    delivery's events were new, in order.
 
-    The rows go as three JSON texts, read by ``json_to_recordset``: encoding them is one C call each, where
-    psycopg's array parameters cost a Python call per element and were most of the receiver's own time. A
-    payload or a body travels as a JSON *string* holding its JSON text, so what PostgreSQL un-escapes is only
-    that string: an event's ``\\u0000`` stays the escape it was (a JSON column takes it; text could not).
+    The rows go as two JSON texts read by ``json_to_recordset`` (one C call each to encode), and the statement
+    runs through libpq itself (prepared once per connection): psycopg's cursor machinery in Python cost more
+    than the rest of the batch. libpq lets go of the GIL while it waits, as psycopg does.
     """
+    pgconn = raw.pgconn
+    if raw not in _PREPARED:
+        result = pgconn.prepare(_PG_BATCH_NAME, _PG_BATCH)
+        if result.status != pq.ExecStatus.COMMAND_OK:
+            _raise_for(pgconn, result)
+        _PREPARED.add(raw)
+    rows = []
+    for place, (channel_id, destination, body, events) in enumerate(deliveries, start=1):
+        # isRedelivery per event, only for the rare delivery that has one (None reads as false for all).
+        flags = [bool((event.get("deliveryContext") or {}).get("isRedelivery")) for event in events]
+        rows.append({"o": place, "c": channel_id, "dest": destination, "n": len(events), "body": body,
+                     "r": flags if any(flags) else None,
+                     "ev": [_event_fields(event) for event in events] if "\\u0000" in body else None})
     channel_ids = set(touched) | set(redelivered)
-    params = {
-        "at": received_at,
-        "deliveries": json.dumps([{"o": place, "c": c, "dest": dest, "n": n, "body": body}
-                                  for place, (c, dest, n, body) in enumerate(deliveries, start=1)],
-                                 ensure_ascii=False),
-        "events": json.dumps([{"o": o, "k": k, "id": i, "type": t, "mode": m, "ts": ts, "st": st, "u": u, "r": r,
-                               "p": p} for k, (o, i, t, m, ts, st, u, r, p) in enumerate(events)],
-                             ensure_ascii=False),
-        "channels": json.dumps([{"id": c, "t": c in touched, "e": c in evented, "v": c in verified,
-                                 "r": c in redelivered} for c in channel_ids]),
-    }
-    with raw.cursor() as cursor:
-        cursor.execute(_PG_BATCH, params)
-        return [new for (new,) in cursor.fetchall()]
+    channels = [{"id": c, "t": c in touched, "e": c in evented, "v": c in verified, "r": c in redelivered}
+                for c in channel_ids]
+    result = pgconn.exec_prepared(_PG_BATCH_NAME, [received_at.isoformat(" ").encode(),
+                                                   json.dumps(rows, ensure_ascii=False).encode(),
+                                                   json.dumps(channels).encode()])
+    if result.status != pq.ExecStatus.TUPLES_OK:
+        _unprepare(raw)
+        _raise_for(pgconn, result)
+    return [int(result.get_value(row, 0)) for row in range(result.ntuples)]
 
 
-def _returned(raw, statement, rows):
-    """executemany with RETURNING on psycopg: every row's returned values, in the rows' order."""
-    found = []
-    with raw.cursor() as cursor:
-        cursor.executemany(statement, rows, returning=True)
-        while True:
-            found.extend(value for (value,) in cursor.fetchall())
-            if not cursor.nextset():
-                break
-    return found
+def _raise_for(pgconn, result):
+    """The error psycopg would raise for ``result``, with the server's primary message only (its detail may
+    quote a value from a body)."""
+    if pgconn.status != pq.ConnStatus.OK:
+        raise psycopg.OperationalError("the connection to the database was lost")
+    code = (result.error_field(pq.DiagnosticField.SQLSTATE) or b"").decode()
+    message = (result.error_field(pq.DiagnosticField.MESSAGE_PRIMARY) or b"").decode(errors="replace")
+    try:
+        error = psycopg.errors.lookup(code)
+    except KeyError:
+        error = psycopg.DatabaseError
+    raise error(message)
+
+
+def _event_fields(event):
+    """What _PG_BATCH reads of an event, and the event as JSON text (``payload``), for a body PostgreSQL's JSON
+    functions cannot read."""
+    source = event.get("source") or {}
+    return {"webhookEventId": event["webhookEventId"], "type": event["type"], "mode": event.get("mode"),
+            "timestamp": event["timestamp"], "source": {"type": source.get("type"), "userId": source.get("userId")},
+            "payload": json.dumps(event)}
+
+
+# Connections that have the batch statement prepared (it lives as long as the connection).
+_PREPARED = weakref.WeakSet()
+
+
+def _unprepare(raw):
+    """Forget the statement after a failure, so the next batch prepares it afresh (after a migration, say)."""
+    if raw in _PREPARED:
+        _PREPARED.discard(raw)
+        if raw.pgconn.status == pq.ConnStatus.OK:
+            raw.pgconn.exec_(b"DEALLOCATE " + _PG_BATCH_NAME)
