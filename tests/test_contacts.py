@@ -98,7 +98,8 @@ def test_the_csv_columns_and_encoding(client, shop):
     assert len(rows) == 4
     by_name = {row[1]: row for row in rows[1:]}
     mei = by_name["Mei"]
-    assert mei[2:5] == ["林小美", "0912345678", "mei@example.com"]
+    # The mobile number with dashes, as Taiwan writes it: Excel keeps it as text, with its leading zero.
+    assert mei[2:5] == ["林小美", "0912-345-678", "mei@example.com"]
     assert mei[8] == "2026-03-01 10:00"  # Taiwan time
     assert mei[9:] == ["No", "2026-03-02 08:00", "Yes"]
     assert by_name["陳大文"][9:] == ["Yes", "No", "No"]

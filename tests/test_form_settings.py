@@ -58,7 +58,9 @@ def test_saving_on_the_page_stores_the_settings_and_moves_on_to_the_friend_test(
     page = client.get(f"/setup/{owner}/customer_form")
     assert status_reason(page) == ("done", "form_off")
     html = page_text(page)
-    assert '<p class="bubble">歡迎！請留下資料。<br>' in html and "write to privacy@sunny.example" in html
+    # The bubble shows the saved text (and keeps the default for when the box is emptied while typing).
+    assert '">歡迎！請留下資料。</span><br>' in html and 'data-preview-default="Thank you for adding' in html
+    assert "write to privacy@sunny.example" in html
     with app.app_context():
         assert db.session.scalar(db.select(AuditEntry.action).filter_by(action="form_settings.saved"))
 

@@ -126,7 +126,20 @@
     });
   }
 
+  /* The form message's preview bubble follows its text box as the owner types; an empty box sends the
+     default text, so the bubble shows that. Without the script the bubble shows the saved text. */
+  function followPreviews() {
+    document.querySelectorAll("[data-preview-of]").forEach(function (bubble) {
+      var box = document.querySelector(bubble.getAttribute("data-preview-of"));
+      if (!box) { return; }
+      box.addEventListener("input", function () {
+        bubble.textContent = box.value.trim() ? box.value : bubble.getAttribute("data-preview-default");
+      });
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
+    followPreviews();
     focusErrorSummary();
     revealButtons();
     skipWithoutFragment();

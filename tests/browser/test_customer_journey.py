@@ -34,7 +34,11 @@ def test_a_new_friend_fills_in_the_form_on_a_phone_and_talks_with_the_shop(
     sign_in(page, email, lang="en")
     set_up_to_the_friend_test(page, slug, channel)
     page.goto(f"/setup/{slug}/customer_form")
+    bubble = page.locator(".line-preview [data-preview-of]")
+    page.locator("#text").fill("")  # an empty box sends the default text, and the bubble shows it
+    expect(bubble).to_have_text(re.compile("^Thank you for adding .* as a friend!"))
     page.locator("#text").fill(TEXT)
+    expect(bubble).to_have_text(TEXT)  # the preview follows the typing before anything is saved
     page.locator(".settings-form button[type=submit]").click()
     expect(page).to_have_url(re.compile("/test_friend$"))
 

@@ -133,7 +133,7 @@ CSV_COLUMNS = [
     (_l("LINE user ID"), lambda c: c.line_user_id),
     (_l("LINE name"), lambda c: c.display_name),
     (_l("Name"), lambda c: c.customer_name),
-    (_l("Mobile phone"), lambda c: c.phone),
+    (_l("Mobile phone"), lambda c: excel_phone(c.phone)),
     (_l("E-mail"), lambda c: c.email),
     (_l("Birthday"), lambda c: c.birthday.isoformat() if c.birthday else ""),
     (_l("Gender"), lambda c: GENDERS.get(c.gender, c.gender) if c.gender else ""),
@@ -143,6 +143,15 @@ CSV_COLUMNS = [
     (_l("Form filled in"), lambda c: _time(c.form_filled_at) if c.form_filled_at else _yes_no(False)),
     (_l("Marketing consent"), lambda c: _yes_no(c.marketing_consent)),
 ]
+
+
+def excel_phone(phone):
+    """A Taiwanese mobile number as people write it, 0912-345-678: Excel reads a bare 0912345678 in a CSV as
+    the number 912345678 and drops the leading zero, but keeps a number with dashes as the text it is. (The API
+    gives the plain digits.)"""
+    if phone and len(phone) == 10 and phone.isdigit():
+        return f"{phone[:4]}-{phone[4:7]}-{phone[7:]}"
+    return phone
 
 
 def cell(value):

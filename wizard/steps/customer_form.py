@@ -65,7 +65,8 @@ def _preview(page, settings):
     channel = page.channel
     return {"account": (channel.display_name if channel and channel.display_name else page.shop.name),
             "picture_url": channel.picture_url if channel else None,
-            "text": settings.effective_text(), "link": "https://…/form/…"}
+            "text": settings.effective_text(), "default_text": form_settings.default_text(page.shop.name),
+            "link": "https://…/form/…"}
 
 
 def _context(page, form=None):
