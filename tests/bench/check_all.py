@@ -6,10 +6,11 @@
 
 Every shop is connected to its own sandbox channel whose webhook URL is the app served on loopback, has its
 owner's confirmations and one friend whose follow LINE delivered, so it is healthy as a real one would be.
-Then three rounds, timed: the first after connecting (the daily checks are due: LINE's webhook test and the
-friend count, 5 calls a shop), a second straight after (3 calls a shop: token, bot info, webhook endpoint), and
-a third after the sandbox changed one shop in ten (it must find exactly those). The sandbox runs in this
-process on its own SQLite file, so its time is in the numbers too; LINE itself answers in tens of ms.
+Then three rounds, timed: the first after connecting (the daily checks are due: LINE's webhook test, the
+friend count, the month's quota and its use: 7 calls a shop), a second straight after (3 calls a shop: token,
+bot info, webhook endpoint), and a third after the sandbox changed one shop in ten (it must find exactly
+those). The sandbox runs in this process on its own SQLite file, so its time is in the numbers too; LINE itself
+answers in tens of ms.
 """
 import argparse
 import os

@@ -1,4 +1,5 @@
-"""Staff console benchmark: the console page and the list API over 10,000 shops, server time only.
+"""Staff console benchmark: the console page and the list API over 10,000 shops (server time only), then one
+``line check-all`` round over 1,000 sandbox shops (tests/bench/check_all.py: its time and LINE calls per shop).
 
     .venv/bin/python tests/bench/console.py                       # SQLite in a temporary directory
     .venv/bin/python tests/bench/console.py \
@@ -13,7 +14,8 @@ What it does:
 2. a staff session in Flask's test client, then each request below a few times (--runs) after a warm-up; the
    time is the WSGI call alone (routing, SQL, templates), no network and no browser;
 3. p50 and max per request, against the target of 300 ms. Nothing asks LINE: the console reads the recorded
-   states (``LINE_API_HOST`` points at a closed port, so a call would fail loudly).
+   states (``LINE_API_HOST`` points at a closed port, so a call would fail loudly);
+4. check_all.py's rounds over --check-all-shops sandbox shops (0 skips them), on the same database.
 """
 import argparse
 import os
@@ -149,6 +151,7 @@ def main(argv=None):
     parser.add_argument("--database-url", help="default: SQLite in a temporary directory")
     parser.add_argument("--shops", type=int, default=10_000)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--check-all-shops", type=int, default=1000, help="shops in the check-all rounds (0: none)")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="console-bench-") as tmp:
         url = args.database_url or f"sqlite:///{Path(tmp) / 'wizard.db'}"
@@ -176,7 +179,12 @@ def main(argv=None):
         with app.app_context():
             from wizard.extensions import db
             db.engine.dispose()
-        return 1 if failed else 0
+    if args.check_all_shops:
+        from tests.bench import check_all
+        print(f"line check-all over {args.check_all_shops} sandbox shops:")
+        check_all.main(["--shops", str(args.check_all_shops)]
+                       + (["--database-url", args.database_url] if args.database_url else []))
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
