@@ -4,6 +4,7 @@ For each way, ``line check-all``, the status API, the staff console and the owne
 reason and fixing step; an alert opens, one e-mail goes to each person who looks after the shop (through a
 real SMTP server), and fixing it in the sandbox closes the alert again."""
 import json
+from collections import Counter
 import time
 from datetime import datetime, timedelta
 
@@ -14,9 +15,9 @@ from tests.servers import Served
 from tests.sink import Sink
 from tests.wizard_helpers import connect
 from wizard.extensions import db
-from wizard.models import Alert, Channel, Shop, ShopHealth, User, WebhookEvent, utcnow
+from wizard.models import Alert, Channel, Shop, ShopHealth, WebhookEvent, utcnow
 
-pytest_plugins = ["tests.smtp_helpers"]
+pytest_plugins = ["tests.smtp_helpers", "tests.watch_helpers"]
 
 
 @pytest.fixture
@@ -24,74 +25,6 @@ def sink():
     served = Sink()
     yield served
     served.served.stop()
-
-
-class Watched:
-    """A shop connected to a sandbox channel through the wizard, and ways to read what the watch says."""
-
-    def __init__(self, app, client, runner, sandbox, slug, channel, owner, staff, smtp):
-        self.app, self.client, self.runner, self.sandbox = app, client, runner, sandbox
-        self.slug, self.channel, self.owner, self.staff, self.smtp = slug, channel, owner, staff, smtp
-        self.id = channel["channelId"]
-
-    def check_all(self):
-        result = self.runner.invoke(args=["line", "check-all", "--json"])
-        lines = [json.loads(line) for line in result.stdout.splitlines()]
-        return {line["slug"]: line for line in lines}, result
-
-    def status(self):
-        return self.client.get(f"/api/v1/shops/{self.slug}/status").get_json()
-
-    def alerts(self):
-        with self.app.app_context():
-            rows = db.session.scalars(db.select(Alert).order_by(Alert.id)).all()
-            db.session.expunge_all()
-            return rows
-
-    def daily_due(self):
-        """A day has passed since the once-a-day checks (LINE's webhook test, the friend count)."""
-        with self.app.app_context():
-            db.session.execute(update(ShopHealth).values(daily_checked_at=None))
-            db.session.commit()
-
-    def staff_client(self):
-        """Staff signed in on a browser of their own (the owner stays signed in on ``client``)."""
-        staff = self.app.test_client()
-        assert staff.post("/login", data={"email": self.staff, "password": "correct horse"}).status_code == 302
-        return staff
-
-    def status_row(self):
-        with self.app.app_context():
-            row = db.session.scalar(db.select(ShopHealth))
-            db.session.expunge_all()
-            return row
-
-    def mails_to(self, address):
-        return [m for m in self.smtp.messages if m["To"] == address]
-
-
-@pytest.fixture
-def watched(smtp_app, client, runner, sandbox, live_app, make_shop, make_user, login, smtp_server):
-    app = smtp_app
-    app.config["WEBHOOK_TEST_COOLDOWN"] = 0
-    slug, owner = make_shop()
-    staff = make_user("staff@example.com", staff=True)
-    with app.app_context():
-        shop = db.session.scalar(db.select(Shop).filter_by(slug=slug))
-        shop.assigned_staff_id = db.session.scalar(db.select(User.id).filter_by(email=staff))
-        db.session.commit()
-    login(owner)
-    channel = sandbox.control.create_channel(display_name="晴天烘焙坊")
-    assert connect(client, slug, channel).status_code in (200, 302)
-    client.post(f"/setup/{slug}/webhook_url", data={"action": "set_endpoint"})
-    client.post(f"/setup/{slug}/response_settings", data={"action": "confirm", "auto_response": "y"})
-    client.post(f"/setup/{slug}/webhook_url", data={"action": "confirm_redelivery", "webhook_redelivery": "y"})
-    assert sandbox.control.follow(channel["channelId"])["delivery"]["statusCode"] == 200
-    shop = Watched(app, client, runner, sandbox, slug, channel, owner, staff, smtp_server)
-    states, result = shop.check_all()
-    assert states[slug]["state"] == "healthy", (states, result.output)
-    assert result.exit_code == 0
-    return shop
 
 
 def _lose_follows_while_silent(shop):
@@ -121,9 +54,11 @@ def _stop_answering(shop):
 
 
 def _answer_again(shop):
-    """Answering again; no day needs to pass: while LINE's test is what broke it, each round tests again."""
+    """Answering again; no day needs to pass: while LINE's test is what broke it, the watch tests again once
+    the last test is an hour old."""
     served = Served(shop.app, port=int(shop.app.config["PUBLIC_BASE_URL"].rsplit(":", 1)[1]))
     shop.app.extensions["test_restarted"] = served
+    shop.webhook_test_due()
 
 
 BREAKS = {
@@ -344,4 +279,151 @@ def test_an_alert_mail_the_server_refused_is_tried_again_within_the_hour_not_the
         watched.smtp.recorder.refuse = None
         assert alerts.notify_due(now=utcnow() + timedelta(minutes=16)) == 2
         db.session.commit()
+    assert len(watched.mails_to(watched.owner)) == 1 and len(watched.mails_to(watched.staff)) == 1
+
+
+# ---- LINE's limits: the webhook test and the friend count, 60 an hour per channel -------------------------------
+
+DAILY_CALLS = ("test_webhook_endpoint", "followers", "quota", "quota_consumption")
+
+
+def _line_calls():
+    """LINE calls made so far in this process, by endpoint (the counter behind check-all's summary)."""
+    from wizard.metrics import LINE_CALLS
+    counts = Counter()
+    for metric in LINE_CALLS.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                counts[sample.labels["endpoint"]] += sample.value
+    return counts
+
+
+def test_check_now_pressed_again_and_again_runs_the_daily_checks_at_most_hourly(watched):
+    """Staff may press "check now" again and again, for up to 50 shops at once: LINE's webhook test and the
+    quota are asked again only once the last ones are an hour old, and a day's friend count, final once LINE
+    has counted it, only once. LINE allows 60 tests and friend counts an hour per channel."""
+    staff = watched.staff_client()
+
+    def press():
+        before = _line_calls()
+        assert staff.post(f"/shops/{watched.slug}/check").status_code == 302
+        after = _line_calls()
+        return {name: after[name] - before[name] for name in DAILY_CALLS}
+
+    assert press() == dict.fromkeys(DAILY_CALLS, 1)  # none ran since it connected
+    assert press() == dict.fromkeys(DAILY_CALLS, 0)
+    assert press() == dict.fromkeys(DAILY_CALLS, 0)
+    with watched.app.app_context():
+        db.session.execute(update(ShopHealth).values(daily_checked_at=utcnow() - timedelta(minutes=61)))
+        db.session.commit()
+    watched.webhook_test_due()
+    assert press() == {"test_webhook_endpoint": 1, "followers": 0, "quota": 1, "quota_consumption": 1}
+    with watched.app.app_context():
+        readings = db.session.scalar(db.select(Channel)).check_results["followers_history"]
+        assert len(readings) == 1  # yesterday's count, read once
+    assert watched.status_row().state == "healthy"
+
+
+def test_while_lines_test_fails_the_watch_tests_again_at_most_hourly(watched, live_app):
+    """A shop broken by LINE's failing test is tested again so it heals by itself once fixed, but rounds come
+    every 15 minutes (and staff may press "check now"), while LINE allows 60 tests an hour."""
+    live_app.stop()  # the CRM stops answering LINE
+    watched.daily_due()
+    before = _line_calls()["test_webhook_endpoint"]
+    states, _ = watched.check_all()
+    assert states[watched.slug]["reason"] == "webhook_test_failed"
+    assert _line_calls()["test_webhook_endpoint"] - before == 2  # tried once more before it counted
+
+    for _ in range(3):  # the next rounds within the hour, and staff's "check now"
+        states, _ = watched.check_all()
+        assert (states[watched.slug]["state"], states[watched.slug]["reason"]) == ("broken", "webhook_test_failed")
+    watched.staff_client().post(f"/shops/{watched.slug}/check")
+    assert _line_calls()["test_webhook_endpoint"] - before == 2
+
+    watched.webhook_test_due()  # an hour later
+    states, _ = watched.check_all()
+    assert states[watched.slug]["reason"] == "webhook_test_failed"
+    assert _line_calls()["test_webhook_endpoint"] - before == 4
+    assert [(a.reason, a.closed_at) for a in watched.alerts()] == [("webhook_test_failed", None)]
+    assert len(watched.mails_to(watched.owner)) == 1
+
+
+# ---- passive signals: our own traffic -------------------------------------------------------------------------
+
+def test_friends_added_with_no_follow_event_while_other_events_arrive_make_the_shop_dormant(watched):
+    """Messages still arrive, but LINE counts two new friends since a reading five days ago and none of their
+    follow events reached us: the shop is dormant for that reason (not silent), and an alert opens."""
+    _lose_follows_while_silent(watched)
+    assert watched.sandbox.control.say(watched.id, text="請問有營業嗎？")["delivery"]["statusCode"] == 200
+    states, result = watched.check_all()
+    assert (states[watched.slug]["state"], states[watched.slug]["reason"]) == (
+        "dormant", "followers_without_follows"), result.output
+    status = watched.status()
+    assert (status["state"], status["reason"], status["fix_step"]) == (
+        "dormant", "followers_without_follows", "webhook_url")
+    assert [(a.state, a.reason, a.closed_at) for a in watched.alerts()] == [
+        ("dormant", "followers_without_follows", None)]
+    assert len(watched.mails_to(watched.owner)) == 1 and len(watched.mails_to(watched.staff)) == 1
+
+
+def _usual_traffic(shop, events, silent_hours):
+    """``events`` messages from LINE spread over the four weeks before the last ``silent_hours`` (one signed
+    delivery to the real receiver, then dated as if they had arrived over those weeks)."""
+    from tests.webhooks import encode, signed_headers, text_event
+    user = shop.sandbox.control.users(shop.id)[0]["userId"]
+    last = utcnow() - timedelta(hours=silent_hours)
+    first = utcnow() - timedelta(days=27)
+    times = [first + (last - first) * n / (events - 1) for n in range(events)]
+    body = encode({"destination": "U" + "0" * 32, "events": [text_event(user, f"#{n}") for n in range(events)]})
+    with shop.app.app_context():
+        channel = db.session.scalar(db.select(Channel))
+        path = f"/line/webhook/{channel.webhook_token}"
+        secret = channel.secret
+    assert shop.client.post(path, data=body, headers=signed_headers(secret, body)).status_code == 200
+    with shop.app.app_context():
+        ids = db.session.scalars(db.select(WebhookEvent.id).where(WebhookEvent.type == "message")
+                                 .order_by(WebhookEvent.id)).all()
+        assert len(ids) == events
+        for event_id, at in zip(ids, times, strict=True):
+            db.session.execute(update(WebhookEvent).where(WebhookEvent.id == event_id).values(received_at=at))
+        db.session.commit()
+
+
+@pytest.mark.parametrize("events, silent_hours, reason", [
+    (400, 20, "followers_without_follows"),  # busy: ten usual gaps (17 h) passed, but not a day
+    (400, 48, "silent_while_friends_grow"),  # busy: two days, over a day and ten usual gaps
+    (10, 48, "followers_without_follows"),  # quiet: ten usual gaps are four weeks; two days is nothing unusual
+], ids=["busy shop, 20 h", "busy shop, 2 days", "quiet shop, 2 days"])
+def test_silence_counts_when_far_longer_than_the_shops_usual_gap_and_over_a_day(watched, events, silent_hours,
+                                                                              reason):
+    """Friends grow with no follow event; whether the shop is also silent (nothing at all arrives) depends on
+    its own traffic: ten of its usual gaps over the last four weeks, never less than DORMANT_AFTER_HOURS. So
+    a busy shop is silent after a day or two where a quiet one is not."""
+    _lose_follows_while_silent(watched)  # every event so far dated six days back, two follows lost since
+    _usual_traffic(watched, events, silent_hours)
+    states, result = watched.check_all()
+    assert (states[watched.slug]["state"], states[watched.slug]["reason"]) == ("dormant", reason), result.output
+    assert [a.reason for a in watched.alerts()] == [reason]
+
+
+def test_a_run_of_refused_signatures_breaks_the_shop_where_one_forged_post_does_not(watched):
+    """The secret was probably reissued: LINE's deliveries fail our signature check again and again with none
+    valid since. One POST with a wrong signature is anyone's, and says nothing."""
+    from tests.test_signature_pattern import _after_lines_last_delivery, _forge, _webhook_path
+    watched.check_all()  # today's daily checks ran: LINE's own test (a valid delivery) comes tomorrow
+    path = _webhook_path(watched.app)
+    _after_lines_last_delivery()
+    _forge(watched.client, path)
+    states, result = watched.check_all()
+    assert states[watched.slug]["state"] == "healthy" and result.exit_code == 0
+    assert watched.alerts() == []
+
+    _forge(watched.client, path, times=2)
+    states, result = watched.check_all()
+    assert (states[watched.slug]["state"], states[watched.slug]["reason"]) == ("broken", "secret_reissued")
+    assert result.exit_code == 1
+    status = watched.status()
+    assert (status["state"], status["reason"], status["fix_step"]) == ("broken", "secret_reissued", "credentials")
+    watched.check_all()
+    assert [(a.reason, a.closed_at) for a in watched.alerts()] == [("secret_reissued", None)]
     assert len(watched.mails_to(watched.owner)) == 1 and len(watched.mails_to(watched.staff)) == 1

@@ -4,8 +4,10 @@ A round (every ``WATCH_INTERVAL_MINUTES``, one scheduler however many consumers:
 ``check_shop`` task per due shop on the queue, so the checks spread over every consumer. A check is the
 wizard's own evaluation, forced: a fresh token, the bot info and the webhook endpoint, at most 3 LINE calls
 per shop. Once a day it also runs LINE's webhook test and reads LINE's friend count (the passive signals in
-steps/health.py compare it with the follow events we received) and the month's message quota. The state it
-records opens and closes alerts by itself (alerts.py listens to the state's changes).
+steps/health.py compare it with the follow events we received) and the month's message quota. LINE allows
+only 60 webhook tests and 60 friend-count reads an hour per channel, so the watch runs the test at most once an
+hour whoever asks, and reads each day's friend count once. The state it records opens and closes alerts by
+itself (alerts.py listens to the state's changes).
 
 Shops that never connected are not watched: onboarding has no drift, and their owners' pages check anyway.
 """
@@ -27,6 +29,14 @@ from ..steps.status import evaluate
 log = logging.getLogger(__name__)
 
 DAILY = timedelta(hours=24)
+CHECK_NOW_DAILY_AFTER = timedelta(hours=1)
+"""How old the once-a-day checks must be before "check now" runs them again. Staff press it because they want
+LINE's answer now, but they may press it again and again for up to 50 shops; LINE's webhook test and friend
+count allow 60 calls an hour per channel, shared with the owner's own test button."""
+WEBHOOK_RETEST_AFTER = timedelta(hours=1)
+"""The shortest time between two of the watch's webhook tests of one channel. While LINE's test is what broke a
+shop it runs again so the shop heals by itself once fixed, but within LINE's 60 tests an hour (each retest
+is two attempts) and leaving the owner's own test button its share."""
 FOLLOWER_READINGS_KEPT = 35
 JST = timedelta(hours=9)
 
@@ -54,19 +64,17 @@ def due_shop_ids(now=None):
         .order_by(ShopHealth.checked_at.is_not(None), ShopHealth.checked_at)).all()
 
 
-def check(shop, now=None, daily=None):
+def check(shop, now=None, daily_after=DAILY):
     """Check one shop now and commit its recorded state; returns its ShopHealth.
 
-    ``daily``: run the once-a-day checks too (None: when the last ones are a day old). LINE's webhook test also
-    runs again every round while it is what broke the shop, so a shop fixed (or a test failed by a passing
-    hiccup) is not left broken for a day."""
+    The once-a-day checks run too when the last ones are ``daily_after`` old (check_now asks sooner). LINE's
+    webhook test also runs again while it is what broke the shop (at most every ``WEBHOOK_RETEST_AFTER``), so
+    a shop fixed (or a test failed by a passing hiccup) is not left broken for a day."""
     now = now or utcnow()
     health = shop.health
     channel = shop.channel
     watched_shop = channel is not None and health is not None and health.connected_once_at is not None
-    if daily is None:
-        daily = health is not None and (health.daily_checked_at is None or now - health.daily_checked_at >= DAILY)
-    if watched_shop and daily:
+    if watched_shop and (health.daily_checked_at is None or now - health.daily_checked_at >= daily_after):
         _daily(shop, channel, now)
         health.daily_checked_at = now
     elif watched_shop and health.reason == "webhook_test_failed":
@@ -87,11 +95,13 @@ def _daily(shop, channel, now):
 
 
 def _webhook_test(shop, channel, now, attempts=2):
-    """LINE's test of our URL; a failure is tried once more a second later (a deploy's restart, one lost
-    packet) before it counts. Both count towards LINE's hourly limit (webhook_test.py keeps under it)."""
+    """LINE's test of our URL, unless one ran (ours or the owner's) within ``WEBHOOK_RETEST_AFTER``: its
+    answer is still fresh. A failure is tried once more a second later (a deploy's restart, one lost packet)
+    before it counts; both attempts count towards LINE's hourly limit."""
+    last = last_webhook_test_at(channel)
+    if last is not None and now - last < WEBHOOK_RETEST_AFTER:
+        return None
     for attempt in range(attempts):
-        if webhook_test.seconds_until_allowed(channel, now) and attempt == 0:
-            return None
         try:
             test = webhook_test.run(channel)
         except LineProblem as problem:
@@ -103,16 +113,25 @@ def _webhook_test(shop, channel, now, attempts=2):
     return None
 
 
+def last_webhook_test_at(channel):
+    """When LINE's webhook test of this channel last ran (webhook_test.py keeps the last hour's), or None."""
+    history = (channel.check_results or {}).get("webhook_test_history", [])
+    return max((datetime.fromisoformat(at.rstrip("Z")) for at in history), default=None)
+
+
 def read_followers(channel, now):
     """Add LINE's friend count for yesterday (Japan time; today's is not counted yet) to the channel's
-    readings, each dated at the end of its day."""
+    readings, each dated at the end of its day. A day already read is not asked again: once LINE has counted
+    a day its count no longer changes, and the call counts towards LINE's 60 an hour."""
     from ..line.client import client_for
     day = (now + JST - timedelta(days=1)).date()
+    results = dict(channel.check_results or {})
+    readings = list(results.get("followers_history", []))
+    if any(r.get("date") == day.isoformat() for r in readings):
+        return None
     answer = client_for(channel).followers(day.strftime("%Y%m%d"))
     if answer["status"] != "ready" or answer["followers"] is None:
         return None
-    results = dict(channel.check_results or {})
-    readings = [r for r in results.get("followers_history", []) if r.get("date") != day.isoformat()]
     end_of_day = datetime.combine(day, datetime.min.time()) + timedelta(days=1) - JST
     readings.append({"date": day.isoformat(), "at": iso_utc(end_of_day), "followers": answer["followers"],
                      "blocks": answer["blocks"]})
@@ -138,9 +157,9 @@ def read_quota(channel, now):
 
 
 def check_now(shops):
-    """Check these shops one after another (the console's "check now"), the daily checks included: staff ask
-    because they want LINE's answer now. Returns their ShopHealth rows."""
-    return [check(shop, daily=True) for shop in shops]
+    """Check these shops one after another (the console's "check now"), the once-a-day checks included when
+    they last ran over ``CHECK_NOW_DAILY_AFTER`` ago. Returns their ShopHealth rows."""
+    return [check(shop, daily_after=CHECK_NOW_DAILY_AFTER) for shop in shops]
 
 
 def check_by_id(shop_id):
