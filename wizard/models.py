@@ -220,6 +220,47 @@ class ShopStateChange(db.Model):
     previous_reason: Mapped[str | None] = mapped_column(String(60))
 
 
+class StepChange(db.Model):
+    """A wizard step's recorded result changed (steps/status.py): the shop page's step history.
+
+    StepState keeps only each step's latest result, so "when did step 5 start needing action, and when was it
+    done again?" was lost at the next check. One row per change of (state, reason), never one per evaluation:
+    a shop checked every 15 minutes adds nothing while its steps stay as they were. ``previous_*`` is what the
+    step said before (None for its first result), so a row reads on its own."""
+
+    __tablename__ = "step_changes"
+    __table_args__ = (Index("ix_step_changes_shop_at", "shop_id", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    key: Mapped[str] = mapped_column(String(40))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(String(60))
+    previous_state: Mapped[str | None] = mapped_column(String(20))
+    previous_reason: Mapped[str | None] = mapped_column(String(60))
+
+
+class ShopCheck(db.Model):
+    """One live check of a shop against LINE (steps/status.py), for its timeline: when, what made it run
+    (``trigger``: watch, cli, check_now, owner_page, staff_page, api) and who, if a person (``actor``, an
+    e-mail address), and what it found (the shop's state, reason and fixing step as this check derived them,
+    which may differ from the recorded state: a broken shop LINE could not be asked about stays broken).
+
+    Small and bounded: status.py deletes a shop's rows older than CHECK_HISTORY_DAYS and beyond the newest
+    CHECK_HISTORY_PER_SHOP when it writes one, so the table never outgrows shops × that cap."""
+
+    __tablename__ = "shop_checks"
+    __table_args__ = (Index("ix_shop_checks_shop_at", "shop_id", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    trigger: Mapped[str] = mapped_column(String(20))
+    actor: Mapped[str | None] = mapped_column(String(254))
+    state: Mapped[str] = mapped_column(String(12))
+    reason: Mapped[str] = mapped_column(String(60))
+    step: Mapped[str | None] = mapped_column(String(40))
+
+
 class Alert(db.Model):
     """A shop that became broken or dormant, for one reason (watch/alerts.py).
 

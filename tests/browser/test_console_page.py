@@ -25,6 +25,21 @@ def _broken_shop(app, page, slug, line):
         assert health.state == "broken", (health.state, health.reason)
 
 
+def _with_history(app, slug):
+    """The shop's steps evaluated (a step history) and two checks by people with long addresses in its
+    timeline, so the phone test sees the history's table and the timeline's longest lines."""
+    from wizard.models import ShopCheck, utcnow
+    from wizard.steps.status import evaluate
+    with app.app_context():
+        shop = db.session.scalar(db.select(Shop).filter_by(slug=slug))
+        evaluate(shop)
+        for trigger in ("owner_page", "check_now"):
+            db.session.add(ShopCheck(shop_id=shop.id, at=utcnow(), trigger=trigger, state="broken",
+                                     reason="webhook_endpoint_changed", step="webhook_url",
+                                     actor="a-rather-long-staff-address@example-company.com.tw"))
+        db.session.commit()
+
+
 def test_staff_filter_to_broken_shops_check_one_and_acknowledge_its_alert(
         app, page, owner, make_shop, make_user, sandbox, live_app):
     slug, _email = owner
@@ -60,9 +75,10 @@ def test_staff_filter_to_broken_shops_check_one_and_acknowledge_its_alert(
     expect(page.locator(".timeline li.timeline-audit", has_text="Checked now by staff")).to_have_count(1)
 
 
-def test_the_console_on_a_phone_with_the_keyboard_alone(page, owner, make_user, live_app):
+def test_the_console_on_a_phone_with_the_keyboard_alone(app, page, owner, make_user, live_app):
     slug, _email = owner
     staff = make_user("helper@example.com", staff=True)
+    _with_history(app, slug)
     page.set_viewport_size({"width": 360, "height": 740})
     sign_in(page, staff, lang=None)
     page.goto("/shops/")
@@ -76,6 +92,8 @@ def test_the_console_on_a_phone_with_the_keyboard_alone(page, owner, make_user, 
     tab_to(page, f'a[href="/shops/{slug}/"]')
     page.keyboard.press("Enter")
     expect(page.locator(".shop-state")).to_be_visible()
+    expect(page.locator(".step-history tbody tr").first).to_be_visible()
+    expect(page.locator(".timeline li.timeline-check").first).to_be_visible()
     assert scroll_width(page) <= 360
     results = Axe().run(page).response
     blocking = [v["id"] for v in results["violations"] if v.get("impact") in {"serious", "critical"}]

@@ -217,13 +217,15 @@ def record(shop, status, now=None):
     - an evaluation that began after this one has recorded already (a slow watch check finishing after the
       owner's page saw the fix): the newer verdict stands;
     - the shop was broken or dormant and LINE could not be asked this time: nothing shows it was fixed, so it
-      stays as it was, with its last real check's time (and its alert stays open, sending nothing new)."""
+      stays as it was, with its last real check's time (and its alert stays open, sending nothing new).
+    Either way ``status.verdict`` is what this evaluation found: the check history (status.py) keeps that,
+    since it says what each check saw, not what the shop's row kept."""
     now = now or utcnow()
     health = _row(shop)
+    connected_once = health.connected_once_at is not None and shop.channel is not None
+    verdict = status.verdict = derive(shop, status, connected_once, now)
     if health.updated_at is not None and health.updated_at > now:
         return health
-    connected_once = health.connected_once_at is not None and shop.channel is not None
-    verdict = derive(shop, status, connected_once, now)
     if health.state in ALERTING and verdict.state == ATTENTION and verdict.reason in TRANSIENT:
         health.updated_at = now
         return health

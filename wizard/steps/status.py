@@ -3,21 +3,38 @@
 Step results are stored in ``step_states`` with their time; a live result younger than CHECK_MAX_AGE is reused
 instead of asking LINE again, unless newer passive evidence contradicts it (LINE delivered an event after a
 cached "something is wrong"). "Connected" is computed from the results every time and never stored.
+
+Two histories for the staff console's shop page are written here, where the results are, so that no caller can
+forget them: ``step_changes`` (a step's state or reason changed) and ``shop_checks`` (LINE was asked).
 """
 import logging
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 
-from flask import current_app
+import click
+from flask import current_app, has_request_context, request
+from sqlalchemy import func, or_
 
 from ..extensions import db
-from ..models import StepState, WebhookEvent, WebhookRejection, iso_utc, utcnow
+from ..models import ShopCheck, StepChange, StepState, WebhookEvent, WebhookRejection, iso_utc, utcnow
 from . import health
 from .context import TRANSIENT, Context, StepResult, latest_event
 from .registry import CONNECTED_KEY, registry
 from .state import State
 
 log = logging.getLogger(__name__)
+
+# The check history's bounds (config keys of the same names override them). 30 days answers "since when does
+# it fail, and what did each check say"; the state changes (health.py) keep the longer story. At the watch's
+# default round (15 minutes) a shop makes about 2,900 checks in 30 days, so the cap only bites when something
+# checks far more often (a script pressing "check now"): it bounds the table at shops × the cap whatever runs.
+CHECK_HISTORY_DAYS = 30
+CHECK_HISTORY_PER_SHOP = 3000
+
+# What makes the evaluations in this context run, when the request or process cannot tell (triggered_by).
+_trigger = ContextVar("check_trigger", default=None)
 
 
 @dataclass
@@ -26,6 +43,8 @@ class ShopStatus:
     results: dict  # key -> StepResult; ``steps`` gives them in wizard order
     # The shop's state (models.ShopHealth) recorded from these results (health.py); None before any was.
     health: object = None
+    # The state these results give (health.Verdict), set by health.record even when it keeps the row as it was.
+    verdict: object = None
 
     @property
     def steps(self):
@@ -130,25 +149,37 @@ def evaluate(shop, force=False):
     ctx = Context(shop)
     evidence = Evidence.of(ctx.channel) if stored else Evidence()
     changed = set()
+    history = _StepHistory(shop)
+    asked_line = False
     for step in registry().evaluation_order():
         row = stored.get(step.key)
         if step.live and not force and _reusable(step, row, ctx, evidence, changed, max_age, now):
             result = _from_row(row)
         else:
             result = step.check(ctx)
+            # A live step with no channel has nobody to ask: the wizard's pages of a shop still setting up
+            # would otherwise log a "check" on every visit.
+            asked_line = asked_line or (step.live and ctx.channel is not None)
             if row is None or (row.state, row.reason) != (str(result.state), result.reason):
                 changed.add(step.key)
-            _save(shop, stored, result)
+            _save(shop, stored, result, history)
             if result.reference:
                 log.warning("LINE problem ref=%s shop=%s step=%s", result.reference, shop.slug, step.key)
         ctx.results[step.key] = result
     status = ShopStatus(shop, ctx.results)
     status.health = health.record(shop, status, now)
+    if asked_line:
+        _record_check(shop, status.verdict, now)
     return status
 
 
-def _save(shop, stored, result):
+def _save(shop, stored, result, history):
     row = stored.get(result.key)
+    before = (row.state, row.reason) if row is not None else history.last(result.key)
+    if before != (str(result.state), result.reason):
+        db.session.add(StepChange(shop_id=shop.id, key=result.key, at=result.checked_at, state=str(result.state),
+                                  reason=result.reason, previous_state=before[0] if before else None,
+                                  previous_reason=before[1] if before else None))
     if row is None:
         row = StepState(shop_id=shop.id, key=result.key)
         db.session.add(row)
@@ -162,3 +193,70 @@ def _save(shop, stored, result):
 
 def _jsonable(value):
     return value is None or isinstance(value, (str, int, float, bool, list, dict))
+
+
+class _StepHistory:
+    """Each step's last recorded change, read only when a step has no stored result (a new shop, or results
+    forgotten on purpose by connection.forget_results): the step history then continues from what the step
+    said before instead of logging the same state again as if it were new."""
+
+    def __init__(self, shop):
+        self.shop = shop
+        self._last = None
+
+    def last(self, key):
+        if self._last is None:
+            newest = (db.select(func.max(StepChange.id)).where(StepChange.shop_id == self.shop.id)
+                      .group_by(StepChange.key))
+            self._last = {key: (state, reason) for key, state, reason in db.session.execute(
+                db.select(StepChange.key, StepChange.state, StepChange.reason).where(StepChange.id.in_(newest)))}
+        return self._last.get(key)
+
+
+# ---- the check history -------------------------------------------------------------------------------------
+
+@contextmanager
+def triggered_by(trigger):
+    """Name what makes the evaluations inside run, where the request alone cannot tell (the console's "check
+    now" runs the watch's own check in a staff member's request)."""
+    token = _trigger.set(trigger)
+    try:
+        yield
+    finally:
+        _trigger.reset(token)
+
+
+def _who():
+    """(trigger, actor): what made this check run and the person behind it, if any. Without a request it is
+    the watch (a queue task, or a thread of ``check-all``), or the command line when click runs this thread."""
+    actor = None
+    if has_request_context():
+        from flask_login import current_user
+        user = current_user if getattr(current_user, "is_authenticated", False) else None
+        actor = user.email if user is not None else None
+        if request.blueprint == "api":
+            default = "api"
+        else:
+            default = "staff_page" if user is not None and user.is_staff else "owner_page"
+    else:
+        default = "cli" if click.get_current_context(silent=True) is not None else "watch"
+    return _trigger.get() or default, actor
+
+
+def _record_check(shop, verdict, now):
+    """Keep this check (what ran it, what it found) and trim the shop's older ones in the same breath.
+
+    Trimming here rather than in a periodic sweep keeps it simple and exact: only a shop that is checked grows,
+    and each write removes at most the few rows that just fell out of the bounds (one indexed DELETE)."""
+    trigger, actor = _who()
+    db.session.add(ShopCheck(shop_id=shop.id, at=now, trigger=trigger, actor=actor, state=verdict.state,
+                             reason=verdict.reason, step=verdict.step))
+    db.session.flush()
+    days = current_app.config.get("CHECK_HISTORY_DAYS", CHECK_HISTORY_DAYS)
+    cap = current_app.config.get("CHECK_HISTORY_PER_SHOP", CHECK_HISTORY_PER_SHOP)
+    beyond_cap = (db.select(ShopCheck.id).where(ShopCheck.shop_id == shop.id)
+                  .order_by(ShopCheck.at.desc(), ShopCheck.id.desc()).offset(cap))
+    db.session.execute(db.delete(ShopCheck).where(
+        ShopCheck.shop_id == shop.id,
+        or_(ShopCheck.at < now - timedelta(days=days), ShopCheck.id.in_(beyond_cap)))
+        .execution_options(synchronize_session=False))

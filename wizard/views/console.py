@@ -5,6 +5,9 @@ snoozing alerts. The list API (``GET /api/v1/shops``) reads the same query.
 Lists read the recorded state (models.ShopHealth) through SQL joins and never evaluate a shop: listing 10,000
 shops must not call LINE once. A page is one filtered, sorted query with its count, then grouped queries for
 its own 50 shops (friends and blocks, owners, staff). Only "check now" asks LINE, through watch/drift.py.
+
+A shop's page reads its histories as steps/status.py writes them: the step history (each change of a wizard
+step's result) and, merged into the timeline, every live check with what ran it and what it found.
 """
 import csv
 import io
@@ -24,11 +27,12 @@ from sqlalchemy import and_, case, func, literal, or_
 from .. import audit
 from ..extensions import db
 from . import checked_post, staff_only
-from ..models import (Alert, Channel, Contact, Invitation, Shop, ShopHealth, ShopStateChange, User,
-                      WebhookDelivery, WebhookEvent, iso_utc, utcnow)
+from ..models import (Alert, Channel, Contact, Invitation, Shop, ShopCheck, ShopHealth, ShopStateChange,
+                      StepChange, User, WebhookDelivery, WebhookEvent, iso_utc, utcnow)
 from ..steps import health as shop_health
 from ..steps.registry import CONNECTED_KEY, registry
-from ..steps.status import stored_status
+from ..steps.state import State
+from ..steps.status import stored_status, triggered_by
 
 bp = Blueprint("console", __name__, url_prefix="/shops")
 
@@ -37,6 +41,7 @@ CHECK_AT_ONCE = 50  # "check now" asks LINE for each shop while the request wait
 STUCK_AFTER = timedelta(days=1)
 MAX_QUERY = 100
 TRAFFIC_DAYS = 14
+STEP_HISTORY = 50  # the shop page's step history: the newest changes
 SNOOZE_HOURS = (1, 4, 24, 72)
 # The worst first: the default order puts what needs a person at the top, longest waiting first.
 SEVERITY = {shop_health.BROKEN: 0, shop_health.DORMANT: 1, shop_health.ATTENTION: 2,
@@ -58,6 +63,15 @@ ACTIONS = {
     "alert.acknowledged": _l("Alert acknowledged"),
     "alert.snoozed": _l("Alert snoozed"),
     "alert.closed": _l("Alert closed"),
+}
+# What ran a live check (models.ShopCheck.trigger), as the timeline says it.
+TRIGGERS = {
+    "watch": _l("the watch"),
+    "cli": _l("the command line"),
+    "check_now": _l("“Check now”"),
+    "owner_page": _l("the owner's wizard page"),
+    "staff_page": _l("the wizard, opened by staff"),
+    "api": _l("the status API"),
 }
 
 
@@ -419,7 +433,8 @@ def _back(default):
 
 def _check(shops):
     from ..watch import drift
-    rows = drift.check_now(shops)
+    with triggered_by("check_now"):
+        rows = drift.check_now(shops)
     for shop in shops:
         audit.record("shop.checked", shop=shop)
     db.session.commit()
@@ -513,11 +528,20 @@ class TimelineItem:
     kind: str  # state, alert, audit, check
     text: str
     who: str | None = None
+    # A run of checks that found the same (collapse_checks): how many, and when the oldest of them ran.
+    count: int = 1
+    first_at: datetime | None = None
+    same: tuple | None = None  # what makes two checks the same, for collapse_checks
 
 
 def timeline(shop, limit=80):
     """State changes, the audit log (alerts opened, acknowledged, snoozed and closed are recorded there by
-    watch/alerts.py, with who did it) and the last live check, newest first."""
+    watch/alerts.py, with who did it) and the live checks (models.ShopCheck), newest first.
+
+    Every source is read newest first with the same ``limit``, so the merge is exact for the newest ``limit``
+    items. Checks are read a few times deeper, since runs of identical checks are collapsed into one item
+    before the cut (a healthy shop's watch adds 96 a day). A shop checked only before check history existed
+    shows its last check, as it did then."""
     from .people import ACTIONS as PEOPLE_ACTIONS
     labels = {**PEOPLE_ACTIONS, **ACTIONS}
     items = []
@@ -532,10 +556,72 @@ def timeline(shop, limit=80):
         if entry.target:
             text += f": {entry.target}"
         items.append(TimelineItem(entry.at, "audit", text, entry.actor))
-    if shop.health is not None and shop.health.checked_at:
+    checks = db.session.scalars(db.select(ShopCheck).where(ShopCheck.shop_id == shop.id)
+                                .order_by(ShopCheck.at.desc(), ShopCheck.id.desc()).limit(limit * 5)).all()
+    for check in checks:
+        items.append(TimelineItem(check.at, "check", _(
+            "Live check by %(trigger)s: %(state)s (%(reason)s)", trigger=TRIGGERS.get(check.trigger, check.trigger),
+            state=shop_health.LABELS.get(check.state, check.state), reason=check.reason), check.actor,
+            same=(check.trigger, check.actor, check.state, check.reason)))
+    if not checks and shop.health is not None and shop.health.checked_at:
         items.append(TimelineItem(shop.health.checked_at, "check", _("Last live check against LINE")))
     items.sort(key=lambda item: item.at, reverse=True)
-    return items[:limit]
+    return collapse_checks(items)[:limit]
+
+
+def collapse_checks(items):
+    """Consecutive checks (newest first, nothing else between them) by the same trigger and person that found
+    the same state and reason on the same local day become one item with their count: the watch checks a
+    healthy shop every 15 minutes, and 96 lines a day saying "healthy" would bury everything else. A check
+    that found something else, or anything else that happened, starts a new item; so does a new day, since
+    the page groups items by day."""
+    offset = _offset()
+    out = []
+    for item in items:
+        last = out[-1] if out else None
+        if (item.kind == "check" and item.same is not None and last is not None and last.kind == "check"
+                and last.same == item.same and (last.at + offset).date() == (item.at + offset).date()):
+            last.count += 1
+            last.first_at = item.at
+            continue
+        out.append(item)
+    return out
+
+
+@dataclass
+class StepHistoryItem:
+    at: datetime
+    key: str
+    title: str
+    state: str
+    reason: str | None
+    previous_state: str | None
+    previous_reason: str | None
+
+    @property
+    def label(self):
+        return _state_label(self.state)
+
+    @property
+    def previous_label(self):
+        return _state_label(self.previous_state) if self.previous_state else None
+
+
+def step_history(shop, limit=STEP_HISTORY):
+    """The newest ``limit`` changes of the shop's wizard steps (models.StepChange), newest first, titled through
+    the registry (a step no longer in it keeps its key) and labelled through the State enum."""
+    rows = db.session.scalars(db.select(StepChange).where(StepChange.shop_id == shop.id)
+                              .order_by(StepChange.at.desc(), StepChange.id.desc()).limit(limit))
+    return [StepHistoryItem(row.at, row.key, _step_title(row.key), row.state, row.reason, row.previous_state,
+                            row.previous_reason) for row in rows]
+
+
+def _state_label(value):
+    """A stored step state's translated label; a value the enum no longer knows shows as it is."""
+    try:
+        return State(value).label
+    except ValueError:
+        return value
 
 
 def _by_local_day(items, traffic_rows):
@@ -564,10 +650,11 @@ def shop(slug):
         .order_by(Invitation.created_at.desc()).limit(1)).first()
     owners = [user for user in shop.owners if not user.is_staff]
     days = _by_local_day(timeline(shop), traffic(shop))
+    history = step_history(shop)
     friends = db.session.execute(_friend_counts().where(Channel.shop_id == shop.id)).first()
     return render_template(
         "console/shop.html", shop=shop, health=shop.health, status=status, steps=registry(),
-        step_title=_step_title, open_alerts=open_alerts,
+        step_title=_step_title, open_alerts=open_alerts, step_history=history, step_history_limit=STEP_HISTORY,
         alert_sentence=lambda alert: watch_alerts.sentence(alert, shop), days=days, owners=owners, pending=pending,
         staff_users=_staff_choices(), form=FlaskForm(), snooze_hours=SNOOZE_HOURS,
         friends=friends[1] if friends else 0, blocks=friends[2] if friends else 0,
