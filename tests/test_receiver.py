@@ -328,9 +328,13 @@ def test_many_deliveries_at_once_are_all_stored(app, channel, live_app):
     b'{"destination": "U0", "events": [{"type": "message", "n": NaN}]}',
     b'{"destination": "U0", "events": [], "x": Infinity}',
     b'{"destination": "U0", "events": [{"type": "message", "text": "\\ud800"}]}',
+    b'{"destination": "U0", "events": [], "n": -1e400}',
+    # An event fit to store but for a number beyond a float's range, with \u0000 (read by Python on PostgreSQL)
+    b'{"events": [{"type": "a", "timestamp": 1, "webhookEventId": "x", "n": 1e400, "t": "\\u0000"}]}',
 ])
 def test_signed_bodies_no_database_can_store_are_refused_not_500(client, app, channel, raw):
-    """NaN, Infinity and lone surrogates parse in Python but PostgreSQL refuses them: 400, nothing stored."""
+    """NaN, Infinity, numbers beyond a float's range and lone surrogates parse in Python but cannot be stored
+    as JSON: 400, nothing stored."""
     response = client.post(channel["path"], data=raw, headers=signed_headers(channel["secret"], raw))
     assert response.status_code == 400
     with app.app_context():

@@ -100,6 +100,11 @@ DEFAULTS = {
     # Alerts: e-mail the owner and the assigned staff at most once a day per alert; optionally POST a signed
     # JSON (X-Wizard-Signature: HMAC-SHA256 of the body under ALERT_WEBHOOK_SECRET) to a chat tool's URL.
     "ALERT_EMAIL_HOURS": 24.0,
+    # The console's check history (shop_checks) per shop: 30 days answers "since when does it fail, and what
+    # did each check say" (the state changes keep the longer story); at the default round a shop makes about
+    # 2,900 checks in 30 days, so the cap only bites when something checks far more often.
+    "CHECK_HISTORY_DAYS": 30.0,
+    "CHECK_HISTORY_PER_SHOP": 3000,
     "ALERT_WEBHOOK_URL": None,
     "ALERT_WEBHOOK_SECRET": None,
     # --- server (proxy) ---
@@ -123,7 +128,7 @@ _NUMBER = {"LINE_TIMEOUT": float, "LINE_CONTENT_MAX_BYTES": int,
            "FORM_LINK_DAYS": float, "WEBHOOK_CHANNEL_CACHE_SECONDS": float,
            "READYZ_TIMEOUT": float, "MAIL_TIMEOUT": float, "INVITATION_HOURS": float,
            "WATCH_INTERVAL_MINUTES": float, "DORMANT_MIN_NEW_FRIENDS": int, "DORMANT_AFTER_HOURS": float,
-           "ALERT_EMAIL_HOURS": float}
+           "ALERT_EMAIL_HOURS": float, "CHECK_HISTORY_DAYS": float, "CHECK_HISTORY_PER_SHOP": int}
 
 
 def _parse_bool(value):

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import re
 import threading
@@ -89,6 +90,15 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
+def _finite_float(text):
+    """A number too large for a float (1e400) is valid JSON, but Python reads it as infinity, which could only
+    be written back as the non-JSON ``Infinity``: LINE sends no such number, so the body is refused."""
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError("a number out of range")
+    return value
+
+
 # LINE's events are a few levels deep (the deepest, a message's emoji list, about 6). A signed body nested far
 # deeper parses (json.loads goes to about 990 levels) but then makes the database layer's JSON serialisation
 # recurse past Python's limit: refuse it before parsing, as not JSON LINE would send.
@@ -118,7 +128,7 @@ def parse_payload(body: bytes):
         raise NotLinePayload(INVALID_JSON, f"The body is nested more than {MAX_NESTING} levels deep.")
     try:
         # Decode first: json.loads(bytes) would also accept UTF-16/32, which LINE never sends.
-        payload = json.loads(body.decode("utf-8"), parse_constant=_reject_constant)
+        payload = json.loads(body.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
         if b"\\ud" in body or b"\\uD" in body:
             # Both databases must take the event as it is: no lone surrogate (\udXXX) anywhere in it.
             json.dumps(payload, ensure_ascii=False).encode("utf-8")

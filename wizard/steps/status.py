@@ -26,13 +26,6 @@ from .state import State
 
 log = logging.getLogger(__name__)
 
-# The check history's bounds (config keys of the same names override them). 30 days answers "since when does
-# it fail, and what did each check say"; the state changes (health.py) keep the longer story. At the watch's
-# default round (15 minutes) a shop makes about 2,900 checks in 30 days, so the cap only bites when something
-# checks far more often (a script pressing "check now"): it bounds the table at shops × the cap whatever runs.
-CHECK_HISTORY_DAYS = 30
-CHECK_HISTORY_PER_SHOP = 3000
-
 # What makes the evaluations in this context run, when the request or process cannot tell (triggered_by).
 _trigger = ContextVar("check_trigger", default=None)
 
@@ -252,8 +245,8 @@ def _record_check(shop, verdict, now):
     db.session.add(ShopCheck(shop_id=shop.id, at=now, trigger=trigger, actor=actor, state=verdict.state,
                              reason=verdict.reason, step=verdict.step))
     db.session.flush()
-    days = current_app.config.get("CHECK_HISTORY_DAYS", CHECK_HISTORY_DAYS)
-    cap = current_app.config.get("CHECK_HISTORY_PER_SHOP", CHECK_HISTORY_PER_SHOP)
+    days = float(current_app.config["CHECK_HISTORY_DAYS"])  # bounds: config.DEFAULTS says why
+    cap = int(current_app.config["CHECK_HISTORY_PER_SHOP"])
     beyond_cap = (db.select(ShopCheck.id).where(ShopCheck.shop_id == shop.id)
                   .order_by(ShopCheck.at.desc(), ShopCheck.id.desc()).offset(cap))
     db.session.execute(db.delete(ShopCheck).where(
