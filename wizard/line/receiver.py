@@ -191,7 +191,7 @@ def _event_row(channel_id, delivery_id, event, now):
         "timestamp": event["timestamp"],
         "source_type": source.get("type"),
         "source_user_id": source.get("userId"),
-        "is_redelivery": bool((event.get("deliveryContext") or {}).get("isRedelivery")),
+        "is_redelivery": store.is_redelivery(event),
         "payload": event,
         "status": "pending",
         "attempts": 0,
@@ -354,7 +354,7 @@ def _write(batch, connection):
         channel = item.channel
         if item.events:
             evented.add(channel.id)
-        if any((event.get("deliveryContext") or {}).get("isRedelivery") for event in item.events):
+        if any(store.is_redelivery(event) for event in item.events):
             redelivered.add(channel.id)  # rare, and proof that redelivery is on even for a duplicate
         if channel.last_delivery_at is None or now - channel.last_delivery_at >= _DELIVERY_TIME_RESOLUTION:
             touched[channel.id] = channel

@@ -296,7 +296,7 @@ def insert_batch_postgres(raw, deliveries, received_at, touched=(), verified=(),
     rows = []
     for place, (channel_id, destination, body, events) in enumerate(deliveries, start=1):
         # isRedelivery per event, only for the rare delivery that has one (None reads as false for all).
-        flags = [bool((event.get("deliveryContext") or {}).get("isRedelivery")) for event in events]
+        flags = [is_redelivery(event) for event in events]
         rows.append({"o": place, "c": channel_id, "dest": destination, "n": len(events), "body": body,
                      "r": flags if any(flags) else None,
                      "ev": [_event_fields(event) for event in events] if "\\u0000" in body else None})
@@ -324,6 +324,11 @@ def _raise_for(pgconn, result):
     except KeyError:
         error = psycopg.DatabaseError
     raise error(message)
+
+
+def is_redelivery(event):
+    """LINE marks an event it sends again (after we failed to take it) in ``deliveryContext.isRedelivery``."""
+    return bool((event.get("deliveryContext") or {}).get("isRedelivery"))
 
 
 def _event_fields(event):
