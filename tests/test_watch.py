@@ -180,11 +180,31 @@ def test_a_staff_chat_url_gets_one_signed_post_when_an_alert_opens_and_one_when_
     posts = sink.requests
     assert [json.loads(p["body"])["status"] for p in posts] == ["open", "closed"]
     for post in posts:
-        expected = hmac.new(b"chat-secret", post["body"], hashlib.sha256).hexdigest()
+        # The time of sending is signed with the body (README: HMAC over "timestamp.body").
+        timestamp = post["headers"]["x-wizard-timestamp"]
+        assert abs(int(timestamp) - time.time()) < 120
+        expected = hmac.new(b"chat-secret", timestamp.encode() + b"." + post["body"], hashlib.sha256).hexdigest()
         assert post["headers"]["x-wizard-signature"] == expected
     opened = json.loads(posts[0]["body"])
     assert (opened["shop"], opened["state"], opened["reason"]) == (watched.slug, "broken", "webhook_inactive")
     assert opened["fix_url"].endswith(f"/setup/{watched.slug}/response_settings")
+
+
+def test_a_captured_alert_post_sent_again_later_is_refused_by_the_documented_check(watched, sink):
+    """Item 17: the signature covers the time of sending, so a POST captured on the way and replayed later fails
+    the receiver's check (alerts.verify_post, as README's "Alerts" describes it), while the fresh one passes;
+    a replay with a new timestamp fails the signature."""
+    from wizard.watch.alerts import verify_post
+    watched.app.config.update(ALERT_WEBHOOK_URL=sink.url, ALERT_WEBHOOK_SECRET="chat-secret")
+    watched.sandbox.control.update(watched.id, webhook_active=False)
+    watched.check_all()
+    [post] = sink.requests
+    timestamp, signed, body = post["headers"]["x-wizard-timestamp"], post["headers"]["x-wizard-signature"], post["body"]
+    assert verify_post("chat-secret", body, timestamp, signed)
+    assert not verify_post("chat-secret", body, timestamp, signed, now=time.time() + 3600)  # replayed an hour on
+    later = str(int(timestamp) + 60)
+    assert not verify_post("chat-secret", body, later, signed, now=int(later))  # a new time, the old signature
+    assert not verify_post("another-secret", body, timestamp, signed)
 
 
 def test_redelivery_needs_a_look_until_confirmed_or_seen(watched):

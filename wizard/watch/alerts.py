@@ -10,13 +10,16 @@ Escalation (``notify_due``, run by the periodic sweep and after ``check-all``):
 - an e-mail to the shop's owners and its assigned staff, at most once per alert per ``ALERT_EMAIL_HOURS``,
   none while acknowledged or snoozed. The send is claimed first (a conditional update), so however many
   consumers sweep at once, one sends;
-- optionally a JSON POST to ``ALERT_WEBHOOK_URL`` (a chat tool), signed with HMAC-SHA256 under
-  ``ALERT_WEBHOOK_SECRET`` in ``X-Wizard-Signature``, once when the alert opens and once when it closes.
+- optionally a JSON POST to ``ALERT_WEBHOOK_URL`` (a chat tool), once when the alert opens and once when it
+  closes. It carries ``X-Wizard-Timestamp`` (Unix seconds when it was sent) and ``X-Wizard-Signature``, the hex
+  HMAC-SHA256 under ``ALERT_WEBHOOK_SECRET`` of the timestamp, a dot and the body: the time is signed with the
+  body, so a receiver that refuses old timestamps (``verify_post``) cannot be fed a captured POST again later.
 """
 import hashlib
 import hmac
 import json
 import logging
+import time
 import urllib.request
 from datetime import timedelta
 
@@ -209,15 +212,35 @@ def payload(alert):
             "closed_at": iso_utc(alert.closed_at), "fix_url": fix_url(shop, alert.step)}
 
 
-def signature(body: bytes) -> str:
-    secret = current_app.config.get("ALERT_WEBHOOK_SECRET") or ""
-    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+POST_MAX_AGE = 300
+"""Seconds a receiver should accept a POST's timestamp either side of its own clock (``verify_post``)."""
+
+
+def signature(body: bytes, timestamp: str, secret: str | None = None) -> str:
+    """Hex HMAC-SHA256 of ``timestamp.body`` under ``ALERT_WEBHOOK_SECRET`` (or ``secret``)."""
+    if secret is None:
+        secret = current_app.config.get("ALERT_WEBHOOK_SECRET") or ""
+    return hmac.new(secret.encode(), timestamp.encode("ascii") + b"." + body, hashlib.sha256).hexdigest()
+
+
+def verify_post(secret: str, body: bytes, timestamp: str, signed: str, now: float | None = None,
+                max_age: float = POST_MAX_AGE) -> bool:
+    """What a receiver of our POSTs checks (README, "Alerts"): the signature over the timestamp and the body,
+    and a timestamp within ``max_age`` seconds of its clock. A POST captured and sent again later fails."""
+    if not timestamp.isdigit():
+        return False
+    now = time.time() if now is None else now
+    if abs(now - int(timestamp)) > max_age:
+        return False
+    return hmac.compare_digest(signature(body, timestamp, secret), signed or "")
 
 
 def post(url, data):
     body = json.dumps(data, ensure_ascii=False).encode()
+    timestamp = str(int(time.time()))
     request = urllib.request.Request(url, data=body, method="POST", headers={
-        "Content-Type": "application/json; charset=utf-8", "X-Wizard-Signature": signature(body)})
+        "Content-Type": "application/json; charset=utf-8", "X-Wizard-Timestamp": timestamp,
+        "X-Wizard-Signature": signature(body, timestamp)})
     try:
         with urllib.request.urlopen(request, timeout=5) as answer:
             return answer.status
