@@ -15,7 +15,7 @@ from babel.messages.extract import extract_from_file
 from flask import render_template
 
 SKETCHES = ["create_account", "enable_messaging_api", "choose_provider", "channel_credentials", "webhook_url",
-            "response_settings", "developers_console_webhook", "add_friend"]
+            "response_settings", "developers_console_webhook", "developers_console_redelivery", "add_friend"]
 SVG = "{http://www.w3.org/2000/svg}"
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates" / "sketches"
 # A 360 px phone minus main's padding leaves about 328 px for the picture.

@@ -207,17 +207,20 @@ def test_a_captured_alert_post_sent_again_later_is_refused_by_the_documented_che
     assert not verify_post("another-secret", body, timestamp, signed)
 
 
-def test_redelivery_needs_a_look_until_confirmed_or_seen(watched):
-    """LINE cannot tell us whether it redelivers: neither confirmed nor ever seen, the shop needs a look."""
+def test_redelivery_is_advice_for_staff_and_never_holds_a_shop_out_of_healthy(watched):
+    """Issue 14, item 3: LINE cannot tell us whether it redelivers. Neither confirmed nor ever seen, the shop is
+    still healthy; the console's shop page recommends the switch until it is confirmed or a redelivery shows it."""
     watched.client.post(f"/setup/{watched.slug}/webhook_url",
                         data={"action": "confirm_redelivery"})  # the owner unticks the box
     states, _ = watched.check_all()
-    assert (states[watched.slug]["state"], states[watched.slug]["reason"]) == ("attention", "redelivery_unconfirmed")
-    assert watched.status()["fix_step"] == "webhook_url"
-    assert watched.alerts() == []  # needing a look is no alert: nothing is broken
+    assert (states[watched.slug]["state"], states[watched.slug]["reason"]) == ("healthy", "connected")
+    assert watched.alerts() == []
+    staff = watched.staff_client()
+    assert 'id="redelivery-advice"' in staff.get(f"/shops/{watched.slug}/").get_data(as_text=True)
     watched.sandbox.control.redeliver(watched.id)  # LINE sends an event again: redelivery is on
     states, _ = watched.check_all()
     assert states[watched.slug]["state"] == "healthy"
+    assert 'id="redelivery-advice"' not in staff.get(f"/shops/{watched.slug}/").get_data(as_text=True)
 
 
 def test_a_nearly_used_message_quota_needs_a_look_before_it_runs_out(watched):

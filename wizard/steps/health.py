@@ -10,7 +10,9 @@ the recorded row (models.ShopHealth) instead of evaluating thousands of shops.
 - healthy: connected and nothing is off.
 - attention: it works, or nothing is known to be wrong, but something is off: a check could not run, the
   auto-response is unconfirmed, a connection entered again has not proved itself yet, the month's message
-  quota is nearly used, webhook redelivery is neither confirmed nor ever seen.
+  quota is nearly used. Webhook redelivery is never a condition: a shop set up as the setup document says
+  (which does not mention it: the switch is only in LINE Developers Console) is healthy, and the console
+  recommends the switch to staff (``redelivery_known``).
 - broken: it was connected and a step that matters needs action now (LINE says something is set wrong); the
   reason is that step's, and ``step`` is the page that fixes it.
 - dormant: connected, but LINE counts new friends whose follow events never reached us (and, for
@@ -53,6 +55,7 @@ REASONS = {
         "%(used)s of this month's %(limit)s messages are used (%(left)s left). Pushed messages, the customer "
         "form among them when a reply is no longer possible, stop when none are left: raise the plan in LINE "
         "Official Account Manager, or wait for next month."),
+    # No longer given (redelivery is advice, not a condition); kept for states recorded before.
     "redelivery_unconfirmed": _l(
         "Nobody has confirmed that “Use webhook redelivery” is on, and LINE has never redelivered anything: "
         "an event the CRM cannot take at once would be lost. Turn it on in LINE Developers Console and tick the "
@@ -109,8 +112,6 @@ def derive(shop, status, connected_once, now=None):
     quota = quota_nearly_used(shop.channel)
     if quota is not None:
         return Verdict(ATTENTION, "quota_nearly_used", None, quota)
-    if not _redelivery_known(shop):
-        return Verdict(ATTENTION, "redelivery_unconfirmed", "webhook_url")
     return Verdict(HEALTHY, "connected", None)
 
 
@@ -130,9 +131,12 @@ def quota_nearly_used(channel):
     return {"used": used, "limit": limit, "left": max(0, limit - used)}
 
 
-def _redelivery_known(shop):
+def redelivery_known(shop):
     """LINE cannot tell us whether it redelivers what we could not take at once; a redelivered event proves it,
-    and otherwise the owner confirms it on step 5's page."""
+    and otherwise the owner confirms it on step 5's page. Advice only (the console's shop page recommends it
+    while this is False): it never keeps a shop from being healthy."""
+    if shop.channel is None:
+        return False
     from . import confirmations
     return confirmations.given(shop, "webhook_redelivery") or shop.channel.redelivery_seen_at is not None
 

@@ -137,8 +137,8 @@ def _test_failed(detail):
 STEP = Step(
     "webhook_url", _l("Webhook URL"), check, live=True, depends_on=("credentials",), context=_context,
     actions={"set_endpoint": Action(_set_endpoint), "test": Action(_test),
-             # LINE cannot tell us whether it redelivers; the shop's state asks for this until it is confirmed
-             # or a redelivered event shows it (health.py).
+             # LINE cannot tell us whether it redelivers; the staff console recommends it until it is confirmed
+             # or a redelivered event shows it (health.redelivery_known). It never holds a shop out of healthy.
              "confirm_redelivery": confirmations.confirm_action(
                  RedeliveryForm, "webhook_redelivery",
                  _l("Webhook redelivery is not confirmed: tick the box once it is on in LINE Developers "

@@ -659,7 +659,9 @@ def shop(slug):
         staff_users=_staff_choices(), form=FlaskForm(), snooze_hours=SNOOZE_HOURS,
         friends=friends[1] if friends else 0, blocks=friends[2] if friends else 0,
         can_invite=_has_endpoint("shops.invite"), has_endpoint=_has_endpoint,
-        labels=shop_health.LABELS, describe=shop_health.describe, now=utcnow())
+        labels=shop_health.LABELS, describe=shop_health.describe, now=utcnow(),
+        redelivery_advice=shop.channel is not None and not shop_health.redelivery_known(shop),
+        redelivery_step=registry().number("webhook_url"))
 
 
 @bp.post("/<slug>/assign")
