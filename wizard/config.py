@@ -93,6 +93,9 @@ DEFAULTS = {
     # Minutes between two rounds of checks of every connected shop (token, bot info, webhook endpoint: at
     # most 3 LINE calls per shop and round); LINE's webhook test and friend count run at most daily.
     "WATCH_INTERVAL_MINUTES": 15,
+    # Passive evidence (refused signatures, deliveries to a shop not healthy) re-checks that shop at once, but
+    # at most once per this many seconds (each re-check may ask LINE 3 calls; watch/evidence.py).
+    "EVIDENCE_SPACING_SECONDS": 30.0,
     # Dormant: LINE counts at least this many new friends whose follow events never arrived, and (for
     # "silent") nothing arrived for ten of the shop's usual gaps between events, never less than these hours.
     "DORMANT_MIN_NEW_FRIENDS": 1,
@@ -127,7 +130,8 @@ _NUMBER = {"LINE_TIMEOUT": float, "LINE_CONTENT_MAX_BYTES": int,
            "FORM_RESEND_HOURS": float, "QUOTA_CACHE_SECONDS": float, "QUOTA_WARN_PERCENT": float,
            "FORM_LINK_DAYS": float, "WEBHOOK_CHANNEL_CACHE_SECONDS": float,
            "READYZ_TIMEOUT": float, "MAIL_TIMEOUT": float, "INVITATION_HOURS": float,
-           "WATCH_INTERVAL_MINUTES": float, "DORMANT_MIN_NEW_FRIENDS": int, "DORMANT_AFTER_HOURS": float,
+           "WATCH_INTERVAL_MINUTES": float, "EVIDENCE_SPACING_SECONDS": float,
+           "DORMANT_MIN_NEW_FRIENDS": int, "DORMANT_AFTER_HOURS": float,
            "ALERT_EMAIL_HOURS": float, "CHECK_HISTORY_DAYS": float, "CHECK_HISTORY_PER_SHOP": int}
 
 

@@ -201,6 +201,9 @@ class ShopHealth(db.Model):
     daily_checked_at: Mapped[datetime | None]
     # When a round last put this shop's check on the queue: a round never queues it again while that waits.
     queued_at: Mapped[datetime | None]
+    # When the re-check that newer passive evidence (refused signatures, deliveries) asked for runs or ran: one
+    # per burst, at most one per EVIDENCE_SPACING (watch/evidence.py).
+    evidence_check_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     shop: Mapped["Shop"] = relationship(back_populates="health")

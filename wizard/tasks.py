@@ -18,6 +18,8 @@ Tasks:
 - ``fetch_profile``: a contact's LINE profile when no form was sent (standby, form not due);
 - ``fetch_content``: an image, video, audio or file a customer sent, kept in our database (customers/content.py);
 - ``mark_read``: a customer's messages marked read on LINE when someone opens the conversation;
+- ``scan_evidence`` and ``recheck_shop``: passive evidence (refused signatures, deliveries to a shop not
+  healthy) re-derives that shop's recorded state at once (watch/evidence.py);
 - ``sweep`` (every minute): exactly one consumer runs each minute's sweep however many run, because the
   run must first advance that minute's slot in ``periodic_runs`` (``once_per_slot``).
 
@@ -115,6 +117,8 @@ def _register(huey, app):
         "check_shop": huey.task(name="check_shop")(in_app(_check_shop)),
         "notify_alerts": huey.task(name="notify_alerts")(in_app(_notify_alerts)),
         "watch": huey.periodic_task(crontab(minute="*"), name="watch")(in_app(_periodic_watch)),
+        "scan_evidence": huey.task(name="scan_evidence")(in_app(_scan_evidence)),
+        "recheck_shop": huey.task(name="recheck_shop")(in_app(_recheck_shop)),
     }
 
 
@@ -142,11 +146,31 @@ def wake(app=None):
 RING_INTERVAL = 0.1
 
 
-class Doorbell:
-    """Leading and trailing debounce of ``ring_now`` for one app in one process."""
+def ring_evidence(app=None):
+    """Passive evidence arrived (watch/evidence.py): queue a scan for it, debounced like ``wake`` (at most
+    every ``evidence.RING_INTERVAL`` per process, the last ring of a burst kept). Never raises."""
+    from .watch import evidence
+    app = app or current_app._get_current_object()
+    key = ("wizard_evidence_bell", os.getpid())
+    bell = app.extensions.get(key)
+    if bell is None:
+        bell = app.extensions.setdefault(key, Doorbell(app, evidence.RING_INTERVAL, _queue_evidence_scan))
+    bell.ring()
 
-    def __init__(self, app, interval=RING_INTERVAL):
+
+def _queue_evidence_scan(app):
+    try:
+        enqueue("scan_evidence", app=app)
+    except Exception:  # the evidence is stored; the periodic sweep scans for it too
+        log.warning("could not queue the evidence scan; the sweep will", exc_info=True)
+
+
+class Doorbell:
+    """Leading and trailing debounce of ``action`` (default ``ring_now``) for one app in one process."""
+
+    def __init__(self, app, interval=RING_INTERVAL, action=None):
         self.app, self.interval = app, interval
+        self.action = action or ring_now
         self._lock = threading.Lock()
         self._last = -interval
         self._timer = None
@@ -163,14 +187,14 @@ class Doorbell:
                 self._timer.daemon = True
                 self._timer.start()
                 return
-        ring_now(self.app)
+        self.action(self.app)
 
     def _trailing(self):
         with self._lock:
             self._timer = None
             self._last = time.monotonic()
         with self.app.app_context():
-            ring_now(self.app)
+            self.action(self.app)
 
 
 def ring_now(app=None):
@@ -192,7 +216,8 @@ def _drain_events():
     from .line import worker
     huey = queue()
     huey.get(WAKE_FLAG)  # down before the first claim: anything committed from now on rings again
-    worker.drain(after_commit=_enqueue_effects, stop_after=DRAIN_SECONDS)
+    if worker.drain(after_commit=_enqueue_effects, stop_after=DRAIN_SECONDS):
+        ring_evidence()  # deliveries may clear a shop recorded broken (watch/evidence.py)
     if worker.waiting_work():
         enqueue("drain_events")  # more than one drain's share, or new arrivals: keep going on any consumer
     else:
@@ -258,6 +283,16 @@ def _notify_alerts():
     alerts.notify_due()
 
 
+def _scan_evidence():
+    from .watch import evidence
+    evidence.scan()
+
+
+def _recheck_shop(shop_id):
+    from .watch import evidence
+    evidence.recheck(shop_id)
+
+
 def _check_shop(shop_id):
     from .watch import drift
     drift.check_by_id(shop_id)
@@ -282,6 +317,7 @@ def sweep():
     # Side duties first as tasks of their own: a slow mail server or a failing quarantine must never hold up
     # (or stop) the customers' messages and events below.
     enqueue("notify_alerts")  # alert e-mails: new alerts now, open ones again after ALERT_EMAIL_HOURS
+    enqueue("scan_evidence")  # passive evidence whose doorbell was lost (watch/evidence.py)
     try:
         quarantine.sweep()  # old refused bodies go; any proved by a secret saved just now become events
     except Exception:

@@ -35,6 +35,7 @@ from sqlalchemy import bindparam, select, update
 from .. import crypto, metrics
 from ..extensions import db
 from ..models import Channel, WebhookDelivery, utcnow
+from ..watch import evidence
 from . import store, worker
 from .group_commit import GroupCommit
 
@@ -291,7 +292,9 @@ def webhook(token):
             # checks bodies with this module's functions.)
             from . import quarantine
             quarantine.keep(channel_id, body, signature)
-            return _refuse(channel_id, BAD_SIGNATURE, 400, "The signature does not match the Channel secret.")
+            refused = _refuse(channel_id, BAD_SIGNATURE, 400, "The signature does not match the Channel secret.")
+            evidence.ring()  # debounced doorbell: the shop is re-checked on the queue (watch/evidence.py)
+            return refused
 
     try:
         destination, events = parse_payload(body)

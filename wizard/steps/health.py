@@ -14,7 +14,10 @@ the recorded row (models.ShopHealth) instead of evaluating thousands of shops.
   (which does not mention it: the switch is only in LINE Developers Console) is healthy, and the console
   recommends the switch to staff (``redelivery_known``).
 - broken: it was connected and a step that matters needs action now (LINE says something is set wrong); the
-  reason is that step's, and ``step`` is the page that fixes it.
+  reason is that step's, and ``step`` is the page that fixes it. "The Channel secret was reissued" is said
+  only when LINE itself refuses the stored secret (a fresh token) while deliveries arrive with another
+  signature: a run of refused signatures alone is anyone's forgery and makes the shop attention
+  (``signature_refused``), never broken.
 - dormant: connected, but LINE counts new friends whose follow events never reached us (and, for
   ``silent_while_friends_grow``, nothing at all arrived for far longer than the shop's usual gap).
 
@@ -31,7 +34,7 @@ from flask_babel import lazy_gettext as _l
 from ..extensions import db
 from ..line import store
 from ..models import ShopHealth, ShopStateChange, WebhookEvent, iso_utc, utcnow
-from .context import TRANSIENT
+from .context import TRANSIENT, signature_refusals
 from .registry import CONNECTED_KEY
 from .state import State
 
@@ -60,6 +63,10 @@ REASONS = {
         "Nobody has confirmed that “Use webhook redelivery” is on, and LINE has never redelivered anything: "
         "an event the CRM cannot take at once would be lost. Turn it on in LINE Developers Console and tick the "
         "box in step %(fix_number)s."),
+    "signature_refused": _l(
+        "Deliveries with a wrong signature are arriving: %(count)s since %(first_at_local)s, none valid since. "
+        "LINE still accepts the saved Channel secret, so they are not LINE's own (anyone who knows the webhook "
+        "URL can send them); if the secret is reissued, LINE will say so and the shop shows it at once."),
     "silent_while_friends_grow": _l(
         "Nothing has arrived from LINE since %(last_event_at_local)s, although LINE counts %(new_friends)s new "
         "friends since then: their follow events never reached the CRM."),
@@ -79,6 +86,9 @@ class Verdict:
     reason: str
     step: str | None = None
     detail: dict = field(default_factory=dict)
+    # When the evidence behind it began (the first refused delivery of a run), if earlier than the evaluation:
+    # the recorded ``since`` says when it started, not when it was noticed.
+    began: datetime | None = None
 
     @property
     def label(self):
@@ -96,6 +106,12 @@ def derive(shop, status, connected_once, now=None):
         return Verdict(ONBOARDING, _own_reason(current), current.fix_key, dict(current.detail))
     if not status.connected:
         failing = [r for r in steps if not r.satisfied]
+        reissued = next((r for r in failing if r.reason == "secret_reissued"), None)
+        if reissued is not None:
+            # LINE refuses the stored secret and deliveries arrive signed with another: the cause, named with
+            # when its first refused delivery came (steps/webhook_url.py gives it only then).
+            return Verdict(BROKEN, reissued.reason, reissued.fix_key, dict(reissued.detail),
+                           _at_or_none(reissued.detail.get("first_at")))
         for result in failing:
             if result.state == State.ACTION:
                 return Verdict(BROKEN, result.reason, result.fix_key, dict(result.detail))
@@ -109,6 +125,11 @@ def derive(shop, status, connected_once, now=None):
     for result in steps:
         if result.state == State.UNVERIFIABLE or (result.state == State.ACTION and not result.blocks):
             return Verdict(ATTENTION, result.reason, result.fix_key, dict(result.detail))
+    refused = signature_refusals(shop.channel)
+    if refused is not None:
+        # A run of deliveries refused for their signature, while LINE (asked after the newest of them, see
+        # status.Evidence) still accepts the stored secret: not LINE's, so a look, not an alarm.
+        return Verdict(ATTENTION, "signature_refused", None, refused.detail(), refused.first_at)
     quota = quota_nearly_used(shop.channel)
     if quota is not None:
         return Verdict(ATTENTION, "quota_nearly_used", None, quota)
@@ -139,6 +160,10 @@ def redelivery_known(shop):
         return False
     from . import confirmations
     return confirmations.given(shop, "webhook_redelivery") or shop.channel.redelivery_seen_at is not None
+
+
+def _at_or_none(text):
+    return datetime.fromisoformat(text.rstrip("Z")) if text else None
 
 
 def _own_reason(result):
@@ -240,9 +265,10 @@ def record(shop, status, now=None):
     previous = (health.state, health.reason)
     changed = previous != (verdict.state, verdict.reason)
     if changed:
-        health.since = now
-        db.session.add(ShopStateChange(shop_id=shop.id, at=now, state=verdict.state, reason=verdict.reason,
-                                       previous_state=previous[0], previous_reason=previous[1]))
+        health.since = _since(health, verdict, now)
+        db.session.add(ShopStateChange(shop_id=shop.id, at=health.since, state=verdict.state,
+                                       reason=verdict.reason, previous_state=previous[0],
+                                       previous_reason=previous[1]))
     health.state, health.reason, health.step = verdict.state, verdict.reason, verdict.step
     health.detail = {k: v for k, v in verdict.detail.items() if isinstance(v, (str, int, float, bool, type(None)))}
     health.updated_at = now
@@ -253,6 +279,15 @@ def record(shop, status, now=None):
     if changed:
         state_changed.send(shop, health=health, previous=previous)
     return health
+
+
+def _since(health, verdict, now):
+    """When the new state began: when its evidence began (``verdict.began``), but never before the state it
+    replaces was recorded (nor after this evaluation)."""
+    if verdict.began is None or health.updated_at is None:
+        return now
+    floor = health.since if health.since is not None else verdict.began
+    return min(now, max(verdict.began, floor))
 
 
 def _row(shop):

@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from flask import (Blueprint, Response, abort, current_app, flash, redirect, render_template, request,
                    url_for)
-from flask_babel import gettext as _, lazy_gettext as _l, ngettext
+from flask_babel import format_datetime, gettext as _, lazy_gettext as _l, ngettext
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import and_, case, func, literal, or_
@@ -28,7 +28,7 @@ from .. import audit
 from ..extensions import db
 from . import checked_post, staff_only
 from ..models import (Alert, Channel, Contact, Invitation, Shop, ShopCheck, ShopHealth, ShopStateChange,
-                      StepChange, User, WebhookDelivery, WebhookEvent, iso_utc, utcnow)
+                      StepChange, User, WebhookDelivery, WebhookEvent, WebhookRejection, iso_utc, utcnow)
 from ..steps import health as shop_health
 from ..steps.registry import CONNECTED_KEY, registry
 from ..steps.state import State
@@ -72,6 +72,8 @@ TRIGGERS = {
     "owner_page": _l("the owner's wizard page"),
     "staff_page": _l("the wizard, opened by staff"),
     "api": _l("the status API"),
+    "evidence": _l("new evidence: LINE's deliveries or refused signatures"),
+    "alert_mail": _l("the re-check before an alert e-mail"),
 }
 
 
@@ -563,10 +565,25 @@ def timeline(shop, limit=80):
             "Live check by %(trigger)s: %(state)s (%(reason)s)", trigger=TRIGGERS.get(check.trigger, check.trigger),
             state=shop_health.LABELS.get(check.state, check.state), reason=check.reason), check.actor,
             same=(check.trigger, check.actor, check.state, check.reason)))
+    items += _refused_runs(shop)
     if not checks and shop.health is not None and shop.health.checked_at:
         items.append(TimelineItem(shop.health.checked_at, "check", _("Last live check against LINE")))
     items.sort(key=lambda item: item.at, reverse=True)
     return collapse_checks(items)[:limit]
+
+
+def _refused_runs(shop):
+    """The deliveries refused for their signature (line/store.count_rejection keeps the newest run per
+    channel: how many, from when to when), as one timeline item at the run's first refusal."""
+    rows = db.session.execute(db.select(WebhookRejection.streak, WebhookRejection.streak_since,
+                                        WebhookRejection.last_at)
+                              .join(Channel, Channel.id == WebhookRejection.channel_id)
+                              .where(Channel.shop_id == shop.id, WebhookRejection.reason == "bad_signature",
+                                     WebhookRejection.streak > 0, WebhookRejection.streak_since.is_not(None)))
+    return [TimelineItem(since, "refused", ngettext(
+        "%(num)d delivery refused for a wrong signature, the last at %(last)s",
+        "%(num)d deliveries refused for a wrong signature, the last at %(last)s", streak,
+        last=format_datetime(last_at, "HH:mm:ss"))) for streak, since, last_at in rows]
 
 
 def collapse_checks(items):

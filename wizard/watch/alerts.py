@@ -5,7 +5,8 @@ Alerts follow ``health.state_changed``, so they open and close in the same trans
 caused them, from whichever evaluation noticed it: a page, the status API or the watch. One page can then never
 show an open alert beside a healthy state.
 
-Escalation (``notify_due``, run by the periodic sweep and after ``check-all``):
+Escalation (``notify_due``, run by the periodic sweep and after ``check-all``; each mail is re-checked against
+the newest evidence just before it goes, ``still_open``):
 - the owner's wizard shows a banner with the step that fixes it (templates/wizard/_alert.html);
 - an e-mail to the shop's owners and its assigned staff, at most once per alert per ``ALERT_EMAIL_HOURS``,
   none while acknowledged or snoozed. The send is claimed first (a conditional update), so however many
@@ -111,6 +112,8 @@ def notify_due(now=None):
         if not claimed:
             continue
         alert = db.session.get(Alert, alert_id)
+        if not still_open(alert):
+            continue  # fresh evidence closed it: no mail about something already fixed
         went, tried = _email(alert)
         if tried and not went:
             # The mail server refused or was away: try again in a while rather than in a day.
@@ -120,6 +123,25 @@ def notify_due(now=None):
         db.session.commit()
     _post_due(now)
     return sent
+
+
+def still_open(alert):
+    """Re-check the alert's shop against the newest evidence just before its e-mail goes, and say whether the
+    alert is still open. The shop's evaluation (steps/status.py) reuses what LINE said unless newer evidence
+    contradicts it (a delivery after "Use webhook is off" asks LINE again) or it is older than CHECK_MAX_AGE, so
+    an alert that a fix has closed meanwhile sends nothing. Commits."""
+    from ..steps.status import evaluate, triggered_by
+    shop = alert.shop
+    if shop.channel is not None:
+        try:
+            with triggered_by("alert_mail"):
+                evaluate(shop)
+            db.session.commit()
+        except Exception:  # the check itself failed: the alert stands as recorded, and its mail goes
+            db.session.rollback()
+            log.warning("re-check of shop %s before its alert e-mail failed", shop.slug, exc_info=True)
+    db.session.refresh(alert)
+    return alert.closed_at is None
 
 
 def recipients(shop):
