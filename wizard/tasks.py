@@ -148,13 +148,15 @@ RING_INTERVAL = 0.1
 
 def ring_evidence(app=None):
     """Passive evidence arrived (watch/evidence.py): queue a scan for it, debounced like ``wake`` (at most
-    every ``evidence.RING_INTERVAL`` per process, the last ring of a burst kept). Never raises."""
+    every ``evidence.RING_INTERVAL`` per process, the last ring of a burst kept), but always from the timer's
+    thread: the request that rang (a refused webhook) never writes to the queue's store. Never raises."""
     from .watch import evidence
     app = app or current_app._get_current_object()
     key = ("wizard_evidence_bell", os.getpid())
     bell = app.extensions.get(key)
     if bell is None:
-        bell = app.extensions.setdefault(key, Doorbell(app, evidence.RING_INTERVAL, _queue_evidence_scan))
+        bell = app.extensions.setdefault(key, Doorbell(app, evidence.RING_INTERVAL, _queue_evidence_scan,
+                                                       leading=False))
     bell.ring()
 
 
@@ -166,11 +168,13 @@ def _queue_evidence_scan(app):
 
 
 class Doorbell:
-    """Leading and trailing debounce of ``action`` (default ``ring_now``) for one app in one process."""
+    """Leading and trailing debounce of ``action`` (default ``ring_now``) for one app in one process; with
+    ``leading=False`` only trailing (the caller's thread never runs ``action``)."""
 
-    def __init__(self, app, interval=RING_INTERVAL, action=None):
+    def __init__(self, app, interval=RING_INTERVAL, action=None, leading=True):
         self.app, self.interval = app, interval
         self.action = action or ring_now
+        self.leading = leading
         self._lock = threading.Lock()
         self._last = -interval
         self._timer = None
@@ -180,10 +184,11 @@ class Doorbell:
         with self._lock:
             if self._timer is not None:
                 return  # a ring is already due: it will cover this delivery too
-            if now - self._last >= self.interval:
+            if self.leading and now - self._last >= self.interval:
                 self._last = now
             else:
-                self._timer = threading.Timer(self.interval - (now - self._last), self._trailing)
+                wait = max(0.0, self.interval - (now - self._last)) if self.leading else self.interval
+                self._timer = threading.Timer(wait, self._trailing)
                 self._timer.daemon = True
                 self._timer.start()
                 return

@@ -4,8 +4,8 @@ The staff list, the list API and the CSV read the state recorded at the last eva
 own traffic often knows better before the watch asks again: deliveries refused for their signature (the secret
 may have been reissued, or a stranger is forging them), and valid deliveries to a shop recorded broken, dormant
 or needing a look (LINE calls us again: "Use webhook" is back on, the URL works). So each of these rings a
-doorbell (``ring``: per process, debounced, a lock and a clock read on the request path), which queues a
-``scan``; the scan finds the shops whose evidence is newer than their recorded state and queues one re-check
+doorbell (``ring``: per process, debounced; the request pays a lock and a clock read, and a timer thread
+queues a ``scan``); the scan finds the shops whose evidence is newer than their recorded state and queues one re-check
 each (``recheck``: the shop's own evaluation, steps/status.py, outside any request).
 
 The re-check asks LINE only what the evidence contradicts (status.Evidence): after a refused delivery, a
@@ -35,8 +35,8 @@ log = logging.getLogger(__name__)
 DEBOUNCE = timedelta(seconds=1)
 """A re-check waits this long after the evidence that asked for it, so a burst (LINE's deliveries of a few
 friends, a handful of forged POSTs) is judged once, whole."""
-RING_INTERVAL = 0.5
-"""Seconds between two scans one process queues (the last ring of a burst is never dropped)."""
+RING_INTERVAL = 0.25
+"""Seconds from a ring to its scan, and between two scans one process queues (a burst rings once)."""
 # Deliveries say something about these states only: LINE calling us again disproves "not delivering", "could
 # not ask", "not proved yet", "forged refusals". (A quota nearly used is not something a delivery changes.)
 STATES_A_DELIVERY_CAN_CLEAR = (shop_health.BROKEN, shop_health.DORMANT, shop_health.ATTENTION)
