@@ -126,16 +126,16 @@ def notify_due(now=None):
 
 
 def still_open(alert):
-    """Re-check the alert's shop against the newest evidence just before its e-mail goes, and say whether the
-    alert is still open. The shop's evaluation (steps/status.py) reuses what LINE said unless newer evidence
-    contradicts it (a delivery after "Use webhook is off" asks LINE again) or it is older than CHECK_MAX_AGE, so
-    an alert that a fix has closed meanwhile sends nothing. Commits."""
+    """Re-check the alert's shop just before its e-mail goes (LINE asked afresh, at most 3 calls, at most once
+    per alert per ALERT_EMAIL_HOURS; our own newest traffic read with it) and say whether the alert is still
+    open: an alert that a fix has closed meanwhile ("Use webhook" back on, a message delivered) sends nothing.
+    Commits."""
     from ..steps.status import evaluate, triggered_by
     shop = alert.shop
     if shop.channel is not None:
         try:
             with triggered_by("alert_mail"):
-                evaluate(shop)
+                evaluate(shop, force=True)
             db.session.commit()
         except Exception:  # the check itself failed: the alert stands as recorded, and its mail goes
             db.session.rollback()

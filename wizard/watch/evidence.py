@@ -8,10 +8,10 @@ doorbell (``ring``: per process, debounced; the request pays a lock and a clock 
 queues a ``scan``); the scan finds the shops whose evidence is newer than their recorded state and queues one re-check
 each (``recheck``: the shop's own evaluation, steps/status.py, outside any request).
 
-The re-check asks LINE only what the evidence contradicts (status.Evidence): after a refused delivery, a
-fresh token and the bot info with the stored secret (does LINE still accept it?) and the webhook endpoint.
-That is what tells a reissued secret (LINE refuses the stored one: broken at once) from forged POSTs (LINE
-accepts it: attention, never broken).
+The re-check asks LINE afresh (the watch's own check: a fresh token and the bot info with the stored secret,
+and the webhook endpoint; 3 calls): does LINE still accept the stored secret? That is what tells a reissued
+secret (LINE refuses the stored one: broken at once) from forged POSTs (LINE accepts it: attention, never
+broken), and what confirms a fix a delivery suggests.
 
 One re-check per burst, and at most one per ``EVIDENCE_SPACING`` per shop, however much arrives: each shop's
 ``evidence_check_at`` (models.ShopHealth) says when its re-check runs, and a scan queues a new one only
@@ -102,15 +102,15 @@ def scan(now=None):
 
 
 def recheck(shop_id):
-    """Evaluate one shop now, as its evidence asks (LINE is asked only what the evidence contradicts), and
-    commit its recorded state. Named "evidence" in the shop's timeline."""
+    """Evaluate one shop now, asking LINE afresh, and commit its recorded state. Named "evidence" in the
+    shop's timeline."""
     from ..steps.status import evaluate, triggered_by
     shop = db.session.get(Shop, shop_id)
     if shop is None or shop.channel is None:
         return None
     try:
         with triggered_by("evidence"):
-            status = evaluate(shop)
+            status = evaluate(shop, force=True)
         db.session.commit()
     except Exception:
         db.session.rollback()
