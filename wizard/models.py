@@ -583,7 +583,8 @@ class QuarantinedBody(db.Model):
     """A webhook body refused for its signature, kept encrypted in case LINE signed it with a Channel secret
     not entered yet (line/quarantine.py): checked again with the next secret saved, then stored as a delivery
     or deleted. Until then it is neither a delivery nor an event; each channel keeps at most 7 days, 1,000
-    bodies and 10 MiB of them. ``size``: the raw body's length in bytes; ``signature``: its x-line-signature."""
+    bodies and 4 MiB of them, only what could be LINE's, never evicting older ones for new. ``size``: the raw
+    body's length in bytes; ``signature``: its x-line-signature."""
 
     __tablename__ = "quarantined_bodies"
     __table_args__ = (
