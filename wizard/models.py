@@ -299,7 +299,9 @@ class Alert(db.Model):
 
 
 class WebhookDelivery(db.Model):
-    """One accepted POST from LINE, its raw body kept so nothing it carried can be lost."""
+    """One accepted POST from LINE, its raw body kept so nothing it carried can be lost. ``request_id``: the
+    request's id (nginx's ``$request_id``, the X-Request-Id every log line of it and of the tasks it caused
+    carries), so a delivery found here can be followed through the logs."""
 
     __tablename__ = "webhook_deliveries"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -309,6 +311,7 @@ class WebhookDelivery(db.Model):
     event_count: Mapped[int] = mapped_column(default=0)
     new_event_count: Mapped[int] = mapped_column(default=0)
     body: Mapped[str] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(128))
 
 
 class WebhookEvent(db.Model):
@@ -696,3 +699,15 @@ class MessageContent(db.Model):
     error: Mapped[str | None] = mapped_column(Text)
     fetched_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConsumerHeartbeat(db.Model):
+    """A queue consumer's heartbeat (heartbeat.py): ``consumer`` names it (host:pid), ``beat_at`` is when it last
+    said it was alive with ``threads_alive`` of its threads running. Read by every machine's ``/metrics``."""
+
+    __tablename__ = "consumer_heartbeats"
+    consumer: Mapped[str] = mapped_column(String(200), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    beat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    threads: Mapped[int] = mapped_column(default=0)
+    threads_alive: Mapped[int] = mapped_column(default=0)

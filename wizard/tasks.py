@@ -44,6 +44,7 @@ from sqlalchemy import update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import observability
 from .extensions import db
 from .models import PeriodicRun
 
@@ -121,11 +122,13 @@ def _register(huey, app):
     """The tasks, bound to ``app``: each runs in its own application context (its own database session)."""
 
     def in_app(func):
-        def run(*args):
-            with app.app_context():
+        def run(*args, trace=None):
+            with app.app_context(), observability.traced(trace):
                 return func(*args)
         run.__name__ = func.__name__
         return run
+
+    huey.wizard_app = app  # for the consumers' heartbeat
 
     first = EFFECTS_FIRST
     huey.wizard_tasks = {
@@ -142,9 +145,12 @@ def _register(huey, app):
 
 
 def enqueue(name, *args, delay=None, app=None):
-    """Put one task on the queue, to run now or after ``delay`` seconds (huey's schedule)."""
+    """Put one task on the queue, to run now or after ``delay`` seconds (huey's schedule). It carries the
+    request id and shop of the request or work that queues it (observability.traced), for its log lines."""
     wrapper = queue(app).wizard_tasks[name]
-    return wrapper.schedule(args, delay=delay) if delay else wrapper(*args)
+    trace = observability.current_trace()
+    kwargs = {"trace": trace} if trace else {}
+    return wrapper.schedule(args, kwargs, delay=delay) if delay else wrapper(*args, **kwargs)
 
 
 # ---- the receiver's doorbell -------------------------------------------------------------------------------
@@ -365,7 +371,22 @@ def describe_queue(app=None):
 # ---- consumers -----------------------------------------------------------------------------------------------
 
 
-class InProcessConsumer(Consumer):
+class BeatingConsumer(Consumer):
+    """huey's consumer that records its heartbeat while it runs (heartbeat.py: every machine's /metrics)."""
+
+    def start(self):
+        super().start()
+        from .heartbeat import Heartbeat
+        self.heartbeat = Heartbeat(self.huey.wizard_app, self).start()
+
+    def stop(self, graceful=False):
+        super().stop(graceful=graceful)
+        beating = getattr(self, "heartbeat", None)
+        if beating is not None:
+            beating.stop()
+
+
+class InProcessConsumer(BeatingConsumer):
     """huey's consumer as threads inside another process (the dev server, tests): the host process keeps its
     own signal handlers (Ctrl+C stops the dev server, which stops this)."""
 
@@ -373,7 +394,7 @@ class InProcessConsumer(Consumer):
         pass
 
 
-class AnnouncingConsumer(Consumer):
+class AnnouncingConsumer(BeatingConsumer):
     """huey's consumer that says so once it is running and its signal handlers are in place (a SIGTERM
     right after the announcement is then a graceful stop, not the default kill)."""
 
