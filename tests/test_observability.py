@@ -134,6 +134,77 @@ def test_a_crash_is_one_json_line_with_its_traceback_and_no_secret_path(app, mak
     assert not any(channel["token"] in json.dumps(line) for line in lines)  # … without its secret
 
 
+def test_the_text_logs_exception_lines_never_show_the_webhook_token(app, make_shop, capsys, fresh_logging):
+    """The embedded default writes text logs through Flask's own handler: a crash in the receiver is logged as
+    "Exception on <path>" with its traceback, and the path is the webhook URL."""
+    from flask.logging import default_handler
+    slug, _ = make_shop()
+    channel = make_channel(app, slug)
+    with fresh_logging(), app.app_context():
+        client = sibling(app, LOG_FORMAT="text", PROPAGATE_EXCEPTIONS=False).test_client()
+        try:
+            capsys.readouterr()
+            db.session.execute(db.text("ALTER TABLE webhook_events RENAME TO webhook_events_away"))
+            db.session.commit()
+            try:
+                response = post_delivery(client, channel, [text_event("U" + secrets.token_hex(16), "hi")])
+            finally:
+                db.session.execute(db.text("ALTER TABLE webhook_events_away RENAME TO webhook_events"))
+                db.session.commit()
+            err = capsys.readouterr().err
+        finally:
+            logging.getLogger("wizard").removeHandler(default_handler)
+    assert response.status_code == 500
+    assert "Exception on /line/webhook/**** [POST]" in err and "Traceback" in err, err
+    assert channel["token"] not in err
+
+
+def test_metrics_count_requests_by_route_and_status_with_their_latency(app, client, make_shop):
+    slug, _ = make_shop()
+    channel = make_channel(app, slug)
+    before = scrape(client)
+    assert post_delivery(client, channel, [text_event("U" + secrets.token_hex(16), "hello")]).status_code == 200
+    assert post_delivery(client, channel, [], secret="f" * 32).status_code == 400
+    assert client.get("/no/such/page").status_code == 404
+    after = scrape(client)
+
+    def grew(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+    webhook = "/line/webhook/<token>"  # the route, never the token
+    assert grew("wizard_http_requests_total", route=webhook, method="POST", status="200") == 1
+    assert grew("wizard_http_requests_total", route=webhook, method="POST", status="400") == 1
+    assert grew("wizard_http_requests_total", route="(no route)", method="GET", status="404") == 1
+    assert grew("wizard_http_request_duration_seconds_count", route=webhook) == 2
+    assert grew("wizard_http_request_duration_seconds_bucket", route=webhook, le="+Inf") == 2
+    assert not any(channel["token"] in str(key) for key in after)
+
+
+def test_metrics_show_each_consumers_heartbeat_and_one_that_stopped_beating(app, client):
+    from wizard import heartbeat, tasks
+    tasks.start_in_process(app, threads=2)
+    try:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and value(scrape(client), "wizard_consumers_alive") != 1:
+            time.sleep(0.1)
+        found = scrape(client)
+        assert value(found, "wizard_consumers_alive") == 1, "the consumer's heartbeat never showed"
+        name = heartbeat.consumer_name()
+        assert value(found, "wizard_consumer_threads_alive", consumer=name) == 2
+        assert value(found, "wizard_consumer_heartbeat_age_seconds", consumer=name) < heartbeat.EVERY
+    finally:
+        tasks.stop_in_process(app)
+    assert value(scrape(client), "wizard_consumers_alive") == 0  # stopped on purpose: its row is gone
+
+    with app.app_context():  # a consumer on another machine hung two minutes ago
+        heartbeat.beat("worker-2:4242", 4, 4)
+        db.session.execute(db.update(heartbeat.ConsumerHeartbeat)
+                           .values(beat_at=utcnow() - timedelta(minutes=2)))
+        db.session.commit()
+    found = scrape(client)
+    assert value(found, "wizard_consumers_alive") == 0
+    assert value(found, "wizard_consumer_heartbeat_age_seconds", consumer="worker-2:4242") >= 120
+
+
 def test_text_logs_are_left_alone_in_tests_and_the_embedded_default(app):
     assert observability.log_format(app.config) == "text"
     assert observability.log_format({"SANDBOX": False}) == "json"  # production's default

@@ -10,16 +10,22 @@ request a byte a second into nginx and the sandbox answers another shop's calls 
 Bounded: the slow clients trickle for 9 s (below nginx's 10 s client_header_timeout, so they are still
 holding their connections when the last webhook is timed); every request has a timeout.
 """
+import json
+import os
 import re
 import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 import requests
 import urllib3
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests import topology
 from tests.conftest import ENCRYPTION_KEY
@@ -83,7 +89,8 @@ def production(db_url, sandbox, tmp_path, monkeypatch):
         raise
     try:
         yield SimpleNamespace(url=base_url, tls_port=tls_port, certificate=str(certificate), app=app,
-                              sandbox=sandbox, log=tmp_path / "gunicorn.log")
+                              sandbox=sandbox, log=tmp_path / "gunicorn.log", env=env,
+                              gunicorn_port=gunicorn_port, nginx_log=nginx_dir / "access.log")
     finally:
         topology.stop(nginx)
         topology.stop(gunicorn)
@@ -269,3 +276,83 @@ def test_behind_one_proxy_the_app_sees_the_clients_address_and_https(tmp_path, t
     app.add_url_rule("/seen", "seen", lambda: {"seen": [request.remote_addr, request.scheme]})
     answer = app.test_client().get("/seen", headers={"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"})
     assert tuple(answer.get_json()["seen"]) == seen
+
+
+WORKER_TIMEOUT = 60
+
+
+def _json_lines(text):
+    lines = []
+    for line in text.splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            continue  # gunicorn's own start-up lines, tracebacks of other processes: not what is asserted
+    return lines
+
+
+def test_one_webhook_is_followed_by_its_nginx_request_id_and_no_token_is_logged(production, tmp_path):
+    """A new friend's follow goes LINE → nginx → gunicorn → the stored delivery → a consumer (a real
+    ``flask worker`` process) → the form sent: every line of it carries nginx's $request_id and the shop; the
+    nginx access log masks the webhook, form and invitation tokens; /metrics counts the request by status with
+    its latency, and shows the consumer's heartbeat."""
+    from tests.webhooks import make_channel
+    from wizard.models import WebhookDelivery
+    env = production
+    line_channel = env.sandbox.control.create_channel()
+    channel = make_channel(env.app, "shop-a", channel_id=line_channel["channelId"],
+                           secret=line_channel["channelSecret"], bot_user_id=line_channel["botUserId"])
+    env.sandbox.control.update(line_channel["channelId"], endpoint=env.url + channel["path"])
+    followed = env.sandbox.control.follow(line_channel["channelId"])
+    assert followed["delivery"]["statusCode"] == 200, followed["delivery"]
+    with env.app.app_context():
+        [request_id] = db.session.scalars(db.select(WebhookDelivery.request_id)).all()
+        db.session.remove()
+    assert request_id and len(request_id) == 32, request_id  # nginx's $request_id: 32 hexadecimal digits
+
+    # Other secrets in paths and referrers, through nginx too.
+    web = requests.Session()
+    web.verify, web.trust_env = env.certificate, False
+    form_token, invite_token = "FormToken" + "x" * 30, "InviteToken" + "y" * 30
+    web.get(f"{env.url}/form/{form_token}/thanks?lang=en", timeout=10,
+            headers={"Referer": f"{env.url}/form/{form_token}?lang=en"})
+    web.get(f"{env.url}/invite/{invite_token}", timeout=10)
+
+    with open(tmp_path / "worker.log", "wb") as log:
+        worker = subprocess.Popen([sys.executable, "-m", "flask", "--app", "wizard", "worker", "--threads", "2"],
+                                  env={**os.environ, **env.env}, stdout=log, stderr=subprocess.STDOUT,
+                                  cwd=Path(__file__).resolve().parent.parent)
+    try:
+        deadline = time.monotonic() + WORKER_TIMEOUT
+        while time.monotonic() < deadline and not env.sandbox.control.sent_messages(line_channel["channelId"]):
+            assert worker.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+            time.sleep(0.2)
+        assert env.sandbox.control.sent_messages(line_channel["channelId"]), "the form was not sent in time"
+        metrics = requests.get(f"http://127.0.0.1:{env.gunicorn_port}/metrics", timeout=10).text
+    finally:
+        worker.terminate()
+        worker.wait(timeout=40)
+
+    nginx = _json_lines(env.nginx_log.read_text())
+    app_lines = _json_lines(env.log.read_text())
+    worker_lines = _json_lines((tmp_path / "worker.log").read_text())
+    [edge] = [line for line in nginx if line["request_id"] == request_id]
+    assert (edge["method"], edge["path"], edge["status"]) == ("POST", "/line/webhook/****", 200)
+    [access] = [line for line in app_lines if line.get("request_id") == request_id]
+    assert (access["path"], access["status"], access["shop"]) == ("/line/webhook/****", 200, "shop-a")
+    traced = [line for line in worker_lines if line.get("request_id") == request_id]
+    assert {line.get("shop") for line in traced} == {"shop-a"}
+    messages = " | ".join(line["message"] for line in traced)
+    assert "(follow) done" in messages and "tasks.send_message" in messages, messages
+    assert {"/form/****/thanks", "/invite/****"} <= {line["path"] for line in nginx}
+    assert f"{env.url}/form/****" in {line["referrer"] for line in nginx}
+    everything = env.nginx_log.read_text() + env.log.read_text() + (tmp_path / "worker.log").read_text()
+    for token in (channel["token"], form_token, invite_token):
+        assert token not in everything
+
+    found = {(s.name, tuple(sorted(s.labels.items()))): s.value
+             for family in text_string_to_metric_families(metrics) for s in family.samples}
+    webhook = (("method", "POST"), ("route", "/line/webhook/<token>"), ("status", "200"))
+    assert found[("wizard_http_requests_total", webhook)] == 1
+    assert found[("wizard_http_request_duration_seconds_count", (("route", "/line/webhook/<token>"),))] == 1
+    assert found[("wizard_consumers_alive", ())] == 1

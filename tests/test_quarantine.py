@@ -62,6 +62,12 @@ def forge(client, line, body, secret="0" * 32):
     return response
 
 
+def plausible(line, n, pad=0, **fields):
+    """A body with the shape of a LINE delivery to this channel's bot (a follow), as a forger would make it."""
+    return encode({"destination": line.channel["bot_user_id"], "events": [follow_event(f"U{n:032x}")],
+                   **({"pad": "x" * pad} if pad else {}), **fields})
+
+
 def kept_rows(app):
     with app.app_context():
         rows = db.session.scalars(db.select(QuarantinedBody).order_by(QuarantinedBody.id)).all()
@@ -146,15 +152,15 @@ def test_bodies_the_new_secret_does_not_prove_are_deleted_and_store_nothing(app,
     user = refused(line.control.follow(line.id))
     forged = encode({"destination": line.channel["bot_user_id"], "events": [follow_event("U" + "f" * 32)]})
     forge(client, line, forged)  # signed with a secret nobody has
-    forge(client, line, b'{"hello": "world"}', secret=new_secret)  # signed right, but no LINE payload
-    assert counts(app)["quarantined"] == 3
+    forge(client, line, b'{"hello": "world"}', secret=new_secret)  # signed right, but no LINE payload: not kept
+    assert counts(app)["quarantined"] == 2
 
     with app.app_context():
         channel = db.session.get(Channel, line.channel["id"])
         result = quarantine.release(channel, new_secret)
         db.session.commit()
 
-    assert result == quarantine.ReleaseResult(welcomed=1, stored=1, deleted=2)
+    assert result == quarantine.ReleaseResult(welcomed=1, stored=1, deleted=1)
     assert counts(app) == {"deliveries": 1, "events": 1, "quarantined": 0}
     [event] = line.events()
     assert (event.type, event.source_user_id, event.status) == ("follow", user, "pending")
@@ -204,62 +210,119 @@ def test_rotate_key_re_encrypts_kept_bodies_which_are_released_after(app, runner
     assert line.contact(user).form_sent_at is not None
 
 
-# ---- the bounds --------------------------------------------------------------------------------------------
+# ---- the bounds: only what could be LINE's, never evicting what came first -------------------------------
 
-def test_a_channel_keeps_at_most_1000_bodies_the_newest(app, client, line):
+def test_a_flood_of_forged_bodies_cannot_evict_the_friends_who_followed_before_it(app, client, runner, line,
+                                                                                   monkeypatch):
+    """The red team's attack: 11 forged 1 MiB POSTs (and here a flood of bodies shaped like LINE's) after five
+    real friends were refused. The friends' bodies stay, and all five are welcomed once the secret is entered."""
+    monkeypatch.setattr(quarantine, "MAX_BODIES", 40)  # a smaller bound, so the flood is quick to exceed
+    monkeypatch.setattr(quarantine, "MAX_PER_MINUTE", 1000)
+    new_secret = reissue(line)
+    users = {refused(line.control.follow(line.id)) for _ in range(5)}
+    limit = app.config["WEBHOOK_MAX_BYTES"]
+    for n in range(11):
+        forge(client, line, plausible(line, n, pad=limit - 1000))  # 1 MiB: larger than any LINE delivery
+    for n in range(60):
+        forge(client, line, plausible(line, 100 + n))  # LINE's shape, signed with a secret nobody has
+    assert counts(app)["quarantined"] == 40
+    assert rejections(app) == {receiver.BAD_SIGNATURE: 5 + 11 + 60}  # every refusal still counted
+
+    assert "5 friends who added the account while it was broken have now been welcomed." in connect_cli(
+        runner, line, new_secret)
+    assert counts(app)["quarantined"] == 0  # the forged ones did not prove and are gone
+    assert worker.process_pending(app) == 5
+    assert {m["to"] for m in line.control.sent_messages(line.id)} == users
+
+
+def test_only_a_body_that_could_be_lines_delivery_to_our_bot_is_kept(app, client, line):
+    bot = line.channel["bot_user_id"]
+    now_ms = int(time.time() * 1000)
+    never = [
+        encode({"events": [follow_event("U" + "1" * 32)]}),  # no destination
+        encode({"destination": "U" + "0" * 32, "events": [follow_event("U" + "1" * 32)]}),  # another bot
+        encode({"destination": bot, "events": []}),  # nothing anyone could recover
+        encode({"destination": bot, "events": [{"type": "follow"}]}),  # not LINE's event shape
+        b"not json at all",
+        encode({"destination": bot, "events": [follow_event("U" + "1" * 32, timestamp=now_ms - 8 * 86400_000)]}),
+        encode({"destination": bot, "events": [follow_event("U" + "1" * 32, timestamp=now_ms + 3600_000)]}),
+        plausible(line, 1, pad=quarantine.MAX_BODY_BYTES),  # larger than a LINE delivery
+    ]
+    for body in never:
+        forge(client, line, body)
+    assert kept_rows(app) == []
+    forge(client, line, plausible(line, 2, pad=quarantine.MAX_BODY_BYTES - 1000))
+    assert len(kept_rows(app)) == 1
+    assert rejections(app) == {receiver.BAD_SIGNATURE: len(never) + 1}
+
+
+def test_a_channel_keeps_its_first_1000_bodies_and_refuses_more(app, client, line, monkeypatch):
+    monkeypatch.setattr(quarantine, "MAX_PER_MINUTE", 10_000)
     for n in range(1005):
-        forge(client, line, encode({"events": [], "n": n}))
+        forge(client, line, plausible(line, n))
     rows = kept_rows(app)
     assert len(rows) == quarantine.MAX_BODIES == 1000
-    assert (opened(app, rows[0])["n"], opened(app, rows[-1])["n"]) == (5, 1004)
-    assert rejections(app) == {receiver.BAD_SIGNATURE: 1005}  # every refusal still counted
+    users = [opened(app, row)["events"][0]["source"]["userId"] for row in (rows[0], rows[-1])]
+    assert users == [f"U{0:032x}", f"U{999:032x}"]  # the first ones stay: newer never evict older
+    assert rejections(app) == {receiver.BAD_SIGNATURE: 1005}
 
 
-def test_a_channel_keeps_at_most_10_mib_of_bodies(app, client, line):
-    limit = app.config["WEBHOOK_MAX_BYTES"]  # 1 MiB: the largest body the receiver reads
-    head = b'{"events":[],"pad":"'
+def test_a_channel_keeps_at_most_4_mib_of_bodies_and_120_a_minute(app, client, line, monkeypatch):
+    pad = quarantine.MAX_BODY_BYTES - 1000
+    for n in range(quarantine.MAX_PER_MINUTE + 10):
+        forge(client, line, plausible(line, n, pad=min(pad, 4000)))
+    assert len(kept_rows(app)) == quarantine.MAX_PER_MINUTE == 120  # the rest of the minute's flood is not kept
 
-    def big(n):
-        return head + str(n).encode() + b"x" * (limit - len(head) - len(str(n)) - 2) + b'"}'
-
-    for n in range(11):
-        forge(client, line, big(n))
+    with app.app_context():  # a minute later
+        db.session.execute(update(QuarantinedBody).values(received_at=utcnow() - timedelta(seconds=61)))
+        db.session.commit()
+    for n in range(100):
+        forge(client, line, plausible(line, 1000 + n, pad=pad))
     rows = kept_rows(app)
-    assert [row.size for row in rows] == [limit] * 10
-    assert sum(row.size for row in rows) == quarantine.MAX_BYTES
-    assert opened(app, rows[0])["pad"].startswith("1x")  # the oldest went
-    forge(client, line, b'{"events":[],"small":true}')
-    rows = kept_rows(app)
-    assert len(rows) == 10 and sum(row.size for row in rows) <= quarantine.MAX_BYTES
-    assert opened(app, rows[0])["pad"].startswith("2x")
-    assert opened(app, rows[-1]) == {"events": [], "small": True}
+    assert sum(row.size for row in rows) <= quarantine.MAX_BYTES == 4 * 1024 * 1024
+    assert sum(row.size for row in rows) + len(plausible(line, 1, pad=pad)) > quarantine.MAX_BYTES
+    assert 120 < len(rows) < 220
 
 
-def test_bodies_older_than_7_days_are_purged_on_insert_and_by_the_sweep(app, client, line):
+def test_bodies_older_than_7_days_make_room_and_the_sweep_deletes_them(app, client, line, monkeypatch):
+    monkeypatch.setattr(quarantine, "MAX_BODIES", 2)
+
     def age_all(days):
         with app.app_context():
             db.session.execute(update(QuarantinedBody).values(received_at=utcnow() - timedelta(days=days)))
             db.session.commit()
 
-    forge(client, line, encode({"events": [], "n": "old"}))
+    forge(client, line, plausible(line, 1))
     age_all(6)
-    forge(client, line, encode({"events": [], "n": "recent"}))
-    assert len(kept_rows(app)) == 2  # six days old is still kept
+    forge(client, line, plausible(line, 2))
+    forge(client, line, plausible(line, 3))
+    assert len(kept_rows(app)) == 2  # six days old is still kept, and counts
     age_all(8)
-    forge(client, line, encode({"events": [], "n": "new"}))
-    assert [opened(app, row)["n"] for row in kept_rows(app)] == ["new"]
+    forge(client, line, plausible(line, 4))
+    assert len(kept_rows(app)) == 3  # past seven days they no longer count ...
 
-    age_all(8)
     with app.app_context():
         tasks.sweep()
-    assert kept_rows(app) == []
+    assert [opened(app, row)["events"][0]["source"]["userId"] for row in kept_rows(app)] == [f"U{4:032x}"]
 
 
-def test_a_flood_of_forged_bodies_stays_bounded_and_valid_deliveries_go_through(app, line, live_app,
-                                                                                 monkeypatch):
-    monkeypatch.setattr(quarantine, "MAX_BODIES", 30)  # a smaller bound, so the flood is quick to exceed
-    threads_count, each = 8, 15
-    statuses, valid, start = [], [], threading.Barrier(threads_count + 1)
+def table_bytes(app):
+    """What the quarantine takes in the database: PostgreSQL's size of the table with its TOAST and indexes;
+    SQLite's pages in use (the file may keep free pages, never fewer in use than this)."""
+    with app.app_context():
+        if db.engine.dialect.name == "postgresql":
+            return db.session.scalar(text("SELECT pg_total_relation_size('quarantined_bodies')"))
+        pages = db.session.scalar(text("PRAGMA page_count")) - db.session.scalar(text("PRAGMA freelist_count"))
+        return pages * db.session.scalar(text("PRAGMA page_size"))
+
+
+def test_a_flood_grows_the_database_by_the_bounds_and_not_a_byte_more(app, line, live_app, monkeypatch):
+    """Measured: 8 clients flood the receiver with bodies shaped like LINE's, 16 KiB each; the table grows by
+    about the channel's byte bound (encrypted) and a second flood, as large, grows it by nothing."""
+    monkeypatch.setattr(quarantine, "MAX_BYTES", 512 * 1024)
+    monkeypatch.setattr(quarantine, "MAX_PER_MINUTE", 10_000)
+    threads_count, each = 8, 10
+    statuses, valid = [], []
 
     def post(body, secret):
         connection = http.client.HTTPConnection("127.0.0.1", live_app.port, timeout=10)
@@ -271,28 +334,36 @@ def test_a_flood_of_forged_bodies_stays_bounded_and_valid_deliveries_go_through(
     def flood(t):
         start.wait()
         for n in range(each):
-            statuses.append(post(encode({"events": [], "flood": f"{t}-{n}"}), "0" * 32))
+            statuses.append(post(plausible(line, t * 1000 + n, pad=16 * 1024), "0" * 32))
 
     def deliver():
         start.wait()
-        for n in range(5):
+        for n in range(3):
             event = follow_event(f"U{n:032x}", mode="standby")
             valid.append(post(encode({"destination": line.channel["bot_user_id"], "events": [event]}),
                               line.channel["secret"]))
 
-    threads = [threading.Thread(target=flood, args=(t,)) for t in range(threads_count)]
-    threads.append(threading.Thread(target=deliver))
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    def run_flood():
+        threads = [threading.Thread(target=flood, args=(t,)) for t in range(threads_count)]
+        threads.append(threading.Thread(target=deliver))
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
 
-    assert statuses == [400] * threads_count * each and valid == [200] * 5
-    assert counts(app)["events"] == 5
-    assert len(kept_rows(app)) <= 30 + threads_count  # refusals at the same instant may overlap briefly
-    forge(line.app.test_client(), line, encode({"events": [], "flood": "last"}))
-    assert len(kept_rows(app)) == 30
-    assert rejections(app) == {receiver.BAD_SIGNATURE: threads_count * each + 1}
+    before = table_bytes(app)
+    start = threading.Barrier(threads_count + 1)
+    run_flood()
+    after_one = table_bytes(app)
+    start = threading.Barrier(threads_count + 1)
+    run_flood()
+    after_two = table_bytes(app)
+
+    assert statuses == [400] * threads_count * each * 2 and valid == [200] * 6  # the valid ones still go in
+    rows = kept_rows(app)
+    assert sum(row.size for row in rows) <= 512 * 1024 + threads_count * 17 * 1024  # refusals may overlap
+    assert after_one - before <= 2 * (512 * 1024 + threads_count * 17 * 1024), (before, after_one)
+    assert after_two == after_one, f"a flood beyond the bounds grew the table by {after_two - after_one} bytes"
 
 
 def test_bodies_that_can_never_verify_are_not_kept(app, client, line):
@@ -349,7 +420,7 @@ def test_a_body_refused_while_the_new_secret_was_being_saved_is_released_by_the_
     line.control.update(line.id, webhook_active=False)
     follow = line.control.follow(line.id)
     late = encode({"destination": line.channel["bot_user_id"], "events": [follow["event"]]})
-    forged = encode({"events": [], "forged": True})
+    forged = plausible(line, 7)
     with app.app_context():
         assert quarantine.keep(line.channel["id"], late, sign(new_secret, late))
         assert quarantine.keep(line.channel["id"], forged, sign("0" * 32, forged))

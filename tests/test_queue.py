@@ -2,12 +2,13 @@
 the same tasks run on Redis, and readiness says when the queue's store cannot be reached."""
 import time
 
+import pytest
 from sqlalchemy import update
 
 from wizard import create_app, tasks
 from wizard.extensions import db
 from wizard.line import worker
-from wizard.models import PeriodicRun, WebhookEvent
+from wizard.models import PeriodicRun, Shop, WebhookEvent
 
 
 def test_one_sweep_per_slot_however_many_consumers_ask(app):
@@ -98,3 +99,33 @@ def test_a_burst_of_deliveries_rings_at_once_and_once_more_after_it(app):
         assert huey.pending_count() == 1  # nobody rang for those yet
         time.sleep(tasks.RING_INTERVAL * 3)
         assert huey.pending_count() == 2  # one ring after the burst, for all of it
+
+
+@pytest.mark.parametrize("store", ["database", "redis"])
+def test_a_new_friends_form_goes_out_at_once_while_hundreds_of_watch_checks_wait(app, line, store):
+    """A watch round queued a check for 600 shops (here: this one, 600 times, each asking the LINE sandbox);
+    a customer adds the shop as a friend after that. The form goes out while most checks still wait, not after
+    them all (first in, first out, it took 30 s at 600 shops)."""
+    if store == "redis":
+        app.config["QUEUE_URL"] = "redis://127.0.0.1:6379/2"
+        app.extensions.pop("huey", None)
+    with app.app_context():
+        shop_id = db.session.scalar(db.select(Shop.id).filter_by(slug=line.slug))
+        huey = tasks.queue()
+        for _ in range(600):
+            tasks.enqueue("check_shop", shop_id)
+    try:
+        user_id = line.follow()  # the receiver rings: a drain is queued behind the 600 checks
+        started = time.monotonic()
+        tasks.start_in_process(app, threads=2)
+        deadline = started + 60
+        while time.monotonic() < deadline and [r.status for r in line.outbox()] != ["sent"]:
+            time.sleep(0.02)
+        took, checks_waiting = time.monotonic() - started, huey.pending_count()
+    finally:
+        tasks.stop_in_process(app)
+        huey.storage.flush_all()
+    assert [r.status for r in line.outbox()] == ["sent"], "the form was never sent"
+    assert len(line.control.sent_messages(line.id, user_id)) == 1
+    assert checks_waiting >= 500, f"the form waited for {600 - checks_waiting} watch checks ({took:.1f} s)"
+    assert took < 10, f"the form took {took:.1f} s"

@@ -61,7 +61,7 @@ def render_nginx_conf(directory: Path, *, http_port, tls_port, upstream, certifi
         "user www-data;": user,
         "pid /run/nginx.pid;": f"pid {directory / 'nginx.pid'};",
         "error_log /var/log/nginx/error.log warn;": f"error_log {directory / 'error.log'} warn;",
-        "access_log /var/log/nginx/access.log;": f"access_log {directory / 'access.log'};",
+        "access_log /var/log/nginx/access.log wizard;": f"access_log {directory / 'access.log'} wizard;",
         "client_body_temp_path /var/lib/nginx/body;": f"client_body_temp_path {temp['body']};",
         # Unused by this config, but nginx creates every module's temp dir at start (not allowed as a user).
         "proxy_temp_path /var/lib/nginx/proxy;": " ".join(

@@ -20,7 +20,7 @@ import logging
 import os
 
 from flask import Blueprint, current_app, request
-from prometheus_client import REGISTRY, CollectorRegistry, Counter
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import choose_encoder
 from sqlalchemy import func, inspect, select, text
@@ -39,6 +39,12 @@ LINE_CALLS = Counter("wizard_line_calls_total",
 TASKS_RETRIED = Counter("wizard_tasks_retried_total", "Queue task attempts that failed and will run again.",
                         ["task"])
 TASKS_DEAD = Counter("wizard_tasks_dead_total", "Queue tasks that failed for the last time.", ["task"])
+# Every request (observability.py): the route is Flask's pattern (/line/webhook/<token>), never the path.
+HTTP_REQUESTS = Counter("wizard_http_requests_total", "HTTP requests answered, by route, method and status.",
+                        ["route", "method", "status"])
+HTTP_LATENCY = Histogram("wizard_http_request_duration_seconds",
+                         "Time from the app receiving a request to its answer, by route (LINE waits 2 s).",
+                         ["route"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
 
 # Events the worker still has to run (a claimed one is still not done).
 UNFINISHED = ("pending", "processing")
@@ -51,7 +57,8 @@ def multiprocess_dir():
 
 
 class DatabaseCollector:
-    """Gauges read from the database at scrape time: the event backlog, its age and dead outbox messages."""
+    """Gauges read from the database at scrape time: the event backlog, its age, dead outbox messages and the
+    queue consumers' heartbeats (heartbeat.py), the same whichever machine is scraped."""
 
     def __init__(self, engine):
         self.engine = engine
@@ -66,6 +73,7 @@ class DatabaseCollector:
                     select(func.count(), func.min(events.c.received_at)).where(events.c.status.in_(UNFINISHED))
                 ).one()
                 dead = _outbox_dead(connection)
+                beats = _heartbeats(connection)
         except SQLAlchemyError as exc:
             log.warning("metrics could not read the database: %s", type(exc).__name__)
             up.add_metric([], 0)
@@ -81,6 +89,37 @@ class DatabaseCollector:
         if dead is not None:
             yield GaugeMetricFamily("wizard_outbox_dead", "Outbox messages given up on (status dead).",
                                     value=dead)
+        if beats is not None:
+            yield from _heartbeat_gauges(beats, utcnow())
+
+
+def _heartbeats(connection):
+    """Consumers that beat within the last day, or None while the table does not exist."""
+    from .heartbeat import KEEP
+    from .models import ConsumerHeartbeat, utcnow
+    if not inspect(connection).has_table("consumer_heartbeats"):
+        return None
+    beats = ConsumerHeartbeat.__table__
+    return connection.execute(select(beats.c.consumer, beats.c.beat_at, beats.c.threads_alive)
+                              .where(beats.c.beat_at >= utcnow() - KEEP)).all()
+
+
+def _heartbeat_gauges(beats, now):
+    from .heartbeat import ALIVE_WITHIN
+    age = GaugeMetricFamily("wizard_consumer_heartbeat_age_seconds", "Seconds since each queue consumer "
+                            "(host:pid) last beat; a live one beats every 15 s.", labels=["consumer"])
+    threads = GaugeMetricFamily("wizard_consumer_threads_alive", "Task threads alive in each queue consumer "
+                                "at its last beat.", labels=["consumer"])
+    alive = 0
+    for beat in beats:
+        seconds = max(0.0, (now - beat.beat_at).total_seconds())
+        alive += seconds <= ALIVE_WITHIN.total_seconds() and beat.threads_alive > 0
+        age.add_metric([beat.consumer], seconds)
+        threads.add_metric([beat.consumer], beat.threads_alive)
+    yield GaugeMetricFamily("wizard_consumers_alive", "Queue consumers that beat within the last "
+                            f"{int(ALIVE_WITHIN.total_seconds())} s with a task thread alive.", value=alive)
+    yield age
+    yield threads
 
 
 def _outbox_dead(connection):

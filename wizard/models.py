@@ -302,7 +302,9 @@ class Alert(db.Model):
 
 
 class WebhookDelivery(db.Model):
-    """One accepted POST from LINE, its raw body kept so nothing it carried can be lost."""
+    """One accepted POST from LINE, its raw body kept so nothing it carried can be lost. ``request_id``: the
+    request's id (nginx's ``$request_id``, the X-Request-Id every log line of it and of the tasks it caused
+    carries), so a delivery found here can be followed through the logs."""
 
     __tablename__ = "webhook_deliveries"
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -312,6 +314,7 @@ class WebhookDelivery(db.Model):
     event_count: Mapped[int] = mapped_column(default=0)
     new_event_count: Mapped[int] = mapped_column(default=0)
     body: Mapped[str] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(String(128))
 
 
 class WebhookEvent(db.Model):
@@ -586,7 +589,8 @@ class QuarantinedBody(db.Model):
     """A webhook body refused for its signature, kept encrypted in case LINE signed it with a Channel secret
     not entered yet (line/quarantine.py): checked again with the next secret saved, then stored as a delivery
     or deleted. Until then it is neither a delivery nor an event; each channel keeps at most 7 days, 1,000
-    bodies and 10 MiB of them. ``size``: the raw body's length in bytes; ``signature``: its x-line-signature."""
+    bodies and 4 MiB of them, only what could be LINE's, never evicting older ones for new. ``size``: the raw
+    body's length in bytes; ``signature``: its x-line-signature."""
 
     __tablename__ = "quarantined_bodies"
     __table_args__ = (
@@ -698,3 +702,15 @@ class MessageContent(db.Model):
     error: Mapped[str | None] = mapped_column(Text)
     fetched_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ConsumerHeartbeat(db.Model):
+    """A queue consumer's heartbeat (heartbeat.py): ``consumer`` names it (host:pid), ``beat_at`` is when it last
+    said it was alive with ``threads_alive`` of its threads running. Read by every machine's ``/metrics``."""
+
+    __tablename__ = "consumer_heartbeats"
+    consumer: Mapped[str] = mapped_column(String(200), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    beat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    threads: Mapped[int] = mapped_column(default=0)
+    threads_alive: Mapped[int] = mapped_column(default=0)

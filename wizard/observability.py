@@ -8,20 +8,30 @@ logconfig (below) already writes the same JSON, and a test runner's own handlers
 Secrets in paths (``/line/webhook/<token>``, ``/form/<token>``) are masked by ``wizard.redact`` in every line.
 
 Request ids: each request gets one, from an incoming ``X-Request-Id`` when it is sane (1 to 128 visible ASCII
-characters, so a proxy's or LINE-side trace id carries through) or a new random one; it is sent back in the
-``X-Request-Id`` response header, and gunicorn's access log line (``AccessJsonFormatter``) reads it from there.
+characters: deploy/nginx.conf sends its ``$request_id``, which its own access log shows) or a new random one;
+it is sent back in the ``X-Request-Id`` response header, and gunicorn's access log line
+(``AccessJsonFormatter``) reads it from there. A webhook delivery is stored with it, and the work it causes
+carries it on (``traced``): the worker runs each event under its delivery's request id and shop, and a task
+queued meanwhile takes them along (tasks.enqueue), so one webhook can be followed from nginx to the form sent.
+JSON lines name the shop (``shop``, its slug) when one is known: the receiver names it (``name_shop``).
+
+Metrics of every request: ``wizard_http_requests_total`` by route, method and status, and
+``wizard_http_request_duration_seconds`` by route (the route's pattern, never the path: no token, bounded).
 
 gunicorn.conf.py calls, at config-load time and as hooks: ``prepare_multiprocess_env()`` (before any worker
 imports prometheus_client, which picks its mode at import time), ``gunicorn_logconfig()``,
 ``on_starting(server)`` (empties the multiprocess directory once per master start) and
 ``child_exit(server, worker)``. This module never imports prometheus_client at import time for that reason.
 """
+import contextlib
+import contextvars
 import json
 import logging
 import os
 import re
 import sys
 import tempfile
+import time
 import uuid
 from datetime import datetime, timezone
 from pathlib import Path
@@ -70,6 +80,76 @@ def _echo_request_id(response):
     return response
 
 
+# ---- tracing work outside requests: the request id and shop a task or an event run belongs to ---------------
+
+# {"request_id": ..., "shop": ...} of the work this thread (or task) is doing outside a request, or None.
+_trace = contextvars.ContextVar("wizard_trace", default=None)
+SHOP_ENVIRON = "wizard.shop"  # gunicorn's access line reads it as the atom {wizard.shop}e
+
+
+def name_shop(slug):
+    """In a request: every log line of it (and gunicorn's access line) names this shop."""
+    from flask import g, request
+    g.log_shop = slug
+    request.environ[SHOP_ENVIRON] = slug
+
+
+def current_trace():
+    """The request id and shop of what this thread is doing: the request, else the task or event being run;
+    a dict without the keys it does not know, or None."""
+    from flask import g, has_request_context
+    if has_request_context():
+        trace = {"request_id": current_request_id(), "shop": g.get("log_shop")}
+        return {key: value for key, value in trace.items() if value} or None
+    return _trace.get()
+
+
+@contextlib.contextmanager
+def traced(trace):
+    """Within it, log lines outside a request carry ``trace`` (a dict as ``current_trace`` gives, or None)."""
+    token = _trace.set(dict(trace) if trace else None)
+    try:
+        yield
+    finally:
+        _trace.reset(token)
+
+
+def _trace_of(record):
+    """The trace of a log record: the request's or the running work's, else that of the huey task the record
+    is about (huey logs "Executing <task>" before the task runs, the task's arguments in the record)."""
+    try:
+        trace = current_trace()
+    except RuntimeError:  # a request context without an app context (never in practice): no id, no crash
+        trace = None
+    if trace:
+        return trace
+    for arg in record.args if isinstance(record.args, tuple) else ():
+        kwargs = getattr(arg, "kwargs", None)
+        if isinstance(kwargs, dict) and isinstance(kwargs.get("trace"), dict):
+            return kwargs["trace"]
+    return None
+
+
+# ---- HTTP metrics ---------------------------------------------------------------------------------------------
+
+def _start_clock():
+    from flask import g
+    g.started = time.perf_counter()
+
+
+def _count_request(response):
+    """One count and one latency sample per request, labelled by the route's pattern (never the path)."""
+    from flask import g, request
+
+    from . import metrics
+    started = g.get("started")
+    route = request.url_rule.rule if request.url_rule is not None else "(no route)"
+    metrics.HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
+    if started is not None:
+        metrics.HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
+    return response
+
+
 # ---- formatters ---------------------------------------------------------------------------------------------
 
 class JsonFormatter(logging.Formatter):
@@ -78,9 +158,12 @@ class JsonFormatter(logging.Formatter):
     def format(self, record):
         entry = {"time": _iso_now(record.created), "level": record.levelname, "logger": record.name,
                  "message": _redact(record.getMessage())}
-        request_id = getattr(record, "request_id", None) or _request_id_if_any()
+        trace = _trace_of(record) or {}
+        request_id = getattr(record, "request_id", None) or trace.get("request_id")
         if request_id:
             entry["request_id"] = request_id
+        if trace.get("shop"):
+            entry["shop"] = trace["shop"]
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
@@ -88,13 +171,6 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             entry["stack"] = _redact(self.formatStack(record.stack_info))
         return json.dumps(entry, ensure_ascii=False, default=str)
-
-
-def _request_id_if_any():
-    try:
-        return current_request_id()
-    except RuntimeError:  # a request context without an app context (never in practice): no id, no crash
-        return None
 
 
 class AccessJsonFormatter(logging.Formatter):
@@ -124,6 +200,9 @@ class AccessJsonFormatter(logging.Formatter):
         request_id = sane_request_id(atom("{x-request-id}o")) or sane_request_id(atom("{x-request-id}i"))
         if request_id:
             entry["request_id"] = request_id
+        shop = atoms.get("{%s}e" % SHOP_ENVIRON)
+        if shop and shop != "-":
+            entry["shop"] = shop
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
@@ -171,11 +250,17 @@ def configure_json_logging(level="INFO"):
 
 
 def init_app(app):
+    app.before_request(_start_clock)
     app.after_request(_echo_request_id)
+    app.after_request(_count_request)
+    from flask.logging import default_handler
     if log_format(app.config) == "json" and configure_json_logging(
             str(app.config.get("LOG_LEVEL") or "INFO").upper()):
-        from flask.logging import default_handler
         app.logger.removeHandler(default_handler)  # the root's JSON handler has it; no second plain line
+    elif not any(isinstance(f, RedactingFilter) for f in default_handler.filters):
+        # Text logs (the embedded default): Flask's own handler prints "Exception on /line/webhook/<token>"
+        # and the traceback; a filter on the handler masks every line it writes, the app's modules' included.
+        default_handler.addFilter(RedactingFilter())
 
 
 # ---- gunicorn -----------------------------------------------------------------------------------------------

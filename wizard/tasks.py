@@ -3,7 +3,7 @@
 Where the queue lives (``QUEUE_URL``, see config.py): a SQLite file in ``instance/`` in the embedded default
 (``SqliteHuey``: no server), the app's own PostgreSQL in production (``PostgresHuey``: every machine that
 reaches the database shares the queue, with LISTEN/NOTIFY so consumers wake at once), or Redis
-(``RedisHuey``) if an operator prefers it. The task code is the same for all three.
+(``PriorityRedisHuey``, Redis 5 or later) if an operator prefers it. The task code is the same for all three.
 
 The queue is only a doorbell. huey hands a task to at most one consumer and forgets it, so a consumer killed
 mid-task loses the task, never the work: the work lives in our tables (events pending, outbox queued) and
@@ -23,6 +23,13 @@ Tasks:
 - ``sweep`` (every minute): exactly one consumer runs each minute's sweep however many run, because the
   run must first advance that minute's slot in ``periodic_runs`` (``once_per_slot``).
 
+Webhook effects go first: the tasks a delivery causes (drain, send, profile, content, mark read) and the
+sweep that rings for them are queued with priority ``EFFECTS_FIRST``; the drift watch's checks and alert mails
+keep priority 0. Every
+storage hands out the highest priority first (SQLite and PostgreSQL order by it; Redis uses huey's priority
+queue, a sorted set), so a watch round that queues a check for each of 10,000 shops delays a new friend's
+form by at most the checks already running, never by the ones still queued.
+
 The receiver rings with ``wake``: a flag in the queue's store says "a drain is queued and has not started";
 while it is up, further deliveries only read it (no write per delivery); the drain takes it down before it
 starts, so an event committed after that rings again.
@@ -33,12 +40,13 @@ import threading
 import time
 
 from flask import current_app
-from huey import PostgresHuey, RedisHuey, SqliteHuey, crontab
+from huey import PostgresHuey, PriorityRedisHuey, SqliteHuey, crontab
 from huey.consumer import Consumer
 from sqlalchemy import update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
+from . import observability
 from .extensions import db
 from .models import PeriodicRun
 
@@ -49,6 +57,8 @@ SWEEP_EVERY = 60  # seconds: huey's scheduler looks at periodic tasks once a min
 DRAIN_SECONDS = 20  # one drain task yields its consumer thread after this long, and enqueues the rest
 PROFILE_ATTEMPTS = 4
 PROFILE_DELAYS = (30, 120, 600)
+# huey: a higher priority is handed out first. What LINE's deliveries cause waits on nothing else queued.
+EFFECTS_FIRST = 10
 
 
 def queue(app=None):
@@ -77,7 +87,8 @@ def _make(app):
         huey = PostgresHuey(name, dsn=dsn, results=False, connect_timeout=5, create_tables=False)
         _create_tables(huey.storage)
     elif backend == "redis":
-        huey = RedisHuey(name, url=str(app.config["QUEUE_URL"]), results=False)
+        huey = PriorityRedisHuey(name, url=str(app.config["QUEUE_URL"]), results=False)
+        _list_to_priority_queue(huey.storage)
     else:
         raise RuntimeError(f"QUEUE_URL must be sqlite://, postgresql:// or redis://, not {backend}://")
     _register(huey, app)
@@ -97,23 +108,38 @@ def _create_tables(storage, attempts=3):
             time.sleep(0.2 * (attempt + 1))
 
 
+def _list_to_priority_queue(storage):
+    """Redis: the queue was a list before tasks had priorities (huey's RedisHuey); the priority queue is a
+    sorted set under the same key. Tasks left in a list from before an upgrade are moved over, oldest first."""
+    key = storage.queue_key
+    if storage.conn.type(key) != b"list":
+        return
+    moved = storage.conn.lrange(key, 0, -1)
+    storage.conn.delete(key)
+    for data in reversed(moved):  # lpush put the newest first
+        storage.enqueue(data)
+
+
 def _register(huey, app):
     """The tasks, bound to ``app``: each runs in its own application context (its own database session)."""
 
     def in_app(func):
-        def run(*args):
-            with app.app_context():
+        def run(*args, trace=None):
+            with app.app_context(), observability.traced(trace):
                 return func(*args)
         run.__name__ = func.__name__
         return run
 
+    huey.wizard_app = app  # for the consumers' heartbeat
+
+    first = EFFECTS_FIRST
     huey.wizard_tasks = {
-        "drain_events": huey.task(name="drain_events")(in_app(_drain_events)),
-        "send_message": huey.task(name="send_message")(in_app(_send_message)),
-        "fetch_profile": huey.task(name="fetch_profile")(in_app(_fetch_profile)),
-        "fetch_content": huey.task(name="fetch_content")(in_app(_fetch_content)),
-        "mark_read": huey.task(name="mark_read")(in_app(_mark_read)),
-        "sweep": huey.periodic_task(crontab(minute="*"), name="sweep")(in_app(_periodic_sweep)),
+        "drain_events": huey.task(name="drain_events", priority=first)(in_app(_drain_events)),
+        "send_message": huey.task(name="send_message", priority=first)(in_app(_send_message)),
+        "fetch_profile": huey.task(name="fetch_profile", priority=first)(in_app(_fetch_profile)),
+        "fetch_content": huey.task(name="fetch_content", priority=first)(in_app(_fetch_content)),
+        "mark_read": huey.task(name="mark_read", priority=first)(in_app(_mark_read)),
+        "sweep": huey.periodic_task(crontab(minute="*"), name="sweep", priority=first)(in_app(_periodic_sweep)),
         "check_shop": huey.task(name="check_shop")(in_app(_check_shop)),
         "notify_alerts": huey.task(name="notify_alerts")(in_app(_notify_alerts)),
         "watch": huey.periodic_task(crontab(minute="*"), name="watch")(in_app(_periodic_watch)),
@@ -123,9 +149,12 @@ def _register(huey, app):
 
 
 def enqueue(name, *args, delay=None, app=None):
-    """Put one task on the queue, to run now or after ``delay`` seconds (huey's schedule)."""
+    """Put one task on the queue, to run now or after ``delay`` seconds (huey's schedule). It carries the
+    request id and shop of the request or work that queues it (observability.traced), for its log lines."""
     wrapper = queue(app).wizard_tasks[name]
-    return wrapper.schedule(args, delay=delay) if delay else wrapper(*args)
+    trace = observability.current_trace()
+    kwargs = {"trace": trace} if trace else {}
+    return wrapper.schedule(args, kwargs, delay=delay) if delay else wrapper(*args, **kwargs)
 
 
 # ---- the receiver's doorbell -------------------------------------------------------------------------------
@@ -383,7 +412,22 @@ def describe_queue(app=None):
 # ---- consumers -----------------------------------------------------------------------------------------------
 
 
-class InProcessConsumer(Consumer):
+class BeatingConsumer(Consumer):
+    """huey's consumer that records its heartbeat while it runs (heartbeat.py: every machine's /metrics)."""
+
+    def start(self):
+        super().start()
+        from .heartbeat import Heartbeat
+        self.heartbeat = Heartbeat(self.huey.wizard_app, self).start()
+
+    def stop(self, graceful=False):
+        super().stop(graceful=graceful)
+        beating = getattr(self, "heartbeat", None)
+        if beating is not None:
+            beating.stop()
+
+
+class InProcessConsumer(BeatingConsumer):
     """huey's consumer as threads inside another process (the dev server, tests): the host process keeps its
     own signal handlers (Ctrl+C stops the dev server, which stops this)."""
 
@@ -391,7 +435,7 @@ class InProcessConsumer(Consumer):
         pass
 
 
-class AnnouncingConsumer(Consumer):
+class AnnouncingConsumer(BeatingConsumer):
     """huey's consumer that says so once it is running and its signal handlers are in place (a SIGTERM
     right after the announcement is then a graceful stop, not the default kill)."""
 

@@ -6,10 +6,15 @@ are real customers adding the shop as a friend. So a refused body is kept here, 
 (crypto.py: its column ends in ``_encrypted``, so ``flask rotate-key`` re-encrypts it with them) together with
 its x-line-signature; while it waits it is never processed and never counted as a delivery or an event.
 
-- ``keep`` (the receiver's refusal): one insert, and one delete that holds the channel to its bounds (7 days,
-  1,000 bodies, 10 MiB; the oldest go first), both committed with the refusal's count. Anyone who knows the
-  webhook URL can POST forged bodies: the bounds keep a flood from growing the table, and nothing here
-  touches (or locks) a row a valid delivery writes.
+- ``keep`` (the receiver's refusal): anyone who knows the webhook URL can POST bodies with any signature, so
+  only what could be LINE's is kept (``could_be_lines``): a body no larger than a LINE delivery
+  (``MAX_BODY_BYTES``) with LINE's shape, at least one event with a recent timestamp, and ``destination`` our
+  bot (its user id when known). A channel holds at most ``MAX_BODIES`` bodies and ``MAX_BYTES`` of them, and
+  takes at most ``MAX_PER_MINUTE`` a minute. When a bound is reached the NEW body is not kept: nothing
+  unverifiable ever evicts an older body, which is more likely LINE's (a flood cannot push out the friends
+  who followed before it). Nothing is deleted on the way in, so a flood leaves no dead rows either: the
+  table's growth is the bounds, per channel. One read (an index) and one insert, both committed with the
+  refusal's count; nothing here touches (or locks) a row a valid delivery writes.
 - ``release`` (a secret saved, steps/connection.py): each kept body of the channel is checked with the new
   secret exactly as the receiver checks one (``signature_matches``, then ``parse_payload``). Those that pass
   are stored as a delivery and its events as if they had just arrived (events are unique per channel on
@@ -17,11 +22,13 @@ its x-line-signature; while it waits it is never processed and never counted as 
   they are committed; the rest are deleted. The worker runs them like any other event: a follow makes a
   contact and queues the form, which goes by push with its retry key, since the follow's reply token has
   long expired (outbox.queue_form).
-- ``sweep`` (the periodic sweep, tasks.py): deletes what is past its age, and releases the bodies refused
-  while a new secret was being saved (the receiver still read the old one when ``release`` had already
-  looked).
+- ``sweep`` (the periodic sweep, tasks.py): deletes what is past its age (``MAX_AGE``, 7 days), and releases
+  the bodies refused while a new secret was being saved (the receiver still read the old one when
+  ``release`` had already looked).
 """
 import logging
+import re
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -39,7 +46,13 @@ log = logging.getLogger(__name__)
 
 MAX_AGE = timedelta(days=7)
 MAX_BODIES = 1000
-MAX_BYTES = 10 * 1024 * 1024
+MAX_BYTES = 4 * 1024 * 1024
+MAX_PER_MINUTE = 120
+# A LINE delivery carries a few events of a few KiB each (a 5,000-character text is 15 KiB of UTF-8).
+MAX_BODY_BYTES = 64 * 1024
+# LINE stamps an event when it happens; a body kept for a later secret was sent within the last MAX_AGE.
+FUTURE_SLACK_MS = 5 * 60 * 1000
+_BOT_USER_ID = re.compile(r"U[0-9a-f]{32}")
 # Base64 of an HMAC-SHA256 is 44 characters: a header of any other length matches no secret, ever.
 SIGNATURE_LENGTH = 44
 # The sweep looks again at bodies refused this long around a save (its transaction may stay open while the
@@ -62,20 +75,20 @@ class ReleaseResult:
 
 def keep(channel_id: int, body: bytes, signature: str) -> bool:
     """Keep a body refused for its signature, in the caller's transaction (the receiver's refusal count
-    commits it). Returns whether it was kept: a body no secret can ever make a delivery (not UTF-8, a
-    signature of the wrong length) is not. A database failure here never changes the refusal."""
-    if len(signature) != SIGNATURE_LENGTH or len(body) > MAX_BYTES:
-        return False
+    commits it). Returns whether it was kept: only a body that could be LINE's is, and only while the channel
+    is within its bounds. A database failure here never changes the refusal."""
+    if len(signature) != SIGNATURE_LENGTH or len(body) > MAX_BODY_BYTES:
+        return False  # a signature of another length matches no secret; a larger body is not a delivery
     try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return False  # not LINE's JSON under any secret (parse_payload refuses it)
-    encrypted = crypto.encrypt(text)  # before the first write: no lock is held while it runs
-    now = utcnow()
-    try:
+        bot_user_id = db.session.scalar(select(Channel.bot_user_id).where(Channel.id == channel_id))
+        if not could_be_lines(body, bot_user_id):
+            return False
+        now = utcnow()
+        if not _room_for(channel_id, len(body), now):
+            return False
+        encrypted = crypto.encrypt(body.decode("utf-8"))
         db.session.execute(insert(_Q).values(channel_id=channel_id, received_at=now, size=len(body),
                                              signature=signature, body_encrypted=encrypted))
-        db.session.execute(_beyond_bounds(channel_id, now))
     except SQLAlchemyError:
         db.session.rollback()
         log.warning("a refused body of channel %s could not be kept", channel_id, exc_info=True)
@@ -83,23 +96,38 @@ def keep(channel_id: int, body: bytes, signature: str) -> bool:
     return True
 
 
-def _beyond_bounds(channel_id, now):
-    """DELETE the channel's bodies past MAX_AGE, or beyond MAX_BODIES / MAX_BYTES counted newest first (in
-    the order they were kept); both read through an index, never the bodies.
+def could_be_lines(body: bytes, bot_user_id=None, now_ms=None) -> bool:
+    """Whether ``body`` has the shape of a LINE delivery to our bot that a later secret could prove: LINE's
+    JSON (parse_payload), at least one event, each stamped within MAX_AGE (and not in the future), and a
+    ``destination`` that is our bot's user id (when we know it) or at least shaped like one."""
+    try:
+        destination, events = parse_payload(body)
+    except NotLinePayload:
+        return False
+    if not events or not isinstance(destination, str):
+        return False
+    if not (destination == bot_user_id if bot_user_id else _BOT_USER_ID.fullmatch(destination)):
+        return False
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    oldest = now_ms - int(MAX_AGE.total_seconds() * 1000)
+    return all(oldest <= event["timestamp"] <= now_ms + FUTURE_SLACK_MS for event in events)
 
-    On PostgreSQL, rows another refusal is deleting at the same moment are skipped, not waited for, so
-    concurrent refusals never queue on each other (the table may then hold a few more for an instant)."""
-    newest_first = _Q.c.id.desc()
-    ranked = select(
-        _Q.c.id,
-        func.row_number().over(order_by=newest_first).label("place"),
-        func.sum(_Q.c.size).over(order_by=newest_first, rows=(None, 0)).label("bytes"),
-    ).where(_Q.c.channel_id == channel_id).subquery()
-    surplus = select(ranked.c.id).where(or_(ranked.c.place > MAX_BODIES, ranked.c.bytes > MAX_BYTES))
-    too_old = select(_Q.c.id).where(_Q.c.channel_id == channel_id, _Q.c.received_at < now - MAX_AGE)
-    doomed = (select(_Q.c.id).where(or_(_Q.c.id.in_(surplus), _Q.c.id.in_(too_old)))
-              .with_for_update(skip_locked=True))
-    return delete(_Q).where(_Q.c.id.in_(doomed))
+
+def _room_for(channel_id, size, now):
+    """Whether the channel may keep one more body of ``size`` bytes now: its bodies younger than MAX_AGE (older
+    ones are the sweep's to delete) stay within MAX_BODIES and MAX_BYTES, and fewer than MAX_PER_MINUTE came
+    in the last minute. Read through the (channel, id, size) and (channel, received_at) indexes, bodies unread.
+
+    Refusals at the same instant may each find room for the last place, so a channel can hold a few more than
+    the bounds (at most one per request served at once): still bounded, and nothing older is lost for it."""
+    live = (_Q.c.channel_id == channel_id, _Q.c.received_at >= now - MAX_AGE)
+    kept, kept_bytes = db.session.execute(
+        select(func.count(), func.coalesce(func.sum(_Q.c.size), 0)).where(*live)).one()
+    if kept >= MAX_BODIES or kept_bytes + size > MAX_BYTES:
+        return False
+    recent = db.session.scalar(select(func.count()).where(
+        _Q.c.channel_id == channel_id, _Q.c.received_at >= now - timedelta(minutes=1)))
+    return recent < MAX_PER_MINUTE
 
 
 def count(channel_id: int) -> int:

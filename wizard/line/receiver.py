@@ -32,9 +32,9 @@ from flask import Blueprint, abort, current_app, request
 from linebot.v3.webhook import SignatureValidator
 from sqlalchemy import bindparam, select, update
 
-from .. import crypto, metrics
+from .. import crypto, metrics, observability
 from ..extensions import db
-from ..models import Channel, WebhookDelivery, utcnow
+from ..models import Channel, Shop, WebhookDelivery, utcnow
 from ..watch import evidence
 from . import store, worker
 from .group_commit import GroupCommit
@@ -66,7 +66,8 @@ class NotLinePayload(ValueError):
 def _refuse(channel_id, reason, status, detail):
     store.count_rejection(channel_id, reason)
     metrics.WEBHOOKS_REJECTED.labels(reason).inc()
-    # Only the reason goes to the log: the body may carry personal data, the signature is not ours to keep.
+    # Only the reason goes to the log (its JSON line names the shop): the body may carry personal data, the
+    # signature is not ours to keep.
     log.info("webhook refused for channel %s: %s (%s)", channel_id, reason, detail)
     return {"message": detail}, status
 
@@ -213,7 +214,9 @@ _CHANNELS = Channel.__table__
 _DELIVERY_TIME_RESOLUTION = store.DELIVERY_TIME_RESOLUTION
 # Core statements, not ORM queries: LINE waits on this path, and the ORM's per-statement bookkeeping would
 # cost more than the SQL itself.
-_FIND_CHANNEL = (select(_CHANNELS.c.id, _CHANNELS.c.secret_encrypted, _CHANNELS.c.last_delivery_at)
+_SHOPS = Shop.__table__
+_FIND_CHANNEL = (select(_CHANNELS.c.id, _CHANNELS.c.secret_encrypted, _CHANNELS.c.last_delivery_at, _SHOPS.c.slug)
+                 .join(_SHOPS, _SHOPS.c.id == _CHANNELS.c.shop_id)
                  .where(_CHANNELS.c.webhook_token == bindparam("token")))
 
 
@@ -231,10 +234,10 @@ class KnownChannel:
     receiver's own writes do not use the app's pool, so it is cold) and held up deliveries for 100–200 ms.
     """
 
-    __slots__ = ("id", "secret", "last_delivery_at", "fresh_until", "refreshing")
+    __slots__ = ("id", "slug", "secret", "last_delivery_at", "fresh_until", "refreshing")
 
     def __init__(self, row, fresh_for):
-        self.id, self.secret = row.id, crypto.decrypt(row.secret_encrypted)
+        self.id, self.slug, self.secret = row.id, row.slug, crypto.decrypt(row.secret_encrypted)
         self.last_delivery_at = row.last_delivery_at
         self.fresh_until = time.monotonic() + fresh_for
         self.refreshing = threading.Lock()
@@ -273,6 +276,7 @@ def webhook(token):
     if channel is None:
         abort(404)
     channel_id, secret = channel.id, channel.secret
+    observability.name_shop(channel.slug)  # the request's log lines name the shop, never the token
 
     body = _read_body(current_app.config["WEBHOOK_MAX_BYTES"])
     if body is None:
@@ -301,7 +305,7 @@ def webhook(token):
     except NotLinePayload as exc:
         return _refuse(channel_id, exc.reason, 400, str(exc))
 
-    delivery = Delivery(channel, destination, body, events)
+    delivery = Delivery(channel, destination, body, events, observability.current_request_id())
     _group_commit().submit(delivery)
     if delivery.error is not None:
         raise delivery.error  # the database failed: a 500, and LINE may deliver again
@@ -319,10 +323,11 @@ def _stored(new):
 class Delivery:
     """One verified request on its way into the database: ``done`` once committed, or failed (``error``)."""
 
-    __slots__ = ("channel", "destination", "body", "events", "unique", "new", "error", "done", "woken")
+    __slots__ = ("channel", "destination", "body", "events", "request_id", "unique", "new", "error", "done",
+                 "woken")
 
-    def __init__(self, channel, destination, body, events):
-        self.channel = channel
+    def __init__(self, channel, destination, body, events, request_id=None):
+        self.channel, self.request_id = channel, request_id
         self.destination, self.body, self.events = destination, body, events
         # The same id twice in one body: keep the first, as the database would for two deliveries.
         self.unique, seen = [], set()
@@ -375,8 +380,8 @@ def _write(batch, connection):
 
 
 def _write_postgres(batch, raw, now, touched, verified, redelivered, evented):
-    deliveries = [(item.channel.id, item.destination or None, item.body.decode("utf-8"), item.events)
-                  for item in batch]
+    deliveries = [(item.channel.id, item.destination or None, item.body.decode("utf-8"), item.events,
+                   item.request_id) for item in batch]
     new_counts = store.insert_batch_postgres(raw, deliveries, now, touched, verified, redelivered, evented)
     for item, new in zip(batch, new_counts, strict=True):
         item.new = new
@@ -386,7 +391,7 @@ def _write_rows(batch, connection, now, touched, verified, redelivered, evented)
     deliveries = [{
         "channel_id": item.channel.id, "received_at": now, "destination": item.destination or None,
         "event_count": len(item.events), "new_event_count": len(item.unique),
-        "body": item.body.decode("utf-8"),
+        "body": item.body.decode("utf-8"), "request_id": item.request_id,
     } for item in batch]
     delivery_ids = store.insert_deliveries(connection, deliveries)
     rows = [_event_row(item.channel.id, delivery_id, event, now)

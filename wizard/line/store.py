@@ -175,7 +175,8 @@ def traffic_stats(shop) -> dict:
 # a prepared row costs microseconds, so rows go one at a time in the caller's transaction; PostgreSQL takes the
 # whole batch in one prepared statement (insert_batch_postgres).
 
-_DELIVERY_COLUMNS = ("channel_id", "received_at", "destination", "event_count", "new_event_count", "body")
+_DELIVERY_COLUMNS = ("channel_id", "received_at", "destination", "event_count", "new_event_count", "body",
+                     "request_id")
 _EVENT_COLUMNS = ("channel_id", "delivery_id", "webhook_event_id", "type", "mode", "timestamp", "source_type",
                   "source_user_id", "is_redelivery", "payload", "status", "attempts", "received_at")
 
@@ -240,7 +241,7 @@ _PG_BATCH_NAME = b"wizard_receiver_batch"
 _PG_BATCH = f"""
 WITH batch AS MATERIALIZED (
   SELECT nextval(pg_get_serial_sequence('webhook_deliveries', 'id'))::int AS id, d.*
-  FROM json_to_recordset($2::json) AS d(o int, c int, dest text, n int, body text, r json, ev json)
+  FROM json_to_recordset($2::json) AS d(o int, c int, dest text, n int, body text, r json, ev json, q text)
 ), new_events AS (
   INSERT INTO webhook_events ({', '.join(_EVENT_COLUMNS)})
   SELECT b.c, b.id, e.value->>'webhookEventId', e.value->>'type', e.value->>'mode',
@@ -265,7 +266,7 @@ WITH batch AS MATERIALIZED (
   WHERE channels.id = s.id
 ), stored AS (
   INSERT INTO webhook_deliveries ({', '.join(_DELIVERY_COLUMNS)}, id)
-  SELECT b.c, $1::timestamp, b.dest, b.n, coalesce(c.new, 0), b.body, b.id
+  SELECT b.c, $1::timestamp, b.dest, b.n, coalesce(c.new, 0), b.body, b.q, b.id
   FROM batch b LEFT JOIN counts c ON c.delivery_id = b.id
   RETURNING id, new_event_count
 )
@@ -277,8 +278,8 @@ def insert_batch_postgres(raw, deliveries, received_at, touched=(), verified=(),
     """The receiver's batch on PostgreSQL, in one prepared statement on ``raw`` (a psycopg connection in
     autocommit, used by one thread at a time).
 
-    ``deliveries``: (channel_id, destination, body text, its events) each, the body already checked by
-    receiver.parse_payload and the events parsed from it; ``touched``/``verified``: channel ids whose
+    ``deliveries``: (channel_id, destination, body text, its events, request id) each, the body already
+    checked by receiver.parse_payload and the events parsed from it; ``touched``/``verified``: channel ids whose
     last_delivery_at (and last_verified_at) become ``received_at`` (``evented``, among the touched: also
     last_event_at); ``redelivered``: channel ids whose ``redelivery_seen_at`` does. Returns how many of each
     delivery's events were new, in order.
@@ -294,10 +295,11 @@ def insert_batch_postgres(raw, deliveries, received_at, touched=(), verified=(),
             _raise_for(pgconn, result)
         _PREPARED.add(raw)
     rows = []
-    for place, (channel_id, destination, body, events) in enumerate(deliveries, start=1):
+    for place, (channel_id, destination, body, events, request_id) in enumerate(deliveries, start=1):
         # isRedelivery per event, only for the rare delivery that has one (None reads as false for all).
         flags = [is_redelivery(event) for event in events]
         rows.append({"o": place, "c": channel_id, "dest": destination, "n": len(events), "body": body,
+                     "q": request_id,
                      "r": flags if any(flags) else None,
                      "ev": [_event_fields(event) for event in events] if "\\u0000" in body else None})
     channel_ids = set(touched) | set(redelivered)

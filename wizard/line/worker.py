@@ -31,8 +31,9 @@ from sqlalchemy import and_, exists, or_, select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import aliased
 
+from .. import observability
 from ..extensions import db
-from ..models import WebhookEvent, utcnow
+from ..models import Channel, Shop, WebhookDelivery, WebhookEvent, utcnow
 from . import events, store
 
 log = logging.getLogger(__name__)
@@ -128,9 +129,27 @@ def run_claimed(event_id, claim, after_commit=None):
     """Run one claimed event and record the outcome together with its effects.
 
     ``after_commit(effects)`` receives what the handler left for later (outbox ids to send, contacts whose
-    profile to fetch) once, and only once, the effects are committed.
+    profile to fetch) once, and only once, the effects are committed. It all runs under the request id of
+    the event's delivery and its shop's slug (observability.traced): its log lines and the tasks it queues
+    carry them, so one webhook can be followed from nginx to the form sent.
     """
     event = db.session.get(WebhookEvent, event_id)
+    with observability.traced(_trace(event)):
+        finished = _run(event, event_id, claim, after_commit)
+        if finished:
+            log.info("event %s (%s) done", event_id, event.type)
+        return finished
+
+
+def _trace(event):
+    """The request id of the event's delivery and its shop's slug (one indexed read)."""
+    request_id = select(WebhookDelivery.request_id).where(WebhookDelivery.id == event.delivery_id)
+    row = db.session.execute(select(Shop.slug, request_id.scalar_subquery()).join(Channel, Channel.shop_id == Shop.id)
+                             .where(Channel.id == event.channel_id)).first()
+    return {"request_id": row[1], "shop": row[0]} if row is not None else None
+
+
+def _run(event, event_id, claim, after_commit):
     effects = events.Effects()
     try:
         note = events.handle(event, effects)
