@@ -378,8 +378,7 @@ def start_in_process(app, threads=None):
     consumer = InProcessConsumer(queue(app), **consumer_options(app, threads))
     consumer.start()
     app.extensions["wizard_consumer"] = consumer
-    with app.app_context():
-        sweep_soon()
+    sweep_soon(app)
     return consumer
 
 
@@ -389,9 +388,15 @@ def stop_in_process(app):
         consumer.stop(graceful=True)
 
 
-def sweep_soon():
-    """Run a sweep now in this process (start-up of a consumer: pick up what a stopped one left)."""
-    try:
-        sweep()
-    except Exception:
-        log.warning("start-up sweep failed; the periodic sweep will try again", exc_info=True)
+def sweep_soon(app=None):
+    """Run a sweep now in this process (start-up of a consumer: pick up what a stopped one left).
+
+    In an application context of its own, so its session ends with it: the consumer command's context lives
+    as long as the process, and a session left there would keep a transaction open for the consumer's whole
+    life (PostgreSQL's VACUUM then removes nothing, and every ALTER TABLE of a deploy waits on it)."""
+    app = app or current_app._get_current_object()
+    with app.app_context():
+        try:
+            sweep()
+        except Exception:
+            log.warning("start-up sweep failed; the periodic sweep will try again", exc_info=True)
