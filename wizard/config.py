@@ -107,6 +107,12 @@ DEFAULTS = {
     "CHECK_HISTORY_PER_SHOP": 3000,
     "ALERT_WEBHOOK_URL": None,
     "ALERT_WEBHOOK_SECRET": None,
+    # --- migrations (wizard/migrations/env.py) ---
+    # On PostgreSQL a migration waits at most this many seconds for a table lock (a long transaction may hold
+    # it; meanwhile every webhook insert would queue behind the waiting ALTER), then gives up, changes
+    # nothing, and tries again after a growing pause, up to MIGRATION_ATTEMPTS times (about 4 minutes).
+    "MIGRATION_LOCK_TIMEOUT": 0.5,
+    "MIGRATION_ATTEMPTS": 20,
     # --- server (proxy) ---
     # Proxies in front (deploy/nginx.conf) whose X-Forwarded-For/-Proto are believed; gunicorn.conf.py says 1.
     "TRUSTED_PROXIES": 0,
@@ -128,7 +134,8 @@ _NUMBER = {"LINE_TIMEOUT": float, "LINE_CONTENT_MAX_BYTES": int,
            "FORM_LINK_DAYS": float, "WEBHOOK_CHANNEL_CACHE_SECONDS": float,
            "READYZ_TIMEOUT": float, "MAIL_TIMEOUT": float, "INVITATION_HOURS": float,
            "WATCH_INTERVAL_MINUTES": float, "DORMANT_MIN_NEW_FRIENDS": int, "DORMANT_AFTER_HOURS": float,
-           "ALERT_EMAIL_HOURS": float, "CHECK_HISTORY_DAYS": float, "CHECK_HISTORY_PER_SHOP": int}
+           "ALERT_EMAIL_HOURS": float, "CHECK_HISTORY_DAYS": float, "CHECK_HISTORY_PER_SHOP": int,
+           "MIGRATION_LOCK_TIMEOUT": float, "MIGRATION_ATTEMPTS": int}
 
 
 def _parse_bool(value):
