@@ -19,7 +19,8 @@ Tasks:
 - ``fetch_content``: an image, video, audio or file a customer sent, kept in our database (customers/content.py);
 - ``mark_read``: a customer's messages marked read on LINE when someone opens the conversation;
 - ``sweep`` (every minute): exactly one consumer runs each minute's sweep however many run, because the
-  run must first advance that minute's slot in ``periodic_runs`` (``once_per_slot``).
+  run must first advance that minute's slot in ``periodic_runs`` (``once_per_slot``);
+- ``retention`` (nightly): deletes what outlived its retention setting (retention.py), on one consumer.
 
 The receiver rings with ``wake``: a flag in the queue's store says "a drain is queued and has not started";
 while it is up, further deliveries only read it (no write per delivery); the drain takes it down before it
@@ -115,6 +116,9 @@ def _register(huey, app):
         "check_shop": huey.task(name="check_shop")(in_app(_check_shop)),
         "notify_alerts": huey.task(name="notify_alerts")(in_app(_notify_alerts)),
         "watch": huey.periodic_task(crontab(minute="*"), name="watch")(in_app(_periodic_watch)),
+        # Nightly, 03:00 in Taiwan (huey's crontab reads UTC): retention.py deletes what outlived its setting.
+        "retention": huey.periodic_task(crontab(minute="0", hour="19"), name="retention")(
+            in_app(_periodic_retention)),
     }
 
 
@@ -268,6 +272,13 @@ def _periodic_watch():
     from .watch import drift
     if once_per_slot("watch", max(60, int(drift.interval().total_seconds()))):
         drift.round_now()
+
+
+def _periodic_retention():
+    """Retention's nightly run, on exactly one consumer however many run."""
+    from . import retention
+    if once_per_slot("retention", 3600):
+        retention.run()
 
 
 def _periodic_sweep():
