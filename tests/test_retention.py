@@ -117,8 +117,8 @@ def test_the_notice_states_the_periods_and_a_silent_customer_goes_after_the_noti
     with app.app_context():
         silent_id, active_id = (db.session.scalar(db.select(Contact.id).filter_by(line_user_id=user))
                                 for user in (silent, active))
-    for model, column in ((Contact, "created_at"), (Contact, "updated_at")):
-        _age(app, model, column, 396)
+    for column in ("created_at", "followed_at", "form_filled_at", "updated_at"):  # updated_at last: any update sets it
+        _age(app, Contact, column, 396, getattr(Contact, column).is_not(None))
     _age(app, Message, "sent_at", 396, Message.contact_id == silent_id)
     _age(app, Message, "sent_at", 1, Message.contact_id == active_id)
     line.control.send(line.id, active, "text", text="明天有開嗎？")

@@ -22,7 +22,7 @@ import logging
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import and_, delete, exists, func, or_, select, update
+from sqlalchemy import and_, delete, exists, or_, select, update
 
 from .extensions import db
 from .models import (Channel, Contact, FormSettings, MailMessage, Message, MessageContent, ShopCheck, WebhookDelivery,
@@ -102,9 +102,10 @@ def _forget_customers(now):
         cutoff = now - timedelta(days=years * DAYS_PER_YEAR)
         channels = select(Channel.id).where(Channel.shop_id == shop_id)
         recent_message = exists().where(Message.contact_id == Contact.id, Message.sent_at >= cutoff)
-        total += _in_batches(Contact, and_(
-            Contact.channel_id.in_(channels),
-            func.coalesce(Contact.updated_at, Contact.created_at) < cutoff,
-            or_(Contact.created_at.is_(None), Contact.created_at < cutoff),
-            ~recent_message))
+        # "Last contact": the newest of their messages and of anything they did (followed, blocked, filled in
+        # the form, consented) or we recorded about them.
+        quiet = [or_(column.is_(None), column < cutoff) for column in (
+            Contact.created_at, Contact.updated_at, Contact.followed_at, Contact.blocked_at,
+            Contact.form_filled_at, Contact.marketing_consent_at)]
+        total += _in_batches(Contact, and_(Contact.channel_id.in_(channels), *quiet, ~recent_message))
     return total
