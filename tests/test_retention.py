@@ -88,10 +88,13 @@ def test_each_kind_goes_after_its_own_period_and_the_conversation_says_so(app, c
     assert "這張照片的蛋糕還有嗎？" in html
     assert client.get(f"/c/contacts/{contact_id}/messages/{image_id}/content").status_code == 404
 
-    # Nightly: the queue runs it at 19:00 UTC (03:00 in Taiwan), on one consumer.
+    # Nightly: the queue offers it from 19:00 UTC (03:00 in Taiwan), and it runs once that day.
     nightly = tasks.queue(app).wizard_tasks["retention"].task_class()
     assert nightly.validate_datetime(datetime(2026, 12, 6, 19, 0))
+    assert nightly.validate_datetime(datetime(2026, 12, 6, 20, 0))  # no consumer ran at 19:00
     assert not nightly.validate_datetime(datetime(2026, 12, 6, 18, 0))
+    with app.app_context():
+        assert tasks.once_per_slot("retention", 86400) and not tasks.once_per_slot("retention", 86400)
 
 
 def test_the_notice_states_the_periods_and_a_silent_customer_goes_after_the_notices_years(app, client, line):

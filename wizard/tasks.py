@@ -116,8 +116,9 @@ def _register(huey, app):
         "check_shop": huey.task(name="check_shop")(in_app(_check_shop)),
         "notify_alerts": huey.task(name="notify_alerts")(in_app(_notify_alerts)),
         "watch": huey.periodic_task(crontab(minute="*"), name="watch")(in_app(_periodic_watch)),
-        # Nightly, 03:00 in Taiwan (huey's crontab reads UTC): retention.py deletes what outlived its setting.
-        "retention": huey.periodic_task(crontab(minute="0", hour="19"), name="retention")(
+        # Nightly from 03:00 in Taiwan (huey's crontab reads UTC; the next two hours stand in when no consumer
+        # ran at 03:00): retention.py deletes what outlived its setting.
+        "retention": huey.periodic_task(crontab(minute="0", hour="19-21"), name="retention")(
             in_app(_periodic_retention)),
     }
 
@@ -275,9 +276,9 @@ def _periodic_watch():
 
 
 def _periodic_retention():
-    """Retention's nightly run, on exactly one consumer however many run."""
+    """Retention's nightly run: once per UTC day (its first hour that a consumer sees), on one consumer."""
     from . import retention
-    if once_per_slot("retention", 3600):
+    if once_per_slot("retention", 86400):
         retention.run()
 
 
