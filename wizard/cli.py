@@ -95,6 +95,15 @@ def rotate_key():
                   "Only one key is set: to change it, set ENCRYPTION_KEY to \"NEW,OLD\" and run this again."))
 
 
+@click.command("retention")
+@with_appcontext
+def retention_command():
+    """Delete now what has outlived its retention setting (the queue runs this nightly)."""
+    from . import retention
+    counts = retention.run()
+    click.echo("Deleted: " + ", ".join(f"{count} {kind}" for kind, count in counts.items()) + ".")
+
+
 def init_app(app):
     from .line.commands import line_cli
     from .sandbox.commands import sandbox_cli
@@ -103,5 +112,6 @@ def init_app(app):
     for group in (user_cli, shop_cli, line_cli, sandbox_cli):
         app.cli.add_command(group)
     app.cli.add_command(rotate_key)
+    app.cli.add_command(retention_command)  # ``flask --app wizard retention``: retention.py, now
     from .line.commands import worker_command
     app.cli.add_command(worker_command, "worker")  # ``flask --app wizard worker``: the queue's consumer

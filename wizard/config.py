@@ -108,8 +108,21 @@ DEFAULTS = {
     # 2,900 checks in 30 days, so the cap only bites when something checks far more often.
     "CHECK_HISTORY_DAYS": 30.0,
     "CHECK_HISTORY_PER_SHOP": 3000,
+    # --- retention (wizard/retention.py, nightly; 0 keeps a kind for ever) ---
+    # Days LINE's webhook events and their raw bodies are kept once run (about 1.2 GB per million), days the
+    # files customers send are kept, days the record of sent e-mail is kept. The customer form's privacy
+    # notice states the first two, and a customer's own data goes after the period the shop's notice states.
+    "RETAIN_EVENTS_DAYS": 90.0,
+    "RETAIN_MEDIA_DAYS": 365.0,
+    "RETAIN_MAIL_DAYS": 365.0,
     "ALERT_WEBHOOK_URL": None,
     "ALERT_WEBHOOK_SECRET": None,
+    # --- migrations (wizard/migrations/env.py) ---
+    # On PostgreSQL a migration waits at most this many seconds for a table lock (a long transaction may hold
+    # it; meanwhile every webhook insert would queue behind the waiting ALTER), then gives up, changes
+    # nothing, and tries again after a growing pause, up to MIGRATION_ATTEMPTS times (about 4 minutes).
+    "MIGRATION_LOCK_TIMEOUT": 0.5,
+    "MIGRATION_ATTEMPTS": 20,
     # --- server (proxy) ---
     # Proxies in front (deploy/nginx.conf) whose X-Forwarded-For/-Proto are believed; gunicorn.conf.py says 1.
     "TRUSTED_PROXIES": 0,
@@ -132,7 +145,9 @@ _NUMBER = {"LINE_TIMEOUT": float, "LINE_CONTENT_MAX_BYTES": int,
            "READYZ_TIMEOUT": float, "MAIL_TIMEOUT": float, "INVITATION_HOURS": float,
            "WATCH_INTERVAL_MINUTES": float, "EVIDENCE_SPACING_SECONDS": float,
            "DORMANT_MIN_NEW_FRIENDS": int, "DORMANT_AFTER_HOURS": float,
-           "ALERT_EMAIL_HOURS": float, "CHECK_HISTORY_DAYS": float, "CHECK_HISTORY_PER_SHOP": int}
+           "ALERT_EMAIL_HOURS": float, "CHECK_HISTORY_DAYS": float, "CHECK_HISTORY_PER_SHOP": int,
+           "MIGRATION_LOCK_TIMEOUT": float, "MIGRATION_ATTEMPTS": int,
+           "RETAIN_EVENTS_DAYS": float, "RETAIN_MEDIA_DAYS": float, "RETAIN_MAIL_DAYS": float}
 
 
 def _parse_bool(value):

@@ -36,3 +36,24 @@ def tune_sqlite(engine):
         cursor.execute("PRAGMA busy_timeout=5000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
+
+
+def release_sqlite_write_lock():
+    """Commit what this session has written, on SQLite, before the caller waits on something slow (LINE).
+
+    Why: SQLite has one write lock per file, taken by a session's first write and held until its commit. A
+    request that has written and then waits up to LINE_TIMEOUT for LINE holds it all that time, and every
+    other shop's webhook waits behind it until the busy timeout ends in "database is locked". The paths that
+    call LINE commit their work afterwards anyway, and none undoes earlier writes when LINE fails, so
+    committing them first changes nothing but who waits. A session that has only read holds no lock (WAL)
+    and is left alone; PostgreSQL locks rows, not the database, and is left alone too."""
+    from flask import has_app_context
+
+    if not has_app_context():
+        return
+    session = db.session()
+    if not session.in_transaction() or session.get_bind().dialect.name != "sqlite":
+        return
+    raw = session.connection().connection.dbapi_connection
+    if getattr(raw, "in_transaction", False):  # sqlite3 opens a transaction only for a write
+        session.commit()

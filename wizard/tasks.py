@@ -21,7 +21,8 @@ Tasks:
 - ``scan_evidence`` and ``recheck_shop``: passive evidence (refused signatures, deliveries to a shop not
   healthy) re-derives that shop's recorded state at once (watch/evidence.py);
 - ``sweep`` (every minute): exactly one consumer runs each minute's sweep however many run, because the
-  run must first advance that minute's slot in ``periodic_runs`` (``once_per_slot``).
+  run must first advance that minute's slot in ``periodic_runs`` (``once_per_slot``);
+- ``retention`` (nightly): deletes what outlived its retention setting (retention.py), on one consumer.
 
 Webhook effects go first: the tasks a delivery causes (drain, send, profile, content, mark read) and the
 sweep that rings for them are queued with priority ``EFFECTS_FIRST``; the drift watch's checks and alert mails
@@ -143,8 +144,12 @@ def _register(huey, app):
         "check_shop": huey.task(name="check_shop")(in_app(_check_shop)),
         "notify_alerts": huey.task(name="notify_alerts")(in_app(_notify_alerts)),
         "watch": huey.periodic_task(crontab(minute="*"), name="watch")(in_app(_periodic_watch)),
-        "scan_evidence": huey.task(name="scan_evidence")(in_app(_scan_evidence)),
-        "recheck_shop": huey.task(name="recheck_shop")(in_app(_recheck_shop)),
+        "scan_evidence": huey.task(name="scan_evidence", priority=first)(in_app(_scan_evidence)),
+        "recheck_shop": huey.task(name="recheck_shop", priority=first)(in_app(_recheck_shop)),
+        # Nightly from 03:00 in Taiwan (huey's crontab reads UTC; the next two hours stand in when no consumer
+        # ran at 03:00): retention.py deletes what outlived its setting.
+        "retention": huey.periodic_task(crontab(minute="0", hour="19-21"), name="retention")(
+            in_app(_periodic_retention)),
     }
 
 
@@ -339,6 +344,13 @@ def _periodic_watch():
         drift.round_now()
 
 
+def _periodic_retention():
+    """Retention's nightly run: once per UTC day (its first hour that a consumer sees), on one consumer."""
+    from . import retention
+    if once_per_slot("retention", 86400):
+        retention.run()
+
+
 def _periodic_sweep():
     if once_per_slot("sweep", SWEEP_EVERY):
         sweep()
@@ -463,8 +475,7 @@ def start_in_process(app, threads=None):
     consumer = InProcessConsumer(queue(app), **consumer_options(app, threads))
     consumer.start()
     app.extensions["wizard_consumer"] = consumer
-    with app.app_context():
-        sweep_soon()
+    sweep_soon(app)
     return consumer
 
 
@@ -474,9 +485,15 @@ def stop_in_process(app):
         consumer.stop(graceful=True)
 
 
-def sweep_soon():
-    """Run a sweep now in this process (start-up of a consumer: pick up what a stopped one left)."""
-    try:
-        sweep()
-    except Exception:
-        log.warning("start-up sweep failed; the periodic sweep will try again", exc_info=True)
+def sweep_soon(app=None):
+    """Run a sweep now in this process (start-up of a consumer: pick up what a stopped one left).
+
+    In an application context of its own, so its session ends with it: the consumer command's context lives
+    as long as the process, and a session left there would keep a transaction open for the consumer's whole
+    life (PostgreSQL's VACUUM then removes nothing, and every ALTER TABLE of a deploy waits on it)."""
+    app = app or current_app._get_current_object()
+    with app.app_context():
+        try:
+            sweep()
+        except Exception:
+            log.warning("start-up sweep failed; the periodic sweep will try again", exc_info=True)

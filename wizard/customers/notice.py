@@ -17,7 +17,7 @@ from ..models import FormNotice, utcnow
 from .fields import DESCRIBING, FIELDS, IDENTIFYING
 
 # Raise when the sentences of ``sections`` change in meaning: the version then changes with them.
-REVISION = 2
+REVISION = 3
 CUSTOMER_CARE = "090"  # ○九○ 消費者、客戶管理與服務: always, with the form
 MARKETING = "040"  # ○四○ 行銷: only with its own ticked box
 PURPOSES = {CUSTOMER_CARE: _l("○九○ consumer and customer management and services"),
@@ -42,6 +42,9 @@ def content(settings):
         "categories": categories,
         "fields": {name: ("required" if required else "optional") for name, required in settings.asked},
         "retention_years": int(notice.get("retention_years") or 0),
+        # What the CRM itself deletes sooner (retention.py): LINE's copies of the chat, and the files sent.
+        "copies_days": int(current_app.config["RETAIN_EVENTS_DAYS"] or 0),
+        "files_days": int(current_app.config["RETAIN_MEDIA_DAYS"] or 0),
         "region": "TW",
         "contact": {"line": True, "email": notice.get("contact_email"), "phone": notice.get("contact_phone")},
         "note": notice.get("note"),
@@ -86,6 +89,13 @@ def sections(notice_content, shop_name):
     else:
         period = _("While you are our customer (as long as the purposes above exist), until you ask us to "
                    "delete your data.")
+    deleted_sooner = []
+    if c.get("copies_days"):
+        deleted_sooner.append(_("The copies of what you send that LINE delivers to us are deleted after "
+                                "%(n)d days.", n=c["copies_days"]))
+    if c.get("files_days"):
+        deleted_sooner.append(_("Pictures, videos, audio and files you send are deleted after %(n)d days.",
+                                n=c["files_days"]))
     ways = [_("send a message to %(shop)s in this LINE chat", shop=shop_name)]
     if c["contact"].get("email"):
         ways.append(_("write to %(email)s", email=c["contact"]["email"]))
@@ -109,7 +119,7 @@ def sections(notice_content, shop_name):
             "stop it at any time, free of charge.", purpose=PURPOSES[MARKETING])]),
         (_("Which data"), categories),
         (_("How long, where, who and how"),
-         [period,
+         [period, *deleted_sooner,
           _("Used in Taiwan. Kept for %(collector)s by %(processor)s, the CRM it uses, as its processor; given "
             "to no one else unless the law requires it.", collector=collector, processor=c["processor"]),
           _("Used by %(collector)s, in writing and electronically, only for the purposes above.",

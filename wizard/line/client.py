@@ -285,7 +285,9 @@ class LineClient:
             return call(insight.Insight(api_client))
 
     def _call(self, operation, call):
+        from ..extensions import release_sqlite_write_lock
         from ..metrics import LINE_CALLS
+        release_sqlite_write_lock()  # no request holds SQLite's one write lock while it waits on LINE
         try:
             answer = call()
             LINE_CALLS.labels(operation, "ok").inc()

@@ -1,9 +1,13 @@
 import logging
+import random
+import time
 from logging.config import fileConfig
 
 from flask import current_app
 
 from alembic import context
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 # this is the Alembic Config object, which provides
 # access to the values within the .ini file in use.
@@ -90,18 +94,75 @@ def run_migrations_online():
         conf_args["process_revision_directives"] = process_revision_directives
 
     connectable = get_engine()
+    from wizard.models import in_migrations
+    conf_args.setdefault("include_name", in_migrations)
+    settings = current_app.config
+    attempts = max(1, int(settings["MIGRATION_ATTEMPTS"]))
+    for attempt in range(1, attempts + 1):
+        try:
+            with connectable.connect() as connection:
+                context.configure(
+                    connection=connection,
+                    target_metadata=get_metadata(),
+                    **conf_args
+                )
+                with context.begin_transaction():
+                    _limit_lock_wait(connection, settings["MIGRATION_LOCK_TIMEOUT"])
+                    context.run_migrations()
+            return
+        except OperationalError as exc:
+            if not _lock_not_available(exc) or attempt == attempts:
+                if _lock_not_available(exc):
+                    _report_blockers(connectable)
+                    raise RuntimeError(
+                        f"The migration could not take its table locks in {attempts} attempts (each waited "
+                        f"{settings['MIGRATION_LOCK_TIMEOUT']} s): a long transaction holds them (listed "
+                        "above). Nothing was changed; end that transaction or run the upgrade again later."
+                    ) from None
+                raise
+            delay = min(RETRY_DELAY_MAX, RETRY_DELAY_FIRST * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+            logger.warning("attempt %s of %s: a table lock was not free within %s s; nothing was changed, "
+                           "trying again in %.1f s", attempt, attempts, settings["MIGRATION_LOCK_TIMEOUT"], delay)
+            time.sleep(delay)
 
-    with connectable.connect() as connection:
-        from wizard.models import in_migrations
-        conf_args.setdefault("include_name", in_migrations)
-        context.configure(
-            connection=connection,
-            target_metadata=get_metadata(),
-            **conf_args
-        )
 
-        with context.begin_transaction():
-            context.run_migrations()
+# Between two attempts of a migration whose lock was not free: growing, with jitter, at most this long.
+RETRY_DELAY_FIRST = 0.5
+RETRY_DELAY_MAX = 15.0
+
+
+def _limit_lock_wait(connection, seconds):
+    """On PostgreSQL, a statement of this migration waits at most ``seconds`` for a lock, then fails.
+
+    Why: ALTER TABLE needs an exclusive lock. While it waits behind a long transaction (a report, a backup, a
+    forgotten session), every later INSERT of a webhook queues behind the ALTER, so intake stops for as long
+    as that transaction lasts. With a short wait the ALTER gives up instead, the queue drains at once, and
+    the whole migration (one transaction: nothing half done) is tried again a little later. ``SET LOCAL``
+    ends with the transaction, so the setting never reaches the pool's other users. SQLite has one writer at
+    a time and waits on its busy timeout instead."""
+    if connection.dialect.name == "postgresql" and seconds:
+        connection.execute(text("SELECT set_config('lock_timeout', :value, true)"),
+                           {"value": f"{int(float(seconds) * 1000)}ms"})
+
+
+def _lock_not_available(exc):
+    """PostgreSQL's lock_not_available (SQLSTATE 55P03): the lock_timeout above ran out."""
+    return getattr(exc.orig, "sqlstate", None) == "55P03"
+
+
+def _report_blockers(connectable):
+    """Name the sessions with the oldest open transactions in this database, so an operator sees what holds
+    the locks (pid, application, state, since when); never the text of their queries (it may hold data)."""
+    try:
+        with connectable.connect() as connection:
+            rows = connection.execute(text(
+                "SELECT pid, application_name, state, xact_start FROM pg_stat_activity "
+                "WHERE datname = current_database() AND xact_start IS NOT NULL AND pid <> pg_backend_pid() "
+                "ORDER BY xact_start LIMIT 5")).all()
+    except Exception:  # the report is a courtesy: the error below says what happened anyway
+        return
+    for pid, application, state, since in rows:
+        logger.error("open transaction: pid %s (%s), %s, since %s", pid, application or "-", state, since)
 
 
 if context.is_offline_mode():

@@ -1,19 +1,23 @@
-"""The product's own error pages (400, 403, 404, 405, 413, 500, an expired form), in the visitor's language.
+"""The product's own error pages (400, 403, 404, 405, 413, 500, 503, an expired form), in the visitor's
+language.
 
 Werkzeug's default pages are bare English and lead nowhere; a shop owner who follows an old link or leaves a
 form open too long gets a page of this site that says what happened in plain words and offers a way back.
 Machines read the JSON routes, so those keep answering JSON with the shape their blueprint uses: the status
 API (``/api/``) ``{"error", "message"}``, the webhook receiver (``/line/webhook/``) ``{"message"}``; the
-status code and headers (``Allow`` on a 405) stay Werkzeug's. Blueprint handlers (the customer form's own
+status code and headers (``Allow`` on a 405, ``Retry-After`` on a 503) stay Werkzeug's. SQLite's "database is
+locked" (another writer past the busy timeout) is a 503, never a 500. Blueprint handlers (the customer form's own
 "this link does not work") still come first, and a 500 never shows what went wrong inside.
 """
 import logging
+import sqlite3
 from urllib.parse import urlsplit
 
 from flask import Blueprint, render_template, request
 from flask_babel import gettext as _, lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
-from werkzeug.exceptions import HTTPException
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from ..extensions import db
 
@@ -33,6 +37,8 @@ PAGES = {
           _l("Please open it from a link or a button on this site.")),
     413: (_l("What was sent is too large"),
           _l("Please send something smaller and try again.")),
+    503: (_l("Busy for a moment"),
+          _l("Too many changes are being saved at this moment. Please try again in a few seconds.")),
     500: (_l("Something went wrong on our side"),
           _l("This is not your fault. Please try again in a moment; if it keeps happening, tell the "
              "onboarding staff.")),
@@ -57,6 +63,30 @@ def http_error(error):
         log.exception("the error page for %s could not be drawn", error.code)
         return (_("Something went wrong on our side"), error.code,
                 {"Content-Type": "text/plain; charset=utf-8"})
+
+
+# Seconds a client is asked to wait when the SQLite database stayed locked for the whole busy timeout.
+LOCKED_RETRY_AFTER = 2
+
+
+@bp.app_errorhandler(OperationalError)
+@bp.app_errorhandler(sqlite3.OperationalError)  # the receiver writes through sqlite3's cursor itself
+def database_busy(error):
+    """SQLite's "database is locked": another writer kept the one write lock past the busy timeout. That is
+    "busy, try again" (503 with Retry-After; LINE delivers a webhook again), never a 500. Anything else
+    goes on as the 500 it is (re-raised, so Flask logs it and the 500 page answers)."""
+    if not is_database_locked(error):
+        raise error
+    db.session.rollback()
+    log.warning("the database stayed locked past the busy timeout; answered 503 for %s", request.path)
+    return http_error(ServiceUnavailable("The database is busy. Try again in a few seconds.",
+                                         retry_after=LOCKED_RETRY_AFTER))
+
+
+def is_database_locked(error):
+    """SQLite's "database is locked" (or "database table is locked"), as SQLAlchemy wraps it."""
+    orig = getattr(error, "orig", error)
+    return isinstance(orig, sqlite3.OperationalError) and "is locked" in str(orig)
 
 
 def _json(error):
