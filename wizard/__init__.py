@@ -23,6 +23,8 @@ def create_app(test_config=None):
 
     from . import config
     config.load(app, test_config)
+    from . import mail
+    mail.check_settings(app)  # a deployment without MAIL_URL would keep its mail as files: refused at start
     from . import observability
     observability.init_app(app)  # JSON logs when LOG_FORMAT says so; a request id on every request and answer
     from . import guard, redact
