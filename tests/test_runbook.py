@@ -248,3 +248,74 @@ def test_the_production_runbook_under_steady_signed_webhooks(site):
     assert Fernet(new_key.encode()).decrypt(secret_encrypted.encode()).decode() == site.channel["secret"]
     assert _readyz(site) == (200, {"database": "ok", "queue": "ok", "keys": "ok"})
     print(f"runbook: {len(answers)} deliveries, all 200, slowest {slowest} s")
+
+
+class _From(requests.adapters.HTTPAdapter):
+    """Connections from one loopback address (all of 127/8 is this machine): a client at its own address."""
+
+    def __init__(self, address):
+        self.address = address
+        super().__init__()
+
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs, source_address=(self.address, 0))
+
+
+def _browser(url, certificate, address):
+    web = requests.Session()
+    web.verify, web.trust_env = certificate, False
+    web.mount("https://", _From(address))
+    web.headers["Referer"] = url + "/"  # as a browser posts a form over https
+    return web
+
+
+def _sign_in(web, url, email, password, **headers):
+    page = web.get(url + "/login?lang=en", timeout=30)
+    token = page.text.split('name="csrf_token"', 1)[1].split('value="', 1)[1].split('"', 1)[0]
+    return web.post(url + "/login?lang=en", allow_redirects=False, timeout=30, headers=headers,
+                    data={"email": email, "password": password, "csrf_token": token}).status_code
+
+
+def test_behind_the_load_balancer_one_address_guessing_passwords_does_not_lock_out_another(tmp_path):
+    """deploy/loadbalancer.conf → deploy/nginx.conf → gunicorn with WIZARD_TRUSTED_PROXIES=2, one of the two
+    web machines down. The app must see each client's own address: with nginx's old `X-Forwarded-For
+    $remote_addr` every client was 127.0.0.1, and one address guessing passwords locked out staff elsewhere.
+    The guesser also writes the staff's address into X-Forwarded-For itself; that entry must count for nothing."""
+    from wizard.accounts import create_user
+    balancer_port, machine_port, gunicorn_port = topology.free_port(), topology.free_port(), topology.free_port()
+    url = f"https://127.0.0.1:{balancer_port}"
+    env = {"WIZARD_INSTANCE_PATH": str(tmp_path / "instance"), "WIZARD_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}",
+           "WIZARD_PUBLIC_BASE_URL": url, "WIZARD_SECRET_KEY": uuid.uuid4().hex,
+           "WIZARD_ENCRYPTION_KEY": Fernet.generate_key().decode(), "WIZARD_MAIL_URL": f"file://{tmp_path / 'mail'}",
+           "WIZARD_LINE_API_HOST": "http://127.0.0.1:9", "WIZARD_TRUSTED_PROXIES": "2"}
+    app = create_app({name[len("WIZARD_"):]: value for name, value in env.items() if name.startswith("WIZARD_")})
+    with app.app_context():
+        db.create_all()
+        create_user("staff@example.com", PASSWORD, True)
+        db.session.commit()
+        db.engine.dispose()
+    certificate, key = topology.self_signed_certificate(tmp_path)
+    machine_dir, balancer_dir = tmp_path / "machine", tmp_path / "balancer"
+    machine_dir.mkdir()
+    machine_conf = topology.render_nginx_conf(machine_dir, http_port=topology.free_port(), tls_port=machine_port,
+                                              upstream=f"127.0.0.1:{gunicorn_port}", certificate=certificate,
+                                              key=key)
+    balancer_conf = topology.render_loadbalancer_conf(
+        balancer_dir, tls_port=balancer_port, certificate=certificate, key=key, trusted=certificate,
+        machines=(f"127.0.0.1:{topology.free_port()}", f"127.0.0.1:{machine_port}"))  # the first one is down
+    processes = []
+    try:
+        with open(tmp_path / "gunicorn.log", "wb") as log:
+            processes.append(topology.start_gunicorn(env, gunicorn_port, log=log))
+        processes.append(topology.start_nginx(machine_conf, machine_port))
+        processes.append(topology.start_nginx(balancer_conf, balancer_port))
+
+        guesser = _browser(url, str(certificate), "127.0.0.5")
+        refused = [_sign_in(guesser, url, f"guess{n}@example.com", "wrong password", **{
+            "X-Forwarded-For": "127.0.0.6"}) for n in range(22)]
+        staff = _browser(url, str(certificate), "127.0.0.6")
+        assert _sign_in(staff, url, "staff@example.com", PASSWORD) == 302
+    finally:
+        for process in reversed(processes):
+            topology.stop(process)
+    assert set(refused) <= {200, 429} and refused[0] == 200, refused  # wrong passwords: the form again, or wait
