@@ -319,3 +319,41 @@ def test_behind_the_load_balancer_one_address_guessing_passwords_does_not_lock_o
         for process in reversed(processes):
             topology.stop(process)
     assert set(refused) <= {200, 429} and refused[0] == 200, refused  # wrong passwords: the form again, or wait
+
+
+def test_a_restart_whose_new_workers_cannot_start_is_backed_out_and_systemd_learns_the_new_master(tmp_path):
+    """A key file broken before a restart: the new workers never answer, so the new master is stopped and the
+    old one keeps serving. Fixed, the restart goes through and tells systemd (NOTIFY_SOCKET) the new main pid."""
+    import socket
+    port, key = topology.free_port(), Fernet.generate_key().decode()
+    key_file = tmp_path / "encryption_key"
+    key_file.write_text(key)
+    env = {"WIZARD_INSTANCE_PATH": str(tmp_path / "instance"), "WIZARD_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}",
+           "WIZARD_SECRET_KEY": uuid.uuid4().hex, "WIZARD_ENCRYPTION_KEY_FILE": str(key_file),
+           "WIZARD_LINE_API_HOST": "http://127.0.0.1:9", "WIZARD_PIDFILE": str(tmp_path / "gunicorn.pid")}
+    app = create_app({name[len("WIZARD_"):]: value for name, value in env.items() if name.startswith("WIZARD_")})
+    with app.app_context():
+        db.create_all()
+        db.engine.dispose()
+    with open(tmp_path / "gunicorn.log", "wb") as log:
+        gunicorn = topology.start_gunicorn(env, port, log=log)
+    notifications = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notifications.bind(str(tmp_path / "notify"))
+    notifications.settimeout(5)
+    try:
+        _replace(key_file, "not a key\n")
+        failed = subprocess.run([sys.executable, "-m", "wizard.restart", "--timeout", "60"], cwd=ROOT,
+                                env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
+        assert failed.returncode == 1, failed.stdout + failed.stderr
+        assert "keeps serving" in failed.stderr and str(gunicorn.pid) in failed.stderr, failed.stderr
+        assert int(Path(env["WIZARD_PIDFILE"]).read_text()) == gunicorn.pid
+        assert requests.get(f"http://127.0.0.1:{port}/readyz", timeout=10).json()["keys"] == "ok"
+
+        _replace(key_file, key)
+        new_master = _restart({**env, "NOTIFY_SOCKET": str(tmp_path / "notify")})
+        assert notifications.recv(100).decode() == f"MAINPID={new_master}"
+        assert requests.get(f"http://127.0.0.1:{port}/readyz", timeout=10).status_code == 200
+    finally:
+        notifications.close()
+        topology.stop_group(gunicorn.pid)
+        gunicorn.wait(timeout=30)
