@@ -6,6 +6,7 @@ refuse to start. The keys may live in a file that running processes re-read when
 reaches gunicorn's workers, whose environment ``kill -USR2`` never changes (tests/test_runbook.py runs that).
 """
 import os
+import shutil
 import subprocess
 import sys
 
@@ -128,3 +129,23 @@ def test_the_queue_consumer_without_the_keys_refuses_to_start(tmp_path):
                              capture_output=True, text=True, timeout=60)
     assert started.returncode != 0
     assert "WIZARD_SECRET_KEY and WIZARD_ENCRYPTION_KEY not set" in started.stderr
+
+
+def test_the_shipped_systemd_units_are_valid_and_run_the_documented_commands(tmp_path):
+    """deploy/systemd/: `systemd-analyze verify` accepts them (paths pointed at this checkout), the web unit
+    reloads with the restart command and lets it name the new main process."""
+    analyze = shutil.which("systemd-analyze")
+    if not analyze:
+        pytest.skip("systemd-analyze is not installed")
+    units = []
+    for name in ("wizard-web.service", "wizard-worker.service"):
+        text = (ROOT / "deploy" / "systemd" / name).read_text()
+        assert "/opt/line-connect-wizard" in text
+        (tmp_path / name).write_text(text.replace("/opt/line-connect-wizard", str(ROOT)))
+        units.append(str(tmp_path / name))
+    checked = subprocess.run([analyze, "verify", "--man=no", *units], capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0 and checked.stderr == "", checked.stderr
+    web = (tmp_path / "wizard-web.service").read_text()
+    assert f"ExecReload={ROOT}/.venv/bin/python -m wizard.restart" in web
+    assert "NotifyAccess=all" in web and "Environment=WIZARD_PIDFILE=/run/wizard/gunicorn.pid" in web
+    assert f"ExecStart={ROOT}/.venv/bin/flask --app wizard worker" in (tmp_path / "wizard-worker.service").read_text()
