@@ -9,6 +9,8 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
@@ -149,3 +151,34 @@ def test_the_shipped_systemd_units_are_valid_and_run_the_documented_commands(tmp
     assert f"ExecReload={ROOT}/.venv/bin/python -m wizard.restart" in web
     assert "NotifyAccess=all" in web and "Environment=WIZARD_PIDFILE=/run/wizard/gunicorn.pid" in web
     assert f"ExecStart={ROOT}/.venv/bin/flask --app wizard worker" in (tmp_path / "wizard-worker.service").read_text()
+
+
+def test_the_sandbox_runs_as_a_server_for_a_staging_system(tmp_path):
+    """deploy/README.md's command for a staging LINE: the wizard (LINE_API_HOST pointing at it) checks a channel
+    created on its control API, through line-bot-sdk over HTTP."""
+    import requests
+    from wizard.line.client import client_with
+    port = topology.free_port()
+    gunicorn = shutil.which("gunicorn", path=str(Path(sys.executable).parent))
+    command = (ROOT / "deploy" / "README.md").read_text().split("sudo -u wizard .venv/bin/gunicorn ", 1)[1]
+    command = command.split("\n```", 1)[0].replace("\\\n", " ").split()
+    assert command[:5] == ["-c", "/dev/null", "-k", "gthread", "--threads"], command
+    command = [gunicorn, *command[:6], "-b", f"127.0.0.1:{port}",
+               f"wizard.sandbox:create_sandbox_app(\"sqlite:///{tmp_path / 'sandbox.db'}\")"]
+    server = subprocess.Popen(command, cwd=tmp_path, start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                channel = requests.post(f"http://127.0.0.1:{port}/_sandbox/api/channels", json={}, timeout=5).json()
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline and server.poll() is None, "the sandbox server did not start"
+                time.sleep(0.3)
+        app = _deployment(tmp_path, LINE_API_HOST=f"http://127.0.0.1:{port}", MAIL_URL="file://")
+        with app.app_context():
+            assert client_with(channel["channelId"], channel["channelSecret"]).bot_info()["userId"] == \
+                channel["botUserId"]
+    finally:
+        topology.stop(server)
