@@ -164,6 +164,10 @@ def restart(pidfile, timeout=120.0, stop_timeout=60.0, say=print):
     if not old or not _alive(old):
         raise RestartFailed(f"no running gunicorn master in {pidfile}")
     directory = _marker_dir(pidfile)
+    pending = _read_pid(f"{pidfile}.2")
+    if pending and _alive(pending) and not _zombie(pending):
+        raise RestartFailed(f"a restart is already under way (new master {pending} in {pidfile}.2)")
+    Path(f"{pidfile}.2").unlink(missing_ok=True)  # left by a new master that was killed
     deadline = time.monotonic() + timeout
     os.kill(old, signal.SIGUSR2)
     say(f"USR2 sent to gunicorn master {old}; waiting for the new master ({pidfile}.2)")
