@@ -14,15 +14,18 @@ Why these choices (measurements in deploy/README.md):
 - Timeouts: ``timeout`` above the slowest page (LINE_TIMEOUT 8 s for a few calls to LINE), nginx's
   ``proxy_read_timeout`` a little above it; ``keepalive`` above nginx's upstream keepalive_timeout (60 s),
   so nginx never sends a request on a connection gunicorn is closing.
-- Graceful restart on deploy: ``kill -USR2 <master>`` starts a second master with the new code beside the
-  old one; once its workers answer, ``kill -TERM <old master>`` lets the old workers finish their requests
-  (at most ``graceful_timeout``) and exit. Measured: no request failed or waited over 0.04 s. ``HUP`` stops
-  the old workers at once and leaves nobody accepting while the new ones import the app (6 s measured on a
-  busy machine), longer than LINE's 2 s; for the same reason no ``max_requests`` recycling.
+- Graceful restart on deploy: ``python -m wizard.restart`` (wizard/restart.py) sends USR2 (a second master with
+  the new code beside the old one, its pid in ``<pidfile>.2``), waits until every new worker's own app answers
+  GET /readyz (the hooks below leave a marker per worker), and only then TERMs the old master, whose workers
+  finish their requests (at most ``graceful_timeout``). "Booting worker" in the log is not that moment: the
+  app is imported after it (7 s idle, 20–50 s under load). ``HUP`` stops the old workers at once and leaves
+  nobody accepting while the new ones import the app, longer than LINE's 2 s; for the same reason no
+  ``max_requests`` recycling. USR2 re-executes gunicorn with the environment it was first started with: a
+  changed variable reaches no new worker that way (keys change through WIZARD_ENCRYPTION_KEY_FILE).
 
 Environment (all optional): WIZARD_BIND (127.0.0.1:8000), WEB_CONCURRENCY (worker processes), WIZARD_THREADS
 (threads per process), WIZARD_TRUSTED_PROXIES (proxies in front whose X-Forwarded-* headers count; 1),
-WIZARD_PIDFILE (the master's pid, for the restart above; on USR2 the old one moves to ``<file>.oldbin``).
+WIZARD_PIDFILE (the master's pid, for the restart above; markers in ``<file>.d/``).
 """
 import multiprocessing
 import os
@@ -36,6 +39,11 @@ PROMETHEUS_DIR = observability.prepare_multiprocess_env()
 logconfig_dict = observability.gunicorn_logconfig()
 def on_starting(server): observability.on_starting(server)
 def child_exit(server, worker): observability.child_exit(server, worker)
+from wizard import restart  # noqa: E402  (the readiness markers wizard/restart.py waits for)
+def when_ready(server): restart.master_ready(server)
+def post_worker_init(worker): restart.worker_ready(worker)
+def worker_exit(server, worker): restart.worker_gone(server, worker)
+def on_exit(server): restart.master_gone(server)
 
 
 def _on_sqlite():

@@ -33,6 +33,7 @@ def test_environment_beats_instance_config_and_turns_the_sandbox_off(tmp_path, m
                                         "LINE_TIMEOUT = 4\n")
     monkeypatch.setenv("WIZARD_PUBLIC_BASE_URL", "https://crm.example.com/")
     monkeypatch.setenv("WIZARD_DATABASE_URL", "postgresql+psycopg://db.example.com/crm")
+    _deployment_keys(monkeypatch)
     app = create_app({"INSTANCE_PATH": str(tmp_path)})
     assert app.config["PUBLIC_BASE_URL"] == "https://crm.example.com"
     assert app.config["LINE_TIMEOUT"] == 4
@@ -52,6 +53,7 @@ def test_a_public_address_on_sqlite_means_real_line_not_the_sandbox(tmp_path, mo
     for name in ("WIZARD_DATABASE_URL", "WIZARD_LINE_API_HOST", "WIZARD_SANDBOX"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("WIZARD_PUBLIC_BASE_URL", "https://crm.example.com")
+    _deployment_keys(monkeypatch)
     app = create_app({"INSTANCE_PATH": str(tmp_path)})
     assert app.config["SANDBOX"] is False and app.config["LINE_API_HOST"] is None
 
@@ -61,7 +63,14 @@ PRODUCTION = {
     "WIZARD_PUBLIC_BASE_URL": "https://crm.example.com",
     "WIZARD_SECRET_KEY": "s" * 64,
     "WIZARD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+    "WIZARD_MAIL_URL": "smtp+starttls://wizard:secret@mail.example.com:587",
 }
+
+
+def _deployment_keys(monkeypatch):
+    """A deployment states its keys and its mail server (it does not start without them)."""
+    for name in ("WIZARD_SECRET_KEY", "WIZARD_ENCRYPTION_KEY", "WIZARD_MAIL_URL"):
+        monkeypatch.setenv(name, PRODUCTION[name])
 
 
 def _sample_path(rule):
@@ -110,6 +119,7 @@ def test_any_one_sign_of_a_real_deployment_turns_the_sandbox_off(tmp_path, monke
     sandbox on 127.0.0.1:5001."""
     from wizard.line.client import client_with
     monkeypatch.setenv(name, value)
+    _deployment_keys(monkeypatch)
     app = create_app({"INSTANCE_PATH": str(tmp_path)})
     with app.app_context():
         client = client_with("1234567890", "0" * 32)

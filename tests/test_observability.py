@@ -225,7 +225,7 @@ def test_logging_someone_else_configured_is_left_as_it_is(app):
 def test_readyz_is_ready_when_database_and_queue_answer(client):
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.json == {"database": "ok", "queue": "ok"}
+    assert response.json == {"database": "ok", "queue": "ok", "keys": "ok"}
     assert client.get("/healthz").data == b"ok"
 
 
@@ -242,7 +242,7 @@ def test_readyz_is_503_naming_the_database_when_it_cannot_be_reached(app, tmp_pa
     response = client.get("/readyz")
     assert time.monotonic() - started < 3
     assert response.status_code == 503
-    assert response.json == {"database": "unreachable", "queue": "ok"}
+    assert response.json == {"database": "unreachable", "queue": "ok", "keys": "unknown"}
     text = response.get_data(as_text=True)
     assert "Traceback" not in text and "127.0.0.1" not in text and "no-such-folder" not in text
     assert client.get("/healthz").status_code == 200  # alive, just not ready
@@ -252,7 +252,7 @@ def test_readyz_names_the_queue_when_its_store_cannot_be_reached(app):
     unready = sibling(app, QUEUE_URL=f"postgresql://postgres@127.0.0.1:{free_port()}/queue", READYZ_TIMEOUT=3.0)
     response = unready.test_client().get("/readyz")
     assert response.status_code == 503
-    assert response.json == {"database": "ok", "queue": "unreachable"}
+    assert response.json == {"database": "ok", "queue": "unreachable", "keys": "ok"}
 
 
 # ---- metrics -------------------------------------------------------------------------------------------------

@@ -47,7 +47,8 @@ def _prepare_database(db_url, tmp_path, base_url, sandbox):
     from wizard.accounts import create_shop, create_user
     app = create_app({"INSTANCE_PATH": str(tmp_path / "instance"), "DATABASE_URL": db_url,
                       "SECRET_KEY": "production-test", "ENCRYPTION_KEY": ENCRYPTION_KEY,
-                      "LINE_API_HOST": sandbox.url, "SANDBOX": False, "PUBLIC_BASE_URL": base_url})
+                      "LINE_API_HOST": sandbox.url, "SANDBOX": False, "PUBLIC_BASE_URL": base_url,
+                      "MAIL_URL": f"file://{tmp_path / 'mail'}"})
     with app.app_context():
         db.drop_all()
         db.create_all()
@@ -73,6 +74,7 @@ def production(db_url, sandbox, tmp_path, monkeypatch):
         "WIZARD_INSTANCE_PATH": str(tmp_path / "instance"), "WIZARD_DATABASE_URL": db_url,
         "WIZARD_PUBLIC_BASE_URL": base_url, "WIZARD_LINE_API_HOST": sandbox.url,
         "WIZARD_SECRET_KEY": "production-test", "WIZARD_ENCRYPTION_KEY": ENCRYPTION_KEY,
+        "WIZARD_MAIL_URL": f"file://{tmp_path / 'mail'}",  # a deployment says where mail goes (no SMTP here)
         # Every page asks LINE (no cached answer), and Verify may be pressed twice within a minute.
         "WIZARD_CHECK_MAX_AGE": "0", "WIZARD_WEBHOOK_TEST_COOLDOWN": "0",
     }

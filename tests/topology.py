@@ -18,6 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX_CONF = ROOT / "deploy" / "nginx.conf"
+LOADBALANCER_CONF = ROOT / "deploy" / "loadbalancer.conf"
 
 
 def free_port() -> int:
@@ -39,8 +40,8 @@ def self_signed_certificate(directory: Path):
                    .serial_number(x509.random_serial_number())
                    .not_valid_before(now - datetime.timedelta(minutes=5))
                    .not_valid_after(now + datetime.timedelta(days=1))
-                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                                  critical=False)
+                   .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                                                               x509.DNSName("localhost")]), critical=False)
                    .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
                    .sign(key, hashes.SHA256()))
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"
@@ -74,12 +75,43 @@ def render_nginx_conf(directory: Path, *, http_port, tls_port, upstream, certifi
         "ssl_certificate /etc/ssl/wizard/fullchain.pem;": f"ssl_certificate {certificate};",
         "ssl_certificate_key /etc/ssl/wizard/privkey.pem;": f"ssl_certificate_key {key};",
     }
-    text = NGINX_CONF.read_text()
+    return _render(NGINX_CONF, directory / "nginx.conf", replacements)
+
+
+def _render(source: Path, path: Path, replacements: dict) -> Path:
+    text = source.read_text()
     for old, new in replacements.items():
-        assert text.count(old) == 1, f"deploy/nginx.conf no longer has exactly one {old!r}"
+        assert text.count(old) == 1, f"deploy/{source.name} no longer has exactly one {old!r}"
         text = text.replace(old, new)
-    path = directory / "nginx.conf"
     path.write_text(text)
+    return path
+
+
+def render_loadbalancer_conf(directory: Path, *, tls_port, machines, certificate, key, trusted) -> Path:
+    """deploy/loadbalancer.conf on loopback: ``machines`` are two host:port of web machines' nginx (TLS, a
+    certificate for ``localhost`` signed by ``trusted``)."""
+    for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        (directory / name).mkdir(parents=True, exist_ok=True)
+    first, second = machines
+    replacements = {
+        "pid /run/nginx-balancer.pid;": f"pid {directory / 'nginx.pid'};",
+        "error_log /var/log/nginx/balancer-error.log warn;": f"error_log {directory / 'error.log'} warn;",
+        "access_log /var/log/nginx/balancer-access.log;": f"access_log {directory / 'access.log'};",
+        "client_body_temp_path /var/lib/nginx/balancer-body;": f"client_body_temp_path {directory / 'body'};",
+        "proxy_temp_path /var/lib/nginx/balancer-proxy;": " ".join(
+            f"{module}_temp_path {directory / module};" for module in ("proxy", "fastcgi", "uwsgi", "scgi")),
+        "server 10.0.0.11:443 ": f"server {first} ",
+        "server 10.0.0.12:443 ": f"server {second} ",
+        "listen 443 ssl http2;": f"listen 127.0.0.1:{tls_port} ssl http2;",
+        "ssl_certificate /etc/ssl/wizard/fullchain.pem;": f"ssl_certificate {certificate};",
+        "ssl_certificate_key /etc/ssl/wizard/privkey.pem;": f"ssl_certificate_key {key};",
+        "proxy_ssl_name crm.example.com;": "proxy_ssl_name localhost;",
+        "proxy_ssl_trusted_certificate /etc/ssl/certs/ca-certificates.crt;":
+            f"proxy_ssl_trusted_certificate {trusted};",
+    }
+    path = _render(LOADBALANCER_CONF, directory / "nginx.conf", replacements)
+    if os.geteuid() == 0:  # else nginx's workers run as nobody, who may not use the test's private tmp dir
+        path.write_text("user root;\n" + path.read_text())
     return path
 
 
@@ -135,6 +167,26 @@ def start_nginx(conf: Path, tls_port: int):
                                 "-g", "daemon off;"], start_new_session=True)
     _wait_until(lambda: _answers(tls_port, tls=True), process, "nginx")
     return process
+
+
+def stop_group(pgid, seconds=30):
+    """SIGTERM to a whole process group, however its leader fared (after a gunicorn restart the master is
+    another process of the group), then SIGKILL to what is left after ``seconds``."""
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
 
 
 def stop(process, seconds=30):

@@ -23,6 +23,8 @@ def create_app(test_config=None):
 
     from . import config
     config.load(app, test_config)
+    from . import mail
+    mail.check_settings(app)  # a deployment without MAIL_URL would keep its mail as files: refused at start
     from . import observability
     observability.init_app(app)  # JSON logs when LOG_FORMAT says so; a request id on every request and answer
     from . import guard, redact
@@ -30,9 +32,11 @@ def create_app(test_config=None):
     redact.install()  # request log lines never show the webhook or form token in their paths
     if int(app.config["TRUSTED_PROXIES"] or 0):
         # Behind deploy/nginx.conf: the client's address and its https come from the proxy's X-Forwarded-*.
+        # X-Forwarded-For is a chain every proxy appends to, so the client is TRUSTED_PROXIES entries from the
+        # right; X-Forwarded-Proto is set whole by the nginx next to gunicorn (one value), so it counts once.
         from werkzeug.middleware.proxy_fix import ProxyFix
         hops = int(app.config["TRUSTED_PROXIES"])
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops)
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=1)
 
     from .extensions import babel, csrf, db, login_manager, migrate
     from . import i18n, security

@@ -123,6 +123,9 @@ DEFAULTS = {
     # nothing, and tries again after a growing pause, up to MIGRATION_ATTEMPTS times (about 4 minutes).
     "MIGRATION_LOCK_TIMEOUT": 0.5,
     "MIGRATION_ATTEMPTS": 20,
+    # A file holding ENCRYPTION_KEY's value (keys separated by commas or lines), re-read by every process as
+    # soon as it changes (wizard/crypto.py): how a key rotation reaches running workers. Not with ENCRYPTION_KEY.
+    "ENCRYPTION_KEY_FILE": None,
     # --- server (proxy) ---
     # Proxies in front (deploy/nginx.conf) whose X-Forwarded-For/-Proto are believed; gunicorn.conf.py says 1.
     "TRUSTED_PROXIES": 0,
@@ -148,6 +151,10 @@ _NUMBER = {"LINE_TIMEOUT": float, "LINE_CONTENT_MAX_BYTES": int,
            "ALERT_EMAIL_HOURS": float, "CHECK_HISTORY_DAYS": float, "CHECK_HISTORY_PER_SHOP": int,
            "MIGRATION_LOCK_TIMEOUT": float, "MIGRATION_ATTEMPTS": int,
            "RETAIN_EVENTS_DAYS": float, "RETAIN_MEDIA_DAYS": float, "RETAIN_MAIL_DAYS": float}
+
+
+class ConfigError(RuntimeError):
+    """A deployment's settings the app refuses to start with; the message says what to set."""
 
 
 def _parse_bool(value):
@@ -191,11 +198,12 @@ def _derive(app):
     embedded_db = "sqlite:///" + os.path.join(app.instance_path, "wizard.db")
     cfg.setdefault("DATABASE_URL", embedded_db)
     cfg["SQLALCHEMY_DATABASE_URI"] = cfg["DATABASE_URL"]
+    # The embedded default: no database server, no LINE host and no public address chosen. Any of those means
+    # a real deployment, which must talk to the real LINE Platform and state its own keys.
+    embedded = (cfg["DATABASE_URL"] == embedded_db and not cfg.get("LINE_API_HOST")
+                and cfg["PUBLIC_BASE_URL"].rstrip("/") == DEFAULTS["PUBLIC_BASE_URL"])
     if "SANDBOX" not in cfg:
-        # The sandbox is on in the embedded default only: no database server, no LINE host and no public
-        # address chosen. Any of those means a real deployment, which must talk to the real LINE Platform.
-        cfg["SANDBOX"] = (cfg["DATABASE_URL"] == embedded_db and not cfg.get("LINE_API_HOST")
-                          and cfg["PUBLIC_BASE_URL"].rstrip("/") == DEFAULTS["PUBLIC_BASE_URL"])
+        cfg["SANDBOX"] = embedded  # the sandbox is on in the embedded default only
     if cfg["SANDBOX"] and not cfg.get("LINE_API_HOST"):
         cfg["LINE_API_HOST"] = cfg["SANDBOX_URL"]
     if not cfg.get("QUEUE_URL"):
@@ -204,13 +212,46 @@ def _derive(app):
         cfg["QUEUE_URL"] = ("sqlite:///" + os.path.join(app.instance_path, "huey.db")
                             if cfg["DATABASE_URL"].startswith("sqlite") else cfg["DATABASE_URL"])
     cfg.setdefault("SANDBOX_DATABASE_URL", "sqlite:///" + os.path.join(app.instance_path, "sandbox.db"))
+    _keys(app, embedded)
+    cfg["PUBLIC_BASE_URL"] = cfg["PUBLIC_BASE_URL"].rstrip("/")
+    if cfg["PUBLIC_BASE_URL"].startswith("https://") and "WIZARD_SESSION_COOKIE_SECURE" not in os.environ:
+        # Behind HTTPS the session cookie must never travel over plain http.
+        cfg["SESSION_COOKIE_SECURE"] = cfg["REMEMBER_COOKIE_SECURE"] = True
+
+
+def _keys(app, embedded):
+    """SECRET_KEY and ENCRYPTION_KEY: generated into instance/ in the embedded default only.
+
+    Anywhere else a missing key is an error at start (issue 14, item 21): a machine with a key of its own signs
+    links no other machine accepts and cannot read the channel secrets the others stored, so every webhook
+    would answer 500 while the machine looked healthy."""
+    cfg = app.config
+    if cfg.get("ENCRYPTION_KEY_FILE"):
+        if cfg.get("ENCRYPTION_KEY"):
+            raise ConfigError("Set WIZARD_ENCRYPTION_KEY or WIZARD_ENCRYPTION_KEY_FILE, not both.")
+        from . import crypto
+        try:
+            cfg["ENCRYPTION_KEY"] = ",".join(crypto.read_key_file(cfg["ENCRYPTION_KEY_FILE"], at_start=True))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"WIZARD_ENCRYPTION_KEY_FILE ({cfg['ENCRYPTION_KEY_FILE']}) cannot be used: "
+                              f"{type(exc).__name__}: it must hold Fernet keys, separated by commas or "
+                              "lines.") from None
+    missing = [f"WIZARD_{name}" for name in ("SECRET_KEY", "ENCRYPTION_KEY") if not cfg.get(name)]
+    if missing and not embedded:
+        raise ConfigError(
+            f"{' and '.join(missing)} not set. Outside the embedded default every machine must use the "
+            "deployment's own keys (README: Production, Deploying); the app does not start with keys of its "
+            "own, which could not read what the other machines stored.")
     if not cfg.get("SECRET_KEY"):
         cfg["SECRET_KEY"] = _instance_secret(app.instance_path, "secret_key", lambda: secrets.token_hex(32))
     if not cfg.get("ENCRYPTION_KEY"):
         cfg["ENCRYPTION_KEY"] = _instance_secret(
             app.instance_path, "encryption_key", lambda: Fernet.generate_key().decode()
         )
-    cfg["PUBLIC_BASE_URL"] = cfg["PUBLIC_BASE_URL"].rstrip("/")
-    if cfg["PUBLIC_BASE_URL"].startswith("https://") and "WIZARD_SESSION_COOKIE_SECURE" not in os.environ:
-        # Behind HTTPS the session cookie must never travel over plain http.
-        cfg["SESSION_COOKIE_SECURE"] = cfg["REMEMBER_COOKIE_SECURE"] = True
+    for number, key in enumerate(cfg["ENCRYPTION_KEY"].replace("\n", ",").split(","), start=1):
+        if key.strip():
+            try:
+                Fernet(key.strip().encode())
+            except ValueError:
+                raise ConfigError(f"Key {number} of WIZARD_ENCRYPTION_KEY is not a Fernet key (32 url-safe "
+                                  "base64-encoded bytes).") from None

@@ -8,9 +8,17 @@ decrypts. That is how a key is replaced without losing a secret: put the new key
 after it, run ``flask rotate-key`` (``rotate_stored``) so every stored value is encrypted under the new key,
 then drop the old one. Encrypted columns are found by their name ending in ``_encrypted``, so a new one is
 rotated too without anyone remembering to list it.
+
+With ``ENCRYPTION_KEY_FILE`` the keys live in a file that every process re-reads as soon as it changes (one
+``stat`` per use). A rotation then reaches every running web worker and consumer without a restart: gunicorn's
+``kill -USR2`` re-executes with the environment it was first started with, so a changed environment variable
+would reach no new worker that way (issue 14, item 11).
 """
 import hashlib
+import logging
+import os
 import secrets
+import threading
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from flask import current_app
@@ -29,10 +37,52 @@ class SecretsUnreadable(Exception):
         self.where = where
 
 
+log = logging.getLogger(__name__)
+_key_files = {}  # path -> ((inode, mtime, size), keys): what each key file said when it last changed
+_key_files_lock = threading.Lock()
+
+
 def keys(value=None):
     """The configured keys, current one first (surrounding spaces and empty entries ignored)."""
-    value = current_app.config["ENCRYPTION_KEY"] if value is None else value
-    return [key.strip() for key in value.split(",") if key.strip()]
+    if value is None:
+        if current_app.config["ENCRYPTION_KEY_FILE"]:
+            return list(read_key_file(current_app.config["ENCRYPTION_KEY_FILE"]))
+        value = current_app.config["ENCRYPTION_KEY"]
+    return [key.strip() for key in value.replace("\n", ",").split(",") if key.strip()]
+
+
+def read_key_file(path, *, at_start=False):
+    """The keys in ``path``, read again whenever the file changed since the last call.
+
+    Raises OSError or ValueError on the first read (or ``at_start``) of an unreadable or empty file. Later, a
+    file that became unreadable or empty (written in place rather than replaced with ``mv``) keeps the last
+    keys read and logs it: a half-written file must not take the webhooks down."""
+    try:
+        stat = os.stat(path)
+        signature = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    except OSError:
+        signature = None
+    with _key_files_lock:
+        cached = None if at_start else _key_files.get(path)
+        if cached and cached[0] == signature:
+            return cached[1]
+        try:
+            with open(path, encoding="utf-8") as handle:
+                found = tuple(keys(handle.read()))
+            if not found:
+                raise ValueError(f"{path} holds no key")
+            for key in found:
+                Fernet(key.encode())
+        except (OSError, ValueError) as exc:
+            if cached is None:
+                raise
+            log.error("ENCRYPTION_KEY_FILE could not be read again (%s); keeping the keys read before",
+                      type(exc).__name__)
+            return cached[1]
+        if cached is not None:
+            log.info("ENCRYPTION_KEY_FILE changed: now %d key(s)", len(found))
+        _key_files[path] = (signature, found)
+        return found
 
 
 def _fernet():

@@ -3,7 +3,10 @@
 ``MAIL_URL`` says how: ``smtp://host:port`` (plain), ``smtps://host:465`` (TLS from the start) or
 ``smtp+starttls://user:password@host:587``; user and password, when given, log in (percent-encoded in the URL).
 Unset (the embedded default) each mail is written as an .eml file into ``instance/outbox/``, so the demo needs
-no mail server and a developer can open the invitation there.
+no mail server and a developer can open the invitation there. A deployment (an https ``PUBLIC_BASE_URL``) does
+not start with ``MAIL_URL`` unset: invitations and alerts would become files on whichever machine sent them,
+recorded as sent (issue 14, item 22). A staging system that wants the files says so: ``MAIL_URL=file://``
+(``instance/outbox/``) or ``file:///some/directory``.
 
 A mail server that is down, slow (``MAIL_TIMEOUT``) or refusing never becomes an error page: ``send`` records
 the failure on the row (``error``) and returns it, and the caller says so in words. The row keeps the text
@@ -34,12 +37,31 @@ class MailConfigError(ValueError):
     """MAIL_URL is not a URL this module can send through."""
 
 
+def check_settings(app):
+    """Refuse to start with mail settings that would lose mail: called once by ``create_app``."""
+    from .config import ConfigError
+    url = app.config["MAIL_URL"]
+    if url and urlsplit(url).scheme != "file":
+        try:
+            _parse(url)
+        except MailConfigError as exc:
+            raise ConfigError(f"WIZARD_{exc}") from None
+    elif not url and app.config["PUBLIC_BASE_URL"].startswith("https://") and not app.config.get("TESTING"):
+        raise ConfigError("WIZARD_MAIL_URL is not set: invitations and alerts would be written as files on "
+                          "this machine instead of being sent. Set it to the SMTP server "
+                          "(smtp+starttls://user:password@host:587), or to file:// to keep them as files on "
+                          "purpose (a staging system).")
+
+
 def outbox_dir():
-    return Path(current_app.instance_path) / "outbox"
+    url = current_app.config.get("MAIL_URL") or ""
+    path = urlsplit(url).path if url.startswith("file:") else ""
+    return Path(path) if path else Path(current_app.instance_path) / "outbox"
 
 
 def transport_name():
-    return "smtp" if current_app.config.get("MAIL_URL") else "file"
+    url = current_app.config.get("MAIL_URL")
+    return "smtp" if url and not url.startswith("file:") else "file"
 
 
 def _parse(url):

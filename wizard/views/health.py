@@ -1,13 +1,17 @@
-"""GET/POST /healthz (alive) and GET /readyz (ready: the database and the queue answer).
+"""GET/POST /healthz (alive) and GET /readyz (ready: the database and the queue answer, the keys read them).
 
 ``/healthz`` touches nothing (no database, no session): load balancers use it to see the process is alive,
 and the webhook benchmark uses it as the baseline that measures the server and the framework alone.
 
-``/readyz`` is for whoever decides to send traffic here: 200 ``{"database": "ok", "queue": "ok"}``, or 503
-with the part that failed. Each check runs on its own thread and gets ``READYZ_TIMEOUT`` seconds, so a
-database or queue host that swallows packets makes the answer late by that much, never hang. The database is
-reached through its own pool-less engine (a fresh connection each time, with a connect timeout), so the
-answer says whether a new connection can be made now, not whether an old pooled one still looks alive.
+``/readyz`` is for whoever decides to send traffic here: 200 ``{"database": "ok", "queue": "ok", "keys": "ok"}``,
+or 503 with the part that failed. ``keys`` decrypts the newest stored value of every encrypted column with this
+process's ENCRYPTION_KEY: a machine started with another key (or left behind by a key rotation) answers every
+webhook 500, so it must not look ready (issue 14, item 21).
+
+Each check runs on its own thread and gets ``READYZ_TIMEOUT`` seconds, so a database or queue host that
+swallows packets makes the answer late by that much, never hang. The database is reached through its own
+pool-less engine (a fresh connection each time, with a connect timeout), so the answer says whether a new
+connection can be made now, not whether an old pooled one still looks alive.
 Reasons are short words, never a traceback or a host name; the details go to the log.
 """
 import logging
@@ -16,7 +20,7 @@ import threading
 import time
 
 from flask import Blueprint, current_app
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -39,7 +43,8 @@ def readyz():
     timeout = float(app.config["READYZ_TIMEOUT"])
     queue_check = _queue_check()  # imported here: a first import's time is not the queue's
     checks = {"database": lambda: _database_problem(app, timeout),
-              "queue": lambda: _queue_problem(app, queue_check)}
+              "queue": lambda: _queue_problem(app, queue_check),
+              "keys": lambda: _keys_problem(app, timeout)}
     answers = _run_bounded(checks, timeout)
     ready = all(answer in ("ok", "not configured") for answer in answers.values())
     return answers, 200 if ready else 503, {"Cache-Control": "no-store"}
@@ -75,6 +80,30 @@ def _database_problem(app, timeout):
         # The driver's words may name hosts and users: the log has them, the answer does not.
         log.warning("readiness: the database is unreachable: %s", getattr(exc, "orig", None) or exc)
         return "unreachable"
+    return None
+
+
+def _keys_problem(app, timeout):
+    """"cannot decrypt" when this process's keys cannot read what is stored; None when they can (or nothing is)."""
+    from .. import crypto
+    from ..extensions import db
+    try:
+        with _readiness_engine(app, timeout).connect() as connection:
+            # The newest value of each column: the one most likely to be under a key this process lacks. Large
+            # values (quarantined bodies) are left out: a probe runs every few seconds.
+            samples = [connection.execute(select(column).where(column.is_not(None), func.length(column) < 4096)
+                                          .order_by(pk.desc()).limit(1)).scalar()
+                       for table, column in crypto.encrypted_columns(db.metadata)
+                       for pk in table.primary_key.columns]
+    except SQLAlchemyError:
+        return "unknown"  # the database check says why
+    with app.app_context():
+        for token in filter(None, samples):
+            try:
+                crypto.decrypt(token)
+            except crypto.SecretUnreadable:
+                log.error("readiness: ENCRYPTION_KEY cannot decrypt the stored secrets")
+                return "cannot decrypt"
     return None
 
 
