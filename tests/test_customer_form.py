@@ -398,3 +398,26 @@ def test_staff_send_the_form_again_with_a_new_link_once_per_press(app, line, fri
     assert [m["kind"] for m in sent] == ["reply", "push"]
     _url, new_path = link_in(sent[1]["message"]["text"])
     assert new_path != old_path and app.test_client().get(new_path).status_code == 200
+
+
+@pytest.mark.parametrize("where", ["collector", "shop name"])
+def test_markup_in_the_collector_or_shop_name_shows_as_text_on_the_public_form(app, client, friend, where):
+    """The marketing box's label names the collector (the shop's name unless the owner set one): a tag typed
+    there is shown as the characters typed, never a link, a picture or a redirect on the customer's phone."""
+    _user, path = friend
+    injected = ('<a href="https://evil.example/">win</a><img src="https://evil.example/x.png">'
+                '<meta http-equiv="refresh" content="0;url=https://evil.example/">')
+    with app.app_context():
+        shop = db.session.scalar(db.select(Shop))
+        if where == "shop name":
+            shop.name = injected
+        else:
+            settings, problems = form_settings.validate(shop, {"notice": {"collector": injected}})
+            assert not problems
+            form_settings.save(settings, "test")
+        db.session.commit()
+    html = client.get(path + "?lang=en").get_data(as_text=True)
+    label = re.search(r'<label class="check">.*?</label>', html, re.S).group(0)
+    assert "from &lt;a href=&#34;https://evil.example/&#34;&gt;win&lt;/a&gt;&lt;img" in label
+    for tag in ('<a href="https://evil.example/', '<img src="https://evil.example', '<meta http-equiv="refresh"'):
+        assert tag not in html

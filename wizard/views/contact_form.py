@@ -11,7 +11,7 @@ import unicodedata
 from datetime import date
 
 from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
-from flask_babel import force_locale, lazy_gettext as _l
+from flask_babel import force_locale, gettext as _, lazy_gettext as _l
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, DateField, EmailField, HiddenField, SelectField, StringField, TelField
 from wtforms.fields.choices import SelectChoice
@@ -118,8 +118,10 @@ class NormalisedDateField(DateField):
 def form_class(settings):
     """A form asking what this shop's settings ask, plus the separate, unticked marketing box."""
     class CustomerForm(FlaskForm):
-        marketing = BooleanField(_l("I agree to receive marketing messages (news and offers) from %(shop)s.",
-                                    shop=settings.collector))
+        # gettext, not lazy_gettext: a lazy string tells Jinja it is safe HTML (it has ``__html__``), so the
+        # owner-set collector inside it went out unescaped. A plain string is escaped like any other value.
+        marketing = BooleanField(_("I agree to receive marketing messages (news and offers) from %(shop)s.",
+                                   shop=settings.collector))
         # The notice version the page showed: the consent kept is to the notice the customer read.
         seen_notice = HiddenField()
 
