@@ -127,11 +127,17 @@ def test_unblocking_soon_after_sends_nothing_and_later_a_new_link_that_still_kno
     configure(app, line.slug, text=TEXT)
     user_id = line.follow()
     worker.process_pending(app)
+    first_link = link_in(line.control.sent_messages(line.id, user_id)[0]["message"]["text"])[1]
+    assert client.get(first_link).status_code == 200
     line.act(line.control.unfollow(line.id, user_id))
+    worker.process_pending(app)
+    blocked = client.get(first_link + "?lang=en")  # blocking the account ends the link
+    assert blocked.status_code == 410 and "This link no longer works" in blocked.get_data(as_text=True)
     line.follow(user_id)
     worker.process_pending(app)
     assert len(line.control.sent_messages(line.id, user_id)) == 1
     assert line.events()[-1].error == "form sent recently: not sent again"
+    assert client.get(first_link).status_code == 410  # following again does not bring it back
 
     app.config["FORM_RESEND_HOURS"] = 0  # a day later
     line.act(line.control.unfollow(line.id, user_id))
@@ -139,9 +145,12 @@ def test_unblocking_soon_after_sends_nothing_and_later_a_new_link_that_still_kno
     worker.process_pending(app)
     first, second = line.control.sent_messages(line.id, user_id)
     old, new = link_in(first["message"]["text"])[1], link_in(second["message"]["text"])[1]
-    assert second["message"]["text"].startswith(TEXT)  # a new link (the same, within the same second)
-    for path in (old, new):  # both links are the same customer's, within their lifetime
-        assert client.get(path).status_code == 200
+    assert second["message"]["text"].startswith(TEXT) and old != new
+    assert client.get(new).status_code == 200  # the newest link knows the customer
+    for method in ("get", "post"):  # the older one no longer opens or changes anything
+        answer = getattr(client, method)(old + "?lang=en", data=DETAILS)
+        assert answer.status_code == 410 and "Nothing was changed." in answer.get_data(as_text=True)
+    assert line.contact(user_id).form_filled_at is None
     assert client.post(new, data=DETAILS).status_code == 302
 
     line.act(line.control.unfollow(line.id, user_id))
@@ -294,8 +303,9 @@ def test_each_submission_keeps_its_evidence_and_a_second_one_updates_the_contact
 
     with app.app_context():
         contact = db.session.scalar(db.select(Contact))
-        assert (contact.customer_name, contact.phone, contact.email, contact.birthday) == (
-            "林美美", "0912345678", None, None)
+        # The fields left empty keep what was saved (the page showed them only masked).
+        assert (contact.customer_name, contact.phone, contact.email, contact.birthday.isoformat()) == (
+            "林美美", "0912345678", "mei@example.com", "1990-05-31")
         assert contact.marketing_consent is False and contact.marketing_consent_at is not None  # withdrawn
         shop_id = db.session.scalar(db.select(Shop.id))
         kept = db.session.scalar(db.select(FormNotice).filter_by(version=version))
@@ -306,7 +316,7 @@ def test_each_submission_keeps_its_evidence_and_a_second_one_updates_the_contact
     assert (one.line_user_id, one.contact_id, one.shop_id) == (user_id, contact.id, shop_id)
     assert (one.notice_version, two.notice_version) == (version, version)
     assert (one.purposes, one.marketing, two.purposes, two.marketing) == (["090", "040"], True, ["090"], False)
-    assert one.fields == ["name", "mobile", "email", "birthday"] and two.fields == ["name", "mobile"]
+    assert one.fields == two.fields == ["name", "mobile", "email", "birthday"]
     assert (one.address, two.address) == ("203.0.113.7", "198.51.100.2")
     assert one.user_agent == headers["User-Agent"] and one.at <= two.at
     assert one.locale == "zh_Hant_TW"
@@ -398,6 +408,7 @@ def test_staff_send_the_form_again_with_a_new_link_once_per_press(app, line, fri
     assert [m["kind"] for m in sent] == ["reply", "push"]
     _url, new_path = link_in(sent[1]["message"]["text"])
     assert new_path != old_path and app.test_client().get(new_path).status_code == 200
+    assert app.test_client().get(old_path).status_code == 410  # replaced by the new one
 
 
 @pytest.mark.parametrize("where", ["collector", "shop name"])

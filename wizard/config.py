@@ -36,6 +36,10 @@ DEFAULTS = {
     # --- the customer data form (wizard/customers/) ---
     # How long a customer's form link works after it was sent (it is signed: a changed one never works).
     "FORM_LINK_DAYS": 30,
+    # Submissions of the form accepted per link, and per client address (customers behind one mobile
+    # carrier's address share the second); more are refused with a page that says when to try again.
+    "FORM_SUBMIT_LIMIT": "5 per minute; 20 per hour",
+    "FORM_SUBMIT_LIMIT_PER_ADDRESS": "30 per minute; 300 per hour",
     # Named in every form's privacy notice as the processor that keeps the data for the shop (PDPA Art. 8).
     "CRM_VENDOR_NAME": "LINE Connect Wizard CRM",
     # --- contacts and conversations (wizard/customers/contacts.py, conversation.py, replies.py) ---

@@ -187,10 +187,11 @@ def _render(row, channel, contact):
         if contact.profile_fetched_at is None:
             # Best effort, for the language: the form goes in the default language when LINE will not say.
             events.refresh_profile(channel, contact)
-        if not contact.form_token:
-            from .. import crypto
-            contact.form_token = crypto.new_token()
-        return [{"type": "text", "text": events.form_text(channel, contact)}]
+        # A retry keeps the link this row made on its first attempt: that attempt may have reached the
+        # customer (a push whose answer was lost), and only a contact's newest link works.
+        retried = row.attempts > 1 and contact.form_link_issued_at is not None \
+            and contact.form_link_issued_at >= row.created_at
+        return [{"type": "text", "text": events.form_text(channel, contact, fresh=not retried)}]
     raise ValueError(f"unknown outbox purpose {row.purpose!r}")
 
 
