@@ -388,7 +388,17 @@ def test_the_consent_record_is_on_the_contacts_page(app, client, friend, make_us
     page = staff.get(f"/c/contacts/{contact_id}?lang=en").data.decode()
     assert "Consent record (1)" in page
     assert re.search(r'data-notice-version="[0-9a-f]{12}"', page)
-    assert "purposes 090, 040" in page
+    assert "purposes 090, 040" not in page and "fields given: name" not in page  # words, not codes
+    assert re.search(r"On \d{4}-\d\d-\d\d \d\d:\d\d \(Taipei time\) the customer read the privacy notice "
+                     r"\(version [0-9a-f]{12}\) and agreed to the use of their data for ○九○ consumer and customer "
+                     r"management and services and ○四○ marketing\. Details given: Name, Mobile phone, E-mail, and "
+                     r"Birthday\.", page), page
+    chinese = staff.get(f"/c/contacts/{contact_id}?lang=zh_Hant_TW").data.decode()
+    assert "○九○ 消費者、客戶管理與服務和○四○ 行銷" in chinese and "姓名、手機號碼、電子郵件和生日" in chinese
+    with app.app_context():  # in Taiwan's time: the record's UTC hour plus eight
+        at = db.session.scalar(db.select(FormSubmission.at))
+    from datetime import timedelta
+    assert (at + timedelta(hours=8)).strftime("%Y-%m-%d %H:%M") in chinese
 
 
 def test_staff_send_the_form_again_with_a_new_link_once_per_press(app, line, friend, make_user):
@@ -432,3 +442,19 @@ def test_markup_in_the_collector_or_shop_name_shows_as_text_on_the_public_form(a
     assert "from &lt;a href=&#34;https://evil.example/&#34;&gt;win&lt;/a&gt;&lt;img" in label
     for tag in ('<a href="https://evil.example/', '<img src="https://evil.example', '<meta http-equiv="refresh"'):
         assert tag not in html
+
+
+def test_the_notice_lists_in_the_customers_language_and_keeps_the_phone_as_the_shop_wrote_it(app, client, friend,
+                                                                                             line):
+    _user, path = friend
+    configure(app, line.slug, notice={"contact_email": "privacy@sunny.example", "contact_phone": "(02) 2345-6789"})
+    english = client.get(path + "?lang=en").get_data(as_text=True)
+    notice_html = english[english.index('class="privacy-notice"'):english.index("</section>")]
+    assert "、" not in notice_html  # Chinese list marks never show in English
+    assert "Fields marked “required” (Name and Mobile phone)" in notice_html
+    for way in ("send a message to 晴天烘焙坊 in this LINE chat", "write to privacy@sunny.example",
+                "call (02) 2345-6789"):
+        assert f"<dd>• {way}</dd>" in notice_html  # one way a line: nothing runs into the address or number
+    chinese = client.get(path + "?lang=zh_Hant_TW").get_data(as_text=True)
+    assert "<dd>• 寫信到 privacy@sunny.example</dd>" in chinese and "<dd>• 打電話到 (02) 2345-6789</dd>" in chinese
+    assert "（姓名和手機號碼）" in chinese or "(姓名和手機號碼)" in chinese

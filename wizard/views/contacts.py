@@ -102,7 +102,8 @@ def _page(contact, shop, form, code=200):
     return render_template(
         "contacts/contact.html", shop=shop, contact=contact, channel=channel, talk=talk, plan=how, quota=quota,
         form=form, labels=STATUS_LABELS, name_of=contacts.name_of, now=utcnow(),
-        submissions=consent.history(contact.id), resend_form=ResendForm(formdata=None, resend_key=replies.new_key()),
+        submissions=consent.history(contact.id), describe_consent=consent.describe,
+        resend_form=ResendForm(formdata=None, resend_key=replies.new_key()),
         chat_on=channel.chat_mode == "chat"), code
 
 
