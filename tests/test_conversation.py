@@ -336,3 +336,26 @@ def test_a_push_over_the_quota_is_warned_before_and_shown_as_not_sent(app, clien
     html = page_of(client, contact_id)
     assert 'data-status="failed"' in html, html[html.find('class="messages"'):][:3000]
     assert "Not sent: this month's message quota is used up." in html
+
+
+@pytest.mark.parametrize("name, shown", [
+    ("報價單\r\nSet-Cookie: x=1.pdf", "報價單 Set-Cookie: x=1.pdf"),
+    ("a\x00b\u2028c\u200e.txt", "ab c .txt"),
+    ('..\\../"secret".pdf', '_..__secret_.pdf'),
+    ("\r\n", None),
+])
+def test_a_file_name_with_line_breaks_or_control_characters_downloads_under_a_safe_name(app, client, line, friend,
+                                                                                       name, shown):
+    user_id, contact_id = friend
+    line.control.send(line.id, user_id, "file", fileName=name, content=b"hello", content_type="text/plain")
+    worker.process_pending(app)
+    with app.app_context():
+        content.fetch_due()
+        message_id = db.session.scalar(db.select(Message.id).filter_by(type="file"))
+    download = client.get(f"/c/contacts/{contact_id}/messages/{message_id}/content")
+    assert download.status_code == 200 and download.data == b"hello"
+    disposition = download.headers["Content-Disposition"]
+    assert "\r" not in disposition and "\n" not in disposition and "Set-Cookie" not in download.headers
+    from urllib.parse import unquote
+    expected = shown or "line-file-"
+    assert expected in unquote(disposition), disposition

@@ -22,6 +22,7 @@ customer sent can never act as a page of ours.
 import logging
 import math
 import re
+import unicodedata
 from datetime import timedelta
 
 from flask import current_app, send_file
@@ -210,9 +211,16 @@ def fetch_due(limit=None):
 # ---- serving -----------------------------------------------------------------------------------------------
 
 def _file_name(message, content):
+    """The download's name: the customer's own for a file, made safe for a header and a disk. LINE passes the
+    name as the sender's phone had it, so it may hold CR/LF or other control characters (which cannot go in
+    a Content-Disposition header and made the download fail), path separators, or nothing usable at all."""
     name = (message.detail or {}).get("fileName")
     if message.type == "file" and name:
-        return name.replace("/", "_").replace("\\", "_")
+        name = "".join("_" if char in '/\\"' else " " if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp")
+                       else char for char in name)
+        name = " ".join(name.split()).strip(". ")
+        if name:
+            return name
     extension = EXTENSIONS.get(content.content_type or "", "bin")
     return f"line-{message.type}-{message.line_message_id or message.id}.{extension}"
 
