@@ -359,3 +359,25 @@ def test_a_file_name_with_line_breaks_or_control_characters_downloads_under_a_sa
     from urllib.parse import unquote
     expected = shown or "line-file-"
     assert expected in unquote(disposition), disposition
+
+
+@pytest.mark.parametrize("given, kept", [
+    ("http://profile.line-scdn.net/0h-abc", "https://profile.line-scdn.net/0h-abc"),
+    ("https://profile.line-scdn.net/0h-abc", "https://profile.line-scdn.net/0h-abc"),
+    ("javascript:alert(1)", None),
+    ("data:image/svg+xml,<svg onload=alert(1)>", None),
+])
+def test_profile_pictures_are_shown_over_https_only(app, client, line, friend, given, kept):
+    from sqlalchemy import update
+
+    from wizard.line import events
+    from wizard.sandbox.store import users
+    user_id, contact_id = friend
+    line.control.store.run(update(users).where(users.c.user_id == user_id).values(picture_url=given))
+    with app.app_context():
+        assert events.fetch_profile(contact_id) is None
+    assert line.contact(user_id).picture_url == kept
+    html = page_of(client, contact_id)
+    assert 'src="http://profile' not in html and "javascript:" not in html
+    if kept:
+        assert f'src="{kept}"' in html
