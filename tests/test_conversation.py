@@ -381,3 +381,27 @@ def test_profile_pictures_are_shown_over_https_only(app, client, line, friend, g
     assert 'src="http://profile' not in html and "javascript:" not in html
     if kept:
         assert f'src="{kept}"' in html
+
+
+def test_a_shops_media_stops_being_kept_at_its_storage_quota_and_the_page_says_so(app, client, line, friend):
+    app.config["LINE_CONTENT_SHOP_QUOTA_BYTES"] = 1000
+    user_id, contact_id = friend
+    line.control.send(line.id, user_id, "image", content=b"a" * 600, content_type="image/jpeg")
+    line.control.send(line.id, user_id, "image", content=b"b" * 600, content_type="image/jpeg")  # past 1000
+    line.control.send(line.id, user_id, "image", content=b"c" * 300, content_type="image/jpeg")  # still fits
+    worker.process_pending(app)
+    with app.app_context():
+        assert content.fetch_due() == 3
+        rows = db.session.scalars(db.select(MessageContent).order_by(MessageContent.id)).all()
+        assert [(r.status, r.data is not None) for r in rows] == [
+            ("ready", True), ("over_quota", False), ("ready", True)]
+    html = page_of(client, contact_id)
+    assert html.count("data-over-quota") == 1
+    assert "Picture: not kept here, because this shop's storage for customers' files is full." in html
+    app.config["LINE_CONTENT_SHOP_QUOTA_BYTES"] = 800  # already past it: LINE is not even asked
+    line.control.send(line.id, user_id, "file", fileName="a.txt", content=b"d" * 200)
+    worker.process_pending(app)
+    with app.app_context():
+        content.fetch_due()
+        last = db.session.scalars(db.select(MessageContent).order_by(MessageContent.id.desc())).first()
+        assert (last.status, last.attempts, last.size) == ("over_quota", 1, None)
