@@ -405,3 +405,37 @@ def test_a_shops_media_stops_being_kept_at_its_storage_quota_and_the_page_says_s
         content.fetch_due()
         last = db.session.scalars(db.select(MessageContent).order_by(MessageContent.id.desc())).first()
         assert (last.status, last.attempts, last.size) == ("over_quota", 1, None)
+
+
+def test_a_form_whose_reply_was_cut_off_says_so_and_is_sent_again_on_a_press(app, client, line, make_shop,
+                                                                             login):
+    """A consumer killed while LINE was asked to reply with the form leaves it of unknown fate: the contact's
+    page says it may not have arrived and offers a button that pushes it, once, with a new link."""
+    from datetime import timedelta
+
+    from wizard.line import outbox
+    login(f"owner-{line.slug}@example.com")
+    client.get("/?lang=en")
+    user_id = line.follow(name="林小美")
+    with app.app_context():  # the worker takes the form, asks LINE ... and dies before it hears back
+        worker.drain(after_commit=lambda effects: None)
+        [row] = db.session.scalars(db.select(Outbox)).all()
+        db.session.execute(db.update(Outbox).values(
+            status="sending", attempts=1, called_at=utcnow(), claimed_until=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+        outbox.recover_in_flight()
+        assert db.session.get(Outbox, row.id).status == "unknown"
+        contact_id = db.session.scalar(db.select(Contact.id))
+    html = page_of(client, contact_id)
+    assert "The customer data form may not have reached the customer" in html and "May not have arrived" in html
+    action = re.search(r'action="(/c/contacts/\d+/outbox/\d+/send-again)"', html).group(1)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
+    data = {"csrf_token": token.group(1)} if token else {}
+    for _ in range(2):  # a double press sends it once
+        assert client.post(action, data=data).status_code == 302
+    with app.app_context():
+        outbox.send_due()
+    [pushed] = [m for m in line.control.sent_messages(line.id, user_id) if m["kind"] == "push"]
+    assert "/form/" in pushed["message"]["text"]
+    html = page_of(client, contact_id)
+    assert "data-unknown-fate" not in html and 'data-status="sent"' in html

@@ -262,5 +262,19 @@ def retry(outbox_id):
     return done.rowcount == 1
 
 
+def send_again(outbox_id):
+    """A person on the contact's page sends a message of unknown fate again (the customer says it did not
+    arrive, or the conversation shows no answer): as a push, since its reply token is spent either way. A form
+    gets a new link, which replaces the one the lost reply may have carried. Only ``unknown`` rows: a sent one
+    is not sent twice, a queued one is on its way."""
+    o = Outbox
+    done = db.session.execute(update(o).where(o.id == outbox_id, o.status == "unknown").values(
+        status="queued", attempts=0, next_attempt_at=None, updated_at=utcnow(), method="push", reply_token=None,
+        error=None,
+    ).execution_options(synchronize_session=False))
+    db.session.commit()
+    return done.rowcount == 1
+
+
 def counts():
     return dict(db.session.execute(select(Outbox.status, db.func.count()).group_by(Outbox.status)).all())

@@ -19,7 +19,7 @@ from wtforms import HiddenField, TextAreaField
 from .. import audit, tasks
 from ..customers import consent, contacts, conversation, replies
 from ..extensions import db
-from ..models import Channel, Contact, Message, MessageContent, Shop, utcnow
+from ..models import Channel, Contact, Message, MessageContent, Outbox, Shop, utcnow
 
 bp = Blueprint("contacts", __name__, url_prefix="/c")
 
@@ -164,6 +164,32 @@ def send_form(contact_id):
     else:
         flash(_("The form was sent already; it was not sent a second time."), "info")
     return redirect(url_for(".contact", contact_id=contact.id))
+
+
+@bp.post("/contacts/<int:contact_id>/outbox/<int:outbox_id>/send-again")
+def send_again(contact_id, outbox_id):
+    """A message whose fate is unknown (a worker stopped while LINE was asked to reply) pushed again, on a
+    person's word: it may have arrived, which is why it is never re-sent on its own."""
+    from ..line import outbox
+    contact, shop = _contact(contact_id)
+    if not FlaskForm().validate_on_submit():
+        abort(400)  # only a missing or stale CSRF token fails here
+    row = db.session.get(Outbox, outbox_id)
+    if row is None or row.contact_id != contact.id:
+        abort(404)
+    if contact.blocked:
+        flash(_("Not sent: this customer has blocked the account, and LINE delivers nothing to them."), "error")
+    elif outbox.send_again(row.id):
+        try:
+            tasks.enqueue("send_message", row.id)
+        except Exception:  # the row is committed: the sweep sends it within a minute
+            pass
+        audit.record("contact.message_sent_again", shop=shop, target=contact.line_user_id, purpose=row.purpose)
+        db.session.commit()
+        flash(_("The message is on its way again, by push (it counts against this month's messages)."), "success")
+    else:
+        flash(_("This message is not of unknown fate any more; it was not sent again."), "info")
+    return redirect(url_for(".contact", contact_id=contact.id) + "#conversation-title")
 
 
 @bp.get("/contacts/<int:contact_id>/messages/<int:message_id>/content")
