@@ -439,3 +439,21 @@ def test_a_form_whose_reply_was_cut_off_says_so_and_is_sent_again_on_a_press(app
     assert "/form/" in pushed["message"]["text"]
     html = page_of(client, contact_id)
     assert "data-unknown-fate" not in html and 'data-status="sent"' in html
+
+
+def test_the_quota_counts_a_push_right_after_it_is_sent(app, client, line, friend):
+    """LINE's count was read when the page was drawn; the page after a push shows the push used at once,
+    and once it is sent it is counted once (not again when LINE is asked anew)."""
+    _user_id, contact_id = friend
+    line.control.update(line.id, quota=10)
+    html = page_of(client, contact_id)
+    assert "0 of 10 messages used this month (0%)." in html and 'data-method="push"' in html
+    answer = client.post(f"/c/contacts/{contact_id}/reply", data={"text": "週末特價", "key": reply_key(html)})
+    assert answer.status_code == 302
+    assert "1 of 10 messages used this month (10%)." in page_of(client, contact_id)  # on its way: counted
+    with app.app_context():
+        from wizard.line import outbox
+        outbox.send_due()
+    assert "1 of 10 messages used this month (10%)." in page_of(client, contact_id)  # sent: still once
+    app.config["QUOTA_CACHE_SECONDS"] = 0  # LINE asked again: its count has the push now, ours adds nothing
+    assert "1 of 10 messages used this month (10%)." in page_of(client, contact_id)

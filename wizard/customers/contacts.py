@@ -17,7 +17,7 @@ import unicodedata
 from dataclasses import dataclass, field
 
 from flask_babel import format_datetime, gettext as _, lazy_gettext as _l, ngettext
-from sqlalchemy import func, or_, select
+from sqlalchemy import and_, func, or_, select
 
 from ..extensions import db
 from ..models import Channel, Contact
@@ -60,7 +60,11 @@ def _like(text):
 
 
 def _of_shop(shop):
-    return select(Contact).join(Channel, Channel.id == Contact.channel_id).where(Channel.shop_id == shop.id)
+    """The shop's contacts, by its channels' ids: with one channel (most shops) ``channel_id = …`` lets the
+    database read the page in order from ``ix_contacts_channel_recent`` and stop after 50 rows; a join on
+    ``channels.shop_id`` made it sort every contact of the shop first (188 ms a page at 52,000 friends)."""
+    ids = list(db.session.scalars(select(Channel.id).where(Channel.shop_id == shop.id)))
+    return select(Contact).where(Contact.channel_id == ids[0] if len(ids) == 1 else Contact.channel_id.in_(ids))
 
 
 def _filtered(shop, wanted):
@@ -161,12 +165,47 @@ def cell(value):
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
-def csv_text(shop, wanted):
-    """Every contact ``wanted`` selects, as the CSV's text (BOM first); times in the shop's time zone."""
+CSV_BATCH = 1000
+
+
+def csv_chunks(shop, wanted):
+    """Every contact ``wanted`` selects, as the CSV's text in pieces (BOM first; times in the shop's time zone):
+    a generator, so the response streams the file while it is read, in memory a batch at a time, instead of
+    the request building all of it first (9.1 s at 52,000 friends, past gunicorn's 30 s near 170,000).
+
+    Read by keyset (the page's order, ``ix_contacts_channel_recent``), a batch per query: no query or cursor
+    stays open while the client reads, so a slow download never holds a transaction open. The query is built
+    here, before the response starts: the generator runs after the view has returned."""
+    recent = func.coalesce(Contact.followed_at, Contact.created_at)
+    return _csv_batches(_ordered(_filtered(shop, wanted)).add_columns(recent), recent)
+
+
+def _csv_batches(base, recent):
     out = io.StringIO()
-    out.write("\ufeff")
     writer = csv.writer(out)
+    out.write("\ufeff")
     writer.writerow([str(label) for label, _read in CSV_COLUMNS])
-    for contact in db.session.scalars(_ordered(_filtered(shop, wanted))).yield_per(500):
-        writer.writerow([cell(read(contact)) for _label, read in CSV_COLUMNS])
-    return out.getvalue()
+    yield out.getvalue()
+    after = None
+    while True:
+        query = base
+        if after is not None:
+            query = query.where(or_(recent < after[0], and_(recent == after[0], Contact.id < after[1])))
+        rows = db.session.execute(query.limit(CSV_BATCH)).all()
+        if not rows:
+            db.session.commit()
+            return
+        out.seek(0)
+        out.truncate()
+        for contact, _at in rows:
+            writer.writerow([cell(read(contact)) for _label, read in CSV_COLUMNS])
+        after = (rows[-1][1], rows[-1][0].id)
+        for contact, _at in rows:
+            db.session.expunge(contact)  # a batch read is a batch forgotten: memory stays flat
+        db.session.commit()  # and its read transaction ends before the batch goes out
+        yield out.getvalue()
+
+
+def csv_text(shop, wanted):
+    """The whole CSV as one text (the API and tests); the page streams ``csv_chunks``."""
+    return "".join(csv_chunks(shop, wanted))

@@ -9,7 +9,7 @@ Not under /shops/ (the staff console's prefix, staff only): owners use these pag
 the contact alone, and the shop is the contact's: whoever may not see that shop gets 404, as for a contact
 that does not exist. The queries are customers/contacts.py's, shared with the CSV and the API.
 """
-from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, stream_with_context, url_for
 from flask_babel import gettext as _, lazy_gettext as _l
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
@@ -86,12 +86,15 @@ def export(slug):
     shop = _shop(slug)
     wanted = contacts.ContactFilter.from_args(request.args)
     name = f"contacts-{shop.slug}-{utcnow():%Y%m%d-%H%M}.csv"
-    text = contacts.csv_text(shop, wanted)
     # Every customer's personal data leaves the CRM in this file: who took it, and when, is on record.
     audit.record("contacts.exported", shop=shop, target=name, search=wanted.q or None)
     db.session.commit()
-    return Response(text.encode("utf-8"), content_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    # Streamed: the first bytes leave at once and the rows follow as they are read (customers/contacts.py);
+    # stream_with_context keeps the request (locale, time zone, session) for the generator.
+    chunks = (chunk.encode("utf-8") for chunk in contacts.csv_chunks(shop, wanted))
+    return Response(stream_with_context(chunks), content_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"',
+                             "X-Accel-Buffering": "no"})
 
 
 def _page(contact, shop, form, code=200):
