@@ -78,7 +78,8 @@ def index(slug):
         wanted.page = 1
         page = contacts.list_contacts(shop, wanted)
     return render_template("contacts/index.html", shop=shop, page=page, wanted=wanted, problems=problems,
-                           name_of=contacts.name_of), 400 if problems else 200
+                           name_of=contacts.name_of,
+                           unread=conversation.unread_counts([c.id for c in page.rows])), 400 if problems else 200
 
 
 @bp.get("/<slug>/contacts.csv")
@@ -104,6 +105,7 @@ def _page(contact, shop, form, code=200):
     quota = replies.quota(channel) if channel.disconnected_at is None else None
     return render_template(
         "contacts/contact.html", shop=shop, contact=contact, channel=channel, talk=talk, plan=how, quota=quota,
+        talk_version=conversation.version(talk),
         form=form, labels=STATUS_LABELS, name_of=contacts.name_of, now=utcnow(),
         submissions=consent.history(contact.id), describe_consent=consent.describe,
         resend_form=ResendForm(formdata=None, resend_key=replies.new_key()),
@@ -114,8 +116,26 @@ def _page(contact, shop, form, code=200):
 def contact(contact_id):
     contact, shop = _contact(contact_id)
     conversation.opened(contact)
+    conversation.seen(contact)
     form = ReplyForm(formdata=None, key=replies.new_key())
     return _page(contact, shop, form)
+
+
+@bp.get("/contacts/<int:contact_id>/messages")
+def messages(contact_id):
+    """The conversation's list alone, for the page's script (static/js/conversation.js) to refresh it without
+    reloading the page. What it shows is seen, and a new message of the customer is marked read on LINE as
+    when the page is opened."""
+    contact, _shop_ = _contact(contact_id)
+    conversation.opened(contact)
+    conversation.seen(contact)
+    talk = conversation.for_contact(contact)
+    response = Response(render_template(
+        "contacts/_messages.html", contact=contact, talk=talk, talk_version=conversation.version(talk),
+        labels=STATUS_LABELS, resend_form=ResendForm(formdata=None, resend_key=replies.new_key())),
+        content_type="text/html; charset=utf-8")
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.post("/contacts/<int:contact_id>/reply")
