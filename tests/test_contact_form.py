@@ -1,5 +1,7 @@
 """The customer data form a new friend reaches from the welcome message: /form/<token>, with the default
 settings (name and mobile required, e-mail and birthday optional)."""
+import re
+
 import pytest
 
 from tests.webhooks import make_channel
@@ -64,7 +66,8 @@ def test_the_optional_fields_may_be_left_out_and_details_corrected_later(app, cl
     assert (contact.phone, contact.email, contact.birthday) == ("0912345678", None, None)
 
     again = client.get(path + "?lang=en").get_data(as_text=True)
-    assert "You can correct them here" in again and 'value="陳大文"' in again and 'value="0912345678"' in again
+    assert "You can correct them here" in again and "Saved: 0912***678." in again and "Saved: 陳**." in again
+    assert "0912345678" not in again and "陳大文" not in again  # shown only masked
     assert client.post(path, data=dict(data, phone="0987 654 321", email="wen@example.com")).status_code == 302
     assert (stored(app, contact_id).phone, stored(app, contact_id).email) == ("0987654321", "wen@example.com")
 
@@ -149,3 +152,54 @@ def test_an_e_mail_typed_full_width_is_accepted_and_stored_plain(app, client, fo
 
     assert response.status_code == 302
     assert stored(app, contact_id).email == "mei@example.com"
+
+
+def test_saved_details_are_shown_masked_and_a_field_left_empty_keeps_its_value(app, client, form_link):
+    path, contact_id = form_link
+    assert client.post(path, data={"customer_name": "林小美", "phone": "0912345678", "email": "mei@example.com",
+                                   "birthday": "1990-05-31", "marketing": "y"}).status_code == 302
+    page = client.get(path + "?lang=en")
+    html = page.get_data(as_text=True)
+    for masked in ("Saved: 林**.", "Saved: 0912***678.", "Saved: m***@example.com.", "Saved: 1990-**-**."):
+        assert masked in html
+    for plain in ("林小美", "0912345678", "mei@example.com", "1990-05-31", "05-31"):
+        assert plain not in html, plain
+    assert re.search(r"<input [^>]*checked[^>]*name=\"marketing\"", html)  # the box they ticked stays ticked
+    # A correction types only what changes: the empty fields keep what was saved.
+    assert client.post(path, data={"customer_name": "", "phone": "", "email": "wen@example.com", "birthday": "",
+                                   "marketing": "y"}).status_code == 302
+    contact = stored(app, contact_id)
+    assert (contact.customer_name, contact.phone, contact.email, contact.birthday.isoformat()) == (
+        "林小美", "0912345678", "wen@example.com", "1990-05-31")
+    # A mistake in a changed field is shown, and the kept ones are not echoed back in plain.
+    wrong = client.post(path + "?lang=en", data={"customer_name": "", "phone": "12", "email": ""})
+    html = wrong.get_data(as_text=True)
+    assert wrong.status_code == 200 and "Enter a Taiwanese mobile number" in html
+    assert "林小美" not in html and "wen@example.com" not in html
+
+
+def test_the_page_is_never_cached(client, form_link):
+    path, _contact_id = form_link
+    answers = [client.get(path), client.post(path, data={"customer_name": "", "phone": ""}),
+               client.post(path, data={"customer_name": "林小美", "phone": "0912345678"})]
+    answers += [client.get(answers[-1].headers["Location"]), client.get("/form/not-a-link")]
+    for answer in answers:
+        assert answer.headers["Cache-Control"] == "no-store", answer.status_code
+
+
+def test_submissions_are_throttled_per_link_with_a_clear_message(app, client, form_link):
+    from wizard.models import FormSubmission
+    path, contact_id = form_link
+    data = {"customer_name": "林小美", "phone": "0912345678"}
+    allowed = int(app.config["FORM_SUBMIT_LIMIT"].split()[0])
+    for _ in range(allowed):
+        assert client.post(path, data=data).status_code == 302
+    refused = client.post(path + "?lang=en", data=dict(data, customer_name="攻擊者"))
+    html = refused.get_data(as_text=True)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert "This form was sent many times in a short while. Nothing was saved this time" in html
+    assert refused.headers["Cache-Control"] == "no-store"
+    assert stored(app, contact_id).customer_name == "林小美"
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(FormSubmission.id))) == allowed
+    assert client.get(path).status_code == 200  # reading the page is not throttled

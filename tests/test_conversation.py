@@ -336,3 +336,124 @@ def test_a_push_over_the_quota_is_warned_before_and_shown_as_not_sent(app, clien
     html = page_of(client, contact_id)
     assert 'data-status="failed"' in html, html[html.find('class="messages"'):][:3000]
     assert "Not sent: this month's message quota is used up." in html
+
+
+@pytest.mark.parametrize("name, shown", [
+    ("報價單\r\nSet-Cookie: x=1.pdf", "報價單 Set-Cookie: x=1.pdf"),
+    ("a\x00b\u2028c\u200e.txt", "ab c .txt"),
+    ('..\\../"secret".pdf', '_..__secret_.pdf'),
+    ("\r\n", None),
+])
+def test_a_file_name_with_line_breaks_or_control_characters_downloads_under_a_safe_name(app, client, line, friend,
+                                                                                       name, shown):
+    user_id, contact_id = friend
+    line.control.send(line.id, user_id, "file", fileName=name, content=b"hello", content_type="text/plain")
+    worker.process_pending(app)
+    with app.app_context():
+        content.fetch_due()
+        message_id = db.session.scalar(db.select(Message.id).filter_by(type="file"))
+    download = client.get(f"/c/contacts/{contact_id}/messages/{message_id}/content")
+    assert download.status_code == 200 and download.data == b"hello"
+    disposition = download.headers["Content-Disposition"]
+    assert "\r" not in disposition and "\n" not in disposition and "Set-Cookie" not in download.headers
+    from urllib.parse import unquote
+    expected = shown or "line-file-"
+    assert expected in unquote(disposition), disposition
+
+
+@pytest.mark.parametrize("given, kept", [
+    ("http://profile.line-scdn.net/0h-abc", "https://profile.line-scdn.net/0h-abc"),
+    ("https://profile.line-scdn.net/0h-abc", "https://profile.line-scdn.net/0h-abc"),
+    ("javascript:alert(1)", None),
+    ("data:image/svg+xml,<svg onload=alert(1)>", None),
+])
+def test_profile_pictures_are_shown_over_https_only(app, client, line, friend, given, kept):
+    from sqlalchemy import update
+
+    from wizard.line import events
+    from wizard.sandbox.store import users
+    user_id, contact_id = friend
+    line.control.store.run(update(users).where(users.c.user_id == user_id).values(picture_url=given))
+    with app.app_context():
+        assert events.fetch_profile(contact_id) is None
+    assert line.contact(user_id).picture_url == kept
+    html = page_of(client, contact_id)
+    assert 'src="http://profile' not in html and "javascript:" not in html
+    if kept:
+        assert f'src="{kept}"' in html
+
+
+def test_a_shops_media_stops_being_kept_at_its_storage_quota_and_the_page_says_so(app, client, line, friend):
+    app.config["LINE_CONTENT_SHOP_QUOTA_BYTES"] = 1000
+    user_id, contact_id = friend
+    line.control.send(line.id, user_id, "image", content=b"a" * 600, content_type="image/jpeg")
+    line.control.send(line.id, user_id, "image", content=b"b" * 600, content_type="image/jpeg")  # past 1000
+    line.control.send(line.id, user_id, "image", content=b"c" * 300, content_type="image/jpeg")  # still fits
+    worker.process_pending(app)
+    with app.app_context():
+        assert content.fetch_due() == 3
+        rows = db.session.scalars(db.select(MessageContent).order_by(MessageContent.id)).all()
+        assert [(r.status, r.data is not None) for r in rows] == [
+            ("ready", True), ("over_quota", False), ("ready", True)]
+    html = page_of(client, contact_id)
+    assert html.count("data-over-quota") == 1
+    assert "Picture: not kept here, because this shop's storage for customers' files is full." in html
+    app.config["LINE_CONTENT_SHOP_QUOTA_BYTES"] = 800  # already past it: LINE is not even asked
+    line.control.send(line.id, user_id, "file", fileName="a.txt", content=b"d" * 200)
+    worker.process_pending(app)
+    with app.app_context():
+        content.fetch_due()
+        last = db.session.scalars(db.select(MessageContent).order_by(MessageContent.id.desc())).first()
+        assert (last.status, last.attempts, last.size) == ("over_quota", 1, None)
+
+
+def test_a_form_whose_reply_was_cut_off_says_so_and_is_sent_again_on_a_press(app, client, line, make_shop,
+                                                                             login):
+    """A consumer killed while LINE was asked to reply with the form leaves it of unknown fate: the contact's
+    page says it may not have arrived and offers a button that pushes it, once, with a new link."""
+    from datetime import timedelta
+
+    from wizard.line import outbox
+    login(f"owner-{line.slug}@example.com")
+    client.get("/?lang=en")
+    user_id = line.follow(name="林小美")
+    with app.app_context():  # the worker takes the form, asks LINE ... and dies before it hears back
+        worker.drain(after_commit=lambda effects: None)
+        [row] = db.session.scalars(db.select(Outbox)).all()
+        db.session.execute(db.update(Outbox).values(
+            status="sending", attempts=1, called_at=utcnow(), claimed_until=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+        outbox.recover_in_flight()
+        assert db.session.get(Outbox, row.id).status == "unknown"
+        contact_id = db.session.scalar(db.select(Contact.id))
+    html = page_of(client, contact_id)
+    assert "The customer data form may not have reached the customer" in html and "May not have arrived" in html
+    action = re.search(r'action="(/c/contacts/\d+/outbox/\d+/send-again)"', html).group(1)
+    token = re.search(r'name="csrf_token" type="hidden" value="([^"]+)"', html)
+    data = {"csrf_token": token.group(1)} if token else {}
+    for _ in range(2):  # a double press sends it once
+        assert client.post(action, data=data).status_code == 302
+    with app.app_context():
+        outbox.send_due()
+    [pushed] = [m for m in line.control.sent_messages(line.id, user_id) if m["kind"] == "push"]
+    assert "/form/" in pushed["message"]["text"]
+    html = page_of(client, contact_id)
+    assert "data-unknown-fate" not in html and 'data-status="sent"' in html
+
+
+def test_the_quota_counts_a_push_right_after_it_is_sent(app, client, line, friend):
+    """LINE's count was read when the page was drawn; the page after a push shows the push used at once,
+    and once it is sent it is counted once (not again when LINE is asked anew)."""
+    _user_id, contact_id = friend
+    line.control.update(line.id, quota=10)
+    html = page_of(client, contact_id)
+    assert "0 of 10 messages used this month (0%)." in html and 'data-method="push"' in html
+    answer = client.post(f"/c/contacts/{contact_id}/reply", data={"text": "週末特價", "key": reply_key(html)})
+    assert answer.status_code == 302
+    assert "1 of 10 messages used this month (10%)." in page_of(client, contact_id)  # on its way: counted
+    with app.app_context():
+        from wizard.line import outbox
+        outbox.send_due()
+    assert "1 of 10 messages used this month (10%)." in page_of(client, contact_id)  # sent: still once
+    app.config["QUOTA_CACHE_SECONDS"] = 0  # LINE asked again: its count has the push now, ours adds nothing
+    assert "1 of 10 messages used this month (10%)." in page_of(client, contact_id)

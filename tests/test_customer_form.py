@@ -127,11 +127,17 @@ def test_unblocking_soon_after_sends_nothing_and_later_a_new_link_that_still_kno
     configure(app, line.slug, text=TEXT)
     user_id = line.follow()
     worker.process_pending(app)
+    first_link = link_in(line.control.sent_messages(line.id, user_id)[0]["message"]["text"])[1]
+    assert client.get(first_link).status_code == 200
     line.act(line.control.unfollow(line.id, user_id))
+    worker.process_pending(app)
+    blocked = client.get(first_link + "?lang=en")  # blocking the account ends the link
+    assert blocked.status_code == 410 and "This link no longer works" in blocked.get_data(as_text=True)
     line.follow(user_id)
     worker.process_pending(app)
     assert len(line.control.sent_messages(line.id, user_id)) == 1
     assert line.events()[-1].error == "form sent recently: not sent again"
+    assert client.get(first_link).status_code == 410  # following again does not bring it back
 
     app.config["FORM_RESEND_HOURS"] = 0  # a day later
     line.act(line.control.unfollow(line.id, user_id))
@@ -139,9 +145,12 @@ def test_unblocking_soon_after_sends_nothing_and_later_a_new_link_that_still_kno
     worker.process_pending(app)
     first, second = line.control.sent_messages(line.id, user_id)
     old, new = link_in(first["message"]["text"])[1], link_in(second["message"]["text"])[1]
-    assert second["message"]["text"].startswith(TEXT)  # a new link (the same, within the same second)
-    for path in (old, new):  # both links are the same customer's, within their lifetime
-        assert client.get(path).status_code == 200
+    assert second["message"]["text"].startswith(TEXT) and old != new
+    assert client.get(new).status_code == 200  # the newest link knows the customer
+    for method in ("get", "post"):  # the older one no longer opens or changes anything
+        answer = getattr(client, method)(old + "?lang=en", data=DETAILS)
+        assert answer.status_code == 410 and "Nothing was changed." in answer.get_data(as_text=True)
+    assert line.contact(user_id).form_filled_at is None
     assert client.post(new, data=DETAILS).status_code == 302
 
     line.act(line.control.unfollow(line.id, user_id))
@@ -294,8 +303,9 @@ def test_each_submission_keeps_its_evidence_and_a_second_one_updates_the_contact
 
     with app.app_context():
         contact = db.session.scalar(db.select(Contact))
-        assert (contact.customer_name, contact.phone, contact.email, contact.birthday) == (
-            "林美美", "0912345678", None, None)
+        # The fields left empty keep what was saved (the page showed them only masked).
+        assert (contact.customer_name, contact.phone, contact.email, contact.birthday.isoformat()) == (
+            "林美美", "0912345678", "mei@example.com", "1990-05-31")
         assert contact.marketing_consent is False and contact.marketing_consent_at is not None  # withdrawn
         shop_id = db.session.scalar(db.select(Shop.id))
         kept = db.session.scalar(db.select(FormNotice).filter_by(version=version))
@@ -306,7 +316,7 @@ def test_each_submission_keeps_its_evidence_and_a_second_one_updates_the_contact
     assert (one.line_user_id, one.contact_id, one.shop_id) == (user_id, contact.id, shop_id)
     assert (one.notice_version, two.notice_version) == (version, version)
     assert (one.purposes, one.marketing, two.purposes, two.marketing) == (["090", "040"], True, ["090"], False)
-    assert one.fields == ["name", "mobile", "email", "birthday"] and two.fields == ["name", "mobile"]
+    assert one.fields == two.fields == ["name", "mobile", "email", "birthday"]
     assert (one.address, two.address) == ("203.0.113.7", "198.51.100.2")
     assert one.user_agent == headers["User-Agent"] and one.at <= two.at
     assert one.locale == "zh_Hant_TW"
@@ -378,7 +388,17 @@ def test_the_consent_record_is_on_the_contacts_page(app, client, friend, make_us
     page = staff.get(f"/c/contacts/{contact_id}?lang=en").data.decode()
     assert "Consent record (1)" in page
     assert re.search(r'data-notice-version="[0-9a-f]{12}"', page)
-    assert "purposes 090, 040" in page
+    assert "purposes 090, 040" not in page and "fields given: name" not in page  # words, not codes
+    assert re.search(r"On \d{4}-\d\d-\d\d \d\d:\d\d \(Taipei time\) the customer read the privacy notice "
+                     r"\(version [0-9a-f]{12}\) and agreed to the use of their data for ○九○ consumer and customer "
+                     r"management and services and ○四○ marketing\. Details given: Name, Mobile phone, E-mail, and "
+                     r"Birthday\.", page), page
+    chinese = staff.get(f"/c/contacts/{contact_id}?lang=zh_Hant_TW").data.decode()
+    assert "○九○ 消費者、客戶管理與服務和○四○ 行銷" in chinese and "姓名、手機號碼、電子郵件和生日" in chinese
+    with app.app_context():  # in Taiwan's time: the record's UTC hour plus eight
+        at = db.session.scalar(db.select(FormSubmission.at))
+    from datetime import timedelta
+    assert (at + timedelta(hours=8)).strftime("%Y-%m-%d %H:%M") in chinese
 
 
 def test_staff_send_the_form_again_with_a_new_link_once_per_press(app, line, friend, make_user):
@@ -398,3 +418,43 @@ def test_staff_send_the_form_again_with_a_new_link_once_per_press(app, line, fri
     assert [m["kind"] for m in sent] == ["reply", "push"]
     _url, new_path = link_in(sent[1]["message"]["text"])
     assert new_path != old_path and app.test_client().get(new_path).status_code == 200
+    assert app.test_client().get(old_path).status_code == 410  # replaced by the new one
+
+
+@pytest.mark.parametrize("where", ["collector", "shop name"])
+def test_markup_in_the_collector_or_shop_name_shows_as_text_on_the_public_form(app, client, friend, where):
+    """The marketing box's label names the collector (the shop's name unless the owner set one): a tag typed
+    there is shown as the characters typed, never a link, a picture or a redirect on the customer's phone."""
+    _user, path = friend
+    injected = ('<a href="https://evil.example/">win</a><img src="https://evil.example/x.png">'
+                '<meta http-equiv="refresh" content="0;url=https://evil.example/">')
+    with app.app_context():
+        shop = db.session.scalar(db.select(Shop))
+        if where == "shop name":
+            shop.name = injected
+        else:
+            settings, problems = form_settings.validate(shop, {"notice": {"collector": injected}})
+            assert not problems
+            form_settings.save(settings, "test")
+        db.session.commit()
+    html = client.get(path + "?lang=en").get_data(as_text=True)
+    label = re.search(r'<label class="check">.*?</label>', html, re.S).group(0)
+    assert "from &lt;a href=&#34;https://evil.example/&#34;&gt;win&lt;/a&gt;&lt;img" in label
+    for tag in ('<a href="https://evil.example/', '<img src="https://evil.example', '<meta http-equiv="refresh"'):
+        assert tag not in html
+
+
+def test_the_notice_lists_in_the_customers_language_and_keeps_the_phone_as_the_shop_wrote_it(app, client, friend,
+                                                                                             line):
+    _user, path = friend
+    configure(app, line.slug, notice={"contact_email": "privacy@sunny.example", "contact_phone": "(02) 2345-6789"})
+    english = client.get(path + "?lang=en").get_data(as_text=True)
+    notice_html = english[english.index('class="privacy-notice"'):english.index("</section>")]
+    assert "、" not in notice_html  # Chinese list marks never show in English
+    assert "Fields marked “required” (Name and Mobile phone)" in notice_html
+    for way in ("send a message to 晴天烘焙坊 in this LINE chat", "write to privacy@sunny.example",
+                "call (02) 2345-6789"):
+        assert f"<dd>• {way}</dd>" in notice_html  # one way a line: nothing runs into the address or number
+    chinese = client.get(path + "?lang=zh_Hant_TW").get_data(as_text=True)
+    assert "<dd>• 寫信到 privacy@sunny.example</dd>" in chinese and "<dd>• 打電話到 (02) 2345-6789</dd>" in chinese
+    assert "（姓名和手機號碼）" in chinese or "(姓名和手機號碼)" in chinese

@@ -19,6 +19,9 @@ DEFAULTS = {
     "LINE_TIMEOUT": 8.0,
     # The largest message content (an image, video, audio or file a user sent) the LINE client downloads.
     "LINE_CONTENT_MAX_BYTES": 20 * 1024 * 1024,
+    # The most customers' pictures, videos, voice messages and files kept per shop (all its channels); once
+    # full, newer ones are not kept and the conversation says so (open them in LINE's own chat).
+    "LINE_CONTENT_SHOP_QUOTA_BYTES": 2 * 1024 * 1024 * 1024,
     # LINE allows 60 webhook tests an hour per channel; we keep well under it.
     "WEBHOOK_TEST_COOLDOWN": 60,
     # Bodies above this are refused with 413 before the signature is even read.
@@ -36,6 +39,10 @@ DEFAULTS = {
     # --- the customer data form (wizard/customers/) ---
     # How long a customer's form link works after it was sent (it is signed: a changed one never works).
     "FORM_LINK_DAYS": 30,
+    # Submissions of the form accepted per link, and per client address (customers behind one mobile
+    # carrier's address share the second); more are refused with a page that says when to try again.
+    "FORM_SUBMIT_LIMIT": "5 per minute; 20 per hour",
+    "FORM_SUBMIT_LIMIT_PER_ADDRESS": "30 per minute; 300 per hour",
     # Named in every form's privacy notice as the processor that keeps the data for the shop (PDPA Art. 8).
     "CRM_VENDOR_NAME": "LINE Connect Wizard CRM",
     # --- contacts and conversations (wizard/customers/contacts.py, conversation.py, replies.py) ---
@@ -139,7 +146,7 @@ DEFAULTS = {
 
 _BOOLEAN = {"SANDBOX", "WORKER_IN_PROCESS", "TESTING", "SESSION_COOKIE_SECURE", "RATELIMIT_ENABLED",
             "RATELIMIT_SWALLOW_ERRORS"}
-_NUMBER = {"LINE_TIMEOUT": float, "LINE_CONTENT_MAX_BYTES": int,
+_NUMBER = {"LINE_TIMEOUT": float, "LINE_CONTENT_MAX_BYTES": int, "LINE_CONTENT_SHOP_QUOTA_BYTES": int,
            "WEBHOOK_TEST_COOLDOWN": int, "WEBHOOK_MAX_BYTES": int,
            "CHECK_MAX_AGE": int, "WORKER_LEASE_SECONDS": float, "WORKER_POLL_SECONDS": float,
            "WORKER_THREADS": int, "WORKER_METRICS_PORT": int,

@@ -61,7 +61,7 @@ def content_security_policy(line_api_host=None):
 
 # The only endpoints with limits. Flask-Limiter checks every request by itself (a quarter of a millisecond
 # each, the webhook's included); it is asked on these alone.
-THROTTLED_ENDPOINTS = frozenset({"auth.login"})
+THROTTLED_ENDPOINTS = frozenset({"auth.login", "contact_form.fill"})
 
 
 def init_app(app):

@@ -28,3 +28,21 @@ def history(contact_id):
     from ..extensions import db
     return list(db.session.scalars(db.select(FormSubmission).filter_by(contact_id=contact_id)
                                    .order_by(FormSubmission.at, FormSubmission.id)))
+
+
+def describe(submission):
+    """One submission as a sentence an owner reads in their language, in Taiwan's time: what the customer
+    read, what they agreed to and which details they gave (never the codes or field names the record keeps)."""
+    from flask_babel import gettext as _
+
+    from ..i18n import localtime
+    from .fields import FIELDS
+    purposes = notice.listed(notice.PURPOSES.get(code, code) for code in submission.purposes or [])
+    given = notice.listed(FIELDS[name][1] for name in FIELDS if name in (submission.fields or []))
+    sentence = _("On %(time)s (Taipei time) the customer read the privacy notice (version %(version)s) and agreed "
+                 "to the use of their data for %(purposes)s.", time=localtime(submission.at),
+                 version=submission.notice_version, purposes=purposes)
+    if not submission.marketing:
+        sentence += " " + _("They did not agree to marketing messages.")
+    sentence += " " + (_("Details given: %(fields)s.", fields=given) if given else _("No details were given."))
+    return sentence

@@ -15,9 +15,10 @@ import io
 import math
 import unicodedata
 from dataclasses import dataclass, field
+from datetime import timezone
 
-from flask_babel import format_datetime, gettext as _, lazy_gettext as _l, ngettext
-from sqlalchemy import func, or_, select
+from flask_babel import get_timezone, gettext as _, lazy_gettext as _l, ngettext
+from sqlalchemy import DateTime, func, literal, or_, select, tuple_
 
 from ..extensions import db
 from ..models import Channel, Contact
@@ -60,7 +61,11 @@ def _like(text):
 
 
 def _of_shop(shop):
-    return select(Contact).join(Channel, Channel.id == Contact.channel_id).where(Channel.shop_id == shop.id)
+    """The shop's contacts, by its channels' ids: with one channel (most shops) ``channel_id = …`` lets the
+    database read the page in order from ``ix_contacts_channel_recent`` and stop after 50 rows; a join on
+    ``channels.shop_id`` made it sort every contact of the shop first (188 ms a page at 52,000 friends)."""
+    ids = list(db.session.scalars(select(Channel.id).where(Channel.shop_id == shop.id)))
+    return select(Contact).where(Contact.channel_id == ids[0] if len(ids) == 1 else Contact.channel_id.in_(ids))
 
 
 def _filtered(shop, wanted):
@@ -121,27 +126,39 @@ def as_json(contact):
 
 # ---- CSV ---------------------------------------------------------------------------------------------------
 
-def _yes_no(value):
-    return _("Yes") if value else _("No")
+class _Words:
+    """What the CSV's cells say, translated once per export: a gettext or a time zone lookup costs tens of
+    microseconds through Flask-Babel's context, and 50,000 rows asked for several each."""
 
+    def __init__(self):
+        self.yes, self.no = _("Yes"), _("No")
+        self.zone = get_timezone()
+        self.genders = {key: str(value) for key, value in GENDERS.items()}
+        self.cities = {key: str(value) for key, value in CITIES.items()}
 
-def _time(value):
-    return format_datetime(value, "yyyy-MM-dd HH:mm") if value else ""
+    def yes_no(self, value):
+        return self.yes if value else self.no
+
+    def time(self, value):
+        """Naive UTC as the shop's local time, yyyy-MM-dd HH:mm (a pattern without words)."""
+        if not value:
+            return ""
+        return value.replace(tzinfo=timezone.utc).astimezone(self.zone).strftime("%Y-%m-%d %H:%M")
 
 
 CSV_COLUMNS = [
-    (_l("LINE user ID"), lambda c: c.line_user_id),
-    (_l("LINE name"), lambda c: c.display_name),
-    (_l("Name"), lambda c: c.customer_name),
-    (_l("Mobile phone"), lambda c: excel_phone(c.phone)),
-    (_l("E-mail"), lambda c: c.email),
-    (_l("Birthday"), lambda c: c.birthday.isoformat() if c.birthday else ""),
-    (_l("Gender"), lambda c: GENDERS.get(c.gender, c.gender) if c.gender else ""),
-    (_l("City or county"), lambda c: CITIES.get(c.city, c.city) if c.city else ""),
-    (_l("Friend since"), lambda c: _time(c.followed_at)),
-    (_l("Blocked the account"), lambda c: _yes_no(c.blocked)),
-    (_l("Form filled in"), lambda c: _time(c.form_filled_at) if c.form_filled_at else _yes_no(False)),
-    (_l("Marketing consent"), lambda c: _yes_no(c.marketing_consent)),
+    (_l("LINE user ID"), lambda c, w: c.line_user_id),
+    (_l("LINE name"), lambda c, w: c.display_name),
+    (_l("Name"), lambda c, w: c.customer_name),
+    (_l("Mobile phone"), lambda c, w: excel_phone(c.phone)),
+    (_l("E-mail"), lambda c, w: c.email),
+    (_l("Birthday"), lambda c, w: c.birthday.isoformat() if c.birthday else ""),
+    (_l("Gender"), lambda c, w: w.genders.get(c.gender, c.gender) if c.gender else ""),
+    (_l("City or county"), lambda c, w: w.cities.get(c.city, c.city) if c.city else ""),
+    (_l("Friend since"), lambda c, w: w.time(c.followed_at)),
+    (_l("Blocked the account"), lambda c, w: w.yes_no(c.blocked_at is not None)),
+    (_l("Form filled in"), lambda c, w: w.time(c.form_filled_at) if c.form_filled_at else w.yes_no(False)),
+    (_l("Marketing consent"), lambda c, w: w.yes_no(c.marketing_consent)),
 ]
 
 
@@ -161,12 +178,49 @@ def cell(value):
     return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
 
 
-def csv_text(shop, wanted):
-    """Every contact ``wanted`` selects, as the CSV's text (BOM first); times in the shop's time zone."""
+CSV_BATCH = 1000
+
+
+def csv_chunks(shop, wanted):
+    """Every contact ``wanted`` selects, as the CSV's text in pieces (BOM first; times in the shop's time zone):
+    a generator, so the response streams the file while it is read, in memory a batch at a time, instead of
+    the request building all of it first (9.1 s at 52,000 friends, past gunicorn's 30 s near 170,000).
+
+    Read by keyset (the page's order, ``ix_contacts_channel_recent``), a batch per query: no query or cursor
+    stays open while the client reads, so a slow download never holds a transaction open. The query is built
+    here, before the response starts: the generator runs after the view has returned."""
+    recent = func.coalesce(Contact.followed_at, Contact.created_at)
+    # Plain rows (the table's columns), not ORM objects: nothing to track or forget, a batch at a time.
+    columns = [column for column in Contact.__table__.c if column.name != "form_token_encrypted"]
+    base = _ordered(_filtered(shop, wanted)).with_only_columns(*columns, recent.label("recent"))
+    return _csv_batches(base, recent, _Words())
+
+
+def _csv_batches(base, recent, words):
     out = io.StringIO()
-    out.write("\ufeff")
     writer = csv.writer(out)
+    out.write("\ufeff")
     writer.writerow([str(label) for label, _read in CSV_COLUMNS])
-    for contact in db.session.scalars(_ordered(_filtered(shop, wanted))).yield_per(500):
-        writer.writerow([cell(read(contact)) for _label, read in CSV_COLUMNS])
-    return out.getvalue()
+    yield out.getvalue()
+    after = None
+    while True:
+        query = base
+        if after is not None:
+            # A row-value comparison, which both databases read as one range of the index.
+            query = query.where(tuple_(recent, Contact.id) < tuple_(literal(after[0], DateTime()), after[1]))
+        rows = db.session.execute(query.limit(CSV_BATCH)).all()
+        if not rows:
+            db.session.commit()
+            return
+        db.session.commit()  # the batch's read transaction ends before it goes out
+        out.seek(0)
+        out.truncate()
+        for row in rows:
+            writer.writerow([cell(read(row, words)) for _label, read in CSV_COLUMNS])
+        after = (rows[-1].recent, rows[-1].id)
+        yield out.getvalue()
+
+
+def csv_text(shop, wanted):
+    """The whole CSV as one text (the API and tests); the page streams ``csv_chunks``."""
+    return "".join(csv_chunks(shop, wanted))

@@ -15,6 +15,10 @@ the row due again when the lease runs out, and the sweep rings for it. LINE answ
 prepares a video or audio (``content_not_ready``): tried again later, up to ``len(DELAYS) + 1`` times.
 LINE keeps content only for a while: ``not_found`` means it is gone (``failed``).
 
+Each shop has a storage quota (``LINE_CONTENT_SHOP_QUOTA_BYTES``, over all its channels): one busy shop
+cannot fill the database every shop shares. Content that would go past it is not fetched or not kept
+(``over_quota``), and the conversation tells the owner to open it in LINE's own chat.
+
 Served with its own type only when it is a plain picture, video or sound a browser shows by itself; anything
 else (files, SVG, HTML …) is an attachment, and every answer carries a CSP that runs nothing, so content a
 customer sent can never act as a page of ours.
@@ -22,10 +26,11 @@ customer sent can never act as a page of ours.
 import logging
 import math
 import re
+import unicodedata
 from datetime import timedelta
 
 from flask import current_app, send_file
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from ..extensions import db
 from ..models import Channel, MessageContent, utcnow
@@ -126,6 +131,18 @@ def queue_fetch(message):
 
 class Outcome:
     READY, RETRY, FAILED, TOO_LARGE, SKIPPED = "ready", "retry", "failed", "too_large", "skipped"
+    OVER_QUOTA = "over_quota"
+
+
+def shop_usage(channel):
+    """Bytes of content kept for the shop of ``channel``, over every channel the shop ever connected."""
+    c = MessageContent
+    return db.session.scalar(select(func.coalesce(func.sum(c.size), 0)).join(Channel, Channel.id == c.channel_id)
+                             .where(Channel.shop_id == channel.shop_id, c.status == "ready")) or 0
+
+
+def _over_quota(channel, adding=0):
+    return shop_usage(channel) + adding > int(current_app.config["LINE_CONTENT_SHOP_QUOTA_BYTES"])
 
 
 def _due(now):
@@ -159,6 +176,8 @@ def fetch(content_id):
         # Earlier tries ended in something no LineProblem names (an unreadable secret, a bug): stop here, once.
         return _done(row, Outcome.FAILED, status="failed", error=f"gave up after {row.attempts - 1} tries")
     channel = db.session.get(Channel, row.channel_id)
+    if _over_quota(channel):  # full already: not worth asking LINE for what cannot be kept
+        return _done(row, Outcome.OVER_QUOTA, status="over_quota", error="the shop's storage quota is full")
     client = client_for(channel)
     try:
         data, content_type = client.message_content(row.line_message_id)
@@ -181,6 +200,9 @@ def fetch(content_id):
         row.error = f"{problem.code} (status {problem.status})"
         db.session.commit()
         return Outcome.RETRY, delay
+    if _over_quota(channel, len(data)):
+        return _done(row, Outcome.OVER_QUOTA, status="over_quota", size=len(data),
+                     error="over the shop's storage quota (LINE_CONTENT_SHOP_QUOTA_BYTES)")
     return _done(row, Outcome.READY, status="ready", data=data, size=len(data),
                  content_type=_media_type(content_type)[:100], fetched_at=utcnow(), error=None)
 
@@ -210,9 +232,16 @@ def fetch_due(limit=None):
 # ---- serving -----------------------------------------------------------------------------------------------
 
 def _file_name(message, content):
+    """The download's name: the customer's own for a file, made safe for a header and a disk. LINE passes the
+    name as the sender's phone had it, so it may hold CR/LF or other control characters (which cannot go in
+    a Content-Disposition header and made the download fail), path separators, or nothing usable at all."""
     name = (message.detail or {}).get("fileName")
     if message.type == "file" and name:
-        return name.replace("/", "_").replace("\\", "_")
+        name = "".join("_" if char in '/\\"' else " " if unicodedata.category(char) in ("Cc", "Cf", "Zl", "Zp")
+                       else char for char in name)
+        name = " ".join(name.split()).strip(". ")
+        if name:
+            return name
     extension = EXTENSIONS.get(content.content_type or "", "bin")
     return f"line-{message.type}-{message.line_message_id or message.id}.{extension}"
 

@@ -158,3 +158,38 @@ def opened(contact):
 
 def contact_of(contact_id) -> Contact | None:
     return db.session.get(Contact, contact_id)
+
+
+# ---- what is new -------------------------------------------------------------------------------------------
+
+def version(talk):
+    """A short tag of what the conversation shows (each item and its delivery state): the page's script
+    swaps the list only when the tag changed, so an unchanged poll moves nothing under the reader's eyes."""
+    import hashlib
+    seen = "|".join(f"{item.key}:{item.status or ''}:{item.content.status if item.content else ''}"
+                    for item in talk.items)
+    return hashlib.sha256(f"{talk.older}|{seen}".encode()).hexdigest()[:16]
+
+
+def seen(contact):
+    """Someone of the shop has the conversation in front of them: the customer's messages so far are read
+    (the contacts list counts only later ones as new). Writes only when there is something new."""
+    newest = db.session.scalar(select(db.func.max(Message.sent_at)).where(
+        Message.contact_id == contact.id, Message.direction == "in"))
+    if newest is not None and (contact.seen_at is None or contact.seen_at < newest):
+        contact.seen_at = utcnow()
+        db.session.commit()
+
+
+def unread_counts(contact_ids):
+    """{contact id: how many of the customer's messages came after someone last opened the conversation}
+    for the contacts listed (one grouped query over the page's contacts)."""
+    if not contact_ids:
+        return {}
+    m = Message
+    rows = db.session.execute(
+        select(m.contact_id, db.func.count(m.id)).join(Contact, Contact.id == m.contact_id)
+        .where(m.contact_id.in_(contact_ids), m.direction == "in",
+               db.or_(Contact.seen_at.is_(None), m.sent_at > Contact.seen_at))
+        .group_by(m.contact_id))
+    return dict(rows.all())

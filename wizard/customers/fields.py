@@ -65,3 +65,22 @@ def is_mobile(value: str) -> bool:
 def has_control_characters(value: str, allow_newlines=False) -> bool:
     allowed = {"\n", "\r", "\t"} if allow_newlines else set()
     return any(unicodedata.category(char) == "Cc" and char not in allowed for char in value or "")
+
+
+def masked(name, value):
+    """A saved value as the form shows it again: enough for its owner to recognise, too little for anyone else
+    holding the link (a forwarded message, a shared phone) to learn it. Empty for nothing saved."""
+    if value in (None, ""):
+        return ""
+    if name == "birthday":
+        return f"{value.year}-**-**"
+    if name in ("gender", "city"):
+        return "●●●"  # a choice of a short list: its first letters would tell it
+    text = str(value)
+    if name == "email":
+        local, _at, domain = text.partition("@")
+        return f"{local[:1]}***@{domain}"
+    if name == "mobile":
+        return f"{text[:4]}***{text[-3:]}" if len(text) > 7 else "***"
+    # A name: its first character (the family name, in Chinese) and stars for the rest.
+    return text[:1] + "*" * min(max(1, len(text) - 1), 5)

@@ -11,6 +11,11 @@ A token that is not signed but matches a contact's stored digest is a link made 
 The nonce makes every link new: without it two links made in the same second (the follow's form and a
 "send again" pressed at once) were the same text, and the customer could not tell the new one from the old.
 Links signed before the nonce (three items) still resolve.
+
+Only the newest link works (``REPLACED`` otherwise): the contact keeps the digest of the link it was sent last,
+so a link forwarded, screenshotted or left in an old chat stops opening the customer's details once a newer one
+is issued; and a customer who blocks the account loses their link (line/events.py clears it on unfollow), so a
+LINE account that changed hands, or a link kept from before, cannot read or overwrite their data.
 """
 import hashlib
 import secrets
@@ -25,7 +30,7 @@ from ..models import Channel, Contact, utcnow
 
 SALT = "customer-form-link"
 MAX_TOKEN = 300
-UNKNOWN, EXPIRED = "unknown", "expired"
+UNKNOWN, EXPIRED, REPLACED = "unknown", "expired", "replaced"
 
 
 def _serializer():
@@ -53,7 +58,8 @@ def url(token):
 
 def resolve(token):
     """(contact, None) for a good link; (None, "unknown") for one that is not ours or was changed;
-    (None, "expired") for one of ours that is too old."""
+    (None, "expired") for one of ours that is too old; (None, "replaced") for one of ours that a newer link
+    has replaced, or whose customer blocked the account since."""
     if not token or len(token) > MAX_TOKEN or not token.isascii():
         return None, UNKNOWN
     try:
@@ -72,6 +78,8 @@ def resolve(token):
     channel = db.session.get(Channel, contact.channel_id)
     if channel is None or channel.shop_id != shop_id:
         return None, UNKNOWN
+    if contact.blocked_at is not None or contact.form_token_digest != crypto.token_digest(token):
+        return None, REPLACED
     return contact, None
 
 
@@ -79,6 +87,8 @@ def _legacy(token):
     contact = db.session.scalar(db.select(Contact).filter_by(form_token_digest=crypto.token_digest(token)))
     if contact is None:
         return None, UNKNOWN
+    if contact.blocked_at is not None:
+        return None, REPLACED
     if contact.form_link_issued_at is None or contact.form_link_issued_at + _lifetime() < utcnow():
         return None, EXPIRED
     return contact, None

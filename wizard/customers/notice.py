@@ -9,15 +9,18 @@ so each submission records exactly which notice the customer saw; ``remember`` k
 import hashlib
 import json
 
+from babel.lists import format_list
 from flask import current_app
-from flask_babel import gettext as _, lazy_gettext as _l
+from flask_babel import get_locale, gettext as _, lazy_gettext as _l
 
 from ..line.store import insert_ignoring
 from ..models import FormNotice, utcnow
 from .fields import DESCRIBING, FIELDS, IDENTIFYING
 
 # Raise when the sentences of ``sections`` change in meaning: the version then changes with them.
-REVISION = 3
+# 3: the ways to reach the shop are a list of their own (they ran together in Chinese).
+# 4: the notice says how long LINE's copies and the files customers send are kept (retention.py).
+REVISION = 4
 CUSTOMER_CARE = "090"  # ○九○ 消費者、客戶管理與服務: always, with the form
 MARKETING = "040"  # ○四○ 行銷: only with its own ticked box
 PURPOSES = {CUSTOMER_CARE: _l("○九○ consumer and customer management and services"),
@@ -64,9 +67,15 @@ def remember(shop_id, notice_content):
     return number
 
 
+def listed(items, style="standard"):
+    """Words joined as the current language lists them (English "Name and Mobile phone", Chinese
+    「姓名和手機號碼」), never one language's separator in another."""
+    items = [str(item) for item in items]
+    return format_list(items, style, locale=get_locale()) if items else ""
+
+
 def _names(notice_content, names):
-    return "、".join(str(FIELDS[name][1]) for name in FIELDS
-                    if name in names and name in notice_content["fields"])
+    return listed(FIELDS[name][1] for name in FIELDS if name in names and name in notice_content["fields"])
 
 
 def sections(notice_content, shop_name):
@@ -127,8 +136,10 @@ def sections(notice_content, shop_name):
         (_("Your rights"),
          [_("You may ask to see your data, to get a copy, to add to or correct it, to have its collection, "
             "processing or use stopped, and to have it deleted (PDPA Art. 3)."),
-          _("To do so, %(ways)s. You can also correct your data yourself through this link.",
-            ways=_(" or ").join(ways))]),
+          # Each way on a line of its own: run into one sentence, an e-mail address and a phone number
+          # touched the words around them.
+          _("To do so, any of these:")] + [f"• {way}" for way in ways]
+         + [_("You can also correct your data yourself through this link.")]),
         (_("If you leave something out"), [left_out]),
     ]
     if c.get("note"):

@@ -14,7 +14,9 @@ finds the first row instead of writing a second. A reply row names the event of 
 goes by push.
 
 The quota (``quota``) is LINE's (``GET /v2/bot/message/quota`` and ``/consumption``), kept a few minutes per
-channel (``QUOTA_CACHE_SECONDS``) in this process: the page shows it, warns from ``QUOTA_WARN_PERCENT`` on
+channel (``QUOTA_CACHE_SECONDS``) in this process, plus our own pushes LINE had not counted when it was read
+(sent since, or on their way): the page right after a push shows it used, not the 0 % read a moment before
+the push went out. The page the page shows it, warns from ``QUOTA_WARN_PERCENT`` on
 and, when the next message would be a push, before one the quota cannot take. LINE refusing a push for the
 quota (``quota_exceeded``) is final: the row is failed, shown as not sent.
 """
@@ -22,11 +24,11 @@ import logging
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
@@ -139,8 +141,6 @@ def send(contact, text, key):
     created = db.session.scalar(select(Outbox).filter_by(retry_key=key))
     if created is None:
         raise NotSent(_("The message could not be queued. Nothing was sent: try again."))
-    if created.method == "push":
-        forget_quota(channel)  # the page after this one asks LINE for the count again
     return created, created.created_at == now
 
 
@@ -173,7 +173,6 @@ def send_form(contact, key):
         "status": "queued", "attempts": 0, "created_at": now, "updated_at": now}], ["retry_key"])
     db.session.commit()
     created = db.session.scalar(select(Outbox).filter_by(retry_key=key))
-    forget_quota(channel)
     return created, created.created_at == now
 
 
@@ -186,6 +185,7 @@ class Quota:
     used: int | None
     checked_at: float
     problem: str | None = None  # a LineProblem code when LINE would not say
+    read_at: datetime | None = None  # when LINE gave the count (UTC): our pushes after it are not in it
 
     @property
     def known(self):
@@ -232,6 +232,19 @@ def forget_quota(channel):
 
 
 def quota(channel):
+    """This month's limit and use of the channel's messages: LINE's count (read at most every
+    QUOTA_CACHE_SECONDS) and our pushes since it was read."""
+    answer = _line_quota(channel)
+    if not answer.known or answer.read_at is None:
+        return answer
+    o = Outbox
+    ours = db.session.scalar(select(db.func.count(o.id)).where(
+        o.channel_id == channel.id, o.method == "push",
+        or_(o.status.in_(("queued", "sending")), and_(o.status == "sent", o.sent_at >= answer.read_at)))) or 0
+    return replace(answer, used=answer.used + ours) if ours else answer
+
+
+def _line_quota(channel):
     """This month's limit and use of the channel's messages, from LINE (at most every QUOTA_CACHE_SECONDS)."""
     from ..line.client import client_for
     from ..line.problems import LineProblem
@@ -250,7 +263,7 @@ def quota(channel):
     else:
         limited = limit.get("type") == "limited"
         answer = Quota(limited, limit.get("value") if limited else None, int(used.get("totalUsage") or 0),
-                       time.monotonic())
+                       time.monotonic(), read_at=utcnow())
     with _quota_lock:
         _quota_cache[_quota_key(channel)] = answer
     return answer

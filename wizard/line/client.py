@@ -131,8 +131,25 @@ class LineClient:
     def bot_info(self) -> dict:
         info = self._with_token("bot_info", lambda api: api.get_bot_info(_request_timeout=self.timeout))
         return {"userId": info.user_id, "basicId": info.basic_id, "premiumId": info.premium_id,
-                "displayName": info.display_name, "pictureUrl": info.picture_url, "chatMode": info.chat_mode,
-                "markAsReadMode": info.mark_as_read_mode}
+                "displayName": info.display_name, "pictureUrl": self.picture(info.picture_url),
+                "chatMode": info.chat_mode, "markAsReadMode": info.mark_as_read_mode}
+
+    def picture(self, url) -> str | None:
+        """A picture URL from LINE as our pages may show it: https only (an http one is asked for over https,
+        as LINE's CDN serves both; any other scheme is dropped), so a page on https never loads a picture in
+        clear text or from a ``javascript:`` or ``data:`` address. The sandbox, which plays LINE over plain
+        http, keeps its own pictures."""
+        if not isinstance(url, str) or len(url) > 500:
+            return None
+        url = url.strip()
+        parts = urlsplit(url)
+        if parts.scheme.lower() == "https" and parts.netloc:
+            return url
+        if parts.scheme.lower() != "http" or not parts.netloc:
+            return None
+        if self.host and self.host.startswith("http://") and url.startswith(self.host + "/"):
+            return url
+        return "https://" + url[len("http://"):]
 
     def get_webhook_endpoint(self) -> dict:
         """``{"endpoint", "active"}``; raises ``endpoint_not_set`` when LINE holds no URL (its 404)."""
@@ -169,7 +186,7 @@ class LineClient:
         answer = self._with_token("get_profile",
                                   lambda api: api.get_profile(user_id, _request_timeout=self.timeout))
         return {"userId": answer.user_id, "displayName": answer.display_name,
-                "pictureUrl": answer.picture_url, "statusMessage": answer.status_message,
+                "pictureUrl": self.picture(answer.picture_url), "statusMessage": answer.status_message,
                 "language": answer.language}
 
     def reply(self, reply_token: str, messages: list[dict]) -> dict:

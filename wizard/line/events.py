@@ -153,6 +153,7 @@ def on_unfollow(event, effects):
         return "older than the contact's latest follow: ignored"
     if contact.blocked_at is None or at > contact.blocked_at:
         contact.blocked_at = at
+    contact.form_token = None  # their form link stops working (customers/links.py); a new follow sends a new one
     return None
 
 
@@ -229,10 +230,13 @@ def form_url(contact):
     return links.url(contact.form_token)
 
 
-def form_text(channel, contact):
-    """The form's message (customers/form_settings.py) with a new signed link (customers/links.py)."""
+def form_text(channel, contact, fresh=True):
+    """The form's message (customers/form_settings.py) with a new signed link (customers/links.py), or with
+    the contact's current link when not ``fresh`` (a retry of a push LINE may have delivered already: only the
+    newest link works, so a new one would disable the link the customer may be holding)."""
     from ..customers import form_settings, links
-    links.issue(contact, channel.shop_id)
+    if fresh or not contact.form_token:
+        links.issue(contact, channel.shop_id)
     return form_settings.message_text(channel, contact, form_url(contact))
 
 

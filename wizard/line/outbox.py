@@ -187,10 +187,11 @@ def _render(row, channel, contact):
         if contact.profile_fetched_at is None:
             # Best effort, for the language: the form goes in the default language when LINE will not say.
             events.refresh_profile(channel, contact)
-        if not contact.form_token:
-            from .. import crypto
-            contact.form_token = crypto.new_token()
-        return [{"type": "text", "text": events.form_text(channel, contact)}]
+        # A retry keeps the link this row made on its first attempt: that attempt may have reached the
+        # customer (a push whose answer was lost), and only a contact's newest link works.
+        retried = row.attempts > 1 and contact.form_link_issued_at is not None \
+            and contact.form_link_issued_at >= row.created_at
+        return [{"type": "text", "text": events.form_text(channel, contact, fresh=not retried)}]
     raise ValueError(f"unknown outbox purpose {row.purpose!r}")
 
 
@@ -256,6 +257,20 @@ def retry(outbox_id):
     done = db.session.execute(update(o).where(o.id == outbox_id, o.status.in_(("dead", "failed"))).values(
         status="queued", attempts=0, next_attempt_at=None, updated_at=utcnow(),
         method="push", reply_token=None,
+    ).execution_options(synchronize_session=False))
+    db.session.commit()
+    return done.rowcount == 1
+
+
+def send_again(outbox_id):
+    """A person on the contact's page sends a message of unknown fate again (the customer says it did not
+    arrive, or the conversation shows no answer): as a push, since its reply token is spent either way. A form
+    gets a new link, which replaces the one the lost reply may have carried. Only ``unknown`` rows: a sent one
+    is not sent twice, a queued one is on its way."""
+    o = Outbox
+    done = db.session.execute(update(o).where(o.id == outbox_id, o.status == "unknown").values(
+        status="queued", attempts=0, next_attempt_at=None, updated_at=utcnow(), method="push", reply_token=None,
+        error=None,
     ).execution_options(synchronize_session=False))
     db.session.commit()
     return done.rowcount == 1

@@ -5,13 +5,22 @@ opens only that one contact's own details; a changed token or an expired one get
 changes nothing. The fields asked, and which are required, are the shop's (customers/form_settings.py);
 the privacy notice (customers/notice.py) stands before the submit button; every submission leaves its
 evidence (customers/consent.py). The page speaks the customer's language (the LINE profile's, else
-Traditional Chinese), prefills the name LINE gave, and on a second visit shows what was saved, to correct.
+Traditional Chinese), prefills the name LINE gave, and on a second visit shows what was saved only masked
+(0912***678): a field left empty keeps its saved value, one typed in replaces it.
+
+The link is a key to the customer's data, so the page is never cached (``Cache-Control: no-store``), only
+the contact's newest link works (customers/links.py), and submissions are throttled per link and per address
+(``FORM_SUBMIT_LIMIT``): a leaked link cannot be used to rewrite the record hundreds of times.
 """
+import hashlib
+import math
+import time
 import unicodedata
 from datetime import date
 
 from flask import Blueprint, current_app, redirect, render_template, request, session, url_for
-from flask_babel import force_locale, lazy_gettext as _l
+from flask_babel import force_locale, gettext as _, lazy_gettext as _l, ngettext
+from flask_limiter import RateLimitExceeded
 from flask_wtf import FlaskForm
 from wtforms import BooleanField, DateField, EmailField, HiddenField, SelectField, StringField, TelField
 from wtforms.fields.choices import SelectChoice
@@ -20,8 +29,8 @@ from wtforms.validators import DataRequired, Length, Optional, StopValidation, V
 from ..accounts import EMAIL, MAX_EMAIL, normalise_email
 from ..customers import consent, form_settings, links, notice
 from ..customers.fields import CITIES, FIELDS, GENDERS, OLDEST_BIRTHDAY, has_control_characters, is_mobile, \
-    normalise_phone
-from ..extensions import db
+    masked, normalise_phone
+from ..extensions import db, limiter
 from ..line.events import contact_locale
 from ..models import Channel, utcnow
 
@@ -118,8 +127,10 @@ class NormalisedDateField(DateField):
 def form_class(settings):
     """A form asking what this shop's settings ask, plus the separate, unticked marketing box."""
     class CustomerForm(FlaskForm):
-        marketing = BooleanField(_l("I agree to receive marketing messages (news and offers) from %(shop)s.",
-                                    shop=settings.collector))
+        # gettext, not lazy_gettext: a lazy string tells Jinja it is safe HTML (it has ``__html__``), so the
+        # owner-set collector inside it went out unescaped. A plain string is escaped like any other value.
+        marketing = BooleanField(_("I agree to receive marketing messages (news and offers) from %(shop)s.",
+                                   shop=settings.collector))
         # The notice version the page showed: the consent kept is to the notice the customer read.
         seen_notice = HiddenField()
 
@@ -140,6 +151,8 @@ def _locale(contact):
 def _refused(problem):
     if problem == links.EXPIRED:
         return render_template("contact_form/expired.html"), 410
+    if problem == links.REPLACED:
+        return render_template("contact_form/replaced.html"), 410
     return render_template("contact_form/unknown.html"), 404
 
 
@@ -155,7 +168,39 @@ def unknown_link(_error):
     return render_template("contact_form/unknown.html"), 404
 
 
+@bp.after_request
+def never_cached(response):
+    """The page holds a customer's (masked) details and the link is their key: no cache may keep either."""
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _link_key():
+    """The throttle's key for the link submitted (hashed: the limiter's storage holds no usable link)."""
+    return hashlib.sha256((request.view_args or {}).get("token", "").encode()).hexdigest()[:32]
+
+
+@bp.errorhandler(RateLimitExceeded)
+def throttled(_error):
+    """Too many submissions from this link or address: a page that says to wait, nothing saved."""
+    reset_at = getattr(limiter.current_limit, "reset_at", None)
+    seconds = max(1, math.ceil(reset_at - time.time())) if reset_at else 60
+    minutes = max(1, math.ceil((seconds - 1) / 60))
+    contact, _problem = links.resolve((request.view_args or {}).get("token"))
+    with force_locale(_locale(contact) if contact is not None else current_app.config["BABEL_DEFAULT_LOCALE"]):
+        message = ngettext("This form was sent many times in a short while. Nothing was saved this time: wait "
+                           "%(num)d minute and try again.",
+                           "This form was sent many times in a short while. Nothing was saved this time: wait "
+                           "%(num)d minutes and try again.", minutes)
+        return (render_template("contact_form/throttled.html", message=message), 429,
+                {"Retry-After": str(seconds)})
+
+
 @bp.route("/<token>", methods=["GET", "POST"])
+@limiter.limit(lambda: current_app.config["FORM_SUBMIT_LIMIT"], methods=["POST"], scope="form-link",
+               key_func=_link_key)
+@limiter.limit(lambda: current_app.config["FORM_SUBMIT_LIMIT_PER_ADDRESS"], methods=["POST"],
+               scope="form-address")
 def fill(token):
     contact, shop, refused = _open(token)
     if refused:
@@ -165,18 +210,38 @@ def fill(token):
         return _fill(token, contact, shop, settings)
 
 
+def _saved(contact, settings):
+    """{form field: masked saved value} for the fields this form asks that hold something."""
+    return {FIELDS[name][0]: masked(name, getattr(contact, FIELDS[name][0]))
+            for name, _required in settings.asked if getattr(contact, FIELDS[name][0]) not in (None, "")}
+
+
+def _keeping_saved(contact, saved):
+    """The submitted form, where a field left empty keeps its saved value (it was shown only masked)."""
+    data = request.form.copy()
+    for attribute in saved:
+        if not (data.get(attribute) or "").strip():
+            value = getattr(contact, attribute)
+            data[attribute] = value.isoformat() if hasattr(value, "isoformat") else value
+    return data
+
+
 def _fill(token, contact, shop, settings):
     filled = contact.form_filled_at is not None
+    saved = _saved(contact, settings) if filled else {}
     prefill = {}
     if request.method == "GET":
-        prefill["customer_name"] = contact.customer_name if filled else contact.display_name
         if filled:
-            prefill.update(phone=contact.phone, email=contact.email, birthday=contact.birthday,
-                           gender=contact.gender, city=contact.city, marketing=contact.marketing_consent)
+            prefill["marketing"] = contact.marketing_consent
+        else:
+            prefill["customer_name"] = contact.display_name
     notice_content = notice.content(settings)
     version = notice.version(notice_content)
     prefill["seen_notice"] = version
-    form = form_class(settings)(data=prefill if request.method == "GET" else None)
+    if request.method == "GET":
+        form = form_class(settings)(formdata=None, data=prefill)
+    else:
+        form = form_class(settings)(formdata=_keeping_saved(contact, saved) if saved else request.form)
     shown = form.seen_notice.data if request.method == "POST" else None
     notice_changed = bool(shown) and shown != version
     if notice_changed:
@@ -189,8 +254,14 @@ def _fill(token, contact, shop, settings):
                        locale=_locale(contact))
         db.session.commit()
         return redirect(url_for(".thanks", token=token))
+    if saved and request.method == "POST":
+        # What was kept from the saved record is not echoed back in plain: the field shows empty again.
+        for attribute in saved:
+            if not (request.form.get(attribute) or "").strip():
+                getattr(form, attribute).raw_data = [""]
+                getattr(form, attribute).data = None
     return render_template("contact_form/form.html", form=form, shop_name=shop.name, contact=contact,
-                           token=token, settings=settings, filled=filled,
+                           token=token, settings=settings, filled=filled, saved=saved,
                            notice_sections=notice.sections(notice_content, shop.name),
                            notice_version=version, notice_changed=notice_changed,
                            today=date.today().isoformat())

@@ -9,7 +9,7 @@ Not under /shops/ (the staff console's prefix, staff only): owners use these pag
 the contact alone, and the shop is the contact's: whoever may not see that shop gets 404, as for a contact
 that does not exist. The queries are customers/contacts.py's, shared with the CSV and the API.
 """
-from flask import Blueprint, Response, abort, flash, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, flash, redirect, render_template, request, stream_with_context, url_for
 from flask_babel import gettext as _, lazy_gettext as _l
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
@@ -19,7 +19,7 @@ from wtforms import HiddenField, TextAreaField
 from .. import audit, tasks
 from ..customers import consent, contacts, conversation, replies
 from ..extensions import db
-from ..models import Channel, Contact, Message, MessageContent, Shop, utcnow
+from ..models import Channel, Contact, Message, MessageContent, Outbox, Shop, utcnow
 
 bp = Blueprint("contacts", __name__, url_prefix="/c")
 
@@ -78,7 +78,8 @@ def index(slug):
         wanted.page = 1
         page = contacts.list_contacts(shop, wanted)
     return render_template("contacts/index.html", shop=shop, page=page, wanted=wanted, problems=problems,
-                           name_of=contacts.name_of), 400 if problems else 200
+                           name_of=contacts.name_of,
+                           unread=conversation.unread_counts([c.id for c in page.rows])), 400 if problems else 200
 
 
 @bp.get("/<slug>/contacts.csv")
@@ -86,12 +87,15 @@ def export(slug):
     shop = _shop(slug)
     wanted = contacts.ContactFilter.from_args(request.args)
     name = f"contacts-{shop.slug}-{utcnow():%Y%m%d-%H%M}.csv"
-    text = contacts.csv_text(shop, wanted)
     # Every customer's personal data leaves the CRM in this file: who took it, and when, is on record.
     audit.record("contacts.exported", shop=shop, target=name, search=wanted.q or None)
     db.session.commit()
-    return Response(text.encode("utf-8"), content_type="text/csv; charset=utf-8",
-                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+    # Streamed: the first bytes leave at once and the rows follow as they are read (customers/contacts.py);
+    # stream_with_context keeps the request (locale, time zone, session) for the generator.
+    chunks = (chunk.encode("utf-8") for chunk in contacts.csv_chunks(shop, wanted))
+    return Response(stream_with_context(chunks), content_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"',
+                             "X-Accel-Buffering": "no"})
 
 
 def _page(contact, shop, form, code=200):
@@ -101,8 +105,10 @@ def _page(contact, shop, form, code=200):
     quota = replies.quota(channel) if channel.disconnected_at is None else None
     return render_template(
         "contacts/contact.html", shop=shop, contact=contact, channel=channel, talk=talk, plan=how, quota=quota,
+        talk_version=conversation.version(talk),
         form=form, labels=STATUS_LABELS, name_of=contacts.name_of, now=utcnow(),
-        submissions=consent.history(contact.id), resend_form=ResendForm(formdata=None, resend_key=replies.new_key()),
+        submissions=consent.history(contact.id), describe_consent=consent.describe,
+        resend_form=ResendForm(formdata=None, resend_key=replies.new_key()),
         chat_on=channel.chat_mode == "chat"), code
 
 
@@ -110,8 +116,26 @@ def _page(contact, shop, form, code=200):
 def contact(contact_id):
     contact, shop = _contact(contact_id)
     conversation.opened(contact)
+    conversation.seen(contact)
     form = ReplyForm(formdata=None, key=replies.new_key())
     return _page(contact, shop, form)
+
+
+@bp.get("/contacts/<int:contact_id>/messages")
+def messages(contact_id):
+    """The conversation's list alone, for the page's script (static/js/conversation.js) to refresh it without
+    reloading the page. What it shows is seen, and a new message of the customer is marked read on LINE as
+    when the page is opened."""
+    contact, _shop_ = _contact(contact_id)
+    conversation.opened(contact)
+    conversation.seen(contact)
+    talk = conversation.for_contact(contact)
+    response = Response(render_template(
+        "contacts/_messages.html", contact=contact, talk=talk, talk_version=conversation.version(talk),
+        labels=STATUS_LABELS, resend_form=ResendForm(formdata=None, resend_key=replies.new_key())),
+        content_type="text/html; charset=utf-8")
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 @bp.post("/contacts/<int:contact_id>/reply")
@@ -163,6 +187,32 @@ def send_form(contact_id):
     else:
         flash(_("The form was sent already; it was not sent a second time."), "info")
     return redirect(url_for(".contact", contact_id=contact.id))
+
+
+@bp.post("/contacts/<int:contact_id>/outbox/<int:outbox_id>/send-again")
+def send_again(contact_id, outbox_id):
+    """A message whose fate is unknown (a worker stopped while LINE was asked to reply) pushed again, on a
+    person's word: it may have arrived, which is why it is never re-sent on its own."""
+    from ..line import outbox
+    contact, shop = _contact(contact_id)
+    if not FlaskForm().validate_on_submit():
+        abort(400)  # only a missing or stale CSRF token fails here
+    row = db.session.get(Outbox, outbox_id)
+    if row is None or row.contact_id != contact.id:
+        abort(404)
+    if contact.blocked:
+        flash(_("Not sent: this customer has blocked the account, and LINE delivers nothing to them."), "error")
+    elif outbox.send_again(row.id):
+        try:
+            tasks.enqueue("send_message", row.id)
+        except Exception:  # the row is committed: the sweep sends it within a minute
+            pass
+        audit.record("contact.message_sent_again", shop=shop, target=contact.line_user_id, purpose=row.purpose)
+        db.session.commit()
+        flash(_("The message is on its way again, by push (it counts against this month's messages)."), "success")
+    else:
+        flash(_("This message is not of unknown fate any more; it was not sent again."), "info")
+    return redirect(url_for(".contact", contact_id=contact.id) + "#conversation-title")
 
 
 @bp.get("/contacts/<int:contact_id>/messages/<int:message_id>/content")
