@@ -15,6 +15,7 @@ and not one of the most common passwords (``common_passwords.txt``), also with d
 the end ("password123!"), which is how most people lengthen a refused one.
 """
 import functools
+from datetime import timedelta
 import re
 import unicodedata
 from pathlib import Path
@@ -22,7 +23,7 @@ from pathlib import Path
 from flask_babel import lazy_gettext
 
 from . import audit, crypto
-from sqlalchemy import update
+from sqlalchemy import or_, update
 
 from .extensions import db
 from .models import ApiToken, Invitation, Shop, User, utcnow
@@ -324,8 +325,11 @@ def revoke_api_token(row):
 
 def user_for_api_token(token):
     """The active staff user an API token (``Authorization: Bearer``) belongs to, or None. Named tokens
-    (``ApiToken``) and the old single-token column both count; a revoked token never does. Marks the
-    token's last use (the caller's transaction commits it)."""
+    (``ApiToken``) and the old single-token column both count; a revoked token never does.
+
+    The token's last use is written and committed here, whatever the request does next (a read-only call
+    such as the shops list commits nothing of its own): at most once per ``TOKEN_USE_RESOLUTION`` seconds,
+    by one conditional UPDATE, so concurrent calls write it once and most calls write nothing."""
     if not token:
         return None
     digest = crypto.token_digest(token)
@@ -333,8 +337,12 @@ def user_for_api_token(token):
     if row is not None:
         user = row.user
         now = utcnow()
-        if row.last_used_at is None or (now - row.last_used_at).total_seconds() >= TOKEN_USE_RESOLUTION:
-            row.last_used_at = now
+        stale = now - timedelta(seconds=TOKEN_USE_RESOLUTION)
+        if row.last_used_at is None or row.last_used_at <= stale:
+            db.session.execute(update(ApiToken).where(
+                ApiToken.id == row.id, or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= stale))
+                .values(last_used_at=now).execution_options(synchronize_session=False))
+            db.session.commit()
     else:
         user = db.session.scalar(db.select(User).filter_by(api_token_digest=digest))
     return user if user is not None and user.is_staff and user.is_active else None
