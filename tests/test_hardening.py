@@ -407,6 +407,9 @@ def test_signed_in_pages_are_not_kept_in_the_browser_cache(client, owner):
     ("qwertyuiop", "password_common"),
     ("password1234", "password_common"),
     ("Sunshine2024!", "password_common"),  # a common word with digits and punctuation added
+    ("aaaaaaaaaa", "password_too_uniform"),  # 10 identical characters
+    ("abab1212ab", "password_too_uniform"),  # 4 different ones
+    ("ＡＡＡＡＡａａａａａ!", "password_too_uniform"),  # full-width and upper case are the same letters
 ])
 def test_weak_passwords_are_refused_each_with_its_reason(app, password, code):
     with app.app_context():
@@ -415,7 +418,8 @@ def test_weak_passwords_are_refused_each_with_its_reason(app, password, code):
         assert str(errors[0].message) != ""
 
 
-@pytest.mark.parametrize("password", ["correct horse", "x" * 256, "晴天烘焙坊的招牌麵包好吃", "owner-shop-bakery"])
+@pytest.mark.parametrize("password", ["correct horse", ("correct horse battery " * 12)[:256],
+                                      "晴天烘焙坊的招牌麵包好吃", "owner-shop-bakery"])
 def test_good_passwords_are_accepted(app, password):
     with app.app_context():
         assert accounts.password_errors(password, email="owner-shop@example.com") == []
@@ -432,7 +436,8 @@ def test_the_password_page_names_the_rule_that_was_broken_in_chinese(client, mak
     login(email)
     for new, message in [(email.upper(), "密碼不能是這個帳號的電子郵件地址"),
                          ("1234567890", "這是最常見的密碼之一"),
-                         ("y" * 300, "密碼最多只能有 256 個字元。")]:
+                         ("y" * 300, "密碼最多只能有 256 個字元。"),
+                         ("z" * 12, "密碼至少要用 5 個不同的字元，不能只是重複幾個字。")]:
         response = client.post("/account/password", data={"current": "correct horse", "new": new, "confirm": new})
         assert response.status_code == 200 and message in page_text(response)
     client.post("/logout")

@@ -160,7 +160,7 @@ def change_password():
             attempt = throttle.attempt(current_user.email, request.remote_addr, known=True)
         except throttle.Throttled as exc:
             return _throttled(exc, PasswordForm(formdata=None), "auth/password.html",
-                              min_password=accounts.MIN_PASSWORD)
+                              min_password=accounts.MIN_PASSWORD, min_distinct=accounts.MIN_DISTINCT)
         if not current_user.check_password(form.current.data):
             attempt.failed()
             form.current.errors.append(_("The current password is not right."))
@@ -172,4 +172,5 @@ def change_password():
             login_user(current_user._get_current_object(), remember=True)
             flash(_("Your password has been changed."), "success")
             return redirect(home_for(current_user))
-    return render_template("auth/password.html", form=form, min_password=accounts.MIN_PASSWORD)
+    return render_template("auth/password.html", form=form, min_password=accounts.MIN_PASSWORD,
+                           min_distinct=accounts.MIN_DISTINCT)
