@@ -6,6 +6,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import threading
 import time
 import uuid
 
@@ -88,6 +89,26 @@ def test_the_delay_grows_with_each_failure_up_to_its_ceiling_and_speaks_chinese(
     assert retry == [1, 2, 2, 2]
     chinese = app.test_client().post("/login", data={"email": email, "password": "correct horse"})
     assert chinese.status_code == 429 and THROTTLED in page_text(chinese) and "秒後再試" in page_text(chinese)
+
+
+def test_a_burst_of_parallel_guesses_gets_the_free_tries_and_then_one(app, make_shop, live_app):
+    """Twelve wrong passwords sent at once to a real server: each try is counted before its password is
+    checked, so only the 3 free ones and then a single one are checked; the rest wait."""
+    import requests
+    from concurrent.futures import ThreadPoolExecutor
+    app.config.update(SIGN_IN_FIRST_DELAY=60)
+    slug, email = make_shop()
+    barrier = threading.Barrier(12)
+
+    def guess(number):
+        barrier.wait(10)
+        return requests.post(f"{live_app.url}/login?lang=en", timeout=30,
+                             data={"email": email, "password": f"wrong guess {number}"}).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        statuses = sorted(pool.map(guess, range(12)))
+    assert statuses.count(200) <= 4 and set(statuses) <= {200, 429}, statuses
+    assert statuses.count(200) >= 1, statuses
 
 
 def test_successful_sign_ins_do_not_count(client, make_shop):

@@ -13,8 +13,9 @@ failure only sets how long the next try must wait, and once that wait has passed
   and only its pair's delay applies to it: nobody elsewhere can delay the owner at their usual browser.
 
 Failures are forgotten ``SIGN_IN_FORGET_AFTER`` seconds after the first of a run; a right password clears its
-pair's. While a delay runs, a try is refused before its password is looked at, right or wrong. Only one try at
-a time passes a delayed key (a claim), so parallel requests cannot spend one free moment many times. Staff can
+pair's. While a delay runs, a try is refused before its password is looked at, right or wrong. A try is counted
+before its password is checked, and past the free ones only one try at a time passes a key (a claim), so
+parallel requests cannot spend one free moment many times. Staff can
 lift an account's delays (``lift``: the people page, ``flask --app wizard user unlock``); for an hour after,
 that account's tries count as from a known browser.
 
@@ -92,8 +93,8 @@ class Counts:
     def get(self, key):
         return self._call("get", key)
 
-    def incr(self, key, expiry):
-        return self._call("incr", key, max(1, int(expiry)))
+    def incr(self, key, expiry, amount=1):
+        return self._call("incr", key, max(1, int(expiry)), amount)
 
     def clear(self, key):
         return self._call("clear", key)
@@ -108,12 +109,20 @@ def _safe_uri(uri):
     return f"{scheme}{sep}…@{rest.rpartition('@')[2]}" if "@" in rest else uri
 
 
+_made = threading.Lock()
+
+
 def counts():
+    """The app's ``Counts``, made on first use; once per app even when a burst of first requests arrives
+    together (each with its own store, every one of them would be let through)."""
     app = current_app._get_current_object()
     store = app.extensions.get("sign_in_throttle")
     if store is None:
-        store = app.extensions["sign_in_throttle"] = Counts(app.config["RATELIMIT_STORAGE_URI"],
-                                                            app.config.get("RATELIMIT_STORAGE_OPTIONS"))
+        with _made:
+            store = app.extensions.get("sign_in_throttle")
+            if store is None:
+                store = app.extensions["sign_in_throttle"] = Counts(app.config["RATELIMIT_STORAGE_URI"],
+                                                                    app.config.get("RATELIMIT_STORAGE_OPTIONS"))
     return store
 
 
@@ -131,9 +140,6 @@ class _Key:
     def __init__(self, store, name, free):
         self.store, self.name, self.free = store, name, free
 
-    def failures(self):
-        return self.store.get("fail:" + self.name)
-
     def delay_after(self, failures):
         config = current_app.config
         if failures <= self.free:
@@ -143,12 +149,12 @@ class _Key:
 
     def waiting(self):
         """Seconds until the next try may pass (0: now)."""
-        if not self.store.get("wait:" + self.name):
+        if self.store.get("wait:" + self.name) <= 0:
             return 0
         return max(0.0, self.store.expiry("wait:" + self.name) - time.time())
 
-    def fail(self):
-        failures = self.store.incr("fail:" + self.name, current_app.config["SIGN_IN_FORGET_AFTER"])
+    def start_delay(self, failures):
+        """After the ``failures``-th failure: the next try waits (returns the seconds, 0 for none)."""
         delay = self.delay_after(failures)
         if delay:
             self.store.clear("wait:" + self.name)
@@ -161,57 +167,70 @@ class _Key:
 
 
 class Attempt:
-    """One password check under the throttle: ``begin`` it, then call ``failed`` or ``succeeded``."""
+    """One password check under the throttle: ``attempt`` begins it, then call ``failed`` or ``succeeded``.
+
+    Each try is counted as a failure before its password is checked, and given back if it was right (or
+    refused): parallel requests each get their own number at once, so a burst spends the free tries and then
+    one at a time, never one free moment many times."""
 
     def __init__(self, email, address, known):
         config = current_app.config
         self.store = counts()
-        self.email = accounts.normalise_email(email)
-        account = account_key(self.email)
+        account = account_key(email)
         generation = str(self.store.get("generation:" + account))  # lifting the account starts a new one
         self.pair = _Key(self.store, _hash("pair", account, generation, address or ""),
                          int(config["SIGN_IN_FREE_PER_PAIR"]))
         self.keys = [self.pair]
         # After staff lifted the account's delay, its tries skip the address's and the account's delays for
         # an hour, as from a known browser (the owner may be behind an address someone else made wait).
-        if not known and not self.store.get("lifted:" + account):
+        if not known and self.store.get("lifted:" + account) <= 0:
             self.keys += [_Key(self.store, account, int(config["SIGN_IN_FREE_PER_ACCOUNT"])),
                           _Key(self.store, _hash("address", address or ""), int(config["SIGN_IN_FREE_PER_ADDRESS"]))]
         self.account = account
+        self.counted = []  # (key, this try's number among its failures)
         self.claimed = []
 
     def begin(self):
         """Raises ``Throttled`` while a delay runs (or another try on the same delayed key is being checked)."""
+        forget = current_app.config["SIGN_IN_FORGET_AFTER"]
         for key in self.keys:
-            if key.failures() <= key.free:
-                continue  # no delay can be running
-            # Claim first, then look at the delay: a try that ends in between has set its delay already.
+            number = self.store.incr("fail:" + key.name, forget)
+            self.counted.append((key, number))
+            if number <= key.free:
+                continue  # a free try
+            # One try at a time past the free ones: claim first, then look at the delay (a try that ends in
+            # between has set its delay before it gave the claim back).
             if self.store.incr("claim:" + key.name, CLAIM_SECONDS) != 1:
-                self._release()
+                self._give_back([key for key, _number in self.counted])
                 raise Throttled(1)
             self.claimed.append(key)
             wait = key.waiting()
             if wait:
-                self._release()
+                self._give_back([key for key, _number in self.counted])
                 raise Throttled(wait)
         return self
 
     def failed(self):
-        """Count the failure; returns the seconds the next try must wait (0: none)."""
-        delays = [key.fail() for key in self.keys]
+        """The try failed (it is counted already); returns the seconds the next try must wait (0: none)."""
+        delays = [key.start_delay(number) for key, number in self.counted]
         delay = max(delays)
         if delay:
             # What the staff page shows: this account has a delay running, until when.
             marker = "delayed:" + self.account
-            if self.store.get(marker) == 0 or self.store.expiry(marker) < time.time() + delay:
+            if self.store.get(marker) <= 0 or self.store.expiry(marker) < time.time() + delay:
                 self.store.clear(marker)
                 self.store.incr(marker, delay)
         self._release()
         return delay
 
     def succeeded(self):
-        """The right password: this pair starts again from nothing (the others keep counting)."""
+        """The right password: this pair starts again from nothing, and the other counts get this try back."""
         self.pair.reset()
+        self._give_back([key for key, _number in self.counted if key is not self.pair])
+
+    def _give_back(self, keys):
+        for key in keys:
+            self.store.incr("fail:" + key.name, 1, amount=-1)
         self._release()
 
     def _release(self):
@@ -229,7 +248,7 @@ def delayed_until(email):
     """When the longest delay running for this account ends (time.time() seconds), or None."""
     store = counts()
     marker = "delayed:" + account_key(email)
-    if not store.get(marker):
+    if store.get(marker) <= 0:
         return None
     until = store.expiry(marker)
     return until if until > time.time() else None
