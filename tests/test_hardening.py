@@ -253,19 +253,21 @@ def redis_or_skip():
 
 def test_failed_sign_ins_are_counted_in_redis_across_processes(app, make_user):
     url = redis_or_skip()
-    # A new account each run: Redis keeps counts between runs (and across the SQLite and PostgreSQL runs).
+    # A new account and client address each run: Redis keeps counts between runs (and across the SQLite and
+    # PostgreSQL runs), the address's own count included.
     email = make_user(f"{uuid.uuid4().hex[:12]}@example.com")
+    here = {"REMOTE_ADDR": f"10.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}.{uuid.uuid4().int % 250}"}
     shared = {"RATELIMIT_STORAGE_URI": url, "SIGN_IN_FIRST_DELAY": 60}
     first = sibling_app(app, **shared).test_client()
     for _ in range(4):
-        assert sign_in(first, email, "wrong password").status_code == 200
+        assert sign_in(first, email, "wrong password", environ_base=here).status_code == 200
     # A second worker (a new app, so a new store of counts) sees the same count.
     second = sibling_app(app, **shared).test_client()
-    assert sign_in(second, email, "correct horse").status_code == 429
+    assert sign_in(second, email, "correct horse", environ_base=here).status_code == 429
     # Memory storage is per process: there the count would have started again (which is why production
     # with several workers must use Redis).
     alone = sibling_app(app).test_client()
-    assert sign_in(alone, email, "correct horse").status_code == 302
+    assert sign_in(alone, email, "correct horse", environ_base=here).status_code == 302
 
 
 def start_redis(tmp_path, password):
