@@ -326,6 +326,26 @@ def test_sign_in_still_works_when_the_throttle_storage_is_unreachable(app, make_
     assert all(record.exc_info is None for record in caplog.records)
 
 
+def test_flask_limiter_limits_fall_back_to_the_process_too_when_redis_is_unreachable(app, monkeypatch, caplog):
+    """The endpoints limited by Flask-Limiter (security.THROTTLED_ENDPOINTS) keep their limits, counted in
+    the process, with one warning and no traceback, when the shared store does not answer."""
+    from wizard import security
+    from wizard.extensions import limiter
+    other = sibling_app(app, RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/6")  # nothing listens
+
+    @other.route("/limited-probe")
+    @limiter.limit("2 per minute")
+    def limited_probe():
+        return "ok"
+
+    monkeypatch.setattr(security, "THROTTLED_ENDPOINTS", frozenset({"limited_probe"}))
+    client = other.test_client()
+    with caplog.at_level("INFO"):
+        assert [client.get("/limited-probe").status_code for _ in range(4)] == [200, 200, 429, 429]
+    assert len([record for record in caplog.records if record.levelname in ("WARNING", "ERROR")]) == 1
+    assert all(record.exc_info is None for record in caplog.records)
+
+
 def test_an_unknown_e_mail_takes_as_long_as_a_wrong_password(client, make_shop):
     slug, email = make_shop()
 
