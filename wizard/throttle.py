@@ -17,7 +17,7 @@ pair's. While a delay runs, a try is refused before its password is looked at, r
 before its password is checked, and past the free ones only one try at a time passes a key (a claim), so
 parallel requests cannot spend one free moment many times. Staff can
 lift an account's delays (``lift``: the people page, ``flask --app wizard user unlock``); for an hour after,
-that account's tries count as from a known browser.
+that account's tries skip the address-wide delay.
 
 The counts live in ``RATELIMIT_STORAGE_URI`` (Redis for several processes), keyed by hashes, so the store
 holds no addresses. If that store does not answer, the counts move into this process until it does again
@@ -181,11 +181,13 @@ class Attempt:
         self.pair = _Key(self.store, _hash("pair", account, generation, address or ""),
                          int(config["SIGN_IN_FREE_PER_PAIR"]))
         self.keys = [self.pair]
-        # After staff lifted the account's delay, its tries skip the address's and the account's delays for
-        # an hour, as from a known browser (the owner may be behind an address someone else made wait).
-        if not known and self.store.get("lifted:" + account) <= 0:
-            self.keys += [_Key(self.store, account, int(config["SIGN_IN_FREE_PER_ACCOUNT"])),
-                          _Key(self.store, _hash("address", address or ""), int(config["SIGN_IN_FREE_PER_ADDRESS"]))]
+        if not known:
+            self.keys.append(_Key(self.store, account, int(config["SIGN_IN_FREE_PER_ACCOUNT"])))
+            # After staff lifted the account's delay, its tries skip the address's delay for an hour (the owner
+            # may be behind an address someone else made wait); the account's own count starts again.
+            if self.store.get("lifted:" + account) <= 0:
+                self.keys.append(_Key(self.store, _hash("address", address or ""),
+                                      int(config["SIGN_IN_FREE_PER_ADDRESS"])))
         self.account = account
         self.counted = []  # (key, this try's number among its failures)
         self.claimed = []
