@@ -43,6 +43,23 @@ def test_a_token_made_on_the_page_is_shown_once_works_and_is_kept_only_as_a_dige
         assert (row.name, row.user.email) == ("CRM sync", staff)
 
 
+def test_a_token_that_only_lists_shops_shows_when_it_was_last_used(app, client, staff, make_shop):
+    make_shop()
+    token = TOKEN.search(page_text(client.post("/shops/tokens/", data={"name": "dashboard"}))).group(1)
+    assert "never" in page_text(client.get("/shops/tokens/")).split("dashboard", 1)[1].split("</tr>", 1)[0]
+    answer = app.test_client().get("/api/v1/shops", headers={"Authorization": f"Bearer {token}"})
+    assert answer.status_code == 200 and answer.get_json()["total"] == 1
+    row = page_text(client.get("/shops/tokens/")).split("dashboard", 1)[1].split("</tr>", 1)[0]
+    assert "never" not in row and "<time datetime=" in row, row
+    with app.app_context():
+        first = db.session.scalar(db.select(ApiToken.last_used_at))
+    # Within the minute, more calls write nothing: the time stays that of the first.
+    for _ in range(3):
+        app.test_client().get("/api/v1/shops", headers={"Authorization": f"Bearer {token}"})
+    with app.app_context():
+        assert db.session.scalar(db.select(ApiToken.last_used_at)) == first
+
+
 def test_a_revoked_token_stops_working(app, client, staff, make_shop):
     slug, _ = make_shop()
     token = TOKEN.search(page_text(client.post("/shops/tokens/", data={"name": "script"}))).group(1)

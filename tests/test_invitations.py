@@ -202,11 +202,29 @@ def test_an_owner_invites_a_second_person_who_then_sees_only_that_shop(smtp_app,
     assert 'data-person="helper@example.com"' in listed and "data-pending" not in listed
 
 
-def test_an_owner_cannot_invite_an_existing_account_and_can_withdraw_an_invitation(app, client, owner, make_shop):
+def test_an_owners_invitation_answers_the_same_whether_the_address_has_an_account(
+        smtp_app, app, client, owner, make_shop, smtp_server):
     other, other_email = make_shop("other-shop", "別家店")
-    taken = client.post("/account/people", data={"email": other_email})
-    assert taken.status_code == 422
-    assert field_errors(taken) == {"email": f"A user with the e-mail {other_email} already exists."}
+    answers = {}
+    for email in (other_email, "nobody-yet@example.com"):
+        response = client.post("/account/people?lang=en", data={"email": email})
+        page = client.get(response.headers["Location"])
+        alerts = re.findall(r'<p class="flash flash-(\w+)">(.*?)</p>', page_text(page), re.S)
+        answers[email] = (response.status_code, response.headers["Location"],
+                          [(kind, text.replace(email, "EMAIL")) for kind, text in alerts])
+        assert f'data-pending="{email}"' in page_text(page)
+    assert answers[other_email] == answers["nobody-yet@example.com"]
+    assert answers[other_email][2] == [("success", "An invitation was sent to EMAIL. The link works for 72 hours.")]
+    # Only the account holder learns, in their own mailbox, that nothing can come of it; no link is sent.
+    taken, fresh = sorted(smtp_server.messages, key=lambda message: message["To"] != other_email)
+    assert "already has an account" in taken.get_content() and "/invite/" not in taken.get_content()
+    assert "/invite/" in fresh.get_content()
+    with app.app_context():
+        assert db.session.scalar(db.select(User.shop_id).filter_by(email=other_email)) is not None
+        assert db.session.scalar(db.select(db.func.count(User.id))) == 2  # nobody was added or moved
+
+
+def test_an_owner_can_withdraw_an_invitation(app, client, owner, make_shop):
     bad = client.post("/account/people", data={"email": "not an address"})
     assert bad.status_code == 422 and "email" in field_errors(bad)
 
@@ -259,3 +277,28 @@ def test_a_deactivated_owners_invitation_lets_nobody_in(app, client, owner, make
     staff.post(f"/shops/people/{owner_id}/deactivate")
     assert app.test_client().post(path, data={"password": PASSWORD, "confirm": PASSWORD}).status_code == 410
     assert "helper@example.com" not in users(app)
+
+
+@pytest.mark.parametrize("name", ["乙店\u2028分店", "乙店\u2029二館", "乙店\t分店", "乙店\u202e店", "乙店\r\n二館"])
+def test_a_shop_name_on_more_than_one_line_is_refused_with_a_clear_message(app, client, staff, name):
+    response = client.post("/shops/new", data=dict(NEW_SHOP, name=name))
+    assert response.status_code == 422
+    assert field_errors(response) == {"name": "商店名稱必須是一行文字，不能有換行或控制字元。"}
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Shop.id))) == 0
+
+
+def test_a_shop_name_stored_with_a_line_separator_does_not_stop_its_mail(smtp_app, app, client, staff,
+                                                                        smtp_server):
+    """A name stored before names were checked: its invitations still go out, the subject on one line."""
+    with app.app_context():
+        db.session.add(Shop(slug="old-shop", name="舊店\u2028二館"))
+        db.session.commit()
+    response = client.post("/shops/old-shop/invite?lang=en", data={"email": "owner@example.com"},
+                           follow_redirects=True)
+    assert response.status_code == 200
+    (message,) = smtp_server.messages
+    assert "舊店 二館" in message["Subject"] and "\u2028" not in message["Subject"]
+    with app.app_context():
+        row = db.session.scalar(db.select(MailMessage))
+        assert row.error is None and "舊店 二館" in row.subject

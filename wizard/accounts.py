@@ -9,12 +9,14 @@ form puts it under that field, the CLI prints it. ``validate_*`` collect every p
 ``create_*`` functions add nothing to the session unless every field is right (``AccountErrors`` lists them
 all), so a refused submit never leaves half an account behind. The caller commits.
 
-Passwords: long enough to resist guessing (at least ``MIN_PASSWORD``), short enough that hashing one is not a
+Passwords: long enough to resist guessing (at least ``MIN_PASSWORD``, with ``MIN_DISTINCT`` different
+characters), short enough that hashing one is not a
 way to tie up the server (``MAX_PASSWORD``), not the account's own e-mail address or its part before the @,
 and not one of the most common passwords (``common_passwords.txt``), also with digits or punctuation added at
 the end ("password123!"), which is how most people lengthen a refused one.
 """
 import functools
+from datetime import timedelta
 import re
 import unicodedata
 from pathlib import Path
@@ -22,12 +24,14 @@ from pathlib import Path
 from flask_babel import lazy_gettext
 
 from . import audit, crypto
-from sqlalchemy import update
+from sqlalchemy import or_, update
 
 from .extensions import db
 from .models import ApiToken, Invitation, Shop, User, utcnow
 
 MIN_PASSWORD = 10
+# "aaaaaaaaaa" or "ababababab" is long but guessed at once: a password needs this many different characters.
+MIN_DISTINCT = 5
 MAX_PASSWORD = 256
 COMMON_PASSWORDS = Path(__file__).with_name("common_passwords.txt")
 # What people append to a common password to make it "new": digits, punctuation, spaces.
@@ -59,6 +63,8 @@ MESSAGES = {
     "email_taken": N_("A user with the e-mail %(email)s already exists."),
     "password_too_short": N_("The password must have at least %(num)d characters."),
     "password_too_long": N_("The password can have at most %(num)d characters."),
+    "password_too_uniform": N_("The password must use at least %(num)d different characters, not a few "
+                               "repeated."),
     "password_is_email": N_("The password cannot be the account's e-mail address or its part before the @."),
     "password_common": N_("This password is one of the most common ones, which are tried first when "
                           "someone guesses. Choose one that is only yours, e.g. a few unrelated words."),
@@ -68,7 +74,7 @@ MESSAGES = {
     "slug_reserved": N_("The code %(slug)s is the name of one of the CRM's own pages. Choose another."),
     "name_missing": N_("The shop needs a name."),
     "name_too_long": N_("Use at most %(max)d characters."),
-    "name_invalid": N_("The shop name cannot contain control characters."),
+    "name_invalid": N_("The shop name must be one line of text, without line breaks or control characters."),
     "owner_unknown": N_("No user has the e-mail %(email)s; create it first with 'user create'."),
     "owner_is_staff": N_("%(email)s is a staff account; a shop owner must be a normal account."),
     "owner_has_shop": N_("%(email)s already owns the shop %(slug)s."),
@@ -161,8 +167,10 @@ def password_errors(password, field="password", email=None):
         return [AccountError(field, "password_too_short", num=MIN_PASSWORD)]
     if len(password) > MAX_PASSWORD:
         return [AccountError(field, "password_too_long", num=MAX_PASSWORD)]
-    email = normalise_email(email)
     typed = unicodedata.normalize("NFKC", password).strip().lower()
+    if len(set(typed)) < MIN_DISTINCT:
+        return [AccountError(field, "password_too_uniform", num=MIN_DISTINCT)]
+    email = normalise_email(email)
     if email and typed in {email, email.partition("@")[0]}:
         return [AccountError(field, "password_is_email")]
     if is_common(password):
@@ -201,9 +209,21 @@ def validate_shop(slug, name):
         errors.append(AccountError("name", "name_missing"))
     elif len(name) > MAX_SHOP_NAME:
         errors.append(AccountError("name", "name_too_long", max=MAX_SHOP_NAME))
-    elif any(unicodedata.category(char) == "Cc" for char in name):
+    elif not is_one_line(name):
         errors.append(AccountError("name", "name_invalid"))
     return errors
+
+
+# Control characters (Cc: tab, CR, LF …), line and paragraph separators (Zl, Zp: U+2028, U+2029), and
+# characters that are no text at all (surrogates, private use, unassigned). A shop name goes into mail
+# subjects, page titles and CSV cells: each of these breaks one of them. Format characters (Cf) stay: the
+# zero-width joiner is part of many emoji; only the bidi overrides, which can disguise a name, are refused.
+NOT_ONE_LINE = {"Cc", "Zl", "Zp", "Cs", "Co", "Cn"}
+BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def is_one_line(text):
+    return not any(unicodedata.category(char) in NOT_ONE_LINE or char in BIDI_CONTROLS for char in text)
 
 
 def _owner_errors(owner, typed_email, field="owner"):
@@ -324,8 +344,11 @@ def revoke_api_token(row):
 
 def user_for_api_token(token):
     """The active staff user an API token (``Authorization: Bearer``) belongs to, or None. Named tokens
-    (``ApiToken``) and the old single-token column both count; a revoked token never does. Marks the
-    token's last use (the caller's transaction commits it)."""
+    (``ApiToken``) and the old single-token column both count; a revoked token never does.
+
+    The token's last use is written and committed here, whatever the request does next (a read-only call
+    such as the shops list commits nothing of its own): at most once per ``TOKEN_USE_RESOLUTION`` seconds,
+    by one conditional UPDATE, so concurrent calls write it once and most calls write nothing."""
     if not token:
         return None
     digest = crypto.token_digest(token)
@@ -333,8 +356,12 @@ def user_for_api_token(token):
     if row is not None:
         user = row.user
         now = utcnow()
-        if row.last_used_at is None or (now - row.last_used_at).total_seconds() >= TOKEN_USE_RESOLUTION:
-            row.last_used_at = now
+        stale = now - timedelta(seconds=TOKEN_USE_RESOLUTION)
+        if row.last_used_at is None or row.last_used_at <= stale:
+            db.session.execute(update(ApiToken).where(
+                ApiToken.id == row.id, or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at <= stale))
+                .values(last_used_at=now).execution_options(synchronize_session=False))
+            db.session.commit()
     else:
         user = db.session.scalar(db.select(User).filter_by(api_token_digest=digest))
     return user if user is not None and user.is_staff and user.is_active else None

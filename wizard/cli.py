@@ -11,7 +11,7 @@ import click
 from flask.cli import AppGroup, with_appcontext
 from flask_babel import force_locale
 
-from . import accounts, crypto
+from . import accounts, audit, crypto, throttle
 from .extensions import db
 
 user_cli = AppGroup("user", help="Create staff and shop-owner accounts.")
@@ -51,6 +51,30 @@ def user_token(email):
         token = accounts.new_api_token(email)
     db.session.commit()
     click.echo(token)
+
+
+@user_cli.command("unlock")
+@click.argument("email", required=False)
+@click.option("--address", help="Lift the delay of this client address instead (every account tried from it).")
+def user_unlock(email, address):
+    """Lift the sign-in delay of an account (after failed tries), or of a client address."""
+    if bool(email) == bool(address):
+        raise click.UsageError("Give an account's e-mail address or --address, one of them.")
+    if address:
+        running = throttle.lift_address(address.strip())
+        audit.record("address.sign_in_delay_lifted", actor="cli", target=address.strip(), was_running=running)
+        who = f"address {address.strip()}"
+    else:
+        user = accounts.user_by_email(email)
+        if user is None:
+            raise click.ClickException(f"No user has the e-mail {email.strip()}.")
+        running = throttle.lift(user.email)
+        audit.record("account.sign_in_delay_lifted", shop=user.shop_id, actor="cli", target=user.email,
+                     was_running=running)
+        who = user.email
+    db.session.commit()
+    click.echo(f"Lifted the sign-in delay of {who}." if running else
+               f"No sign-in delay was running for {who}; its failed tries are forgotten all the same.")
 
 
 @shop_cli.command("create")

@@ -62,16 +62,28 @@ DEFAULTS = {
     # A consumer has no web server: with a port, it serves its own counters (retried, dead) for Prometheus.
     "WORKER_METRICS_PORT": None,
     # --- hardening (sign-in throttling, cookies, headers) ---
-    # Where Flask-Limiter counts failed sign-ins: memory:// suits one process; production with several
-    # workers sets redis://host:6379/N so every worker sees the same counts.
+    # Where the sign-in delays (wizard/throttle.py) and Flask-Limiter's limits are counted: memory:// suits
+    # one process; production with several workers sets redis://[:password@]host:6379/N (rediss:// for TLS)
+    # so every worker sees the same counts.
     "RATELIMIT_STORAGE_URI": "memory://",
+    # A Redis that does not answer must cost a second, not a page: connect and read timeouts (seconds).
+    "RATELIMIT_STORAGE_OPTIONS": {"socket_connect_timeout": 1.0, "socket_timeout": 1.0},
     # Stated here because Flask-Limiter remembers a previous app's choice when an app leaves it unset.
     "RATELIMIT_ENABLED": True,
-    # If that storage is unreachable, sign-in still works (unthrottled, the error logged) instead of a 500.
+    # If that storage is unreachable, limits are counted in each process until it answers again (one
+    # warning, not a traceback per request), and no request fails because of it.
+    "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
     "RATELIMIT_SWALLOW_ERRORS": True,
-    # Failed sign-ins allowed per e-mail address and per client address ("; " separates several windows).
-    "SIGN_IN_LIMIT_PER_ACCOUNT": "5 per minute; 20 per hour",
-    "SIGN_IN_LIMIT_PER_ADDRESS": "20 per minute; 100 per hour",
+    # Failed password checks that cost nothing, per account and client address (pair), per account from any
+    # address and per address for any account; after them each failure makes the next try wait
+    # SIGN_IN_FIRST_DELAY seconds, doubling, at most SIGN_IN_MAX_DELAY. Counts end SIGN_IN_FORGET_AFTER
+    # seconds after a run's first failure.
+    "SIGN_IN_FREE_PER_PAIR": 3,
+    "SIGN_IN_FREE_PER_ACCOUNT": 10,
+    "SIGN_IN_FREE_PER_ADDRESS": 20,
+    "SIGN_IN_FIRST_DELAY": 5.0,
+    "SIGN_IN_MAX_DELAY": 300.0,
+    "SIGN_IN_FORGET_AFTER": 3600,
     # Flask's own default (None) would win over a setdefault in _derive, so these are defaults here.
     "SESSION_COOKIE_SAMESITE": "Lax",
     "REMEMBER_COOKIE_SAMESITE": "Lax",
@@ -145,7 +157,7 @@ DEFAULTS = {
 }
 
 _BOOLEAN = {"SANDBOX", "WORKER_IN_PROCESS", "TESTING", "SESSION_COOKIE_SECURE", "RATELIMIT_ENABLED",
-            "RATELIMIT_SWALLOW_ERRORS"}
+            "RATELIMIT_SWALLOW_ERRORS", "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED"}
 _NUMBER = {"LINE_TIMEOUT": float, "LINE_CONTENT_MAX_BYTES": int, "LINE_CONTENT_SHOP_QUOTA_BYTES": int,
            "WEBHOOK_TEST_COOLDOWN": int, "WEBHOOK_MAX_BYTES": int,
            "CHECK_MAX_AGE": int, "WORKER_LEASE_SECONDS": float, "WORKER_POLL_SECONDS": float,
@@ -157,7 +169,9 @@ _NUMBER = {"LINE_TIMEOUT": float, "LINE_CONTENT_MAX_BYTES": int, "LINE_CONTENT_S
            "DORMANT_MIN_NEW_FRIENDS": int, "DORMANT_AFTER_HOURS": float,
            "ALERT_EMAIL_HOURS": float, "CHECK_HISTORY_DAYS": float, "CHECK_HISTORY_PER_SHOP": int,
            "MIGRATION_LOCK_TIMEOUT": float, "MIGRATION_ATTEMPTS": int,
-           "RETAIN_EVENTS_DAYS": float, "RETAIN_MEDIA_DAYS": float, "RETAIN_MAIL_DAYS": float}
+           "RETAIN_EVENTS_DAYS": float, "RETAIN_MEDIA_DAYS": float, "RETAIN_MAIL_DAYS": float,
+           "SIGN_IN_FREE_PER_PAIR": int, "SIGN_IN_FREE_PER_ACCOUNT": int, "SIGN_IN_FREE_PER_ADDRESS": int,
+           "SIGN_IN_FIRST_DELAY": float, "SIGN_IN_MAX_DELAY": float, "SIGN_IN_FORGET_AFTER": int}
 
 
 class ConfigError(RuntimeError):

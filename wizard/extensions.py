@@ -18,7 +18,8 @@ migrate = Migrate(render_as_batch=True, compare_type=True)
 login_manager = LoginManager()
 csrf = CSRFProtect()
 babel = Babel()
-# Only the sign-in form is limited (views/auth.py); storage and on/off come from RATELIMIT_* config.
+# Limits stand on the endpoints listed in security.THROTTLED_ENDPOINTS; storage and on/off come from
+# RATELIMIT_* config. Sign-in has its own growing delays (throttle.py).
 limiter = Limiter(key_func=get_remote_address)
 
 

@@ -62,10 +62,15 @@ def email_errors(email, field="email"):
     return errors
 
 
-def invite(shop, email, by, field="email"):
+def invite(shop, email, by, field="email", reveal=True):
     """(invitation, token) for ``email`` to become an owner of ``shop``; older pending invitations of the same
-    address for this shop stop working. Raises AccountErrors (``field``). Send it with ``deliver``."""
-    errors = email_errors(email, field)
+    address for this shop stop working. Raises AccountErrors (``field``). Send it with ``deliver``.
+
+    ``reveal=False`` (an owner's form): an address that already has an account is not refused, so the answer
+    is the same whether anyone has an account or not; ``deliver`` then mails that person a note instead of
+    a link (an account belongs to one shop), and the invitation can never be accepted."""
+    errors = email_errors(email, field) if reveal else accounts.email_errors(accounts.normalise_email(email),
+                                                                             field)
     if errors:
         raise AccountErrors(errors)
     email = accounts.normalise_email(email)
@@ -116,16 +121,36 @@ def _body(invitation, url, inviter):
     return ("\n\n" + "-" * 40 + "\n\n").join(parts) + "\n"
 
 
+def _has_account_body(invitation, inviter):
+    """For an address that has an account already: what happened, and no link (it could not be used)."""
+    parts = []
+    for locale in ("zh_Hant_TW", "en"):
+        with force_locale(locale):
+            parts.append("\n\n".join([
+                _("Hello,"),
+                _("%(inviter)s wanted to give you access to %(shop)s in the LINE Connect Wizard, but this "
+                  "e-mail address already has an account, and an account belongs to one shop.",
+                  inviter=inviter, shop=invitation.shop.name),
+                _("If you need access to %(shop)s, ask %(inviter)s or your onboarding contact. If you did not "
+                  "expect this mail, ignore it: nothing has changed.", inviter=inviter, shop=invitation.shop.name),
+            ]))
+    return ("\n\n" + "-" * 40 + "\n\n").join(parts) + "\n"
+
+
 def deliver(invitation, token, by=None):
     """Mail the invitation now and note it in the audit log; returns the ``MailMessage`` (``error`` set when
-    it did not go out). The caller commits."""
+    it did not go out). The caller commits. An address that has an account already gets a note instead."""
     url = link(token)
     inviter = by.email if by is not None else _("The onboarding team")
+    if db.session.scalar(db.select(User.id).filter_by(email=invitation.email)) is not None:
+        body = _has_account_body(invitation, inviter)
+    else:
+        body = _body(invitation, url, inviter)
     with force_locale("zh_Hant_TW"):
         subject_zh = _("Invitation to %(shop)s on the LINE Connect Wizard", shop=invitation.shop.name)
     with force_locale("en"):
         subject_en = _("Invitation to %(shop)s on the LINE Connect Wizard", shop=invitation.shop.name)
-    message = mail.send(invitation.email, f"{subject_zh} / {subject_en}", _body(invitation, url, inviter),
+    message = mail.send(invitation.email, f"{subject_zh} / {subject_en}", body,
                         kind="invitation", shop=invitation.shop, hide=[url])
     audit.record("invitation.sent", shop=invitation.shop, actor=by, target=invitation.email,
                  expires_at=invitation.expires_at.isoformat() + "Z", mailed=message.error is None)

@@ -15,8 +15,10 @@ can read every mail without being able to use someone's invitation. Nothing else
 """
 import logging
 import os
+import re
 import smtplib
 import ssl
+import unicodedata
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from pathlib import Path
@@ -75,12 +77,20 @@ def _parse(url):
             unquote(parts.password) if parts.password else None)
 
 
+def header_text(value):
+    """A header's value on one line: control characters and line or paragraph separators (U+2028, U+2029,
+    which Python's email package reads as line ends and refuses) become spaces. A shop's name goes into
+    subjects; one stored before names were checked must not make every mail of that shop fail."""
+    text = "".join(" " if unicodedata.category(char) in {"Cc", "Zl", "Zp"} else char for char in str(value))
+    return re.sub(r"\s+", " ", text).strip()
+
+
 def _message(to, subject, body_text):
     message = EmailMessage()
     sender = current_app.config["MAIL_FROM"]
-    message["From"] = sender
-    message["To"] = to
-    message["Subject"] = subject
+    message["From"] = header_text(sender)
+    message["To"] = header_text(to)
+    message["Subject"] = header_text(subject)
     message["Date"] = formatdate(localtime=False, usegmt=True)
     domain = parseaddr(sender)[1].rpartition("@")[2] or "localhost"
     message["Message-ID"] = make_msgid(domain=domain)
@@ -126,7 +136,7 @@ def send(to, subject, body_text, *, kind, shop=None, hide=()):
     for value in hide:
         if value:
             stored = stored.replace(value, HIDDEN)
-    row = MailMessage(to=to, subject=subject, kind=kind, body=stored, message_id=message["Message-ID"],
+    row = MailMessage(to=to, subject=header_text(subject), kind=kind, body=stored, message_id=message["Message-ID"],
                       shop_id=shop.id if isinstance(shop, Shop) else shop, transport=transport_name())
     try:
         if row.transport == "smtp":

@@ -6,8 +6,8 @@ not run or style anything we did not ship (Content-Security-Policy), must not le
 reached over https only once the site is on https (HSTS). Views may set their own value of any of these
 headers; this module only fills in the ones they left out.
 
-The sign-in throttle's storage is bound here too (Flask-Limiter reads its ``RATELIMIT_*`` settings); the limits
-themselves stand on the sign-in view, where they are read.
+Flask-Limiter is bound here too (it reads its ``RATELIMIT_*`` settings) for the endpoints that name a limit;
+sign-in and the password change are slowed by ``throttle`` instead (growing delays, not fixed limits).
 """
 import base64
 import hashlib
@@ -61,7 +61,7 @@ def content_security_policy(line_api_host=None):
 
 # The only endpoints with limits. Flask-Limiter checks every request by itself (a quarter of a millisecond
 # each, the webhook's included); it is asked on these alone.
-THROTTLED_ENDPOINTS = frozenset({"auth.login", "contact_form.fill"})
+THROTTLED_ENDPOINTS = frozenset({"contact_form.fill"})
 
 
 def init_app(app):

@@ -1,27 +1,25 @@
 """Sign-in, sign-out and password change; Flask-Login keeps the session, ``accounts`` holds the rules.
 
-Guessing passwords is slowed per e-mail address and per client address: only failed attempts count
-(Flask-Limiter's ``deduct_when``), so an owner who signs in every day never meets the limit, while a throttled
-attempt is refused before its password is even looked at, right or wrong. Unknown e-mail addresses cost the
+Guessing passwords is slowed by a short, growing delay after failed tries (``throttle``): only failures
+count, so an owner who signs in every day never meets it; a try while a delay runs is refused before its
+password is even looked at, right or wrong, and once the delay has passed the right password is let in. The
+current password on the password change page counts the same way. Unknown e-mail addresses cost the
 same password hash as known ones, so the answer's timing does not tell which addresses have an account.
 Signing out raises the user's ``session_version``: a copied session or "remember me" cookie stops working.
 """
-import hashlib
 import math
-import time
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _, lazy_gettext as _l, ngettext
-from flask_limiter import RateLimitExceeded
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
 from werkzeug.security import check_password_hash, generate_password_hash
 from wtforms import EmailField, PasswordField
 from wtforms.validators import DataRequired, EqualTo, ValidationError
 
-from .. import accounts, models
-from ..extensions import db, limiter, login_manager
+from .. import accounts, models, throttle
+from ..extensions import db, login_manager
 from ..models import User
 
 bp = Blueprint("auth", __name__)
@@ -83,17 +81,6 @@ def index():
     return redirect(url_for("auth.login"))
 
 
-def _account_key():
-    """The throttle's key for the account tried: the e-mail as it is stored, hashed so that the limiter's
-    storage (Redis in production) holds no addresses. Empty (no limit applies) when none was typed."""
-    email = accounts.normalise_email(request.form.get("email"))
-    return hashlib.sha256(email.encode()).hexdigest()[:32] if email else ""
-
-
-def _failed(_response):
-    return g.get("sign_in_failed", False)
-
-
 _dummy_hash = None
 
 
@@ -107,43 +94,49 @@ def _dummy_check(password):
 
 
 @bp.route("/login", methods=["GET", "POST"])
-@limiter.limit(lambda: current_app.config["SIGN_IN_LIMIT_PER_ADDRESS"], methods=["POST"], scope="sign-in-address",
-               deduct_when=_failed)
-@limiter.limit(lambda: current_app.config["SIGN_IN_LIMIT_PER_ACCOUNT"], methods=["POST"], scope="sign-in-account",
-               key_func=_account_key, deduct_when=_failed)
 def login():
     form = LoginForm()
     if form.validate_on_submit():
+        known = throttle.account_key(form.email.data) in throttle.known_accounts(request)
+        try:
+            attempt = throttle.attempt(form.email.data, request.remote_addr, known=known)
+        except throttle.Throttled as exc:
+            return _throttled(exc, LoginForm(formdata=None, email=form.email.data), "auth/login.html")
         user = accounts.user_by_email(form.email.data)  # typed with full-width letters or ＠ too
         right = user.check_password(form.password.data) if user is not None else _dummy_check(form.password.data)
         if right and not user.is_active:
             # Said only to whoever knows the password: the account exists but staff closed it.
-            g.sign_in_failed = True
+            attempt.failed()
             form.email.errors.append(_("This account has been deactivated. Ask your onboarding contact if "
                                        "you need it again."))
             return render_template("auth/login.html", form=form)
         if right:
+            attempt.succeeded()
             login_user(user, remember=True)
             user.last_sign_in_at = models.utcnow()
             db.session.commit()
-            return redirect(_safe_next(request.args.get("next")) or home_for(user))
-        g.sign_in_failed = True
+            response = redirect(_safe_next(request.args.get("next")) or home_for(user))
+            return throttle.remember_device(response, request, user.email)
+        attempt.failed()
         form.password.errors.append(_("The e-mail or the password is not right."))
     return render_template("auth/login.html", form=form)
 
 
-@bp.errorhandler(RateLimitExceeded)
-def sign_in_throttled(error):
-    """Too many failed sign-ins: the same page with the form (e-mail kept, password not), nothing done."""
-    reset_at = getattr(limiter.current_limit, "reset_at", None)
-    seconds = max(1, math.ceil(reset_at - time.time())) if reset_at else 60
-    minutes = max(1, math.ceil((seconds - 1) / 60))  # the storage rounds the window's end up by a second
-    form = LoginForm(formdata=None, email=request.form.get("email", ""))
-    message = ngettext("Too many failed sign-ins. For your account's safety, wait %(num)d minute and "
-                       "try again.",
-                       "Too many failed sign-ins. For your account's safety, wait %(num)d minutes and "
-                       "try again.", minutes)
-    return render_template("auth/login.html", form=form, throttled=message), 429, {"Retry-After": str(seconds)}
+def _throttled(exc, form, template, **context):
+    """A try while a delay runs: the same page with the form (e-mail kept, password not), nothing done."""
+    seconds = exc.seconds
+    if seconds < 90:
+        message = ngettext("Too many failed tries. For your account's safety, wait %(num)d second and "
+                           "try again.",
+                           "Too many failed tries. For your account's safety, wait %(num)d seconds and "
+                           "try again.", seconds)
+    else:
+        message = ngettext("Too many failed tries. For your account's safety, wait %(num)d minute and "
+                           "try again.",
+                           "Too many failed tries. For your account's safety, wait %(num)d minutes and "
+                           "try again.", math.ceil(seconds / 60))
+    return (render_template(template, form=form, throttled=message, **context), 429,
+            {"Retry-After": str(seconds)})
 
 
 @bp.route("/logout", methods=["POST"])
@@ -162,13 +155,22 @@ def logout():
 def change_password():
     form = PasswordForm()
     if form.validate_on_submit():
+        try:
+            # The same delays as signing in (the same counts): a left-open session is no way to guess.
+            attempt = throttle.attempt(current_user.email, request.remote_addr, known=True)
+        except throttle.Throttled as exc:
+            return _throttled(exc, PasswordForm(formdata=None), "auth/password.html",
+                              min_password=accounts.MIN_PASSWORD, min_distinct=accounts.MIN_DISTINCT)
         if not current_user.check_password(form.current.data):
+            attempt.failed()
             form.current.errors.append(_("The current password is not right."))
         else:
+            attempt.succeeded()
             accounts.set_password(current_user, form.new.data)
             db.session.commit()
             # This session stays (signed in again with the new fingerprint); every other one ends.
             login_user(current_user._get_current_object(), remember=True)
             flash(_("Your password has been changed."), "success")
             return redirect(home_for(current_user))
-    return render_template("auth/password.html", form=form, min_password=accounts.MIN_PASSWORD)
+    return render_template("auth/password.html", form=form, min_password=accounts.MIN_PASSWORD,
+                           min_distinct=accounts.MIN_DISTINCT)

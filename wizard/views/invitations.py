@@ -87,7 +87,7 @@ def accept(token):
     elif form.is_submitted():
         code = 422
     return _no_trace(render_template("accounts/invite_accept.html", form=form, invitation=invitation,
-                                     min_password=accounts.MIN_PASSWORD), code)
+                                     min_password=accounts.MIN_PASSWORD, min_distinct=accounts.MIN_DISTINCT), code)
 
 
 def _own_shop():
@@ -119,7 +119,9 @@ def invite():
     if not form.validate_on_submit():
         abort(400)
     try:
-        invitation, token = invitations.invite(shop, form.email.data, current_user._get_current_object())
+        # The same answer whether the address has an account or not: this form is no way to find out.
+        invitation, token = invitations.invite(shop, form.email.data, current_user._get_current_object(),
+                                               reveal=False)
     except accounts.AccountErrors as exc:
         db.session.rollback()
         for error in exc.errors:

@@ -1,17 +1,19 @@
-"""Staff pages about people and access: every account (deactivate, reactivate), pending invitations (send
-again), staff API tokens (create, revoke) and the audit log.
+"""Staff pages about people and access: every account (deactivate, reactivate, lift a sign-in delay), pending
+invitations (send again), staff API tokens (create, revoke) and the audit log.
 
 The rules live in ``accounts`` and ``invitations``; these views parse the form, commit and say what happened.
 A new API token is shown once, in the answer to the POST that made it (not after a redirect: nothing keeps
 it to show again), and only its last 4 characters ever after.
 """
+from datetime import datetime, timezone
+
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _, lazy_gettext as _l
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from wtforms import StringField
 
-from .. import accounts, audit, crypto, invitations
+from .. import accounts, audit, crypto, invitations, throttle
 from ..extensions import db
 from . import checked_post, staff_only
 from ..models import ApiToken, Invitation, Shop, User
@@ -33,6 +35,8 @@ ACTIONS = {
     "webhook_url.set": _l("Webhook URL set in LINE"),
     "confirmation.set": _l("Confirmation changed"),
     "account.password_changed": _l("Password changed"),
+    "account.sign_in_delay_lifted": _l("Sign-in delay lifted"),
+    "address.sign_in_delay_lifted": _l("Sign-in delay of an address lifted"),
     "alert.emailed": _l("Alert e-mailed"),
     "contacts.exported": _l("Contacts exported (CSV)"),
     "contact.form_sent": _l("Customer form sent again"),
@@ -58,8 +62,15 @@ def index():
         if row.email not in emails:
             latest.setdefault((row.shop_id, row.email), row)
     waiting = list(latest.values())
+    # Whose sign-in is being delayed after failed tries, until when (a lookup per account in the throttle's
+    # store; staff lift it with the button beside it).
+    delayed = {}
+    for user in users:
+        until = throttle.delayed_until(user.email)
+        if until is not None:
+            delayed[user.id] = datetime.fromtimestamp(until, timezone.utc).replace(tzinfo=None)
     return render_template("accounts/people.html", users=users, invitations=waiting, form=FlaskForm(),
-                           state=invitations.state)
+                           state=invitations.state, delayed=delayed)
 
 
 def _user(user_id):
@@ -85,6 +96,19 @@ def deactivate(user_id):
                     email=user.email), "success")
         else:
             flash(_("%(email)s was already deactivated.", email=user.email), "info")
+    return redirect(url_for("people.index"))
+
+
+@bp.post("/people/<int:user_id>/lift-sign-in-delay")
+def lift_sign_in_delay(user_id):
+    """The owner who mistyped (or whose account someone is guessing) may try again now."""
+    checked_post()
+    user = _user(user_id)
+    running = throttle.lift(user.email)
+    audit.record("account.sign_in_delay_lifted", shop=user.shop_id, actor=current_user, target=user.email,
+                 was_running=running)
+    db.session.commit()
+    flash(_("%(email)s can try to sign in again now.", email=user.email), "success")
     return redirect(url_for("people.index"))
 
 
