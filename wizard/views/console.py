@@ -24,12 +24,13 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import and_, case, func, literal, or_
 
-from .. import audit
+from .. import audit, audit_words
 from ..extensions import db
 from . import checked_post, staff_only
 from ..models import (Alert, Channel, Contact, Invitation, Shop, ShopCheck, ShopHealth, ShopStateChange,
                       StepChange, User, WebhookDelivery, WebhookEvent, iso_utc, utcnow)
 from ..steps import health as shop_health
+from ..steps.reasons import headline
 from ..steps.registry import CONNECTED_KEY, registry
 from ..steps.state import State
 from ..steps.status import stored_status, triggered_by
@@ -542,26 +543,21 @@ def timeline(shop, limit=80):
     items. Checks are read a few times deeper, since runs of identical checks are collapsed into one item
     before the cut (a healthy shop's watch adds 96 a day). A shop checked only before check history existed
     shows its last check, as it did then."""
-    from .people import ACTIONS as PEOPLE_ACTIONS
-    labels = {**PEOPLE_ACTIONS, **ACTIONS}
     items = []
     changes = db.session.scalars(db.select(ShopStateChange).where(ShopStateChange.shop_id == shop.id)
                                  .order_by(ShopStateChange.at.desc(), ShopStateChange.id.desc()).limit(limit))
     for change in changes:
         items.append(TimelineItem(change.at, "state", _(
             "State: %(state)s (%(reason)s)", state=shop_health.LABELS.get(change.state, change.state),
-            reason=change.reason)))
+            reason=headline(change.reason))))
     for entry in audit.for_shop(shop, limit):
-        text = str(labels.get(entry.action, entry.action))
-        if entry.target:
-            text += f": {entry.target}"
-        items.append(TimelineItem(entry.at, "audit", text, entry.actor))
+        items.append(TimelineItem(entry.at, "audit", audit_words.sentence(entry), audit_words.actor(entry.actor)))
     checks = db.session.scalars(db.select(ShopCheck).where(ShopCheck.shop_id == shop.id)
                                 .order_by(ShopCheck.at.desc(), ShopCheck.id.desc()).limit(limit * 5)).all()
     for check in checks:
         items.append(TimelineItem(check.at, "check", _(
             "Live check by %(trigger)s: %(state)s (%(reason)s)", trigger=TRIGGERS.get(check.trigger, check.trigger),
-            state=shop_health.LABELS.get(check.state, check.state), reason=check.reason), check.actor,
+            state=shop_health.LABELS.get(check.state, check.state), reason=headline(check.reason)), check.actor,
             same=(check.trigger, check.actor, check.state, check.reason)))
     if not checks and shop.health is not None and shop.health.checked_at:
         items.append(TimelineItem(shop.health.checked_at, "check", _("Last live check against LINE")))
@@ -605,6 +601,14 @@ class StepHistoryItem:
     @property
     def previous_label(self):
         return _state_label(self.previous_state) if self.previous_state else None
+
+    @property
+    def reason_text(self):
+        return headline(self.reason)
+
+    @property
+    def previous_reason_text(self):
+        return headline(self.previous_reason)
 
 
 def step_history(shop, limit=STEP_HISTORY):
