@@ -259,3 +259,15 @@ def test_a_deactivated_owners_invitation_lets_nobody_in(app, client, owner, make
     staff.post(f"/shops/people/{owner_id}/deactivate")
     assert app.test_client().post(path, data={"password": PASSWORD, "confirm": PASSWORD}).status_code == 410
     assert "helper@example.com" not in users(app)
+
+
+def test_the_invitation_says_until_when_in_taipei_time_in_both_languages(smtp_app, app, client, staff,
+                                                                         smtp_server):
+    from wizard.i18n import localtime
+    assert client.post("/shops/new", data=NEW_SHOP).status_code == 302
+    body = smtp_server.messages[0].get_content()
+    with app.app_context():
+        until = localtime(db.session.scalar(db.select(Invitation)).expires_at)
+    assert f"到 {until}（台北時間）" in body
+    assert f"until {until} (Taipei time)" in body
+    assert "UTC" not in body
