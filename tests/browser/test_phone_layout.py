@@ -45,3 +45,18 @@ def test_a_long_url_in_the_alert_banner_wraps_and_set_it_for_me_stays_clickable_
                          [box["x"] + box["width"] / 2, box["y"] + box["height"] / 2])
     button.click()
     expect(page.locator(".flashes")).to_be_visible()
+
+
+def test_the_step_rail_shows_every_circle_whole_at_360_px(page, owner, live_app):
+    slug, email = owner
+    sign_in(page, email, lang="zh_Hant_TW")
+    page.set_viewport_size({"width": 360, "height": 740})
+    page.goto(f"/setup/{slug}/prepare")
+    circles = page.locator(".rail .rail-num")
+    expect(circles).to_have_count(9)  # eight steps and the summary
+    rail = page.locator(".rail ol")
+    right = rail.evaluate("el => el.getBoundingClientRect().right")
+    assert rail.evaluate("el => el.scrollWidth <= el.clientWidth"), "the rail scrolls sideways: a circle is hidden"
+    last = circles.last.bounding_box()
+    assert last["x"] + last["width"] <= right and last["x"] + last["width"] <= 360, (last, right)
+    assert scroll_width(page) <= 360
