@@ -164,7 +164,7 @@ def test_the_csv_says_states_reasons_and_steps_in_words_and_times_in_taipei_time
     assert row["原因代碼"] == "webhook_inactive" and "「使用Webhook」是關閉的" in row["說明"]
     assert row["要處理的步驟"].startswith("第 6 步") and row["步驟代碼"] == "response_settings"
     assert row["狀態開始時間（台北時間）"] == "2026-12-07 01:05"
-    assert row["上次向 LINE 檢查（台北時間）"] == "2026-12-07 01:05"
+    assert row["上次向 LINE 檢查（台北時間）"] == ""  # no channel yet: LINE was never asked
     assert "UTC" not in text and "T17:05" not in text
 
 

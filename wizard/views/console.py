@@ -233,6 +233,7 @@ class ShopRow:
     last_event_at: datetime | None
     assigned_staff_id: int | None
     recorded: bool
+    has_channel: bool = False
     friends: int = 0
     blocks: int = 0
     owners: list = field(default_factory=list)
@@ -244,7 +245,13 @@ class ShopRow:
 
     @property
     def sentence(self):
-        return shop_health.describe(self)
+        return staff_sentence(self)
+
+    @property
+    def line_checked_at(self):
+        """When LINE was last asked about the shop: without a channel nothing was asked, whatever the
+        evaluation's time (the list API keeps ``checked_at`` as recorded)."""
+        return self.checked_at if self.has_channel else None
 
     def as_json(self):
         return {"slug": self.slug, "name": self.name, "state": self.state, "reason": self.reason,
@@ -253,11 +260,27 @@ class ShopRow:
                 "checked_at": iso_utc(self.checked_at)}
 
 
+def staff_sentence(health):
+    """What staff read about a recorded state (a ShopHealth or ShopRow). While a shop sets up, the step's own
+    sentence speaks to the owner ("tick the box below"): staff read which step the owner is on and what it
+    waits for instead. Every other state reads as the owner's page says it."""
+    if health.state != shop_health.ONBOARDING:
+        return shop_health.describe(health)
+    step = health.step
+    if not step or step == CONNECTED_KEY or step not in registry():
+        return _("The owner has not started the setup yet.") if health.reason == "not_checked" else \
+            shop_health.describe(health)
+    steps = registry()
+    return _("The owner is on step %(n)d of %(total)d (%(title)s): %(what)s.", n=steps.number(step),
+             total=len(steps), title=steps.title(step), what=headline(health.reason))
+
+
 def _row_query():
     """The columns a ShopRow is built from (``_build``), over the same joins as ``_filtered``."""
     return (db.select(Shop.id, Shop.slug, Shop.name, Shop.created_at, Shop.assigned_staff_id,
                        ShopHealth.shop_id.label("recorded"), ShopHealth.state, ShopHealth.reason, ShopHealth.step,
-                       ShopHealth.since, ShopHealth.checked_at, ShopHealth.detail, Channel.last_event_at)
+                       ShopHealth.since, ShopHealth.checked_at, ShopHealth.detail, Channel.last_event_at,
+                       Channel.id.label("channel_id"))
              .select_from(Shop)
              .outerjoin(ShopHealth, ShopHealth.shop_id == Shop.id)
              .outerjoin(Channel, and_(Channel.shop_id == Shop.id, Channel.disconnected_at.is_(None))))
@@ -270,7 +293,8 @@ def _build(results):
             id=r.id, slug=r.slug, name=r.name, created_at=r.created_at, assigned_staff_id=r.assigned_staff_id,
             recorded=r.recorded is not None, state=r.state or shop_health.ONBOARDING,
             reason=r.reason or "not_checked", step=r.step if r.recorded is not None else None,
-            since=r.since if r.recorded is not None else r.created_at, checked_at=r.checked_at,
+            since=r.since if r.recorded is not None else r.created_at,
+            checked_at=r.checked_at, has_channel=r.channel_id is not None,
             detail=r.detail or {}, last_event_at=r.last_event_at))
     return rows
 
@@ -390,7 +414,7 @@ CSV_COLUMNS = [
     ("slug", _l("Shop code")), ("name", _l("Shop name")), ("label", _l("State")), ("state", _l("State code")),
     ("sentence", _l("What it means")), ("reason", _l("Reason code")), ("step_title", _l("Step that fixes it")),
     ("step", _l("Step code")), ("since", _l("Since (%(zone)s)")), ("last_event_at", _l("Last event (%(zone)s)")),
-    ("checked_at", _l("Last checked against LINE (%(zone)s)")),
+    ("line_checked_at", _l("Last checked against LINE (%(zone)s)")),
     ("friends", _l("Friends")), ("blocks", _l("Blocks")), ("owners", _l("Owners")), ("staff", _l("Staff")),
 ]
 
@@ -667,7 +691,7 @@ def shop(slug):
         staff_users=_staff_choices(), form=FlaskForm(), snooze_hours=SNOOZE_HOURS,
         friends=friends[1] if friends else 0, blocks=friends[2] if friends else 0,
         can_invite=_has_endpoint("shops.invite"), has_endpoint=_has_endpoint,
-        labels=shop_health.LABELS, describe=shop_health.describe, now=utcnow())
+        labels=shop_health.LABELS, describe=staff_sentence, now=utcnow())
 
 
 @bp.post("/<slug>/assign")
