@@ -130,7 +130,7 @@ def test_sign_in_with_a_nul_in_the_e_mail_is_just_a_wrong_e_mail(client, make_sh
 def test_the_password_rule_is_told_before_it_refuses(client, make_shop, login):
     slug, email = make_shop()
     login(email)
-    assert "至少 10 個字元，不能是你的電子郵件地址" in client.get("/account/password").get_data(as_text=True)
+    assert "至少 10 個字元，不能是您的電子郵件地址" in client.get("/account/password").get_data(as_text=True)
     short = client.post("/account/password",
                         data={"current": "correct horse", "new": "short", "confirm": "short"})
     assert short.status_code == 200 and "密碼至少要 10 個字元。" in short.get_data(as_text=True)

@@ -15,7 +15,7 @@ from wizard import accounts, create_app
 from wizard.extensions import db
 from wizard.models import Channel
 
-THROTTLED = "登入失敗的次數太多。為了你帳號的安全，請等"
+THROTTLED = "登入失敗的次數太多。為了您帳號的安全，請等"
 WRONG = "The e-mail or the password is not right."
 
 

@@ -53,7 +53,7 @@ def test_staff_create_a_shop_and_its_owner_sets_their_own_password_from_the_mail
     owner = app.test_client()
     page = owner.get(path)
     assert page.status_code == 200
-    assert "你受邀管理「乙店」" in page_text(page) and "b@example.com" in page_text(page)
+    assert "您受邀管理「乙店」" in page_text(page) and "b@example.com" in page_text(page)
     assert page.headers["Cache-Control"] == "no-store" and page.headers["Referrer-Policy"] == "no-referrer"
     accepted = owner.post(path, data={"password": PASSWORD, "confirm": PASSWORD})
     assert accepted.status_code == 302 and accepted.headers["Location"].endswith("/setup/shop-b/")
