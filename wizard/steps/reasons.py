@@ -44,6 +44,7 @@ HEADLINES = {
     "secret_reissued": _l("the Channel secret was reissued in LINE"),
     "webhook_test_failed": _l("LINE's test of the webhook URL failed"),
     "webhook_receiving": _l("LINE is sending events"),
+    "webhook_received_now_off": _l("webhook URL right, but “Use webhook” is off"),
     "webhook_inactive": _l("“Use webhook” is off in LINE"),
     "chat_mode_bot": _l("Chat is off in LINE"),
     "auto_response_unconfirmed": _l("auto-response not confirmed"),

@@ -67,7 +67,9 @@ def check(ctx):
     test = (ctx.channel.check_results or {}).get("webhook_test")
     test = test if test and test.get("endpoint") == ours else None
     if event is not None and (test is None or event.received_at > datetime.fromisoformat(test["at"].rstrip("Z"))):
-        return StepResult("webhook_url", State.DONE, "webhook_receiving", {"at": iso_utc(event.received_at)})
+        # The URL is right either way; "is sending" would contradict step 6 while "Use webhook" is off.
+        reason = "webhook_receiving" if endpoint.get("active", True) else "webhook_received_now_off"
+        return StepResult("webhook_url", State.DONE, reason, {"at": iso_utc(event.received_at)})
     if test is not None:
         if not test.get("success"):
             # Our receiver refusing LINE's signature (400) is fixed where the secret is entered.
@@ -160,5 +162,8 @@ STEP = Step(
         "webhook_verified": _l("LINE has the webhook URL and its test call reached the CRM."),
         "webhook_receiving": _l("LINE has the webhook URL and is sending events to the CRM (the last one at "
                                 "%(at_local)s)."),
+        "webhook_received_now_off": _l("LINE has the right webhook URL, but “Use webhook” is off now, so LINE "
+                                       "sends nothing (see the response settings step). The last event arrived "
+                                       "at %(at_local)s."),
     },
 )
