@@ -17,3 +17,24 @@ def test_step_5_does_not_claim_deliveries_while_step_6_says_use_webhook_is_off(
     step5 = page_text(client.get(f"/setup/{slug}/webhook_url?lang=en"))
     assert "“Use webhook” is off now" in step5
     assert "“Use webhook” is off in LINE" in page_text(client.get(f"/setup/{slug}/response_settings"))
+
+
+def test_our_url_with_an_extra_slash_is_called_what_it_is_not_an_incomplete_copy(
+        client, app, make_shop, login, sandbox, live_app):
+    from tests.wizard_helpers import connect
+    from wizard.extensions import db
+    from wizard.models import Channel
+    slug, email = make_shop()
+    login(email)
+    channel = sandbox.control.create_channel()
+    connect(client, slug, channel)
+    with app.app_context():
+        token = db.session.scalar(db.select(Channel)).webhook_token
+    ours = f"{app.config['PUBLIC_BASE_URL']}/line/webhook/{token}"
+    sandbox.control.update(channel["channelId"], endpoint=ours + "/")
+    client.post(f"/setup/{slug}/webhook_url", data={"action": "recheck"})
+    text = page_text(client.get(f"/setup/{slug}/webhook_url?lang=en"))
+    assert 'data-reason="endpoint_extra"' in text
+    assert "with “/” added at its end" in text and "incomplete" not in text
+    client.post(f"/setup/{slug}/webhook_url", data={"action": "set_endpoint"})  # "Set it for me" fixes it
+    assert sandbox.control.channel(channel["channelId"])["endpoint"] == ours

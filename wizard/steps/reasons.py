@@ -41,6 +41,8 @@ HEADLINES = {
     "public_url_not_public": _l("the CRM cannot be reached from the internet"),
     "endpoint_mismatch": _l("LINE has a different webhook URL"),
     "endpoint_incomplete": _l("LINE has only part of the webhook URL"),
+    "endpoint_extra": _l("LINE's webhook URL has something added at its end"),
+    "endpoint_miscopied": _l("LINE's copy of the webhook URL is changed at its end"),
     "secret_reissued": _l("the Channel secret was reissued in LINE"),
     "webhook_test_failed": _l("LINE's test of the webhook URL failed"),
     "webhook_receiving": _l("LINE is sending events"),

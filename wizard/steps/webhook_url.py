@@ -36,6 +36,20 @@ def _secret_reissued(channel, blocker=None):
     return StepResult("webhook_url", State.ACTION, "secret_reissued", refused.detail(), fix="credentials")
 
 
+def _what_differs(line_endpoint, ours):
+    """(reason, detail) naming what is wrong with LINE's URL: text added after ours (a "/" or a space a phone's
+    copy picked up, which our receiver does not answer), ours cut short, a copy of ours changed near its end,
+    or another URL altogether."""
+    detail = {"line_endpoint": line_endpoint}
+    if not is_damaged_copy(line_endpoint, ours):
+        return "endpoint_mismatch", detail
+    if line_endpoint.startswith(ours):
+        return "endpoint_extra", {**detail, "extra": line_endpoint[len(ours):]}
+    if ours.startswith(line_endpoint):
+        return "endpoint_incomplete", detail
+    return "endpoint_miscopied", detail
+
+
 def check(ctx):
     # Before anything else: no URL we could show would be accepted by LINE.
     url_problem = public_url_problem()
@@ -58,8 +72,7 @@ def check(ctx):
     if not line_endpoint:
         return StepResult("webhook_url", State.ACTION, "endpoint_not_set")
     if line_endpoint != ours:
-        reason = "endpoint_incomplete" if is_damaged_copy(line_endpoint, ours) else "endpoint_mismatch"
-        return StepResult("webhook_url", State.ACTION, reason, {"line_endpoint": line_endpoint})
+        return StepResult("webhook_url", State.ACTION, *_what_differs(line_endpoint, ours))
     reissued = _secret_reissued(ctx.channel)
     if reissued is not None:
         return reissued
@@ -152,6 +165,11 @@ STEP = Step(
                                     "cannot call it. The onboarding contact must fix the server address first."),
         "endpoint_mismatch": _l("LINE has a different webhook URL: %(line_endpoint)s. Replace it with this "
                                 "shop's URL."),
+        "endpoint_extra": _l("LINE has this shop's webhook URL with “%(extra)s” added at its end: %(line_endpoint)s. "
+                             "LINE would call that address, which the CRM does not answer. Remove what was added, "
+                             "or press “Set it for me”."),
+        "endpoint_miscopied": _l("LINE has a copy of this shop's webhook URL with its end changed: "
+                                 "%(line_endpoint)s. Copy the URL again, all of it, or press “Set it for me”."),
         "endpoint_incomplete": _l("LINE has an incomplete copy of this shop's webhook URL: %(line_endpoint)s. "
                                   "Copy the URL again, all of it, or press “Set it for me”."),
         "secret_reissued": _l("LINE is calling us, but with a signature made from another Channel secret: every "
