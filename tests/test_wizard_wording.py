@@ -38,3 +38,18 @@ def test_our_url_with_an_extra_slash_is_called_what_it_is_not_an_incomplete_copy
     assert "with “/” added at its end" in text and "incomplete" not in text
     client.post(f"/setup/{slug}/webhook_url", data={"action": "set_endpoint"})  # "Set it for me" fixes it
     assert sandbox.control.channel(channel["channelId"])["endpoint"] == ours
+
+
+def test_the_friend_test_names_the_tester_by_their_line_name(client, owner, sandbox, live_app):
+    """Even before the worker has fetched the new friend's profile, the verdict names them as LINE does."""
+    from tests.wizard_helpers import connect
+    slug, line = owner, sandbox.control
+    channel = line.create_channel()
+    connect(client, slug, channel)
+    client.post(f"/setup/{slug}/webhook_url", data={"action": "set_endpoint"})
+    user_id = line.follow(channel["channelId"], name="林小美")["event"]["source"]["userId"]
+    live = client.get(f"/setup/{slug}/test_friend/live?lang=en").get_json()
+    assert live["done"] is True
+    assert "林小美 added the account as a friend" in live["html"]
+    assert user_id[:5] not in live["html"]
+    assert "林小美" in page_text(client.get(f"/setup/{slug}/connected"))  # the kept verdict keeps the name
