@@ -53,3 +53,19 @@ def test_the_friend_test_names_the_tester_by_their_line_name(client, owner, sand
     assert "林小美 added the account as a friend" in live["html"]
     assert user_id[:5] not in live["html"]
     assert "林小美" in page_text(client.get(f"/setup/{slug}/connected"))  # the kept verdict keeps the name
+
+
+def test_before_the_new_secret_is_entered_the_owner_learns_new_friends_are_waiting(
+        client, owner, sandbox, live_app):
+    from tests.wizard_helpers import connect
+    slug, line = owner, sandbox.control
+    channel = line.create_channel()
+    connect(client, slug, channel)
+    client.post(f"/setup/{slug}/webhook_url", data={"action": "set_endpoint"})
+    assert "waiting-friends" not in page_text(client.get(f"/setup/{slug}/credentials"))
+    line.update(channel["channelId"], reissue_secret=True)  # someone pressed "Issue" in LINE
+    for name in ("林小美", "陳大文"):
+        assert line.follow(channel["channelId"], name=name)["delivery"]["statusCode"] == 400  # refused, kept
+    text = page_text(client.get(f"/setup/{slug}/credentials?lang=zh_Hant_TW"))
+    assert "LINE 傳來 2 則用 CRM 還沒有的 Channel secret 簽署的通知" in text
+    assert "很可能是正在等待的新好友" in text
