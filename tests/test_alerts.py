@@ -78,3 +78,16 @@ def test_a_snoozed_alert_sends_nothing_until_its_snooze_ends_then_mails_again(al
         db.session.commit()
     alerted.check_all()
     assert _mails(alerted) == (2, 2)
+
+
+def test_the_alert_email_names_the_shop_and_the_problem_and_says_since_when_in_taipei_time(alerted):
+    """Mails about different troubles differ in the inbox; the body says when it began, in Taipei time."""
+    from wizard.i18n import localtime
+    [mail] = alerted.mails_to(alerted.owner)
+    [alert] = alerted.alerts()
+    with alerted.app.app_context():
+        opened = localtime(alert.opened_at)
+    assert mail["Subject"] == "晴天烘焙坊：LINE 的「聊天」已關閉（已中斷）"
+    body = mail.get_content()
+    assert f"從 {opened}（台北時間）開始" in body
+    assert "UTC" not in body

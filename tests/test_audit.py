@@ -1,6 +1,7 @@
 """The audit log: every change to credentials, the webhook URL, confirmations, accounts, invitations and tokens
 is recorded with who did it, for which shop; nothing secret is ever stored; staff read it on /shops/audit/."""
 import json
+import re
 
 import pytest
 
@@ -119,10 +120,40 @@ def test_staff_read_the_log_filtered_by_shop(app, client, staff, make_shop):
     page = page_text(client.get("/shops/audit/"))
     assert page.count('data-action="shop.created"') == 2 and "Shop created" in page
     only_a = page_text(client.get("/shops/audit/?shop=shop-a"))
-    assert only_a.count('data-action="shop.created"') == 1 and "<br><span class=\"mono\">shop-a</span>" in only_a
+    assert only_a.count('data-action="shop.created"') == 1 and "Shop created: shop-a" in only_a
     unknown = client.get("/shops/audit/?shop=%E2%80%AEnope")
     assert unknown.status_code == 200 and "There is no shop with the code" in page_text(unknown)
     assert 'data-action=' not in page_text(unknown)
+
+
+def test_the_log_reads_as_sentences_in_the_readers_language_and_taipei_time(app, client, make_user, login,
+                                                                          make_shop):
+    """Staff read what happened, not codes: no "alert.snoozed", "value=True", "until=…Z" nor "system"."""
+    from datetime import datetime
+    slug, _owner = make_shop("shop-a", "甲店")
+    with app.app_context():
+        shop = db.session.scalar(db.select(Shop).filter_by(slug=slug))
+        audit.record("alert.snoozed", shop=shop, actor="helper@example.com", target="webhook_inactive",
+                     until="2026-12-06T22:30:00Z")
+        audit.record("confirmation.set", shop=shop, actor="helper@example.com", target="webhook_redelivery",
+                     value=True)
+        audit.record("alert.opened", shop=shop, actor="system", target="secret_reissued", state="broken")
+        audit.record("form_settings.saved", shop=shop, actor="owner@example.com", target="customer form",
+                     enabled=True, changed=True, notice_version=3)
+        db.session.commit()
+    login(make_user("staff@example.com", staff=True))
+    page = page_text(client.get("/shops/audit/?lang=zh_Hant_TW"))
+    shown = re.sub(r'data-action="[^"]*"', "", page.split("<tbody", 1)[1])
+    for code in ("alert.snoozed", "webhook_inactive", "value=", "until=", "2026-12-06T22:30", "webhook_redelivery",
+                 "secret_reissued", "customer form", "notice_version", ">system<"):
+        assert code not in shown, code
+    # 22:30 UTC is 06:30 in Taipei
+    assert "警示暫停提醒：LINE 的「使用Webhook」已關閉（到 2026-12-07 06:30 為止）" in page
+    assert "變更確認項目：已確認「Use webhook redelivery」（Webhook 重新傳送）已開啟" in page
+    assert "警示開啟：LINE 的 Channel secret 已重新發行（狀態：已中斷）" in page
+    assert "客戶資料回填表設定已儲存（表單已開啟）" in page
+    assert "系統（自動）" in page
+    assert datetime(2026, 12, 6, 22, 30).isoformat() not in page
 
 
 def test_owners_cannot_read_the_log(client, owner):

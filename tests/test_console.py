@@ -141,15 +141,31 @@ def test_csv_export_is_the_filtered_list_in_utf8_with_a_bom(app, client, staff, 
     assert "attachment" in response.headers["Content-Disposition"]
     assert response.data.startswith(b"\xef\xbb\xbf")
     table = list(csv.DictReader(io.StringIO(response.data.decode("utf-8-sig"))))
-    assert [(r["Shop code"], r["Shop name"], r["State"], r["Reason"], r["Friends"], r["Blocks"], r["Owners"])
-            for r in table] == [("broken-bakery", "壞掉烘焙", "broken", "wrong_secret", "2", "1",
-                                 "owner-broken-bakery@example.com")]
+    assert [(r["Shop code"], r["Shop name"], r["State code"], r["Reason code"], r["Friends"], r["Blocks"],
+             r["Owners"]) for r in table] == [("broken-bakery", "壞掉烘焙", "broken", "wrong_secret", "2", "1",
+                                               "owner-broken-bakery@example.com")]
     every = list(csv.reader(io.StringIO(client.get("/shops/export.csv").data.decode("utf-8-sig"))))
     assert ["'=平靜茶坊"] == [row[1] for row in every[1:] if row[0] == "calm-tea"]  # no formula for Excel
     assert client.get("/shops/export.csv?state=nope").status_code == 400
 
     chinese = client.get("/shops/export.csv?lang=zh_Hant_TW").data.decode("utf-8-sig")
     assert chinese.splitlines()[0].startswith("商店代碼,")
+
+
+def test_the_csv_says_states_reasons_and_steps_in_words_and_times_in_taipei_time(app, client, staff, make_shop):
+    """People read the words (codes stay in columns of their own, for machines); times are Taipei time."""
+    from datetime import datetime
+    make_shop("broken-bakery", "壞掉烘焙")
+    at = datetime(2026, 12, 6, 17, 5)  # 01:05 the next day in Taipei
+    record(app, "broken-bakery", "broken", "webhook_inactive", step="response_settings", since=at, checked_at=at)
+    text = client.get("/shops/export.csv?lang=zh_Hant_TW").data.decode("utf-8-sig")
+    [row] = list(csv.DictReader(io.StringIO(text)))
+    assert row["狀態"] == "已中斷" and row["狀態代碼"] == "broken"
+    assert row["原因代碼"] == "webhook_inactive" and "「使用Webhook」是關閉的" in row["說明"]
+    assert row["要處理的步驟"].startswith("第 6 步") and row["步驟代碼"] == "response_settings"
+    assert row["狀態開始時間（台北時間）"] == "2026-12-07 01:05"
+    assert row["上次向 LINE 檢查（台北時間）"] == ""  # no channel yet: LINE was never asked
+    assert "UTC" not in text and "T17:05" not in text
 
 
 def test_the_list_never_asks_line(app, client, staff, make_shop, sandbox, live_app):

@@ -85,7 +85,8 @@ def test_a_step_that_breaks_and_is_fixed_shows_each_change_in_order_and_only_cha
     section = html[html.index('id="step-history-title"'):html.index('id="timeline-title"')]
     newest = section[section.index('data-step="response_settings"'):].split("</tr>")[0]
     assert "Step 6: Response settings" in newest and "Done" in newest
-    assert "(was: Needs action, webhook_inactive)" in newest
+    assert "(was: Needs action, “Use webhook” is off in LINE)" in newest
+    assert "webhook_inactive" not in section.replace('"webhook_inactive"', "")  # a code, never shown
     # The same page in Chinese: the registry's titles and the State labels, translated.
     chinese = page_text(client.get(f"/shops/{slug}/?lang=zh_Hant_TW"))
     assert "步驟紀錄" in chinese and "需要處理" in chinese
@@ -107,7 +108,7 @@ def test_each_check_is_kept_with_what_ran_it_and_what_it_found(
         ("check_now", "staff@example.com", "broken", "webhook_inactive")]
 
     items = timeline_checks(page_text(client.get(f"/shops/{slug}/")))
-    assert "Live check by “Check now”: Broken (webhook_inactive)" in items[0]
+    assert "Live check by “Check now”: Broken (“Use webhook” is off in LINE)" in items[0]
     assert "staff@example.com" in items[0]
     assert "Live check by “Check now”: Healthy (connected)" in items[1]
     # A page that only reads (the console, the wizard with fresh results) asks LINE nothing and logs no check.
@@ -135,7 +136,7 @@ def test_the_watchs_identical_checks_collapse_into_one_line_and_a_different_one_
     sandbox.control.update(channel["channelId"], webhook_active=False)
     watch_check()
     items = timeline_checks(page_text(client.get(f"/shops/{slug}/")))
-    assert "Live check by the watch: Broken (webhook_inactive)" in items[0] and "alike" not in items[0]
+    assert "Live check by the watch: Broken (“Use webhook” is off in LINE)" in items[0] and "alike" not in items[0]
     assert "Live check by the watch: Healthy (connected)" in items[1]
     assert "(3 checks alike, the first at " in items[1]
     assert "Live check by the status API: Healthy (connected)" in items[2]  # connect_fully's, by another
@@ -186,3 +187,20 @@ def test_an_owner_sees_no_shops_history(app, client, make_shop, login, sandbox, 
     assert response.status_code == 403
     assert "Step history" not in page_text(response)
     assert "Step history" not in page_text(client.get(f"/setup/{slug}/prepare"))
+
+
+def test_the_shop_page_says_in_words_what_its_codes_mean(app, client, staff, make_shop, sandbox, live_app):  # noqa: F811
+    """Step history, timeline and alert line in Chinese: sentences, never reason or action codes nor "system"."""
+    slug, _email = make_shop()
+    channel = connect_fully(client, slug, sandbox.control, live_app)
+    sandbox.control.update(channel["channelId"], webhook_active=False)
+    client.post(f"/shops/{slug}/check")  # broken: an alert opens (by the system) and test_friend waits for step 6
+    html = page_text(client.get(f"/shops/{slug}/?lang=zh_Hant_TW"))
+    shown = re.sub(r'<[^>]+>', " ", html)  # the text people read, without attributes
+    for code in ("fix_step_first", "webhook_inactive", "form_on", "form_settings", "customer form", "— system",
+                 "alert.opened", "shop.checked", "not_confirmed"):
+        assert code not in shown, code
+    assert "等待先修正前面的步驟" in shown  # fix_step_first, in the step history
+    assert "LINE 的「使用Webhook」已關閉" in shown  # the step history, the timeline and the alert line
+    assert "警示開啟：LINE 的「使用Webhook」已關閉（狀態：已中斷）" in shown
+    assert "— 系統（自動）" in shown

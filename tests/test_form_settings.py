@@ -35,7 +35,7 @@ def test_the_step_comes_before_the_friend_test_and_never_blocks(client, owner):
     assert 'href="/setup/sunny-bakery/test_friend" rel="next"' in html
     # The defaults, shown as they are sent: on, the default text in a LINE bubble, the default fields.
     assert 'name="enabled" type="radio" value="on" checked' in html or 'checked id="enabled-0"' in html
-    assert 'class="line-preview"' in html and "感謝你將晴天烘焙坊加入好友！" in html  # as most customers get it
+    assert 'class="line-preview"' in html and "感謝您將晴天烘焙坊加入好友！" in html  # as most customers get it
     assert re.search(r'<option selected value="required">Required</option>', html)
     assert "never asks for a national ID number" in html
     assert "○九○ consumer and customer management and services" in html  # the notice as customers see it
@@ -100,7 +100,7 @@ def test_mistakes_on_the_page_are_said_per_field_and_save_nothing(app, client, o
 def test_the_api_reads_the_defaults_and_saves_a_valid_change(app, client, owner):
     got = client.get(f"/api/v1/shops/{owner}/form").get_json()
     assert (got["enabled"], got["fields"], got["text_is_default"], got["saved_at"]) == (True, DEFAULTS, True, None)
-    assert got["text"].startswith("感謝你將晴天烘焙坊加入好友")  # the shop's language
+    assert got["text"].startswith("感謝您將晴天烘焙坊加入好友")  # the shop's language
 
     change = {"enabled": True, "text": "  歡迎加入！  ", "fields": {"gender": "optional", "email": "off"},
               "notice": {"collector": "晴天烘焙坊有限公司"}}

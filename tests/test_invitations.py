@@ -53,7 +53,7 @@ def test_staff_create_a_shop_and_its_owner_sets_their_own_password_from_the_mail
     owner = app.test_client()
     page = owner.get(path)
     assert page.status_code == 200
-    assert "你受邀管理「乙店」" in page_text(page) and "b@example.com" in page_text(page)
+    assert "您受邀管理「乙店」" in page_text(page) and "b@example.com" in page_text(page)
     assert page.headers["Cache-Control"] == "no-store" and page.headers["Referrer-Policy"] == "no-referrer"
     accepted = owner.post(path, data={"password": PASSWORD, "confirm": PASSWORD})
     assert accepted.status_code == 302 and accepted.headers["Location"].endswith("/setup/shop-b/")
@@ -302,3 +302,13 @@ def test_a_shop_name_stored_with_a_line_separator_does_not_stop_its_mail(smtp_ap
     with app.app_context():
         row = db.session.scalar(db.select(MailMessage))
         assert row.error is None and "舊店 二館" in row.subject
+def test_the_invitation_says_until_when_in_taipei_time_in_both_languages(smtp_app, app, client, staff,
+                                                                         smtp_server):
+    from wizard.i18n import localtime
+    assert client.post("/shops/new", data=NEW_SHOP).status_code == 302
+    body = smtp_server.messages[0].get_content()
+    with app.app_context():
+        until = localtime(db.session.scalar(db.select(Invitation)).expires_at)
+    assert f"到 {until}（台北時間）" in body
+    assert f"until {until} (Taipei time)" in body
+    assert "UTC" not in body

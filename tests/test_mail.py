@@ -43,7 +43,7 @@ def test_a_new_shops_owner_gets_the_invitation_through_the_smtp_server(smtp_app,
     assert "乙店" in message["Subject"] and message["Message-ID"] and message["Date"]
     body = message.get_content()
     assert "乙店" in body
-    assert body.index("你好") < body.index("Hello")  # Chinese first, English after it
+    assert body.index("您好") < body.index("Hello")  # Chinese first, English after it
     assert LINK.search(body), body
     (row,) = rows(smtp_app)
     assert (row.to, row.kind, row.transport, row.error) == ("b@example.com", "invitation", "smtp", None)

@@ -34,3 +34,15 @@ def test_catalog_translates_every_source_message(tmp_path):
         source = message_id if isinstance(message_id, str) else message_id[0]
         target = message.string if isinstance(message.string, str) else message.string[0]
         assert sorted(PLACEHOLDER.findall(source)) == sorted(PLACEHOLDER.findall(target)), source
+
+
+def test_the_catalog_speaks_to_people_as_您_and_names_the_customer_form_one_way():
+    """Owners and customers are addressed politely everywhere (您, never 你), and the customer form has one name
+    (客戶資料回填表), so a page never says 顧客資料表單 beside it."""
+    with CATALOG.open("rb") as handle:
+        catalog = read_po(handle)
+    for message in catalog:
+        strings = message.string if isinstance(message.string, (list, tuple)) else [message.string]
+        for text in strings:
+            assert "你" not in (text or ""), (message.id, text)
+            assert "顧客資料表單" not in (text or ""), (message.id, text)

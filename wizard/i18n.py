@@ -2,7 +2,11 @@
 
 The choice travels as ``?lang=en`` once, then lives in the session (and on the user, when signed in).
 """
+from datetime import timezone
+from zoneinfo import ZoneInfo
+
 from flask import current_app, has_request_context, request, session
+from flask_babel import gettext as _
 from flask_login import current_user
 
 NAMES = {"zh_Hant_TW": "中文", "en": "English"}
@@ -23,12 +27,34 @@ def select_locale():
     return current_app.config["BABEL_DEFAULT_LOCALE"]
 
 
+def zone():
+    """The time zone people read times in (``BABEL_DEFAULT_TIMEZONE``, Asia/Taipei), from the system's zoneinfo."""
+    return ZoneInfo(current_app.config.get("BABEL_DEFAULT_TIMEZONE") or "Asia/Taipei")
+
+
+def local(value):
+    """Naive UTC from the database as an aware time in ``zone()``; works without a request (mails, CSV)."""
+    return value.replace(tzinfo=timezone.utc).astimezone(zone())
+
+
 def localtime(value):
     """Naive UTC from the database, shown in the shop's time zone (Taiwan by default)."""
-    from flask_babel import format_datetime
     if value is None:
         return ""
-    return format_datetime(value, "yyyy-MM-dd HH:mm")
+    return local(value).strftime("%Y-%m-%d %H:%M")
+
+
+def zone_name():
+    """The zone's name as people say it ("Taipei time"), for mails and files read outside the app."""
+    key = str(zone())
+    return str(_("Taipei time")) if key == "Asia/Taipei" else key
+
+
+def localtime_zoned(value):
+    """``localtime`` with the zone named: e-mails and exports are read where the page's context is missing."""
+    if value is None:
+        return ""
+    return _("%(time)s (%(zone)s)", time=localtime(value), zone=zone_name())
 
 
 def isotime(value):
@@ -49,6 +75,9 @@ def remember_choice():
 def init_app(app):
     app.add_template_filter(localtime)
     app.add_template_filter(isotime)
+    app.add_template_filter(localtime_zoned)
+    from . import audit_words
+    audit_words.init_app(app)
     app.before_request(remember_choice)
     @app.context_processor
     def language_context():

@@ -18,6 +18,7 @@ from flask_babel import force_locale, gettext as _
 from . import accounts, audit, crypto, mail
 from .accounts import AccountError, AccountErrors
 from .extensions import db
+from .i18n import localtime_zoned
 from .models import Invitation, Shop, User, utcnow
 
 
@@ -104,11 +105,11 @@ def link(token):
 
 def _body(invitation, url, inviter):
     hours = int(round(float(current_app.config["INVITATION_HOURS"])))
-    expires = invitation.expires_at.strftime("%Y-%m-%d %H:%M") + " UTC"
     parts = []
     # The invitee's language is not known yet: Chinese (Taiwan) first, English after it.
     for locale in ("zh_Hant_TW", "en"):
         with force_locale(locale):
+            expires = localtime_zoned(invitation.expires_at)  # Taipei time, named in the reader's language
             parts.append("\n\n".join([
                 _("Hello,"),
                 _("%(inviter)s invites you to manage the LINE connection of %(shop)s in the LINE Connect "

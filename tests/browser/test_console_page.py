@@ -102,3 +102,33 @@ def test_the_console_on_a_phone_with_the_keyboard_alone(app, page, owner, make_u
     results = Axe().run(page).response
     blocking = [v["id"] for v in results["violations"] if v.get("impact") in {"serious", "critical"}]
     assert blocking == []
+
+
+def test_the_list_at_1280_px_keeps_codes_and_addresses_whole_and_tells_staff_where_the_owner_is(
+        app, page, make_shop, make_user, live_app):
+    """Staff read a setting-up shop's step (not the owner's "tick the box below"); a shop without a LINE channel
+    claims no LINE check; a shop code or e-mail address is never broken mid-word on a wide screen."""
+    from wizard.steps.status import evaluate
+    slug, owner_email = make_shop("demo-shop", "示範商店")
+    make_shop("another-shop-with-a-longer-code", "另一家店")
+    with app.app_context():
+        evaluate(db.session.scalar(db.select(Shop).filter_by(slug=slug)))  # as the owner's first page does
+        db.session.commit()
+    staff = make_user("a-rather-long-staff-address@example-company.com.tw", staff=True)
+    sign_in(page, staff, lang="zh_Hant_TW")
+    page.goto("/shops/")
+    row = page.locator(f'tr[data-shop="{slug}"]')
+    expect(row).to_contain_text("店主在第 1 步")
+    expect(row).not_to_contain_text("請勾選")
+    expect(row.locator(".console-activity")).to_contain_text("尚未連上 LINE")
+    expect(row.locator(".console-activity")).not_to_contain_text("20")  # no time of a LINE check
+    for cell in page.locator(".console-table .unbroken").all():
+        lines = cell.evaluate("el => el.getClientRects().length")
+        assert lines == 1, (cell.text_content(), lines)
+    assert row.locator(".unbroken", has_text=owner_email).count() == 1
+    assert scroll_width(page) <= 1280
+
+    page.locator(f'tr[data-shop="{slug}"] th a').click()
+    expect(page.locator(".shop-state .status-message")).to_contain_text("店主在第 1 步")
+    expect(page.locator(".shop-state")).to_contain_text("尚未連上 LINE")
+    expect(page.locator(".shop-state")).not_to_contain_text("上次向 LINE 檢查")

@@ -66,7 +66,17 @@ def masked_secret(channel):
 def _context(page):
     channel = page.channel
     return {"form": CredentialsForm(formdata=None, channel_id=channel.channel_id if channel else ""),
-            "reset_form": ResetForm(formdata=None), "masked_secret": masked_secret(channel)}
+            "reset_form": ResetForm(formdata=None), "masked_secret": masked_secret(channel),
+            "waiting": _waiting(channel)}
+
+
+def _waiting(channel):
+    """How many refused deliveries are kept for the next secret (line/quarantine.py): before the owner enters
+    it, the page says these are most likely new friends waiting, so the new secret is worth entering now."""
+    if channel is None:
+        return 0
+    from ..line import quarantine
+    return quarantine.count(channel.id)
 
 
 def _save(page):

@@ -21,6 +21,54 @@ SHARED = {
 }
 
 
+# A short phrase per reason, for lines that name a reason without its details (step history, timeline, audit
+# log, e-mail subjects): the full sentences above quote values (a URL, a time, a count) only the live result has.
+# A reason without one here reads as its sentence.
+HEADLINES = {
+    "not_checked": _l("not checked yet"),
+    "not_confirmed": _l("not confirmed yet"),
+    "owner_confirmed": _l("confirmed by the shop"),
+    "no_credentials": _l("Channel ID and secret not entered yet"),
+    "fix_step_first": _l("waits for an earlier step to be fixed"),
+    "connected": _l("connected"),
+    "quota_nearly_used": _l("this month's message quota is nearly used"),
+    "redelivery_unconfirmed": _l("webhook redelivery not confirmed"),
+    "silent_while_friends_grow": _l("nothing arrives from LINE while new friends are added"),
+    "followers_without_follows": _l("new friends are not reaching the CRM"),
+    "account_found": _l("the LINE account was found"),
+    "basic_id_mismatch": _l("the Channel ID belongs to another LINE account"),
+    "public_url_not_https": _l("the CRM's address does not start with https://"),
+    "public_url_not_public": _l("the CRM cannot be reached from the internet"),
+    "endpoint_mismatch": _l("LINE has a different webhook URL"),
+    "endpoint_incomplete": _l("LINE has only part of the webhook URL"),
+    "endpoint_extra": _l("LINE's webhook URL has something added at its end"),
+    "endpoint_miscopied": _l("LINE's copy of the webhook URL is changed at its end"),
+    "secret_reissued": _l("the Channel secret was reissued in LINE"),
+    "webhook_test_failed": _l("LINE's test of the webhook URL failed"),
+    "webhook_receiving": _l("LINE is sending events"),
+    "webhook_received_now_off": _l("webhook URL right, but “Use webhook” is off"),
+    "webhook_inactive": _l("“Use webhook” is off in LINE"),
+    "chat_mode_bot": _l("Chat is off in LINE"),
+    "auto_response_unconfirmed": _l("auto-response not confirmed"),
+    "form_not_reviewed": _l("customer data form not checked yet"),
+    "form_on": _l("customer data form on"),
+    "form_off": _l("customer data form off"),
+    "no_follow_yet": _l("waiting for a first friend"),
+    "follow_received": _l("a friend was added: it works"),
+    "friend_message_received": _l("a friend's message arrived: it works"),
+    "reconnected_unproven": _l("connection entered again, not proven yet"),
+}
+
+
+def headline(reason):
+    """The reason as a short phrase in the reader's language; a code nobody knows shows as it is."""
+    if not reason:
+        return ""
+    if reason in HEADLINES:
+        return str(HEADLINES[reason])
+    return describe(reason)
+
+
 def all_reasons():
     from .health import REASONS as STATE_REASONS
     from .registry import registry

@@ -5,6 +5,8 @@ import segno
 from flask_babel import gettext as _, lazy_gettext as _l
 
 from ..extensions import db
+from ..line.client import client_for
+from ..line.problems import LineProblem
 from ..line.store import event_time
 from ..models import Contact, iso_utc
 from .context import StepResult, latest_event
@@ -19,9 +21,20 @@ def _who(channel, event):
     contact = db.session.scalar(db.select(Contact).filter_by(
         channel_id=channel.id, line_user_id=event.source_user_id))
     user_id = event.source_user_id
-    # LINE's user ID is 33 characters; until the profile is fetched, a short form of it names the friend.
-    name = (contact.display_name if contact and contact.display_name else None) or f"{user_id[:5]}…{user_id[-4:]}"
+    # The tester's LINE name: the contact's, or LINE's profile when the worker has not fetched it yet (the
+    # verdict is kept, so a name missing now would stay missing). Only if LINE will not say, a short form of
+    # the 33-character user ID names the friend.
+    name = ((contact.display_name if contact and contact.display_name else None) or _profile_name(channel, user_id)
+            or f"{user_id[:5]}…{user_id[-4:]}")
     return {"name": name, "user_id": user_id, "at": iso_utc(event_time(event.timestamp))}
+
+
+def _profile_name(channel, user_id):
+    """The friend's displayName from LINE's profile API, or None when LINE cannot give it now."""
+    try:
+        return client_for(channel).get_profile(user_id).get("displayName") or None
+    except LineProblem:
+        return None
 
 
 def check(ctx):

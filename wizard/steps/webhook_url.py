@@ -38,6 +38,20 @@ def _secret_reissued(channel, blocker):
     return StepResult("webhook_url", State.ACTION, "secret_reissued", refused.detail(), fix="credentials")
 
 
+def _what_differs(line_endpoint, ours):
+    """(reason, detail) naming what is wrong with LINE's URL: text added after ours (a "/" or a space a phone's
+    copy picked up, which our receiver does not answer), ours cut short, a copy of ours changed near its end,
+    or another URL altogether."""
+    detail = {"line_endpoint": line_endpoint}
+    if not is_damaged_copy(line_endpoint, ours):
+        return "endpoint_mismatch", detail
+    if line_endpoint.startswith(ours):
+        return "endpoint_extra", {**detail, "extra": line_endpoint[len(ours):]}
+    if ours.startswith(line_endpoint):
+        return "endpoint_incomplete", detail
+    return "endpoint_miscopied", detail
+
+
 def check(ctx):
     # Before anything else: no URL we could show would be accepted by LINE.
     url_problem = public_url_problem()
@@ -60,15 +74,16 @@ def check(ctx):
     if not line_endpoint:
         return StepResult("webhook_url", State.ACTION, "endpoint_not_set")
     if line_endpoint != ours:
-        reason = "endpoint_incomplete" if is_damaged_copy(line_endpoint, ours) else "endpoint_mismatch"
-        return StepResult("webhook_url", State.ACTION, reason, {"line_endpoint": line_endpoint})
+        return StepResult("webhook_url", State.ACTION, *_what_differs(line_endpoint, ours))
     # A run of refused signatures while LINE accepts our secret (step 4 just asked, after the newest refusal:
     # status.Evidence) is not LINE's: the shop's state says so as attention (health.py), this step is fine.
     event = ctx.last_event_since_connected()
     test = (ctx.channel.check_results or {}).get("webhook_test")
     test = test if test and test.get("endpoint") == ours else None
     if event is not None and (test is None or event.received_at > datetime.fromisoformat(test["at"].rstrip("Z"))):
-        return StepResult("webhook_url", State.DONE, "webhook_receiving", {"at": iso_utc(event.received_at)})
+        # The URL is right either way; "is sending" would contradict step 6 while "Use webhook" is off.
+        reason = "webhook_receiving" if endpoint.get("active", True) else "webhook_received_now_off"
+        return StepResult("webhook_url", State.DONE, reason, {"at": iso_utc(event.received_at)})
     if test is not None:
         if not test.get("success"):
             # Our receiver refusing LINE's signature (400) is fixed where the secret is entered.
@@ -151,6 +166,11 @@ STEP = Step(
                                     "cannot call it. The onboarding contact must fix the server address first."),
         "endpoint_mismatch": _l("LINE has a different webhook URL: %(line_endpoint)s. Replace it with this "
                                 "shop's URL."),
+        "endpoint_extra": _l("LINE has this shop's webhook URL with “%(extra)s” added at its end: %(line_endpoint)s. "
+                             "LINE would call that address, which the CRM does not answer. Remove what was added, "
+                             "or press “Set it for me”."),
+        "endpoint_miscopied": _l("LINE has a copy of this shop's webhook URL with its end changed: "
+                                 "%(line_endpoint)s. Copy the URL again, all of it, or press “Set it for me”."),
         "endpoint_incomplete": _l("LINE has an incomplete copy of this shop's webhook URL: %(line_endpoint)s. "
                                   "Copy the URL again, all of it, or press “Set it for me”."),
         "secret_reissued": _l("LINE is calling us, but with a signature made from another Channel secret: every "
@@ -161,5 +181,8 @@ STEP = Step(
         "webhook_verified": _l("LINE has the webhook URL and its test call reached the CRM."),
         "webhook_receiving": _l("LINE has the webhook URL and is sending events to the CRM (the last one at "
                                 "%(at_local)s)."),
+        "webhook_received_now_off": _l("LINE has the right webhook URL, but “Use webhook” is off now, so LINE "
+                                       "sends nothing (see the response settings step). The last event arrived "
+                                       "at %(at_local)s."),
     },
 )

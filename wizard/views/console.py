@@ -24,12 +24,14 @@ from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import and_, case, func, literal, or_
 
-from .. import audit
+from .. import audit, audit_words
 from ..extensions import db
+from ..i18n import localtime, zone_name
 from . import checked_post, staff_only
 from ..models import (Alert, Channel, Contact, Invitation, Shop, ShopCheck, ShopHealth, ShopStateChange,
                       StepChange, User, WebhookDelivery, WebhookEvent, WebhookRejection, iso_utc, utcnow)
 from ..steps import health as shop_health
+from ..steps.reasons import headline
 from ..steps.registry import CONNECTED_KEY, registry
 from ..steps.state import State
 from ..steps.status import stored_status, triggered_by
@@ -233,6 +235,7 @@ class ShopRow:
     last_event_at: datetime | None
     assigned_staff_id: int | None
     recorded: bool
+    has_channel: bool = False
     friends: int = 0
     blocks: int = 0
     owners: list = field(default_factory=list)
@@ -244,7 +247,13 @@ class ShopRow:
 
     @property
     def sentence(self):
-        return shop_health.describe(self)
+        return staff_sentence(self)
+
+    @property
+    def line_checked_at(self):
+        """When LINE was last asked about the shop: without a channel nothing was asked, whatever the
+        evaluation's time (the list API keeps ``checked_at`` as recorded)."""
+        return self.checked_at if self.has_channel else None
 
     def as_json(self):
         return {"slug": self.slug, "name": self.name, "state": self.state, "reason": self.reason,
@@ -253,11 +262,27 @@ class ShopRow:
                 "checked_at": iso_utc(self.checked_at)}
 
 
+def staff_sentence(health):
+    """What staff read about a recorded state (a ShopHealth or ShopRow). While a shop sets up, the step's own
+    sentence speaks to the owner ("tick the box below"): staff read which step the owner is on and what it
+    waits for instead. Every other state reads as the owner's page says it."""
+    if health.state != shop_health.ONBOARDING:
+        return shop_health.describe(health)
+    step = health.step
+    if not step or step == CONNECTED_KEY or step not in registry():
+        return _("The owner has not started the setup yet.") if health.reason == "not_checked" else \
+            shop_health.describe(health)
+    steps = registry()
+    return _("The owner is on step %(n)d of %(total)d (%(title)s): %(what)s.", n=steps.number(step),
+             total=len(steps), title=steps.title(step), what=headline(health.reason))
+
+
 def _row_query():
     """The columns a ShopRow is built from (``_build``), over the same joins as ``_filtered``."""
     return (db.select(Shop.id, Shop.slug, Shop.name, Shop.created_at, Shop.assigned_staff_id,
                        ShopHealth.shop_id.label("recorded"), ShopHealth.state, ShopHealth.reason, ShopHealth.step,
-                       ShopHealth.since, ShopHealth.checked_at, ShopHealth.detail, Channel.last_event_at)
+                       ShopHealth.since, ShopHealth.checked_at, ShopHealth.detail, Channel.last_event_at,
+                       Channel.id.label("channel_id"))
              .select_from(Shop)
              .outerjoin(ShopHealth, ShopHealth.shop_id == Shop.id)
              .outerjoin(Channel, and_(Channel.shop_id == Shop.id, Channel.disconnected_at.is_(None))))
@@ -270,7 +295,8 @@ def _build(results):
             id=r.id, slug=r.slug, name=r.name, created_at=r.created_at, assigned_staff_id=r.assigned_staff_id,
             recorded=r.recorded is not None, state=r.state or shop_health.ONBOARDING,
             reason=r.reason or "not_checked", step=r.step if r.recorded is not None else None,
-            since=r.since if r.recorded is not None else r.created_at, checked_at=r.checked_at,
+            since=r.since if r.recorded is not None else r.created_at,
+            checked_at=r.checked_at, has_channel=r.channel_id is not None,
             detail=r.detail or {}, last_event_at=r.last_event_at))
     return rows
 
@@ -384,10 +410,13 @@ def _step_title(key):
     return _("Step %(n)d: %(title)s", n=steps.number(key), title=steps.title(key))
 
 
+# The words people read, each code beside them in its own column for machines (and filters in a sheet);
+# times in Taipei time, as on the pages.
 CSV_COLUMNS = [
-    ("slug", _l("Shop code")), ("name", _l("Shop name")), ("state", _l("State")), ("reason", _l("Reason")),
-    ("sentence", _l("What it means")), ("step", _l("Step that fixes it")), ("since", _l("Since (UTC)")),
-    ("last_event_at", _l("Last event (UTC)")), ("checked_at", _l("Last checked (UTC)")),
+    ("slug", _l("Shop code")), ("name", _l("Shop name")), ("label", _l("State")), ("state", _l("State code")),
+    ("sentence", _l("What it means")), ("reason", _l("Reason code")), ("step_title", _l("Step that fixes it")),
+    ("step", _l("Step code")), ("since", _l("Since (%(zone)s)")), ("last_event_at", _l("Last event (%(zone)s)")),
+    ("line_checked_at", _l("Last checked against LINE (%(zone)s)")),
     ("friends", _l("Friends")), ("blocks", _l("Blocks")), ("owners", _l("Owners")), ("staff", _l("Staff")),
 ]
 
@@ -396,7 +425,7 @@ def _cell(value):
     if value is None:
         return ""
     if isinstance(value, datetime):
-        return value.replace(microsecond=0).isoformat() + "Z"
+        return localtime(value)
     if isinstance(value, list):
         value = " ".join(value)
     value = str(value)
@@ -414,9 +443,9 @@ def export():
     out = io.StringIO()
     out.write("\ufeff")
     writer = csv.writer(out)
-    writer.writerow([str(label) for _key, label in CSV_COLUMNS])
+    writer.writerow([str(label) % {"zone": zone_name()} for _key, label in CSV_COLUMNS])
     for row in rows:
-        values = {"sentence": row.sentence, "label": row.label}
+        values = {"sentence": row.sentence, "label": row.label, "step_title": _step_title(row.step)}
         writer.writerow([_cell(values[key] if key in values else getattr(row, key)) for key, _label in CSV_COLUMNS])
     name = f"shops-{utcnow():%Y%m%d-%H%M}.csv"
     return Response(out.getvalue().encode("utf-8"), content_type="text/csv; charset=utf-8",
@@ -544,26 +573,21 @@ def timeline(shop, limit=80):
     items. Checks are read a few times deeper, since runs of identical checks are collapsed into one item
     before the cut (a healthy shop's watch adds 96 a day). A shop checked only before check history existed
     shows its last check, as it did then."""
-    from .people import ACTIONS as PEOPLE_ACTIONS
-    labels = {**PEOPLE_ACTIONS, **ACTIONS}
     items = []
     changes = db.session.scalars(db.select(ShopStateChange).where(ShopStateChange.shop_id == shop.id)
                                  .order_by(ShopStateChange.at.desc(), ShopStateChange.id.desc()).limit(limit))
     for change in changes:
         items.append(TimelineItem(change.at, "state", _(
             "State: %(state)s (%(reason)s)", state=shop_health.LABELS.get(change.state, change.state),
-            reason=change.reason)))
+            reason=headline(change.reason))))
     for entry in audit.for_shop(shop, limit):
-        text = str(labels.get(entry.action, entry.action))
-        if entry.target:
-            text += f": {entry.target}"
-        items.append(TimelineItem(entry.at, "audit", text, entry.actor))
+        items.append(TimelineItem(entry.at, "audit", audit_words.sentence(entry), audit_words.actor(entry.actor)))
     checks = db.session.scalars(db.select(ShopCheck).where(ShopCheck.shop_id == shop.id)
                                 .order_by(ShopCheck.at.desc(), ShopCheck.id.desc()).limit(limit * 5)).all()
     for check in checks:
         items.append(TimelineItem(check.at, "check", _(
             "Live check by %(trigger)s: %(state)s (%(reason)s)", trigger=TRIGGERS.get(check.trigger, check.trigger),
-            state=shop_health.LABELS.get(check.state, check.state), reason=check.reason), check.actor,
+            state=shop_health.LABELS.get(check.state, check.state), reason=headline(check.reason)), check.actor,
             same=(check.trigger, check.actor, check.state, check.reason)))
     items += _refused_runs(shop)
     if not checks and shop.health is not None and shop.health.checked_at:
@@ -623,6 +647,14 @@ class StepHistoryItem:
     def previous_label(self):
         return _state_label(self.previous_state) if self.previous_state else None
 
+    @property
+    def reason_text(self):
+        return headline(self.reason)
+
+    @property
+    def previous_reason_text(self):
+        return headline(self.previous_reason)
+
 
 def step_history(shop, limit=STEP_HISTORY):
     """The newest ``limit`` changes of the shop's wizard steps (models.StepChange), newest first, titled through
@@ -676,7 +708,7 @@ def shop(slug):
         staff_users=_staff_choices(), form=FlaskForm(), snooze_hours=SNOOZE_HOURS,
         friends=friends[1] if friends else 0, blocks=friends[2] if friends else 0,
         can_invite=_has_endpoint("shops.invite"), has_endpoint=_has_endpoint,
-        labels=shop_health.LABELS, describe=shop_health.describe, now=utcnow(),
+        labels=shop_health.LABELS, describe=staff_sentence, now=utcnow(),
         redelivery_advice=shop.channel is not None and not shop_health.redelivery_known(shop),
         redelivery_step=registry().number("webhook_url"))
 

@@ -94,4 +94,7 @@ def invite(slug):
         db.session.commit()
         _say_mailed(invitations.deliver(invitation, token, current_user), _("New invitation made."))
         db.session.commit()
+    # Back where the button was: the shop's page sends "back", the people page does not.
+    if request.form.get("back") == "shop":
+        return redirect(url_for("console.shop", slug=shop.slug))
     return redirect(url_for("people.index"))

@@ -182,12 +182,19 @@ def sentence(alert, shop):
 
 
 def _message(alert, shop, staff):
+    """The alert e-mail: the subject names the shop and the problem (mails about different troubles differ in
+    an inbox), the body says since when, in Taipei time (mails are read where the page's context is missing)."""
+    from ..i18n import localtime_zoned
+    from ..steps.reasons import headline
     label = shop_health.LABELS.get(alert.state, alert.state)
-    subject = _("%(shop)s: the LINE connection is %(state)s", shop=shop.name, state=label)
+    subject = _("%(shop)s: %(problem)s (%(state)s)", shop=shop.name, problem=headline(alert.reason), state=label)
     lines = [
         _("The LINE connection of %(shop)s needs you.", shop=shop.name),
         "",
         sentence(alert, shop),
+        "",
+        _("Since %(time)s; this e-mail was sent at %(now)s.", time=localtime_zoned(alert.opened_at),
+          now=localtime_zoned(utcnow())),
         "",
         _("Fix it here: %(url)s", url=fix_url(shop, alert.step)),
     ]

@@ -1,0 +1,140 @@
+"""How an audit entry (audit.py) reads for people: the action, its target and details as one sentence in the
+reader's language, times in Taipei time, and "the system" or "the command line" for entries no person made.
+
+The stored entry keeps its codes (``alert.snoozed``, ``until=…Z``, a reason like ``webhook_inactive``) for
+machines and searches; the staff pages (the audit log, a shop's timeline) show only what this module makes of
+them.
+"""
+from datetime import datetime
+
+from flask_babel import gettext as _, lazy_gettext as _l
+
+from .i18n import localtime
+from .steps.reasons import headline
+
+# Actions recorded outside the people pages and the console (views/people.py and views/console.py ACTIONS).
+MORE_ACTIONS = {
+    "form_settings.saved": _l("Customer data form settings saved"),
+}
+# What an owner (or staff for the shop) confirmed by ticking a box (steps/confirmations.py).
+CONFIRMATIONS = {
+    "line_login": _l("can sign in to LINE"),
+    "account_created": _l("the LINE Official Account exists"),
+    "auto_response": _l("auto-response is on"),
+    "webhook_redelivery": _l("“Use webhook redelivery” is on"),
+}
+ACTORS = {
+    "system": _l("the system (automatic)"),
+    "cli": _l("the command line"),
+}
+# Details every entry of an action carries for machines only.
+HIDDEN = {"id", "notice_version"}
+
+
+def labels():
+    from .views.console import ACTIONS as CONSOLE_ACTIONS
+    from .views.people import ACTIONS as PEOPLE_ACTIONS
+    return {**PEOPLE_ACTIONS, **CONSOLE_ACTIONS, **MORE_ACTIONS}
+
+
+def actor(label):
+    """Who made the entry: an e-mail address as it is, the system or the command line in words."""
+    return str(ACTORS[label]) if label in ACTORS else (label or "")
+
+
+def _when(value):
+    try:
+        return localtime(datetime.fromisoformat(str(value).rstrip("Z")))
+    except ValueError:
+        return str(value)
+
+
+def _yes_no(value):
+    return _("yes") if value else _("no")
+
+
+def _detail(action, key, value):
+    """One detail as words, or None when it says nothing a person needs."""
+    if key in HIDDEN or value is None:
+        return None
+    if key == "until":
+        return _("until %(time)s", time=_when(value))
+    if key == "expires_at":
+        return _("valid until %(time)s", time=_when(value))
+    if key == "mailed":
+        return _("the e-mail went out") if value else _("the e-mail could not be sent")
+    if key == "recipients":
+        return _("sent to %(num)s people", num=value)
+    if key == "state":
+        from .steps.health import LABELS
+        return _("state: %(state)s", state=LABELS.get(value, value))
+    if key == "previous":
+        return _("before: %(who)s", who=value)
+    if key == "replaced":
+        return _("replaced the URL LINE had") if value else None
+    if key == "basic_id":
+        return _("LINE account %(id)s", id=value)
+    if key == "owner":
+        return _("owner: %(email)s", email=value)
+    if key == "user":
+        return _("for %(email)s", email=value)
+    if key == "staff":
+        return _("a staff account") if value else _("a shop owner's account")
+    if key == "search":
+        return _("search: %(text)s", text=value)
+    if key == "enabled":
+        return _("the form is on") if value else _("the form is off")
+    if key == "changed":
+        return None if value else _("nothing changed")
+    if key == "value" and action == "confirmation.set":
+        return None  # said by the sentence itself
+    if isinstance(value, bool):
+        value = _yes_no(value)
+    elif isinstance(value, str) and value.endswith("Z") and value[:4].isdigit():
+        value = _when(value)
+    elif isinstance(value, list):
+        value = ", ".join(str(item) for item in value)
+    return _("%(name)s: %(value)s", name=key.replace("_", " "), value=value)
+
+
+def target(entry):
+    """What the entry was about, in words: a reason as its phrase, a confirmation as what was confirmed."""
+    action, value = entry.action, entry.target
+    if action.startswith("alert."):
+        return headline(value)
+    if action == "confirmation.set":
+        what = CONFIRMATIONS.get(value, value)
+        if (entry.detail or {}).get("value"):
+            return _("confirmed that %(what)s", what=what)
+        return _("withdrew the confirmation that %(what)s", what=what)
+    if action == "form_settings.saved":
+        return ""
+    return value or ""
+
+
+def details(entry):
+    """The entry's details as a list of short phrases."""
+    out = []
+    for key, value in (entry.detail or {}).items():
+        phrase = _detail(entry.action, key, value)
+        if phrase:
+            out.append(str(phrase))
+    return out
+
+
+def sentence(entry):
+    """The whole entry as one line: "Alert snoozed: “Use webhook” is off in LINE (until 2026-12-07 14:00)"."""
+    text = str(labels().get(entry.action, entry.action))
+    about = target(entry)
+    if about:
+        text = _("%(action)s: %(about)s", action=text, about=about)
+    more = details(entry)
+    if more:
+        text = _("%(text)s (%(details)s)", text=text, details=_(", ").join(more))
+    return text
+
+
+def init_app(app):
+    """Templates read an entry as ``entry|audit_sentence`` and its actor as ``entry.actor|actor_words``."""
+    app.add_template_filter(sentence, "audit_sentence")
+    app.add_template_filter(actor, "actor_words")
