@@ -1,7 +1,7 @@
 """Issue 14 item 24: the request id on each stored webhook delivery, and the queue consumers' heartbeats.
 
 Revision ID: i14b_request_ids
-Revises: b6ec23ade76e
+Revises: i14a_evidence_check
 Create Date: 2026-12-06 21:50:00
 
 """
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'i14b_request_ids'
-down_revision = 'b6ec23ade76e'
+down_revision = 'i14a_evidence_check'
 branch_labels = None
 depends_on = None
 

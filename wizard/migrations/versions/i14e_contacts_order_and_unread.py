@@ -5,7 +5,7 @@ On PostgreSQL the index is built CONCURRENTLY, outside the migration's transacti
 contacts keeps receiving follows and messages while it is built.
 
 Revision ID: i14e_contacts_order
-Revises: b6ec23ade76e
+Revises: i14b_request_ids
 Create Date: 2026-12-06 22:00:00
 
 """
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'i14e_contacts_order'
-down_revision = 'b6ec23ade76e'
+down_revision = 'i14b_request_ids'
 branch_labels = None
 depends_on = None
 
