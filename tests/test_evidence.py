@@ -129,3 +129,31 @@ def test_an_alert_still_borne_out_by_the_newest_evidence_is_mailed(watched):
         assert alerts.notify_due() == 2
         assert db.session.scalar(db.select(Alert)).closed_at is None
     assert len(shop.mails_to(shop.owner)) == 1 and len(shop.mails_to(shop.staff)) == 1
+
+
+def test_a_burst_of_evidence_queues_one_re_check_and_the_next_waits_for_the_spacing(app, client, owner, sandbox,
+                                                                                  live_app):
+    """A flood of forged POSTs must not become a flood of LINE calls: of several scans one queues the re-check
+    (a second after the evidence), and the next re-check of that shop comes EVIDENCE_SPACING_SECONDS later."""
+    from datetime import timedelta
+
+    from tests.test_signature_pattern import _connected
+    from wizard.models import ShopHealth, utcnow
+    from wizard.watch import evidence
+    _connected(client, owner, sandbox.control)
+    path = _webhook_path(app)
+    _after_lines_last_delivery()
+    _forge(client, path, times=3)
+    with app.app_context():
+        shop_id = db.session.scalar(db.select(Shop.id))
+        before = utcnow()
+        assert evidence.scan() == [shop_id]
+        assert evidence.scan() == []  # queued already: nothing more, however many refusals follow
+        first = db.session.get(ShopHealth, shop_id).evidence_check_at
+        assert before + evidence.DEBOUNCE <= first <= utcnow() + evidence.DEBOUNCE
+    time.sleep((first - utcnow()).total_seconds() + 0.05)  # its time has come (no consumer runs it here)
+    _forge(client, path)
+    with app.app_context():
+        assert evidence.scan() == [shop_id]
+        second = db.session.get(ShopHealth, shop_id).evidence_check_at
+        assert second == first + timedelta(seconds=app.config["EVIDENCE_SPACING_SECONDS"])

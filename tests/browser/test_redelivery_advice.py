@@ -1,9 +1,10 @@
 """Issue 14, item 3: a shop set up exactly as the setup document says (which never mentions webhook
 redelivery: the switch exists only in LINE Developers Console) is healthy. Staff see redelivery as a
 recommendation on the shop's console page, with its own sketch, on a 360 px phone too; once confirmed it is gone."""
+from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import expect
 
-from tests.browser.pages import scroll_width, set_up_to_the_friend_test, sign_in
+from tests.browser.pages import scroll_width, set_up_to_the_friend_test, sign_in, tab_to
 from wizard.extensions import db
 from wizard.models import Shop
 
@@ -38,6 +39,10 @@ def test_a_shop_set_up_as_documented_is_healthy_and_staff_get_redelivery_as_advi
         sketch = advice.get_by_role("img", name="示意圖：LINE Developers Console 的 Webhook 重新傳送設定")
         expect(sketch).to_be_visible()
         assert scroll_width(staff_page) <= 360
+        results = Axe().run(staff_page).response
+        blocking = [v["id"] for v in results["violations"] if v.get("impact") in {"serious", "critical"}]
+        assert blocking == [], blocking
+        tab_to(staff_page, "#redelivery-advice a")  # reachable with the keyboard alone
         advice.get_by_role("link", name="前往第 5 步").click()
         expect(staff_page).to_have_url(f"{live_app.url}/setup/{slug}/webhook_url#redelivery-heading")
         staff_page.locator("#webhook_redelivery").check()
