@@ -167,3 +167,35 @@ def test_a_migration_that_alters_webhook_events_under_traffic_keeps_every_webhoo
     assert stored == senders.sent_events
     assert "traffic_note" in columns and version == ["i14c_traffic_test"], upgrade_log.read_text()[-3000:]
     assert "lock was not free" in upgrade_log.read_text()  # it did meet the long transaction, and retried
+
+
+def test_a_migration_that_cannot_get_its_lock_gives_up_changing_nothing_and_names_the_holder(
+        app, db_url, tmp_path):
+    if not db_url.startswith("postgresql"):
+        pytest.skip("lock_timeout is PostgreSQL's")
+    migrations = tmp_path / "migrations"
+    heads = _migrations_with_an_alter(migrations)
+    engine = create_engine(db_url, connect_args={"application_name": "nightly-report"})
+    with engine.begin() as connection:
+        connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
+        connection.execute(text("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)"))
+        for head in heads:
+            connection.execute(text("INSERT INTO alembic_version VALUES (:head)"), {"head": head})
+    blocker = engine.connect()
+    try:
+        blocker.execute(text("SELECT count(*) FROM webhook_events"))  # held for the whole upgrade
+        upgrade = subprocess.run(
+            [sys.executable, "-m", "flask", "--app", "wizard", "db", "upgrade", "-d", str(migrations)],
+            cwd=ROOT, env=consumer_env(app, MIGRATION_ATTEMPTS=2), capture_output=True, text=True, timeout=120)
+    finally:
+        blocker.rollback()
+        blocker.close()
+    output = upgrade.stdout + upgrade.stderr
+    assert upgrade.returncode != 0, output
+    assert "could not take its table locks in 2 attempts" in output and "Nothing was changed" in output
+    assert "nightly-report" in output and "idle in transaction" in output  # who holds it
+    with engine.connect() as connection:
+        columns = {column["name"] for column in inspect(connection).get_columns("webhook_events")}
+        version = connection.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    engine.dispose()
+    assert "traffic_note" not in columns and version == heads

@@ -48,10 +48,10 @@ def release_sqlite_write_lock():
     call LINE commit their work afterwards anyway, and none undoes earlier writes when LINE fails, so
     committing them first changes nothing but who waits. A session that has only read holds no lock (WAL)
     and is left alone; PostgreSQL locks rows, not the database, and is left alone too."""
-    from flask import has_app_context
+    from flask import current_app, has_app_context
 
-    if not has_app_context():
-        return
+    if not has_app_context() or "sqlalchemy" not in current_app.extensions:
+        return  # no app of ours (a script, the sandbox's own app): no session of ours to hold a lock
     session = db.session()
     if not session.in_transaction() or session.get_bind().dialect.name != "sqlite":
         return

@@ -77,6 +77,10 @@ def run_migrations_online():
     In this scenario we need to create an Engine
     and associate a connection with the context.
 
+    On PostgreSQL each attempt waits at most MIGRATION_LOCK_TIMEOUT for a lock (``_limit_lock_wait`` says
+    why); an attempt that gives up has changed nothing (one transaction) and the whole upgrade runs again
+    after a growing pause, MIGRATION_ATTEMPTS times at most. After the last, the oldest open transactions
+    are logged and the upgrade fails with a message saying what to do.
     """
 
     # this callback is used to prevent an auto-migration from being generated
