@@ -76,7 +76,7 @@ def test_full_width_input_is_read_as_meant(app, client, staff):
 
 
 @pytest.mark.parametrize("name, message", [
-    ("乙\x00店", "商店名稱不能包含控制字元。"),  # PostgreSQL refuses to store it: a 500 before
+    ("乙\x00店", "商店名稱必須是一行文字，不能有換行或控制字元。"),  # PostgreSQL refuses to store it: a 500 before
     ("店" * 201, "最多 200 個字。"),  # the column holds 200
 ])
 def test_a_shop_name_the_database_cannot_hold_is_refused_under_the_name(app, client, staff, name, message):
