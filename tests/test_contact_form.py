@@ -203,3 +203,12 @@ def test_submissions_are_throttled_per_link_with_a_clear_message(app, client, fo
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count(FormSubmission.id))) == allowed
     assert client.get(path).status_code == 200  # reading the page is not throttled
+
+
+def test_the_thanks_page_names_the_customer_only_to_the_browser_that_just_submitted(app, client, form_link):
+    path, _contact_id = form_link
+    done = client.post(path + "?lang=en", data={"customer_name": "林小美", "phone": "0912345678"})
+    assert "Thank you, 林小美!" in client.get(done.headers["Location"]).get_data(as_text=True)
+    for reader in (client, app.test_client()):  # later, or anyone else holding the link
+        html = reader.get(path + "/thanks?lang=en").get_data(as_text=True)
+        assert "Thank you!" in html and "林小美" not in html

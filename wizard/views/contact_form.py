@@ -175,6 +175,9 @@ def never_cached(response):
     return response
 
 
+THANKED = "form_thanked"
+
+
 def _link_key():
     """The throttle's key for the link submitted (hashed: the limiter's storage holds no usable link)."""
     return hashlib.sha256((request.view_args or {}).get("token", "").encode()).hexdigest()[:32]
@@ -253,6 +256,7 @@ def _fill(token, contact, shop, settings):
         consent.record(contact, shop.id, notice_content, form.marketing.data, submitted,
                        locale=_locale(contact))
         db.session.commit()
+        session[THANKED] = _link_key()  # the thanks page may greet by name this browser, which just typed it
         return redirect(url_for(".thanks", token=token))
     if saved and request.method == "POST":
         # What was kept from the saved record is not echoed back in plain: the field shows empty again.
@@ -297,5 +301,8 @@ def thanks(token):
         return refused
     if contact.form_filled_at is None:
         return redirect(url_for(".fill", token=token))
+    # The name in plain only to the browser that submitted it a moment ago: whoever else opens the link's
+    # thanks page learns nothing saved.
+    name = contact.customer_name if session.pop(THANKED, None) == _link_key() else None
     with force_locale(_locale(contact)):
-        return render_template("contact_form/thanks.html", shop_name=shop.name, contact=contact, token=token)
+        return render_template("contact_form/thanks.html", shop_name=shop.name, name=name, token=token)
