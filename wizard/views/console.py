@@ -472,7 +472,7 @@ def _check(shops):
 
 def _said(health_row):
     return _("%(state)s: %(reason)s", state=shop_health.LABELS.get(health_row.state, health_row.state),
-             reason=shop_health.describe(health_row))
+             reason=staff_sentence(health_row))
 
 
 @bp.post("/check")
