@@ -272,7 +272,7 @@ def staff_sentence(health):
             shop_health.describe(health)
     steps = registry()
     return _("The owner is on step %(n)d of %(total)d (%(title)s): %(what)s.", n=steps.number(step),
-             total=len(steps), title=steps.title(step), what=headline(health.reason))
+             total=steps.page_count, title=steps.title(step), what=headline(health.reason))
 
 
 def _row_query():
