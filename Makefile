@@ -40,11 +40,13 @@ db-upgrade: install
 run: db-upgrade
 	$(PY) -m wizard.devserver
 
-# The demo's data only (both databases and the demo password); the generated keys in instance/ stay.
+# The demo's data only (both databases, the mails written as files and the demo password); the generated keys in
+# instance/ stay.
 reset-demo:
 	rm -f instance/wizard.db instance/wizard.db-wal instance/wizard.db-shm instance/sandbox.db \
 		instance/sandbox.db-wal instance/sandbox.db-shm instance/huey.db instance/huey.db-wal \
 		instance/huey.db-shm instance/wizard.db.write-lock instance/demo-password
+	rm -rf instance/outbox
 	@echo "Demo data removed: the next 'make run' creates a new shop, accounts and sandbox channel."
 
 # The linter first: a name that does not exist fails in a second here, not in a test minutes later.

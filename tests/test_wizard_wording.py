@@ -69,3 +69,24 @@ def test_before_the_new_secret_is_entered_the_owner_learns_new_friends_are_waiti
     text = page_text(client.get(f"/setup/{slug}/credentials?lang=zh_Hant_TW"))
     assert "LINE 傳來 2 則用 CRM 還沒有的 Channel secret 簽署的通知" in text
     assert "很可能是正在等待的新好友" in text
+
+
+def test_the_testers_name_is_asked_of_line_once_not_at_every_check(client, owner, sandbox, live_app):
+    """The watch checks every 15 minutes: the profile is asked for once per tester, then the name is kept."""
+    from tests.wizard_helpers import connect
+    from wizard.metrics import LINE_CALLS
+
+    def profile_calls():
+        return sum(sample.value for metric in LINE_CALLS.collect() for sample in metric.samples
+                   if sample.name.endswith("_total") and "profile" in str(sample.labels))
+    slug, line = owner, sandbox.control
+    channel = line.create_channel()
+    connect(client, slug, channel)
+    client.post(f"/setup/{slug}/webhook_url", data={"action": "set_endpoint"})
+    line.follow(channel["channelId"], name="林小美")
+    client.get(f"/setup/{slug}/test_friend/live")
+    asked = profile_calls()
+    for _ in range(3):
+        client.post(f"/setup/{slug}/test_friend", data={"action": "recheck"})
+    assert profile_calls() == asked
+    assert "林小美" in page_text(client.get(f"/setup/{slug}/connected"))

@@ -34,7 +34,8 @@ def zone():
 
 def local(value):
     """Naive UTC from the database as an aware time in ``zone()``; works without a request (mails, CSV)."""
-    return value.replace(tzinfo=timezone.utc).astimezone(zone())
+    aware = value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)
+    return aware.astimezone(zone())
 
 
 def localtime(value):

@@ -73,6 +73,11 @@ def test_staff_filter_to_broken_shops_check_one_and_acknowledge_its_alert(
     expect(entry).to_have_count(1)
     expect(entry).to_contain_text("helper@example.com")
     expect(page.locator(".timeline li.timeline-audit", has_text="Checked now by staff")).to_have_count(1)
+    # Words, not codes: the alert line, the step history and the timeline (issue 14 item 4).
+    for shown in (".alerts", ".step-history", ".timeline"):
+        expect(page.locator(shown)).not_to_contain_text("secret_reissued")
+    expect(page.locator(".timeline")).not_to_contain_text("— system")
+    expect(page.locator(".timeline")).to_contain_text("— the system (automatic)")
 
 
 def test_the_console_on_a_phone_with_the_keyboard_alone(app, page, owner, make_user, live_app):

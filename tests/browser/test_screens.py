@@ -39,4 +39,4 @@ def test_every_page_fits_a_phone_and_is_saved_as_screenshots(page, owner, sandbo
         page.screenshot(path=screenshots / f"{name}-1280.png", full_page=True)
         page.set_viewport_size(PHONE)
     pages = {name.split("-")[0] for name in seen}
-    assert pages == {f"{n:02d}" for n in range(9)}, seen  # sign-in and all eight step pages
+    assert pages == {f"{n:02d}" for n in range(10)}, seen  # sign-in, the eight steps and the summary

@@ -81,13 +81,13 @@ def tour(page, slug, email, line):
     _submit(page, ".settings-form")
 
     expect(page).to_have_url(re.compile("/test_friend$"))
-    yield "07-test-friend"
+    yield "08-test-friend"
     line.follow(channel["channelId"], name="林小美")
     expect(page.locator("#friend-live")).to_contain_text("林小美", timeout=10_000)
     expect(page.locator("main .status")).to_have_class(re.compile(r"\bstatus-done\b"))
-    yield "07-test-friend-done"
+    yield "08-test-friend-done"
 
     page.locator("#friend-live a").click()
     expect(page).to_have_url(re.compile("/connected$"))
     expect(page.locator("main .status")).to_have_attribute("data-reason", "connected")
-    yield "08-connected"
+    yield "09-connected"

@@ -8,7 +8,7 @@ from ..extensions import db
 from ..line.client import client_for
 from ..line.problems import LineProblem
 from ..line.store import event_time
-from ..models import Contact, iso_utc
+from ..models import Contact, StepState, iso_utc
 from .context import StepResult, latest_event
 from .registry import Step
 from .state import State
@@ -21,12 +21,28 @@ def _who(channel, event):
     contact = db.session.scalar(db.select(Contact).filter_by(
         channel_id=channel.id, line_user_id=event.source_user_id))
     user_id = event.source_user_id
-    # The tester's LINE name: the contact's, or LINE's profile when the worker has not fetched it yet (the
-    # verdict is kept, so a name missing now would stay missing). Only if LINE will not say, a short form of
+    found = {"name": None, "user_id": user_id, "at": iso_utc(event_time(event.timestamp))}
+    # The tester's LINE name: the contact's, else the name this step found before for the same friend, else
+    # LINE's profile, asked once per friend (the verdict is kept, so a name missing when it is first made would
+    # stay missing, and a check every 15 minutes must not ask again). Only if LINE will not say, a short form of
     # the 33-character user ID names the friend.
-    name = ((contact.display_name if contact and contact.display_name else None) or _profile_name(channel, user_id)
-            or f"{user_id[:5]}…{user_id[-4:]}")
-    return {"name": name, "user_id": user_id, "at": iso_utc(event_time(event.timestamp))}
+    if contact is not None and contact.display_name:
+        found["name"] = contact.display_name
+    else:
+        before = _stored(channel)
+        if before.get("user_id") == user_id and before.get("asked"):
+            found["name"] = before.get("name") if before.get("named") else None
+        else:
+            found["name"] = _profile_name(channel, user_id)
+        found["asked"] = True
+    found["named"] = found["name"] is not None
+    found["name"] = found["name"] or f"{user_id[:5]}…{user_id[-4:]}"
+    return found
+
+
+def _stored(channel):
+    row = db.session.scalar(db.select(StepState).filter_by(shop_id=channel.shop_id, key="test_friend"))
+    return dict(row.detail or {}) if row is not None else {}
 
 
 def _profile_name(channel, user_id):

@@ -274,7 +274,7 @@ def staff_sentence(health):
             shop_health.describe(health)
     steps = registry()
     return _("The owner is on step %(n)d of %(total)d (%(title)s): %(what)s.", n=steps.number(step),
-             total=len(steps), title=steps.title(step), what=headline(health.reason))
+             total=steps.page_count, title=steps.title(step), what=headline(health.reason))
 
 
 def _row_query():
@@ -474,7 +474,7 @@ def _check(shops):
 
 def _said(health_row):
     return _("%(state)s: %(reason)s", state=shop_health.LABELS.get(health_row.state, health_row.state),
-             reason=shop_health.describe(health_row))
+             reason=staff_sentence(health_row))
 
 
 @bp.post("/check")
