@@ -96,7 +96,7 @@ def render_loadbalancer_conf(directory: Path, *, tls_port, machines, certificate
     replacements = {
         "pid /run/nginx-balancer.pid;": f"pid {directory / 'nginx.pid'};",
         "error_log /var/log/nginx/balancer-error.log warn;": f"error_log {directory / 'error.log'} warn;",
-        "access_log /var/log/nginx/balancer-access.log;": f"access_log {directory / 'access.log'};",
+        "access_log /var/log/nginx/balancer-access.log wizard;": f"access_log {directory / 'access.log'} wizard;",
         "client_body_temp_path /var/lib/nginx/balancer-body;": f"client_body_temp_path {directory / 'body'};",
         "proxy_temp_path /var/lib/nginx/balancer-proxy;": " ".join(
             f"{module}_temp_path {directory / module};" for module in ("proxy", "fastcgi", "uwsgi", "scgi")),

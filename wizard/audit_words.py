@@ -15,6 +15,7 @@ from .steps.reasons import headline
 # Actions recorded outside the people pages and the console (views/people.py and views/console.py ACTIONS).
 MORE_ACTIONS = {
     "form_settings.saved": _l("Customer data form settings saved"),
+    "contact.message_sent_again": _l("Message of unknown fate sent to the customer again"),
 }
 # What an owner (or staff for the shop) confirmed by ticking a box (steps/confirmations.py).
 CONFIRMATIONS = {
@@ -28,7 +29,7 @@ ACTORS = {
     "cli": _l("the command line"),
 }
 # Details every entry of an action carries for machines only.
-HIDDEN = {"id", "notice_version"}
+HIDDEN = {"id", "notice_version", "purpose", "was_running"}
 
 
 def labels():

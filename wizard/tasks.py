@@ -26,7 +26,7 @@ Tasks:
 
 Webhook effects go first: the tasks a delivery causes (drain, send, profile, content, mark read) and the
 sweep that rings for them are queued with priority ``EFFECTS_FIRST``; the drift watch's checks and alert mails
-keep priority 0. Every
+keep priority 0; the re-checks passive evidence asks for sit between (``EVIDENCE_NEXT``). Every
 storage hands out the highest priority first (SQLite and PostgreSQL order by it; Redis uses huey's priority
 queue, a sorted set), so a watch round that queues a check for each of 10,000 shops delays a new friend's
 form by at most the checks already running, never by the ones still queued.
@@ -60,6 +60,10 @@ PROFILE_ATTEMPTS = 4
 PROFILE_DELAYS = (30, 120, 600)
 # huey: a higher priority is handed out first. What LINE's deliveries cause waits on nothing else queued.
 EFFECTS_FIRST = 10
+# Passive evidence (watch/evidence.py) re-checks a shop the staff list shows wrong: after the webhook's effects
+# (a re-check asks LINE three times; forged refusals on many shops must not delay a form), before the watch's
+# round (a reissued secret shows within seconds however many checks a round queued).
+EVIDENCE_NEXT = 5
 
 
 def queue(app=None):
@@ -144,8 +148,8 @@ def _register(huey, app):
         "check_shop": huey.task(name="check_shop")(in_app(_check_shop)),
         "notify_alerts": huey.task(name="notify_alerts")(in_app(_notify_alerts)),
         "watch": huey.periodic_task(crontab(minute="*"), name="watch")(in_app(_periodic_watch)),
-        "scan_evidence": huey.task(name="scan_evidence", priority=first)(in_app(_scan_evidence)),
-        "recheck_shop": huey.task(name="recheck_shop", priority=first)(in_app(_recheck_shop)),
+        "scan_evidence": huey.task(name="scan_evidence", priority=EVIDENCE_NEXT)(in_app(_scan_evidence)),
+        "recheck_shop": huey.task(name="recheck_shop", priority=EVIDENCE_NEXT)(in_app(_recheck_shop)),
         # Nightly from 03:00 in Taiwan (huey's crontab reads UTC; the next two hours stand in when no consumer
         # ran at 03:00): retention.py deletes what outlived its setting.
         "retention": huey.periodic_task(crontab(minute="0", hour="19-21"), name="retention")(

@@ -17,7 +17,7 @@ def _submit(page, form_selector):
 
 
 def tour(page, slug, email, line):
-    """Yield a name per page state: 00-sign-in … 08-connected (with -error and -done variants)."""
+    """Yield a name per page state: 00-sign-in … 09-connected (with -error and -done variants)."""
     channel = line.create_channel(display_name="晴天烘焙坊", webhook_active=False, chat_mode="bot")
 
     page.goto("/login")

@@ -44,6 +44,7 @@ HEADLINES = {
     "endpoint_extra": _l("LINE's webhook URL has something added at its end"),
     "endpoint_miscopied": _l("LINE's copy of the webhook URL is changed at its end"),
     "secret_reissued": _l("the Channel secret was reissued in LINE"),
+    "signature_refused": _l("deliveries with a wrong signature are arriving"),
     "webhook_test_failed": _l("LINE's test of the webhook URL failed"),
     "webhook_receiving": _l("LINE is sending events"),
     "webhook_received_now_off": _l("webhook URL right, but “Use webhook” is off"),
