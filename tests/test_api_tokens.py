@@ -9,7 +9,7 @@ from wizard import crypto
 from wizard.extensions import db
 from wizard.models import ApiToken, User
 
-TOKEN = re.compile(r"<p class=\"big-url mono\" data-token>([A-Za-z0-9_-]{43})</p>")
+TOKEN = re.compile(r"<p class=\"big-url mono\" data-token[^>]*>([A-Za-z0-9_-]{43})</p>")
 
 
 @pytest.fixture
