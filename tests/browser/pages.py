@@ -117,3 +117,23 @@ def set_up_to_the_friend_test(page, slug, channel):
     page.locator("#auto_response").check()
     page.locator(".confirm-form button[type=submit]").click()
     page.locator(".settings-form button[type=submit]").click()
+
+
+def connect_as_documented(page, slug, line, name="林小美"):
+    """A sandbox channel, steps 1 to 7 through their pages and a friend's follow: the shop as the setup document
+    leaves it, on its "connected" page. Returns the channel."""
+    channel = line.create_channel(display_name="晴天烘焙坊")
+    set_up_to_the_friend_test(page, slug, channel)
+    line.follow(channel["channelId"], name=name)
+    page.goto(f"/setup/{slug}/connected")
+    return channel
+
+
+def check_now(app, slug):
+    """The watch's check of one shop, as a round runs it (drift.check_now): its (state, reason)."""
+    from wizard.extensions import db
+    from wizard.models import Shop
+    from wizard.watch import drift
+    with app.app_context():
+        [health] = drift.check_now([db.session.scalar(db.select(Shop).filter_by(slug=slug))])
+        return health.state, health.reason

@@ -2,30 +2,19 @@
 what broke and its button (reached with Tab) leads to the step that fixes it; fixed, the banner is gone."""
 from playwright.sync_api import expect
 
-from tests.browser.pages import scroll_width, set_up_to_the_friend_test, sign_in, tab_to
-from wizard.extensions import db
-from wizard.models import Shop
+from tests.browser.pages import check_now, connect_as_documented, scroll_width, sign_in, tab_to
 
-
-def _check_now(app, slug):
-    from wizard.watch import drift
-    with app.app_context():
-        [health] = drift.check_now([db.session.scalar(db.select(Shop).filter_by(slug=slug))])
-        return health.state, health.reason
 
 
 def test_a_broken_connection_shows_on_the_owners_phone_with_the_way_to_fix_it(app, page, owner, sandbox, live_app):
     slug, email = owner
     line = sandbox.control
     sign_in(page, email, lang="zh_Hant_TW")
-    channel = line.create_channel(display_name="晴天烘焙坊")
-    set_up_to_the_friend_test(page, slug, channel)
-    line.follow(channel["channelId"], name="林小美")
-    page.goto(f"/setup/{slug}/connected")
+    channel = connect_as_documented(page, slug, line)
     expect(page.locator("[data-alert-reason]")).to_have_count(0)
 
     line.update(channel["channelId"], chat_mode="bot")  # someone switched Chat off in LINE
-    assert _check_now(app, slug) == ("broken", "chat_mode_bot")
+    assert check_now(app, slug) == ("broken", "chat_mode_bot")
     page.set_viewport_size({"width": 360, "height": 740})
     page.goto(f"/setup/{slug}/connected")
     banner = page.locator("section.alert-banner[role=alert]")
@@ -40,6 +29,6 @@ def test_a_broken_connection_shows_on_the_owners_phone_with_the_way_to_fix_it(ap
 
     line.update(channel["channelId"], chat_mode="chat")
     # Works again: healthy (webhook redelivery, which LINE cannot tell us about, is advice, not a condition).
-    assert _check_now(app, slug) == ("healthy", "connected")
+    assert check_now(app, slug) == ("healthy", "connected")
     page.reload()
     expect(page.locator("[data-alert-reason]")).to_have_count(0)

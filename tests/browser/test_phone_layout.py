@@ -2,18 +2,10 @@
 widening every wizard page, the buttons below it stay on screen, and the step rail shows its last circle."""
 from playwright.sync_api import expect
 
-from tests.browser.pages import scroll_width, set_up_to_the_friend_test, sign_in
-from wizard.extensions import db
-from wizard.models import Shop
+from tests.browser.pages import check_now, connect_as_documented, scroll_width, sign_in
 
 LONG_URL = "https://crm.example-company-with-a-long-name.com.tw/line/webhook/" + "x" * 90 + "/and-more/path"
 
-
-def _check_now(app, slug):
-    from wizard.watch import drift
-    with app.app_context():
-        [health] = drift.check_now([db.session.scalar(db.select(Shop).filter_by(slug=slug))])
-        return health.state, health.reason
 
 
 def test_a_long_url_in_the_alert_banner_wraps_and_set_it_for_me_stays_clickable_at_360_px(
@@ -21,12 +13,9 @@ def test_a_long_url_in_the_alert_banner_wraps_and_set_it_for_me_stays_clickable_
     slug, email = owner
     line = sandbox.control
     sign_in(page, email, lang="zh_Hant_TW")
-    channel = line.create_channel(display_name="晴天烘焙坊")
-    set_up_to_the_friend_test(page, slug, channel)
-    line.follow(channel["channelId"], name="林小美")
-    page.goto(f"/setup/{slug}/connected")
+    channel = connect_as_documented(page, slug, line)
     line.update(channel["channelId"], endpoint=LONG_URL)  # someone pasted another system's URL in LINE
-    assert _check_now(app, slug) == ("broken", "endpoint_mismatch")
+    assert check_now(app, slug) == ("broken", "endpoint_mismatch")
 
     page.set_viewport_size({"width": 360, "height": 740})
     for step in ("webhook_url", "prepare", "test_friend"):

@@ -4,7 +4,7 @@ recommendation on the shop's console page, with its own sketch, on a 360 px phon
 from axe_playwright_python.sync_playwright import Axe
 from playwright.sync_api import expect
 
-from tests.browser.pages import scroll_width, set_up_to_the_friend_test, sign_in, tab_to
+from tests.browser.pages import connect_as_documented, scroll_width, sign_in, tab_to
 from wizard.extensions import db
 from wizard.models import Shop
 
@@ -14,10 +14,8 @@ def test_a_shop_set_up_as_documented_is_healthy_and_staff_get_redelivery_as_advi
     slug, email = owner
     line = sandbox.control
     sign_in(page, email, lang="en")
-    channel = line.create_channel(display_name="晴天烘焙坊")
-    set_up_to_the_friend_test(page, slug, channel)  # no redelivery box ticked anywhere: as the document says
-    line.follow(channel["channelId"], name="林小美")
-    page.goto(f"/setup/{slug}/connected")
+    # No redelivery box ticked anywhere: as the document says.
+    connect_as_documented(page, slug, line)
     expect(page.locator("h1")).to_contain_text("Connected")
     from wizard.watch import drift
     with app.app_context():

@@ -6,7 +6,7 @@ import time
 
 from playwright.sync_api import expect
 
-from tests.browser.pages import set_up_to_the_friend_test, sign_in
+from tests.browser.pages import connect_as_documented, sign_in
 from wizard.extensions import db
 from wizard.models import ShopCheck
 
@@ -24,10 +24,7 @@ def test_the_staff_list_shows_a_reissued_secret_within_seconds_without_a_watch_r
     slug, email = owner
     line = sandbox.control
     sign_in(page, email, lang="zh_Hant_TW")
-    channel = line.create_channel(display_name="晴天烘焙坊")
-    set_up_to_the_friend_test(page, slug, channel)
-    line.follow(channel["channelId"], name="林小美")
-    page.goto(f"/setup/{slug}/connected")
+    channel = connect_as_documented(page, slug, line)
     expect(page.locator("p.status[data-reason=connected]")).to_be_visible()
 
     staff = context.browser.new_context(base_url=live_app.url, viewport={"width": 1280, "height": 800},
