@@ -168,7 +168,7 @@ def test_the_queue_consumer_runs_as_configured_and_stops_on_sigterm(app, command
         rest, errors = worker.communicate(timeout=30)
     finally:
         worker.kill()
-    from wizard.tasks import describe_queue
+    from wizard.queue import describe_queue
     with app.app_context():
         where = describe_queue(app)
     assert first == f"Queue consumer running ({threads} threads, queue {where}); Ctrl+C stops it.\n", errors

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from wizard import tasks
+from wizard import jobs, queue
 from wizard.customers import content, replies
 from wizard.extensions import db
 from wizard.line import worker
@@ -20,7 +20,7 @@ PNG = (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x01\x00\x00\x00\x01\x08
 def run_queue(app):
     """Run what the queue holds now (tasks the pages and the worker enqueued), as a consumer would; returns
     their names, leaving out the receiver's doorbell (``drain_events``)."""
-    huey = tasks.queue(app)
+    huey = queue.instance(app)
     ran = []
     while True:
         task = huey.dequeue()
@@ -168,7 +168,7 @@ def test_the_content_task_is_queued_by_the_event_and_retried_through_the_queue(a
     user_id, _contact_id = friend
     line.control.send(line.id, user_id, "image", content=PNG, content_type="image/png")
     with app.app_context():
-        worker.drain(after_commit=tasks._enqueue_effects)
+        worker.drain(after_commit=jobs.enqueue_effects)
     ran = run_queue(app)
     assert "fetch_content" in ran
     with app.app_context():
@@ -370,12 +370,12 @@ def test_a_file_name_with_line_breaks_or_control_characters_downloads_under_a_sa
 def test_profile_pictures_are_shown_over_https_only(app, client, line, friend, given, kept):
     from sqlalchemy import update
 
-    from wizard.line import events
+    from wizard.customers import profiles
     from wizard.sandbox.store import users
     user_id, contact_id = friend
     line.control.store.run(update(users).where(users.c.user_id == user_id).values(picture_url=given))
     with app.app_context():
-        assert events.fetch_profile(contact_id) is None
+        assert profiles.fetch_profile(contact_id) is None
     assert line.contact(user_id).picture_url == kept
     html = page_of(client, contact_id)
     assert 'src="http://profile' not in html and "javascript:" not in html

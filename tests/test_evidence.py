@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.test_signature_pattern import _after_lines_last_delivery, _forge, _webhook_path
-from wizard import tasks
+from wizard import queue
 from wizard.extensions import db
 from wizard.models import Alert, Shop, ShopCheck, WebhookRejection
 
@@ -22,9 +22,9 @@ pytest_plugins = ["tests.smtp_helpers", "tests.watch_helpers"]
 def consumer(watched):
     """The queue's consumer in this process, with the watch's round a day away (so none runs here)."""
     watched.app.config["WATCH_INTERVAL_MINUTES"] = 24 * 60
-    tasks.start_in_process(watched.app, threads=2)
+    queue.start_in_process(watched.app, threads=2)
     yield watched
-    tasks.stop_in_process(watched.app)
+    queue.stop_in_process(watched.app)
 
 
 def _listed(shop):

@@ -180,8 +180,8 @@ def test_metrics_count_requests_by_route_and_status_with_their_latency(app, clie
 
 
 def test_metrics_show_each_consumers_heartbeat_and_one_that_stopped_beating(app, client):
-    from wizard import heartbeat, tasks
-    tasks.start_in_process(app, threads=2)
+    from wizard import heartbeat, queue
+    queue.start_in_process(app, threads=2)
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and value(scrape(client), "wizard_consumers_alive") != 1:
@@ -192,7 +192,7 @@ def test_metrics_show_each_consumers_heartbeat_and_one_that_stopped_beating(app,
         assert value(found, "wizard_consumer_threads_alive", consumer=name) == 2
         assert value(found, "wizard_consumer_heartbeat_age_seconds", consumer=name) < heartbeat.EVERY
     finally:
-        tasks.stop_in_process(app)
+        queue.stop_in_process(app)
     assert value(scrape(client), "wizard_consumers_alive") == 0  # stopped on purpose: its row is gone
 
     with app.app_context():  # a consumer on another machine hung two minutes ago

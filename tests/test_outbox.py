@@ -7,7 +7,8 @@ from datetime import timedelta
 
 from tests.webhooks import follow_event, text_event
 from wizard.extensions import db
-from wizard.line import outbox, worker
+from wizard.line import worker
+from wizard.outgoing import outbox
 from wizard.models import Contact, Outbox, utcnow
 
 

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import text, update
 
 from tests.webhooks import encode, follow_event, sign, signed_headers
-from wizard import crypto, tasks
+from wizard import crypto, jobs
 from wizard.extensions import db
 from wizard.line import quarantine, receiver, store, worker
 from wizard.models import (Channel, Contact, QuarantinedBody, Shop, WebhookDelivery, WebhookEvent,
@@ -114,7 +114,7 @@ def test_three_friends_who_followed_while_the_secret_was_wrong_are_welcomed_once
     again = line.control.redeliver(line.id)["delivery"]
     assert again["statusCode"] == 200 and json.loads(again["responseBody"])["stored"] == 0
     with app.app_context():
-        tasks.sweep()
+        jobs.sweep()
     assert worker.process_pending(app) == 0
     assert sorted(m["to"] for m in line.control.sent_messages(line.id)) == sorted(users)
 
@@ -302,7 +302,7 @@ def test_bodies_older_than_7_days_make_room_and_the_sweep_deletes_them(app, clie
     assert len(kept_rows(app)) == 3  # past seven days they no longer count ...
 
     with app.app_context():
-        tasks.sweep()
+        jobs.sweep()
     assert [opened(app, row)["events"][0]["source"]["userId"] for row in kept_rows(app)] == [f"U{4:032x}"]
 
 
@@ -426,8 +426,8 @@ def test_a_body_refused_while_the_new_secret_was_being_saved_is_released_by_the_
         assert quarantine.keep(line.channel["id"], forged, sign("0" * 32, forged))
         db.session.commit()
 
-        tasks.sweep()
-        tasks.sweep()
+        jobs.sweep()
+        jobs.sweep()
 
     assert counts(app) == {"deliveries": 1, "events": 1, "quarantined": 1}
     assert worker.process_pending(app) == 1

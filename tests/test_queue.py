@@ -5,7 +5,7 @@ import time
 import pytest
 from sqlalchemy import update
 
-from wizard import create_app, tasks
+from wizard import create_app, queue
 from wizard.extensions import db
 from wizard.line import worker
 from wizard.models import PeriodicRun, Shop, WebhookEvent
@@ -20,13 +20,13 @@ def test_one_sweep_per_slot_however_many_consumers_ask(app):
         answers = []
         for each in (app, other, app, other):
             with each.app_context():
-                answers.append(tasks.once_per_slot("sweep", 3600))
+                answers.append(queue.once_per_slot("sweep", 3600))
         assert answers == [True, False, False, False]
         with app.app_context():
             db.session.execute(update(PeriodicRun).values(slot=PeriodicRun.slot - 1))  # an hour passes
             db.session.commit()
         with other.app_context():
-            assert tasks.once_per_slot("sweep", 3600) is True
+            assert queue.once_per_slot("sweep", 3600) is True
     finally:
         with other.app_context():
             db.engine.dispose()
@@ -36,16 +36,16 @@ def test_the_sweep_finds_events_whose_task_was_lost(app, line):
     """The receiver rang, but the consumer that took the task died: the flag stays up, nobody is told again.
     The sweep takes the flag down and rings for what waits."""
     with app.app_context():
-        tasks.queue().put(tasks.WAKE_FLAG, "1")  # a drain "is queued" that never will run
+        queue.instance().put(queue.WAKE_FLAG, "1")  # a drain "is queued" that never will run
     user_id = line.follow()
     assert line.events()[0].status == "pending"
-    consumer = tasks.start_in_process(app, threads=2)  # its start-up sweep is the one that finds it
+    consumer = queue.start_in_process(app, threads=2)  # its start-up sweep is the one that finds it
     try:
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and [r.status for r in line.outbox()] != ["sent"]:
             time.sleep(0.05)
     finally:
-        tasks.stop_in_process(app)
+        queue.stop_in_process(app)
     assert consumer is not None
     assert line.events()[0].status == "processed"
     assert len(line.control.sent_messages(line.id, user_id)) == 1
@@ -55,17 +55,17 @@ def test_the_same_tasks_run_on_redis(app, line):
     app.config["QUEUE_URL"] = "redis://127.0.0.1:6379/3"
     app.extensions.pop("huey", None)
     with app.app_context():
-        tasks.queue().storage.flush_all()
-    tasks.start_in_process(app, threads=2)
+        queue.instance().storage.flush_all()
+    queue.start_in_process(app, threads=2)
     try:
         user_id = line.follow()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and [r.status for r in line.outbox()] != ["sent"]:
             time.sleep(0.05)
         with app.app_context():
-            assert tasks.describe_queue() == "redis 127.0.0.1:6379/3"
+            assert queue.describe_queue() == "redis 127.0.0.1:6379/3"
     finally:
-        tasks.stop_in_process(app)
+        queue.stop_in_process(app)
     assert [e.status for e in line.events()] == ["processed"]
     assert len(line.control.sent_messages(line.id, user_id)) == 1
 
@@ -74,14 +74,14 @@ def test_a_queue_that_cannot_be_reached_is_named_and_the_delivery_still_stored(a
     app.config["QUEUE_URL"] = "redis://127.0.0.1:1/0"  # nothing listens there
     app.extensions.pop("huey", None)
     with app.app_context():
-        problem = tasks.queue_problem()
+        problem = queue.queue_problem()
     assert problem.startswith("ConnectionError")
     line.follow()  # the receiver's doorbell fails; LINE still gets its 200 and the event is kept
     assert [e.status for e in line.events()] == ["pending"]
     app.config["QUEUE_URL"] = "sqlite:///" + app.instance_path + "/huey.db"
     app.extensions.pop("huey", None)
     with app.app_context():
-        assert tasks.queue_problem() is None
+        assert queue.queue_problem() is None
         assert worker.waiting_work() == 1
         assert db.session.scalar(db.select(db.func.count(WebhookEvent.id))) == 1
 
@@ -90,14 +90,14 @@ def test_a_burst_of_deliveries_rings_at_once_and_once_more_after_it(app):
     """The first delivery rings at once; the rest of a burst share one ring after RING_INTERVAL, so the last
     event of a burst is never left for the sweep, and the queue's store is not asked once per delivery."""
     with app.test_request_context():
-        huey = tasks.queue()
-        tasks.wake()
+        huey = queue.instance()
+        queue.wake()
         assert huey.pending_count() == 1  # rung at once: a drain is queued
-        huey.get(tasks.WAKE_FLAG)  # that drain starts (and takes the flag down) ...
+        huey.get(queue.WAKE_FLAG)  # that drain starts (and takes the flag down) ...
         for _ in range(20):
-            tasks.wake()  # ... while the burst goes on
+            queue.wake()  # ... while the burst goes on
         assert huey.pending_count() == 1  # nobody rang for those yet
-        time.sleep(tasks.RING_INTERVAL * 3)
+        time.sleep(queue.RING_INTERVAL * 3)
         assert huey.pending_count() == 2  # one ring after the burst, for all of it
 
 
@@ -111,19 +111,19 @@ def test_a_new_friends_form_goes_out_at_once_while_hundreds_of_watch_checks_wait
         app.extensions.pop("huey", None)
     with app.app_context():
         shop_id = db.session.scalar(db.select(Shop.id).filter_by(slug=line.slug))
-        huey = tasks.queue()
+        huey = queue.instance()
         for _ in range(600):
-            tasks.enqueue("check_shop", shop_id)
+            queue.check_shop(shop_id)
     try:
         user_id = line.follow()  # the receiver rings: a drain is queued behind the 600 checks
         started = time.monotonic()
-        tasks.start_in_process(app, threads=2)
+        queue.start_in_process(app, threads=2)
         deadline = started + 60
         while time.monotonic() < deadline and [r.status for r in line.outbox()] != ["sent"]:
             time.sleep(0.02)
         took, checks_waiting = time.monotonic() - started, huey.pending_count()
     finally:
-        tasks.stop_in_process(app)
+        queue.stop_in_process(app)
         huey.storage.flush_all()
     assert [r.status for r in line.outbox()] == ["sent"], "the form was never sent"
     assert len(line.control.sent_messages(line.id, user_id)) == 1

@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import update
 
 from tests.test_conversation import PNG
-from wizard import tasks
+from wizard import queue
 from wizard.customers import content, form_settings
 from wizard.extensions import db
 from wizard.line import worker
@@ -89,12 +89,12 @@ def test_each_kind_goes_after_its_own_period_and_the_conversation_says_so(app, c
     assert client.get(f"/c/contacts/{contact_id}/messages/{image_id}/content").status_code == 404
 
     # Nightly: the queue offers it from 19:00 UTC (03:00 in Taiwan), and it runs once that day.
-    nightly = tasks.queue(app).wizard_tasks["retention"].task_class()
+    nightly = queue.instance(app).wizard_tasks["retention"].task_class()
     assert nightly.validate_datetime(datetime(2026, 12, 6, 19, 0))
     assert nightly.validate_datetime(datetime(2026, 12, 6, 20, 0))  # no consumer ran at 19:00
     assert not nightly.validate_datetime(datetime(2026, 12, 6, 18, 0))
     with app.app_context():
-        assert tasks.once_per_slot("retention", 86400) and not tasks.once_per_slot("retention", 86400)
+        assert queue.once_per_slot("retention", 86400) and not queue.once_per_slot("retention", 86400)
 
 
 def test_the_notice_states_the_periods_and_a_silent_customer_goes_after_the_notices_years(app, client, line):

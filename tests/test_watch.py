@@ -146,7 +146,7 @@ def test_a_healthy_shop_costs_three_line_calls_per_round_and_the_daily_checks_fo
 
 def test_the_round_runs_on_the_queue_and_one_consumer_checks_each_due_shop(watched):
     """The periodic round queues a check per due shop; a real consumer runs it and the state follows LINE."""
-    from wizard import tasks
+    from wizard import queue
     from wizard.watch import drift
     app = watched.app
     watched.sandbox.control.update(watched.id, chat_mode="bot")
@@ -155,13 +155,13 @@ def test_the_round_runs_on_the_queue_and_one_consumer_checks_each_due_shop(watch
         db.session.commit()
         assert drift.round_now() == 1
         assert drift.due_shop_ids() == []  # queued, not run yet: the next round must not queue it again
-    tasks.start_in_process(app, threads=2)
+    queue.start_in_process(app, threads=2)
     try:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline and watched.status_row().state != "broken":
             time.sleep(0.1)
     finally:
-        tasks.stop_in_process(app)
+        queue.stop_in_process(app)
     health = watched.status_row()
     assert (health.state, health.reason) == ("broken", "chat_mode_bot")
     with app.app_context():

@@ -16,9 +16,10 @@ from sqlalchemy import update
 
 from tests.webhooks import (ROOT, encode, follow_event, sdk_sample, signed_headers, text_event,
                             with_unique_ids)
-from wizard import create_app, tasks
+from wizard import create_app, jobs, queue
 from wizard.extensions import db
-from wizard.line import outbox, worker
+from wizard.line import worker
+from wizard.outgoing import outbox
 from wizard.models import Contact, WebhookEvent, utcnow
 
 
@@ -205,7 +206,7 @@ def test_processing_stopped_midway_finishes_after_a_restart(app, line):
 
 CRASHING_WORKER = """
 import os
-from wizard import create_app, tasks
+from wizard import create_app, jobs, queue
 from wizard.extensions import db
 from wizard.line import events, worker
 
@@ -260,9 +261,9 @@ def test_a_worker_killed_mid_event_loses_nothing_and_doubles_nothing(app, line, 
 
 def test_the_in_process_consumer_runs_events_as_they_arrive(app, line):
     """The embedded default's queue: a real huey consumer (threads) on instance/huey.db, rung by the receiver."""
-    consumer = tasks.start_in_process(app)
+    consumer = queue.start_in_process(app)
     try:
-        assert tasks.start_in_process(app) is consumer
+        assert queue.start_in_process(app) is consumer
         started = time.monotonic()
         user_id = line.follow()
         while time.monotonic() - started < 10 and [r.status for r in line.outbox()] != ["sent"]:
@@ -277,7 +278,7 @@ def test_the_in_process_consumer_runs_events_as_they_arrive(app, line):
                   if app.config["DATABASE_URL"].startswith("sqlite") else app.config["DATABASE_URL"])
         assert app.config["QUEUE_URL"] == beside
     finally:
-        tasks.stop_in_process(app)
+        queue.stop_in_process(app)
 
 
 def test_line_stats_counts_the_traffic(app, runner, line):
@@ -401,7 +402,7 @@ def test_a_worker_killed_after_line_took_the_form_never_sends_it_twice(app, line
     again = restarted(app)
     try:
         with again.app_context():
-            tasks.sweep()
+            jobs.sweep()
         worker.process_pending(again)
     finally:
         with again.app_context():
@@ -452,4 +453,4 @@ def test_the_lease_lasts_as_long_as_the_configuration_says(app, line):
         event_id, _claim = worker.claim_next()
         claimed_until = db.session.get(WebhookEvent, event_id).claimed_until
     assert timedelta(seconds=300) <= claimed_until - before < timedelta(seconds=301)
-    assert tasks.consumer_options(app)["max_delay"] == app.config["WORKER_POLL_SECONDS"] == 1.0
+    assert queue.consumer_options(app)["max_delay"] == app.config["WORKER_POLL_SECONDS"] == 1.0

@@ -84,7 +84,15 @@ def create_app(test_config=None):
     from . import watch
     watch.init_app(app)  # alerts follow every change of a shop's state
 
+    # The layers below learn what sits above them by registration, never by importing it: the task bodies on
+    # the queue (jobs), the CRM's event rules and message purposes, LINE as the outgoing core's sender.
+    from . import jobs, queue  # noqa: F401  (jobs: attaches the task bodies to the queue's jobs)
+    from .customers import rules
+    from .line import sender as line_sender, worker
+    from .outgoing import outbox, sender
+    rules.register()
+    sender.use(line_sender.LineSender())
+    worker.also_pending(outbox.send_due)
     if app.config["WORKER_IN_PROCESS"]:
-        from . import tasks
-        tasks.start_in_process(app)
+        queue.start_in_process(app)
     return app

@@ -9,6 +9,17 @@ from pathlib import Path
 
 from cryptography.fernet import Fernet
 
+# Seconds before each further attempt, one table per kind of work (wizard/claims.py ``backoff``: the most
+# attempts are the delays plus one; a Retry-After the other side sends wins when it asks for longer). Code, not
+# settings: each is a promise a page or a doc makes (how long a message may still go out).
+BACKOFF = {
+    "events": (5, 30, 120, 600),  # a database failure under an event's handler; then the event is failed
+    "outbox": (10, 30, 120, 600, 1800, 3600, 3 * 3600, 6 * 3600),  # a message LINE could not take; then dead
+    "content": (5, 15, 60, 300, 900, 3600),  # a picture, video, audio or file LINE could not give; then failed
+    "profile": (30, 120, 600),  # a contact's LINE profile LINE would not give; then left
+    "read_mark": (10, 60),  # a read mark LINE could not take; then left
+}
+
 DEFAULTS = {
     # Where LINE calls us. The webhook URL shown to shop owners is PUBLIC_BASE_URL + /line/webhook/<token>.
     "PUBLIC_BASE_URL": "http://127.0.0.1:5000",
@@ -52,7 +63,7 @@ DEFAULTS = {
     "QUOTA_WARN_PERCENT": 80,
     # The receiver remembers a channel (and its secret) this long, sparing a query per delivery.
     "WEBHOOK_CHANNEL_CACHE_SECONDS": 10.0,
-    # --- queue (wizard/tasks.py) ---
+    # --- queue (wizard/queue.py) ---
     # Where the queue lives: unset = beside the app's database (a SQLite file in instance/, or the same
     # PostgreSQL); redis://… also works. QUEUE_NAME separates several apps sharing one store.
     "QUEUE_URL": None,

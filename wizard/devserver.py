@@ -64,7 +64,7 @@ def main():
     try:
         run_simple("127.0.0.1", 5000, app, threaded=True, use_reloader=False)
     finally:
-        from .tasks import stop_in_process
+        from .queue import stop_in_process
         stop_in_process(app)
 
 

@@ -32,12 +32,12 @@ def consumer_name():
 
 def beat(name, threads, threads_alive):
     """Record one beat of consumer ``name`` (commits); never raises a database error."""
-    from .line import store
+    from .rows import insert_ignoring
     now = utcnow()
     try:
-        store.insert_ignoring(ConsumerHeartbeat, [{"consumer": name, "started_at": now, "beat_at": now,
-                                                   "threads": threads, "threads_alive": threads_alive}],
-                              ["consumer"])
+        insert_ignoring(ConsumerHeartbeat, [{"consumer": name, "started_at": now, "beat_at": now,
+                                             "threads": threads, "threads_alive": threads_alive}],
+                        ["consumer"])
         db.session.execute(update(ConsumerHeartbeat).where(ConsumerHeartbeat.consumer == name)
                            .values(beat_at=now, threads=threads, threads_alive=threads_alive)
                            .execution_options(synchronize_session=False))

@@ -1,4 +1,4 @@
-"""Retention: what is deleted, and when (a nightly task, tasks.py; ``flask --app wizard retention`` runs it now).
+"""Retention: what is deleted, and when (a nightly job, jobs.py; ``flask --app wizard retention`` runs it now).
 
 Nothing was ever deleted: a million events with their raw bodies take about 1.2 GB, and customers' files sit
 in the database. Each kind has its own setting (config.py, README "Configuration"):

@@ -69,10 +69,10 @@ def app(app):
 def worker(app):
     """The event worker as the embedded default runs it: a thread that processes stored webhook events (a
     follow becomes a contact with its LINE profile name)."""
-    from wizard import tasks
-    tasks.start_in_process(app)
+    from wizard import queue
+    queue.start_in_process(app)
     yield
-    tasks.stop_in_process(app)
+    queue.stop_in_process(app)
 
 
 @pytest.fixture

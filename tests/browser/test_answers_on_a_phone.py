@@ -53,7 +53,8 @@ def test_staff_resend_a_dead_message_from_a_phone_with_the_keyboard(page, app, m
     from tests.webhooks import make_channel
     from wizard.accounts import create_shop
     from wizard.extensions import db
-    from wizard.line import outbox, worker
+    from wizard.line import worker
+    from wizard.outgoing import outbox
     staff = make_user("staff@example.com", staff=True)
     with app.app_context():
         create_shop("rainy-tea", "雨天茶舖", make_user("owner-rainy@example.com"))

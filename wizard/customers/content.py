@@ -8,11 +8,13 @@ on the machine that serves the page. In the database every machine sees it, it i
 its contact (cascade), and ``LINE_CONTENT_MAX_BYTES`` (20 MiB) keeps each row bounded. Lists never load the
 bytes (the column is deferred).
 
-The fetch goes through the queue (tasks.py ``fetch_content``) after the event's commit, never in a handler:
-``queue_fetch`` only writes the pending row. A fetch claims its row by pushing ``next_attempt_at`` a lease
-ahead, so a second task (or the sweep ringing again) finds it taken; a consumer that dies mid-fetch leaves
-the row due again when the lease runs out, and the sweep rings for it. LINE answers 202 while it still
-prepares a video or audio (``content_not_ready``): tried again later, up to ``len(DELAYS) + 1`` times.
+The fetch goes through the queue (wizard/queue.py ``fetch_content``) after the event's commit, never in a
+handler: ``queue_fetch`` only writes the pending row. A fetch claims its row through the claim helper
+(wizard/claims.py ``claim_until``: ``next_attempt_at`` pushed a lease ahead), so a second task (or the sweep
+ringing again) finds it taken, and it records its outcome only while that lease is still its own; a consumer
+that dies mid-fetch leaves the row due again when the lease runs out, and the sweep rings for it. LINE answers
+202 while it still prepares a video or audio (``content_not_ready``): tried again later, up to
+``len(DELAYS) + 1`` times (config.py ``BACKOFF["content"]``).
 LINE keeps content only for a while: ``not_found`` means it is gone (``failed``).
 
 Each shop has a storage quota (``LINE_CONTENT_SHOP_QUOTA_BYTES``, over all its channels): one busy shop
@@ -30,17 +32,20 @@ import unicodedata
 from datetime import timedelta
 
 from flask import current_app, send_file
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, or_, select
 
+from .. import claims
 from ..extensions import db
 from ..models import Channel, MessageContent, utcnow
+from ..rows import insert_ignoring
 
 log = logging.getLogger(__name__)
 
 WITH_CONTENT = ("image", "video", "audio", "file")
 # Seconds before each further attempt (LINE's Retry-After wins when longer); then failed.
-DELAYS = (5, 15, 60, 300, 900, 3600)
-MAX_ATTEMPTS = len(DELAYS) + 1
+BACKOFF = claims.backoff("content")
+DELAYS = BACKOFF.delays
+MAX_ATTEMPTS = BACKOFF.attempts
 # A fetch holds its row this long: 20 MiB from a slow LINE can take minutes (LINE_TIMEOUT bounds each read, not
 # the whole download), and the sweep must not start a second fetch beside a live one.
 LEASE = timedelta(minutes=10)
@@ -54,7 +59,7 @@ CONTENT_POLICY = "default-src 'none'; img-src 'self'; media-src 'self'; style-sr
 _MEDIA_TYPE = re.compile(r"^[a-z0-9][a-z0-9!#$&^_.+-]{0,62}/[a-z0-9][a-z0-9!#$&^_.+-]{0,62}$")
 
 
-# ---- what a message event carries (pure; line/events.py calls these in its handler) -----------------------
+# ---- what a message event carries (pure; customers/rules.py calls these in its handler) -----------------------
 
 def _text(value, limit):
     return value.replace("\x00", "")[:limit] if isinstance(value, str) else None
@@ -115,7 +120,6 @@ def fetchable(kind, message):
 def queue_fetch(message):
     """Write the content's pending row for an incoming ``Message`` (in the handler's transaction); returns its
     id. One row per message (unique), so an event run again queues nothing new."""
-    from ..line import store
     now = utcnow()
     row = {"message_id": message.id, "channel_id": message.channel_id,
            "line_message_id": message.line_message_id, "status": "pending", "attempts": 0, "created_at": now}
@@ -123,7 +127,7 @@ def queue_fetch(message):
     if size and size > int(current_app.config["LINE_CONTENT_MAX_BYTES"]):
         # LINE said how big the file is: not worth asking for what we would refuse anyway.
         row.update(status="too_large", size=int(size), error="larger than LINE_CONTENT_MAX_BYTES")
-    store.insert_ignoring(MessageContent, [row], ["message_id"])
+    insert_ignoring(MessageContent, [row], ["message_id"])
     return db.session.scalar(select(MessageContent.id).filter_by(message_id=message.id))
 
 
@@ -151,12 +155,8 @@ def _due(now):
 
 
 def _claim(content_id):
-    now = utcnow()
-    c = MessageContent
-    taken = db.session.execute(update(c).where(c.id == content_id, _due(now)).values(
-        next_attempt_at=now + LEASE, attempts=c.attempts + 1).execution_options(synchronize_session=False))
-    db.session.commit()
-    return taken.rowcount == 1
+    """The lease's end when this fetch took the row (the claim), else None."""
+    return claims.claim_until(MessageContent, content_id, _due(utcnow()), LEASE)
 
 
 def _media_type(value):
@@ -166,53 +166,49 @@ def _media_type(value):
 
 def fetch(content_id):
     """One attempt at one content row. Returns (outcome, seconds until the next attempt or None)."""
-    from ..line import events
     from ..line.client import client_for
-    from ..line.problems import LineProblem
-    if not _claim(content_id):
+    from ..line.problems import LineProblem, retryable
+    claim = _claim(content_id)
+    if claim is None:
         return Outcome.SKIPPED, None
     row = db.session.get(MessageContent, content_id)
+
+    def done(outcome, **values):
+        claims.finish_until(MessageContent, row.id, claim, next_attempt_at=None, **values)
+        return outcome, None
+
     if row.attempts > MAX_ATTEMPTS:
         # Earlier tries ended in something no LineProblem names (an unreadable secret, a bug): stop here, once.
-        return _done(row, Outcome.FAILED, status="failed", error=f"gave up after {row.attempts - 1} tries")
+        return done(Outcome.FAILED, status="failed", error=f"gave up after {row.attempts - 1} tries")
     channel = db.session.get(Channel, row.channel_id)
     if _over_quota(channel):  # full already: not worth asking LINE for what cannot be kept
-        return _done(row, Outcome.OVER_QUOTA, status="over_quota", error="the shop's storage quota is full")
+        return done(Outcome.OVER_QUOTA, status="over_quota", error="the shop's storage quota is full")
     client = client_for(channel)
     try:
         data, content_type = client.message_content(row.line_message_id)
     except LineProblem as problem:
         if problem.code == "content_too_large":
-            return _done(row, Outcome.TOO_LARGE, status="too_large", error=problem.detail)
+            return done(Outcome.TOO_LARGE, status="too_large", error=problem.detail)
         if problem.code == "content_not_ready":
             try:
                 if client.content_status(row.line_message_id) == "failed":
-                    return _done(row, Outcome.FAILED, status="failed", error="LINE could not prepare it")
+                    return done(Outcome.FAILED, status="failed", error="LINE could not prepare it")
             except LineProblem:
                 pass  # the next attempt asks again
-        elif problem.code == "not_found" or not events.retryable(problem):
-            return _done(row, Outcome.FAILED, status="failed",
-                         error=f"{problem.code} (status {problem.status}): {problem.detail or ''}"[:2000])
-        if row.attempts >= MAX_ATTEMPTS:
-            return _done(row, Outcome.FAILED, status="failed", error=f"{problem.code} after {row.attempts} tries")
-        delay = max(DELAYS[row.attempts - 1], problem.retry_after or 0)
-        row.next_attempt_at = utcnow() + timedelta(seconds=delay)
-        row.error = f"{problem.code} (status {problem.status})"
-        db.session.commit()
+        elif problem.code == "not_found" or not retryable(problem):
+            return done(Outcome.FAILED, status="failed",
+                        error=f"{problem.code} (status {problem.status}): {problem.detail or ''}"[:2000])
+        if BACKOFF.exhausted(row.attempts):
+            return done(Outcome.FAILED, status="failed", error=f"{problem.code} after {row.attempts} tries")
+        delay = BACKOFF.delay(row.attempts, problem.retry_after)
+        claims.finish_until(MessageContent, row.id, claim, next_attempt_at=utcnow() + timedelta(seconds=delay),
+                            error=f"{problem.code} (status {problem.status})")
         return Outcome.RETRY, delay
     if _over_quota(channel, len(data)):
-        return _done(row, Outcome.OVER_QUOTA, status="over_quota", size=len(data),
-                     error="over the shop's storage quota (LINE_CONTENT_SHOP_QUOTA_BYTES)")
-    return _done(row, Outcome.READY, status="ready", data=data, size=len(data),
-                 content_type=_media_type(content_type)[:100], fetched_at=utcnow(), error=None)
-
-
-def _done(row, outcome, **values):
-    for key, value in values.items():
-        setattr(row, key, value)
-    row.next_attempt_at = None
-    db.session.commit()
-    return outcome, None
+        return done(Outcome.OVER_QUOTA, status="over_quota", size=len(data),
+                    error="over the shop's storage quota (LINE_CONTENT_SHOP_QUOTA_BYTES)")
+    return done(Outcome.READY, status="ready", data=data, size=len(data),
+                content_type=_media_type(content_type)[:100], fetched_at=utcnow(), error=None)
 
 
 def due_ids(limit=None):

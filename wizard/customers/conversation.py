@@ -10,7 +10,7 @@ Mark as read: LINE's ``markAsRead`` takes the ``markAsReadToken`` of one message
 and every earlier one of the user read (it matters only with Chat on, the only time LINE sends tokens). When
 a person opens the conversation, the newest unmarked incoming message is claimed in the database (so two
 people opening it at once, or a reload, call LINE once per token) and the call goes through the queue
-(tasks.py ``mark_read``): the page never waits for LINE and never fails because of it.
+(wizard/queue.py ``mark_read``): the page never waits for LINE and never fails because of it.
 """
 import logging
 from dataclasses import dataclass, field
@@ -18,13 +18,14 @@ from datetime import datetime
 
 from sqlalchemy import select, update
 
+from .. import claims, queue
 from ..extensions import db
 from ..models import Channel, Contact, Message, MessageContent, Outbox, utcnow
 
 log = logging.getLogger(__name__)
 
 LIMIT = 200  # the newest items a page shows; older ones are summarised by a count
-MARK_DELAYS = (10, 60)
+MARK_DELAYS = claims.backoff("read_mark").delays
 
 
 @dataclass
@@ -123,9 +124,8 @@ def claim_read_mark(contact):
 def mark_read(message_id):
     """Ask LINE to mark the message (and the user's earlier ones) read. Returns (done, seconds until another
     try or None). A refused token is not tried again; a LINE that is down is, a couple of times."""
-    from ..line import events
     from ..line.client import client_for
-    from ..line.problems import LineProblem
+    from ..line.problems import LineProblem, retryable
     message = db.session.get(Message, message_id)
     if message is None or not message.mark_as_read_token:
         return False, None
@@ -136,7 +136,7 @@ def mark_read(message_id):
         client_for(channel).mark_as_read(message.mark_as_read_token)
     except LineProblem as problem:
         log.info("mark as read for message %s not done: %s", message_id, problem.code)
-        if events.retryable(problem):
+        if retryable(problem):
             return False, max(MARK_DELAYS[0], problem.retry_after or 0)
         return False, None
     return True, None
@@ -144,11 +144,10 @@ def mark_read(message_id):
 
 def opened(contact):
     """A person opened the conversation: mark it read on LINE through the queue. Never raises."""
-    from .. import tasks
     try:
         message_id = claim_read_mark(contact)
         if message_id is not None:
-            tasks.enqueue("mark_read", message_id)
+            queue.mark_read(message_id)
         return message_id
     except Exception:  # the page matters more than the read mark
         db.session.rollback()

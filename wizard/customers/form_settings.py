@@ -233,6 +233,6 @@ def save(settings, user=None):
 
 def message_text(channel, contact, url):
     """What the new friend receives: the shop's text (or the default in their language) and their link."""
-    from ..line.events import contact_locale
+    from .profiles import contact_locale
     settings = get(channel.shop)
     return f"{settings.effective_text(contact_locale(contact))}\n{url}"

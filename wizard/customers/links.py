@@ -14,7 +14,7 @@ Links signed before the nonce (three items) still resolve.
 
 Only the newest link works (``REPLACED`` otherwise): the contact keeps the digest of the link it was sent last,
 so a link forwarded, screenshotted or left in an old chat stops opening the customer's details once a newer one
-is issued; and a customer who blocks the account loses their link (line/events.py clears it on unfollow), so a
+is issued; and a customer who blocks the account loses their link (customers/rules.py clears it on unfollow), so a
 LINE account that changed hands, or a link kept from before, cannot read or overwrite their data.
 """
 import hashlib

@@ -13,7 +13,7 @@ from babel.lists import format_list
 from flask import current_app
 from flask_babel import get_locale, gettext as _, lazy_gettext as _l
 
-from ..line.store import insert_ignoring
+from ..rows import insert_ignoring
 from ..models import FormNotice, utcnow
 from .fields import DESCRIBING, FIELDS, IDENTIFYING
 

@@ -3,7 +3,7 @@
 How it goes out (``plan``): by *reply* while the newest message the customer sent still has a reply token
 LINE accepts (single use, about a minute: outbox.REPLY_TOKEN_LIFETIME, less a margin for the queue) and no
 reply of ours used it yet; replies are free. Otherwise by *push*, which counts against the shop's monthly
-quota. Either way it goes through the outbox (line/outbox.py): the row is written first and shown at once as
+quota. Either way it goes through the outbox (outgoing/outbox.py): the row is written first and shown at once as
 "sending", LINE is asked after the commit, a push carries the row's retry key, and a reply token LINE
 refuses turns the same row into a push, so nothing goes out twice or unrecorded.
 
@@ -33,10 +33,14 @@ from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from ..models import Channel, Message, Outbox, utcnow
+from ..outgoing import purposes
+from ..rows import insert_ignoring
 
 log = logging.getLogger(__name__)
 
 PURPOSE = "typed"
+# A typed message is written with its row (``send``): nothing to render when it goes.
+TYPED = purposes.Purpose(PURPOSE)
 MAX_TEXT = 5000  # LINE's limit for a text message
 # A reply waits in the queue for a moment; one planned this close to the token's end would only be refused.
 REPLY_MARGIN = timedelta(seconds=10)
@@ -54,7 +58,7 @@ class Plan:
 
 
 def _token_lifetime():
-    from ..line.outbox import REPLY_TOKEN_LIFETIME
+    from ..outgoing.outbox import REPLY_TOKEN_LIFETIME
     return REPLY_TOKEN_LIFETIME - REPLY_MARGIN
 
 
@@ -107,7 +111,6 @@ def send(contact, text, key):
     """Queue ``text`` for ``contact`` (commits) and return (outbox row, created now). The caller enqueues
     ``send_message`` for a row created now; a row found by its key is the same message sent a second time."""
     from flask_babel import gettext as _
-    from ..line import store
     if not valid_key(key):
         raise NotSent(_("The page was too old to send from. Your message is still in the box: send it again."))
     key = str(key).lower()
@@ -129,11 +132,11 @@ def send(contact, text, key):
            "status": "queued", "attempts": 0, "created_at": now, "updated_at": now}
     try:
         if how.method == "reply":
-            store.insert_ignoring(Outbox, [dict(row, event_id=how.message.event_id, method="reply",
+            insert_ignoring(Outbox, [dict(row, event_id=how.message.event_id, method="reply",
                                                 reply_token=how.message.reply_token)], ["event_id", "purpose"])
         if db.session.scalar(select(Outbox.id).filter_by(retry_key=key)) is None:
             # No token, or someone replied with it a moment ago: a push.
-            store.insert_ignoring(Outbox, [dict(row, event_id=None, method="push", reply_token=None)],
+            insert_ignoring(Outbox, [dict(row, event_id=None, method="push", reply_token=None)],
                                   ["retry_key"])
         db.session.commit()
     except IntegrityError:
@@ -147,9 +150,8 @@ def send(contact, text, key):
 def send_form(contact, key):
     """Push the customer form with a new personal link (commits): for a customer whose link expired or who asks
     for it again. Returns (outbox row, created now); like ``send``, one key sends once however often it comes.
-    The link is made when the message goes (line/outbox.py), never kept."""
+    The link is made when the message goes (customers/form.py), never kept."""
     from flask_babel import gettext as _
-    from ..line import store
     from . import form_settings
     if not valid_key(key):
         raise NotSent(_("The page was too old to send from. Press the button again."))
@@ -167,7 +169,7 @@ def send_form(contact, key):
     if not form_settings.for_channel(channel.id).enabled:
         raise NotSent(_("Not sent: the shop has switched the customer data form off (step 7 of the wizard)."))
     now = utcnow()
-    store.insert_ignoring(Outbox, [{
+    insert_ignoring(Outbox, [{
         "channel_id": contact.channel_id, "contact_id": contact.id, "event_id": None, "purpose": "form",
         "method": "push", "reply_token": None, "reply_uncertain": False, "retry_key": key, "messages": None,
         "status": "queued", "attempts": 0, "created_at": now, "updated_at": now}], ["retry_key"])

@@ -41,23 +41,23 @@ def worker_command(threads, once, no_periodic):
     any number of machines; what a killed one was doing is picked up by the others (or by its restart)."""
     from flask import current_app
 
-    from .. import tasks
+    from .. import queue
     from . import worker
     app = current_app._get_current_object()
     if once:
         click.echo(f"Ran {worker.process_pending(app)} event(s).")
         return
-    huey = tasks.queue(app)
-    options = tasks.consumer_options(app, threads, periodic=not no_periodic)
+    huey = queue.instance(app)
+    options = queue.consumer_options(app, threads, periodic=not no_periodic)
     # SIGTERM (systemd, docker stop) lets running tasks finish; Ctrl+C stops at once (nothing is lost either
     # way: the sweep finds what was cut short).
-    where = tasks.describe_queue(app)
+    where = queue.describe_queue(app)
     announce = f"Queue consumer running ({options['workers']} threads, queue {where}); Ctrl+C stops it."
-    consumer = tasks.AnnouncingConsumer(huey, lambda: click.echo(announce), graceful_signal="TERM",
+    consumer = queue.AnnouncingConsumer(huey, lambda: click.echo(announce), graceful_signal="TERM",
                                         shutdown_timeout=30, **options)
     if app.config["WORKER_METRICS_PORT"]:
         from .. import metrics
         metrics.start_metrics_server(app.config["WORKER_METRICS_PORT"])
-    tasks.sweep_soon()
+    queue.sweep_soon()
     consumer.run()
     click.echo("Queue consumer stopped.")

@@ -112,3 +112,13 @@ class LineProblem(Exception):
     @property
     def hint(self) -> str:
         return str(MESSAGES[self.code][1])
+
+
+# Worth another try later: LINE or the network is struggling, or our credentials are being fixed. Anything
+# else (400 unknown user, 403 not allowed, 404 …) would fail the same way again.
+_RETRYABLE = {"line_unreachable", "timeout", "rate_limited", "wrong_secret", "unknown_channel",
+              "invalid_token"}
+
+
+def retryable(problem) -> bool:
+    return problem.code in _RETRYABLE or (problem.status or 0) >= 500

@@ -22,7 +22,7 @@ its x-line-signature; while it waits it is never processed and never counted as 
   they are committed; the rest are deleted. The worker runs them like any other event: a follow makes a
   contact and queues the form, which goes by push with its retry key, since the follow's reply token has
   long expired (outbox.queue_form).
-- ``sweep`` (the periodic sweep, tasks.py): deletes what is past its age (``MAX_AGE``, 7 days), and releases
+- ``sweep`` (the periodic sweep, jobs.py): deletes what is past its age (``MAX_AGE``, 7 days), and releases
   the bodies refused while a new secret was being saved (the receiver still read the old one when
   ``release`` had already looked).
 """
@@ -204,12 +204,12 @@ def _store(channel, body, destination, events):
 
 def _welcomed(channel, users):
     """Of the users whose follow was released, those the form will go to (not filled in, not sent lately)."""
-    from .events import form_not_due
+    from .events import welcomes
     if not users:
         return set()
     known = {contact.line_user_id: contact for contact in db.session.scalars(db.select(Contact).where(
         Contact.channel_id == channel.id, Contact.line_user_id.in_(users)))}
-    return {user for user in users if user not in known or form_not_due(known[user]) is None}
+    return {user for user in users if user not in known or welcomes(known[user])}
 
 
 def _wake_after_commit():
@@ -217,8 +217,8 @@ def _wake_after_commit():
     app = current_app._get_current_object()
 
     def ring(_session):
-        from .. import tasks
-        tasks.wake(app)
+        from .. import queue
+        queue.wake(app)
 
     orm_event.listen(db.session(), "after_commit", ring, once=True)
 

@@ -1,6 +1,6 @@
 """The webhook tables' shared helpers: race-safe writes (insert-or-ignore, counters) and the traffic numbers.
 
-SQLite and PostgreSQL both speak ``INSERT … ON CONFLICT``; SQLAlchemy exposes it per dialect, so this module
+SQLite and PostgreSQL both speak ``INSERT … ON CONFLICT``; SQLAlchemy exposes it per dialect, so wizard/rows.py
 picks the dialect's ``insert`` once and the receiver, the worker and events.py never see the difference.
 A conflicting row is skipped (or counted) by the database itself, so a concurrent duplicate cannot surface as
 an IntegrityError and become a 500.
@@ -13,73 +13,17 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import psycopg.errors
 from psycopg import pq
-from sqlalchemy import func, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import func
 
 from ..extensions import db
 from ..models import Channel, Contact, Message, WebhookDelivery, WebhookEvent, WebhookRejection, iso_utc, utcnow
+from ..rows import dialect_insert, insert_ignoring  # noqa: F401  (wizard/rows.py; named here for line/)
 
 log = logging.getLogger(__name__)
-
-_INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
-
-
-def dialect_insert(model):
-    name = db.session.get_bind().dialect.name
-    try:
-        return _INSERTS[name](model)
-    except KeyError:  # pragma: no cover - only the two supported databases are configured
-        raise RuntimeError(f"unsupported database dialect {name!r}") from None
-
-
-_statements = {}
-
-
-def _insert_ignoring_statement(dialect, model, conflict_columns, returning):
-    key = (dialect, model, tuple(conflict_columns), returning)
-    stmt = _statements.get(key)
-    if stmt is None:
-        table = model.__table__
-        stmt = _INSERTS[dialect](table).on_conflict_do_nothing(index_elements=conflict_columns)
-        if returning is not None:
-            stmt = stmt.returning(table.c[returning])
-        stmt = _statements.setdefault(key, stmt)
-    return stmt
-
-
-def insert_ignoring(model, rows, conflict_columns, returning=None, connection=None):
-    """INSERT ``rows``, silently skipping any that collide on ``conflict_columns``.
-
-    With ``returning`` (a column name), returns that column's value for each row actually inserted. The
-    statement is built once per process and runs on ``connection`` (default: the session's) without ORM
-    bookkeeping: the receiver runs this on every delivery, where building it anew cost more than the SQL.
-    """
-    if not rows:
-        return []
-    connection = connection if connection is not None else db.session.connection()
-    stmt = _insert_ignoring_statement(connection.dialect.name, model, conflict_columns, returning)
-    result = connection.execute(stmt, rows[0] if len(rows) == 1 else rows)
-    return list(result.scalars()) if returning is not None else []
-
 
 # The receiver writes a channel's last_delivery_at at most once a second (a busy channel must not queue every
 # transaction on its row), so a valid delivery may have come up to this long after the recorded time.
 DELIVERY_TIME_RESOLUTION = timedelta(seconds=1)
-
-
-def finish_claim(model, row_id, claim, **values) -> bool:
-    """Write a claimed row's outcome and release the claim, in the current transaction with whatever the
-    work wrote, and commit, but only while the claim (``claimed_by``) is still ours. If it ran out and
-    another worker holds the row, everything since our claim is rolled back: its run counts, ours not."""
-    done = db.session.execute(update(model).where(model.id == row_id, model.claimed_by == claim).values(
-        claimed_by=None, claimed_until=None, **values).execution_options(synchronize_session=False))
-    if done.rowcount != 1:
-        db.session.rollback()
-        log.warning("%s %s: claim lost before it finished; left to the worker that holds it",
-                    model.__tablename__, row_id)
-        return False
-    db.session.commit()
-    return True
 
 
 def count_rejection(channel_id: int, reason: str) -> None:

@@ -1,7 +1,9 @@
-"""Runs stored webhook events through events.py, outside any request; safe to kill, restart and run many times.
+"""Runs stored webhook events through the handlers registered in events.py, outside any request; safe to kill,
+restart and run many times.
 
-The events table is the inbox: the queue (tasks.py) only says "look now", so a lost queue message costs a
-delay, never an event. What makes each effect happen once is the *claim* in the database:
+The events table is the inbox: the queue (wizard/queue.py) only says "look now", so a lost queue message costs
+a delay, never an event. What makes each effect happen once is the *claim* in the database (wizard/claims.py,
+the same helper the outbox and media content use):
 
 - an event is claimed before it is run: its row becomes ``processing`` with a lease (``claimed_by``, a random
   id for this attempt, and ``claimed_until``), committed before any work starts;
@@ -12,34 +14,35 @@ delay, never an event. What makes each effect happen once is the *claim* in the 
   the *head* of a user's queue is claimable (no earlier event of that user still waiting, none of theirs
   running). So a follow, a block and a re-follow of one user are never processed at once;
 - handlers write only to our database (contacts, messages, the outbox row of a form); every call to LINE
-  happens afterwards in outbox.py. A database failure makes the event wait 5 s, 30 s, 2 min, 10 min, then
-  ``failed``; an event we cannot act on (a signed but odd payload) is ``unprocessable`` at once, with its
-  reason, so it never holds up that user's later events.
+  happens afterwards, in the jobs they leave in ``effects``. A database failure makes the event wait 5 s,
+  30 s, 2 min, 10 min (config.py ``BACKOFF["events"]``), then ``failed``; an event we cannot act on (a signed
+  but odd payload) is ``unprocessable`` at once, with its reason, so it never holds up that user's later
+  events.
 
 On PostgreSQL the claim reads its candidate with ``FOR UPDATE SKIP LOCKED``, so workers never wait on each
 other; on SQLite (one writer at a time anyway) the claim is a conditional UPDATE only one of them can win.
-``process_pending`` runs everything in this process (tests, ``worker --once``); the queue's tasks call
-``drain``.
+``process_pending`` runs everything in this process (tests, ``worker --once``); the queue's jobs
+(wizard/jobs.py) call ``drain``.
 """
 import logging
 import time
-import uuid
 from datetime import timedelta
 
 from flask import current_app
-from sqlalchemy import and_, exists, or_, select, update
+from sqlalchemy import and_, exists, or_, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import aliased
 
-from .. import observability
+from .. import claims, observability, queue
 from ..extensions import db
 from ..models import Channel, Shop, WebhookDelivery, WebhookEvent, utcnow
-from . import events, store
+from . import events
 
 log = logging.getLogger(__name__)
 
-BACKOFF_SECONDS = (5, 30, 120, 600)
-MAX_ATTEMPTS = len(BACKOFF_SECONDS) + 1
+BACKOFF = claims.backoff("events")
+BACKOFF_SECONDS = BACKOFF.delays
+MAX_ATTEMPTS = BACKOFF.attempts
 WAITING = ("pending", "processing")
 CLAIM_BATCH = 16
 
@@ -100,12 +103,8 @@ def claim_batch(size=CLAIM_BATCH):
         if not ids:
             db.session.commit()
             return None, []
-        claim = uuid.uuid4().hex
-        db.session.execute(
-            update(e).where(e.id.in_(ids), _runnable(e, now), _head_of_its_user(e, now)).values(
-                status="processing", claimed_by=claim, claimed_until=now + lease, attempts=e.attempts + 1,
-            ).execution_options(synchronize_session=False)
-        )
+        claim, _count = claims.claim(e, and_(e.id.in_(ids), _runnable(e, now), _head_of_its_user(e, now)),
+                                     lease, status="processing")
         taken = db.session.scalars(select(e.id).where(e.claimed_by == claim)
                                    .order_by(e.timestamp, e.id)).all()
         db.session.commit()
@@ -122,13 +121,13 @@ def claim_next():
 
 
 def _finish(event_id, claim, **values):
-    return store.finish_claim(WebhookEvent, event_id, claim, **values)
+    return claims.finish(WebhookEvent, event_id, claim, **values)
 
 
 def run_claimed(event_id, claim, after_commit=None):
     """Run one claimed event and record the outcome together with its effects.
 
-    ``after_commit(effects)`` receives what the handler left for later (outbox ids to send, contacts whose
+    ``after_commit(effects)`` receives what the handler left for later (jobs to queue: a message to send, a
     profile to fetch) once, and only once, the effects are committed. It all runs under the request id of
     the event's delivery and its shop's slug (observability.traced): its log lines and the tasks it queues
     carry them, so one webhook can be followed from nginx to the form sent.
@@ -183,10 +182,10 @@ def _retry_later(event_id, claim, error):
     log.warning("event %s: database failure, will retry (%s)", event_id, error.split("\n")[0][:200])
     try:
         event = db.session.get(WebhookEvent, event_id)
-        if event.attempts >= MAX_ATTEMPTS:
+        if BACKOFF.exhausted(event.attempts):
             _finish(event_id, claim, status="failed", error=error[:2000], next_attempt_at=None)
         else:
-            delay = BACKOFF_SECONDS[min(event.attempts, MAX_ATTEMPTS - 1) - 1]
+            delay = BACKOFF.delay(event.attempts)
             _finish(event_id, claim, status="pending", error=error[:2000],
                     next_attempt_at=utcnow() + timedelta(seconds=delay))
     except SQLAlchemyError:
@@ -207,20 +206,30 @@ def drain(after_commit, stop_after=None, limit=None) -> int:
     return count
 
 
+_catch_ups = []
+
+
+def also_pending(func):
+    """Register what ``process_pending`` runs after the events' own jobs: work of another kind that is due
+    now (the outgoing core registers its due messages, so a reply typed by staff goes too)."""
+    if func not in _catch_ups:
+        _catch_ups.append(func)
+    return func
+
+
 def process_pending(app=None, limit=None) -> int:
-    """Run runnable events (oldest first) and then send what they queued, all in this process; returns how
-    many events ran. Works in its own application context, so its session never mixes with the caller's."""
-    from . import outbox
+    """Run runnable events (oldest first) and then what they left (one attempt of each job that runs here,
+    queue.Job ``run_here``) and what else is due, all in this process; returns how many events ran. Works in
+    its own application context, so its session never mixes with the caller's."""
     app = app or current_app._get_current_object()
     with app.app_context():
         left = []
         count = drain(after_commit=left.append, limit=limit)
         for effects in left:
-            for outbox_id in effects.outbox:
-                outbox.send(outbox_id)
-            for contact_id in effects.profiles:
-                events.fetch_profile(contact_id)
-        outbox.send_due()
+            for job, args in effects:
+                job.run_here(*args)
+        for catch_up in _catch_ups:
+            catch_up()
     return count
 
 
@@ -241,5 +250,4 @@ def next_retry_at():
 
 def wake():
     """Tell the queue that new events are stored (the receiver calls this after its commit)."""
-    from .. import tasks
-    tasks.wake(current_app._get_current_object())
+    queue.wake(current_app._get_current_object())

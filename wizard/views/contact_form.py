@@ -31,7 +31,7 @@ from ..customers import consent, form_settings, links, notice
 from ..customers.fields import CITIES, FIELDS, GENDERS, OLDEST_BIRTHDAY, has_control_characters, is_mobile, \
     masked, normalise_phone
 from ..extensions import db, limiter
-from ..line.events import contact_locale
+from ..customers.profiles import contact_locale
 from ..models import Channel, utcnow
 
 bp = Blueprint("contact_form", __name__, url_prefix="/form")

@@ -16,7 +16,7 @@ from flask_wtf import FlaskForm
 from sqlalchemy.orm import undefer
 from wtforms import HiddenField, TextAreaField
 
-from .. import audit, tasks
+from .. import audit, queue
 from ..customers import consent, contacts, conversation, replies
 from ..extensions import db
 from ..models import Channel, Contact, Message, MessageContent, Outbox, Shop, utcnow
@@ -152,10 +152,7 @@ def reply(contact_id):
             form.key.data = replies.new_key()
         return _page(contact, shop, form, 400)
     if created:
-        try:
-            tasks.enqueue("send_message", row.id)
-        except Exception:  # the row is committed: the sweep sends it within a minute
-            pass
+        queue.send_message.try_now(row.id, row=f"outbox {row.id}")  # committed: else the sweep sends it
         flash(_("Your message is on its way by reply (free).") if row.method == "reply"
               else _("Your message is on its way by push (it counts against this month's messages)."), "success")
     else:
@@ -176,10 +173,7 @@ def send_form(contact_id):
         flash(str(exc), "error")
         return redirect(url_for(".contact", contact_id=contact.id))
     if created:
-        try:
-            tasks.enqueue("send_message", row.id)
-        except Exception:  # the row is committed: the sweep sends it within a minute
-            pass
+        queue.send_message.try_now(row.id, row=f"outbox {row.id}")  # committed: else the sweep sends it
         audit.record("contact.form_sent", shop=shop, target=contact.line_user_id)
         db.session.commit()
         flash(_("The customer data form is on its way with a new link (by push: it counts against this "
@@ -193,7 +187,7 @@ def send_form(contact_id):
 def send_again(contact_id, outbox_id):
     """A message whose fate is unknown (a worker stopped while LINE was asked to reply) pushed again, on a
     person's word: it may have arrived, which is why it is never re-sent on its own."""
-    from ..line import outbox
+    from ..outgoing import outbox
     contact, shop = _contact(contact_id)
     if not FlaskForm().validate_on_submit():
         abort(400)  # only a missing or stale CSRF token fails here
@@ -203,10 +197,7 @@ def send_again(contact_id, outbox_id):
     if contact.blocked:
         flash(_("Not sent: this customer has blocked the account, and LINE delivers nothing to them."), "error")
     elif outbox.send_again(row.id):
-        try:
-            tasks.enqueue("send_message", row.id)
-        except Exception:  # the row is committed: the sweep sends it within a minute
-            pass
+        queue.send_message.try_now(row.id, row=f"outbox {row.id}")  # committed: else the sweep sends it
         audit.record("contact.message_sent_again", shop=shop, target=contact.line_user_id, purpose=row.purpose)
         db.session.commit()
         flash(_("The message is on its way again, by push (it counts against this month's messages)."), "success")

@@ -124,14 +124,14 @@ def _readiness_engine(app, timeout):
 
 
 def _queue_check():
-    """``wizard.tasks.queue_problem`` (None when the app has no queue module)."""
+    """``wizard.queue.queue_problem`` (None when the app has no queue module)."""
     try:
-        from .. import tasks
+        from .. import queue
     except ModuleNotFoundError as exc:
-        if exc.name != "wizard.tasks":
+        if exc.name != "wizard.queue":
             raise
         return None
-    return getattr(tasks, "queue_problem", None)
+    return getattr(queue, "queue_problem", None)
 
 
 def _queue_problem(app, check):

@@ -9,10 +9,10 @@ from flask import Blueprint, abort, flash, redirect, render_template, url_for
 from flask_babel import gettext as _, lazy_gettext as _l
 from flask_wtf import FlaskForm
 
-from .. import tasks
+from .. import queue
 from ..extensions import db
 from . import staff_only
-from ..line import outbox
+from ..outgoing import outbox
 from ..models import Outbox
 
 bp = Blueprint("outbox", __name__, url_prefix="/shops/messages")
@@ -45,7 +45,7 @@ def retry(outbox_id):
     if not FlaskForm().validate_on_submit():
         abort(400)
     if outbox.retry(outbox_id):
-        tasks.enqueue("send_message", outbox_id)
+        queue.send_message(outbox_id)
         flash(_("The message is queued again; it goes out as a push within a few seconds."), "success")
     else:
         flash(_("This message cannot be sent again from here (it was sent, is on its way, or its fate is "

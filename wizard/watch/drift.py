@@ -1,6 +1,6 @@
 """Drift watch: ask LINE on a schedule whether each connected shop still works, within LINE's limits.
 
-A round (every ``WATCH_INTERVAL_MINUTES``, one scheduler however many consumers: tasks.once_per_slot) puts one
+A round (every ``WATCH_INTERVAL_MINUTES``, one scheduler however many consumers: queue.once_per_slot) puts one
 ``check_shop`` task per due shop on the queue, so the checks spread over every consumer. A check is the
 wizard's own evaluation, forced: a fresh token, the bot info and the webhook endpoint, at most 3 LINE calls
 per shop. Once a day it also runs LINE's webhook test and reads LINE's friend count (the passive signals in
@@ -163,7 +163,7 @@ def check_now(shops):
 
 
 def check_by_id(shop_id):
-    """The queue's task: one shop's check, in its own session (tasks.py)."""
+    """The queue's task: one shop's check, in its own session (jobs.py)."""
     shop = db.session.get(Shop, shop_id)
     if shop is None:
         return None
@@ -176,7 +176,7 @@ def check_by_id(shop_id):
 
 def round_now(now=None):
     """One round: queue a check for every due shop. Returns how many were queued."""
-    from .. import tasks
+    from .. import queue
     now = now or utcnow()
     ids = due_shop_ids(now)
     if ids:
@@ -184,7 +184,7 @@ def round_now(now=None):
                            .execution_options(synchronize_session=False))
     db.session.commit()
     for shop_id in ids:
-        tasks.enqueue("check_shop", shop_id)
+        queue.check_shop(shop_id)
     return len(ids)
 
 

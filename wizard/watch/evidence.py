@@ -49,8 +49,8 @@ def spacing():
 
 def ring(app=None):
     """Evidence just arrived (a refused signature, events stored): queue a scan soon. Never raises."""
-    from .. import tasks
-    tasks.ring_evidence(app)
+    from .. import queue
+    queue.ring_evidence(app, RING_INTERVAL)
 
 
 def waiting(now=None):
@@ -82,7 +82,7 @@ def scan(now=None):
 
     Each re-check runs ``DEBOUNCE`` from now, or ``EVIDENCE_SPACING`` after the shop's previous one if that
     is later; the claim is a compare-and-set on ``evidence_check_at``, so of several scans one queues it."""
-    from .. import tasks
+    from .. import queue
     now = now or utcnow()
     queued = []
     for shop_id, previous in waiting(now):
@@ -96,7 +96,7 @@ def scan(now=None):
                                      .execution_options(synchronize_session=False)).rowcount
         db.session.commit()
         if claimed:
-            tasks.enqueue("recheck_shop", shop_id, delay=max((due - now).total_seconds(), 0.05))
+            queue.recheck_shop(shop_id, delay=max((due - now).total_seconds(), 0.05))
             queued.append(shop_id)
     return queued
 

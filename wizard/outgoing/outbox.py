@@ -1,38 +1,46 @@
-"""Every message we hand to LINE: the row first, then LINE, then its outcome; never twice, never unrecorded.
+"""Every message we send, on any channel: the row first, then the channel, then its outcome; never twice,
+never unrecorded.
 
 A message's life (``Outbox.status``):
 
-    queued ──claim──▶ sending ──LINE said yes──▶ sent
-       ▲                 │──LINE said no for good──▶ failed
-       └──429/5xx/down───┤   (after Retry-After or the backoff; RETRY_DELAYS, then dead)
+    queued ──claim──▶ sending ──the channel said yes──▶ sent
+       ▲                 │──it said no for good──▶ failed
+       └──429/5xx/down───┤   (after Retry-After or the backoff: config.py BACKOFF["outbox"], then dead)
                          └──the worker died──▶ (sweeper) queued again if it was a push, unknown if a reply
 
-- The row is committed before LINE is asked (``called_at`` is set in the same commit as the text), and the
-  outcome after, so every message LINE received has its row, and a crash shows which ones were in flight.
-- A push carries ``X-Line-Retry-Key`` (the row's ``retry_key``) on every attempt: if LINE took the first
-  try, the second answers 409 and counts as sent. LINE remembers a key 24 hours; the retries end well
-  within that.
-- A reply has no retry key. A reply token LINE refused (400: expired or used) means nothing went out, so the
-  message is pushed instead. But a reply whose answer we never saw (timeout, 5xx, a crash mid-call) may have
-  arrived: it is then never pushed, and once its fate cannot be learned it is marked ``unknown`` for staff.
+- The row is committed before the channel is asked (``called_at`` is set in the same commit as the text),
+  and the outcome after, so every message the channel received has its row, and a crash shows which ones
+  were in flight.
+- A push carries the row's ``retry_key`` (LINE: ``X-Line-Retry-Key``) on every attempt: if the channel took
+  the first try, the second answers 409 and counts as sent. LINE remembers a key 24 hours; the retries end
+  well within that.
+- A reply has no retry key. A reply token the channel refused means nothing went out, so the message is
+  pushed instead. But a reply whose answer we never saw (timeout, 5xx, a crash mid-call) may have arrived:
+  it is then never pushed, and once its fate cannot be learned it is marked ``unknown`` for staff.
 - ``dead`` rows are shown to staff (views/outbox.py), who may send them again (``retry``).
+
+What the message says, whether it may still go and what its arrival means are its purpose's (purposes.py);
+who carries it is the registered sender's (sender.py; LINE's is line/sender.py). Rows are claimed and
+finished through the one claim helper (wizard/claims.py).
 """
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 from flask import current_app
 from sqlalchemy import and_, or_, select, update
 
+from .. import claims
 from ..extensions import db
-from ..models import Channel, Contact, Message, Outbox, utcnow
-from . import events, store
+from ..models import Channel, Contact, Message, Outbox, WebhookEvent, utcnow
+from ..rows import insert_ignoring
+from . import purposes, sender as senders
 
 log = logging.getLogger(__name__)
 
-# Seconds before each further attempt (LINE's Retry-After wins when it asks for longer); then dead.
-RETRY_DELAYS = (10, 30, 120, 600, 1800, 3600, 3 * 3600, 6 * 3600)
-MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
+BACKOFF = claims.backoff("outbox")
+RETRY_DELAYS = BACKOFF.delays
+MAX_ATTEMPTS = BACKOFF.attempts
 STATUSES = ("queued", "sending", "sent", "failed", "dead", "unknown")
 # A reply token works for about a minute after its event (LINE's reference). An older follow (one released
 # from the quarantine once the secret was entered again, or run after a long backlog) is pushed at once with
@@ -40,23 +48,32 @@ STATUSES = ("queued", "sending", "sent", "failed", "dead", "unknown")
 REPLY_TOKEN_LIFETIME = timedelta(seconds=60)
 
 
-def queue_form(event, contact, reply_token):
-    """Add the customer form for this follow to the outbox, in the caller's transaction; returns the row.
+def _event_time(timestamp_ms):
+    """An event's millisecond epoch time as the naive UTC datetime every table stores."""
+    return datetime.fromtimestamp(timestamp_ms / 1000, tz=timezone.utc).replace(tzinfo=None)
 
-    One row per follow event (a unique constraint): a follow run twice cannot queue two forms. The caller has
-    asked ``events.form_not_due`` first (a shop that switched the form off gets no row at all). The text is
-    written when it is sent: the shop's text (customers/form_settings.py; the default one in the language
-    of the profile fetched then) and a new signed personal link.
-    """
-    if reply_token and utcnow() - store.event_time(event.timestamp) >= REPLY_TOKEN_LIFETIME:
+
+def add(channel_id, contact_id, purpose, *, event=None, reply_token=None, messages=None, retry_key=None):
+    """Queue one message of a registered ``purpose`` in the caller's transaction; returns the row.
+
+    By reply when ``reply_token`` is given and its ``event`` is younger than the token's minute, else by push.
+    One row per (event, purpose) for a message answering an event (a follow run twice cannot queue two), one
+    per ``retry_key`` otherwise: a row that exists already is returned, not written twice. Without
+    ``messages``, the purpose renders them when the message goes."""
+    if purpose not in purposes.PURPOSES:  # refused here, where it is written, not when it would be sent
+        raise ValueError(f"unknown outbox purpose {purpose!r}")
+    if reply_token and (event is None or utcnow() - _event_time(event.timestamp) >= REPLY_TOKEN_LIFETIME):
         reply_token = None
-    store.insert_ignoring(Outbox, [{
-        "channel_id": event.channel_id, "contact_id": contact.id, "event_id": event.id, "purpose": "form",
-        "method": "reply" if reply_token else "push", "reply_token": reply_token or None,
-        "reply_uncertain": False, "retry_key": str(uuid.uuid4()), "status": "queued", "attempts": 0,
+    key = retry_key or str(uuid.uuid4())
+    insert_ignoring(Outbox, [{
+        "channel_id": channel_id, "contact_id": contact_id, "event_id": event.id if event is not None else None,
+        "purpose": purpose, "method": "reply" if reply_token else "push", "reply_token": reply_token or None,
+        "reply_uncertain": False, "retry_key": key, "messages": messages, "status": "queued", "attempts": 0,
         "created_at": utcnow(), "updated_at": utcnow(),
-    }], ["event_id", "purpose"])
-    return db.session.scalar(select(Outbox).filter_by(event_id=event.id, purpose="form"))
+    }], ["event_id", "purpose"] if event is not None else ["retry_key"])
+    if event is not None:
+        return db.session.scalar(select(Outbox).filter_by(event_id=event.id, purpose=purpose))
+    return db.session.scalar(select(Outbox).filter_by(retry_key=key))
 
 
 def _due(now):
@@ -65,28 +82,23 @@ def _due(now):
 
 
 def _claim(outbox_id):
-    claim = uuid.uuid4().hex
     now = utcnow()
-    lease = timedelta(seconds=in_flight_seconds())
-    o = Outbox
-    taken = db.session.execute(update(o).where(o.id == outbox_id, _due(now)).values(
-        status="sending", claimed_by=claim, claimed_until=now + lease,
-        attempts=o.attempts + 1, called_at=None, updated_at=now,
-    ).execution_options(synchronize_session=False))
-    db.session.commit()
-    return claim if taken.rowcount == 1 else None
+    holder, taken = claims.claim(Outbox, and_(Outbox.id == outbox_id, _due(now)),
+                                 timedelta(seconds=in_flight_seconds()),
+                                 status="sending", called_at=None, updated_at=now)
+    return holder if taken == 1 else None
 
 
 def in_flight_seconds():
     """How long a sending row is reserved: a worker that has not finished by then is taken to be dead
-    (recover_in_flight). Never shorter than the LINE calls of one send can take (token, profile, reply,
-    push: each up to LINE_TIMEOUT), or a slow but live worker would be overtaken."""
+    (recover_in_flight). Never shorter than the calls of one send can take (token, profile, reply, push:
+    each up to LINE_TIMEOUT), or a slow but live worker would be overtaken."""
     cfg = current_app.config
     return max(float(cfg["WORKER_LEASE_SECONDS"]), 4 * float(cfg["LINE_TIMEOUT"]) + 5)
 
 
 def _finish(row_id, claim, **values):
-    return store.finish_claim(Outbox, row_id, claim, updated_at=utcnow(), **values)
+    return claims.finish(Outbox, row_id, claim, updated_at=utcnow(), **values)
 
 
 class Outcome:
@@ -95,8 +107,6 @@ class Outcome:
 
 def send(outbox_id):
     """One attempt at one queued message. Returns (outcome, seconds until the next attempt or None)."""
-    from .client import client_for
-    from .problems import LineProblem
     claim = _claim(outbox_id)
     if claim is None:
         return Outcome.SKIPPED, None  # not due, or another worker has it
@@ -106,32 +116,30 @@ def send(outbox_id):
     if channel.disconnected_at is not None:
         _finish(row.id, claim, status="failed", error="the shop disconnected this channel")
         return Outcome.FAILED, None
-    if row.purpose == "form":
-        from ..customers import form_settings
-        if not form_settings.for_channel(channel.id).enabled:
-            # Queued while LINE was away, and the shop has switched the form off since: it must not go out.
-            _finish(row.id, claim, status="failed", error="the shop switched the form off before it went out")
-            return Outcome.FAILED, None
-        # The personal link is made anew for each attempt and kept nowhere: whoever reads the outbox or the
-        # conversation must not be able to fill in the customer's form (and their consent) in their name.
-        messages = _render(row, channel, contact)
-        row.messages = [masked(message) for message in messages]
+    purpose = purposes.of(row)
+    refused = purpose.refuse(row, channel) if purpose.refuse is not None else None
+    if refused:
+        _finish(row.id, claim, status="failed", error=refused)
+        return Outcome.FAILED, None
+    if purpose.fresh:
+        messages = _render(purpose, row, channel, contact)
+        row.messages = [purpose.kept(message) for message in messages]
     else:
         if row.messages is None:
-            row.messages = _render(row, channel, contact)
+            row.messages = _render(purpose, row, channel, contact)
         messages = row.messages
     if row.method == "reply" and not row.reply_uncertain and _token_expired(row):
         _switch_to_push(row)  # a retry after the token's minute: a reply would only be refused
     row.called_at = utcnow()
-    db.session.commit()  # the text, and that LINE is about to be asked, are on record first
-    client = client_for(channel)
+    db.session.commit()  # the text, and that the channel is about to be asked, are on record first
+    sender = senders.current()
     try:
-        result = None
+        ids = None
         if row.method == "reply":
             try:
-                result = client.reply(row.reply_token, messages)
-            except LineProblem as problem:
-                if problem.status == 400:
+                ids = sender.reply(channel, row.reply_token, messages)
+            except sender.failure as problem:
+                if sender.token_refused(problem):
                     if row.reply_uncertain:
                         # An earlier try may have gone through and used the token: pushing could send twice.
                         _finish(row.id, claim, status="unknown",
@@ -139,17 +147,16 @@ def send(outbox_id):
                         return Outcome.UNKNOWN, None
                     _switch_to_push(row)
                 else:
-                    if problem.code == "timeout" or (problem.status or 0) >= 500:
+                    if sender.maybe_arrived(problem):
                         row.reply_uncertain = True
                     raise
-        if result is None:
-            result = client.push(contact.line_user_id, messages, retry_key=row.retry_key)
-    except LineProblem as problem:
-        return _failed(row, claim, problem)
+        if ids is None:
+            ids = sender.push(channel, contact, messages, retry_key=row.retry_key)
+    except sender.failure as problem:
+        return _failed(sender, row, claim, problem)
     now = utcnow()
-    ids = [str(m.get("id"))[:40] for m in (result or {}).get("sentMessages", []) if isinstance(m, dict)]
-    if row.purpose == "form":
-        contact.form_sent_at = now
+    if purpose.sent is not None:
+        purpose.sent(row, contact, now)
     for index, message in enumerate(row.messages):
         db.session.add(Message(
             channel_id=channel.id, contact_id=contact.id, event_id=row.event_id, direction="out",
@@ -160,19 +167,16 @@ def send(outbox_id):
     return Outcome.SENT, None
 
 
-def masked(message):
-    """A message as we keep it: any personal form link masked (the customer has the only usable copy)."""
-    from ..redact import redact
-    if isinstance(message.get("text"), str):
-        return dict(message, text=redact(message["text"]))
-    return message
+def _render(purpose, row, channel, contact):
+    if purpose.render is None:
+        raise ValueError(f"outbox purpose {row.purpose!r} has no renderer and the row no messages")
+    return purpose.render(row, channel, contact)
 
 
 def _token_expired(row):
     """Is this reply's token past its minute (counted from its event's time, or the row's when it has none)?"""
-    from ..models import WebhookEvent
     event = db.session.get(WebhookEvent, row.event_id) if row.event_id else None
-    since = store.event_time(event.timestamp) if event is not None else row.created_at
+    since = _event_time(event.timestamp) if event is not None else row.created_at
     return utcnow() - since >= REPLY_TOKEN_LIFETIME
 
 
@@ -182,32 +186,19 @@ def _switch_to_push(row):
     db.session.commit()
 
 
-def _render(row, channel, contact):
-    if row.purpose == "form":
-        if contact.profile_fetched_at is None:
-            # Best effort, for the language: the form goes in the default language when LINE will not say.
-            events.refresh_profile(channel, contact)
-        # A retry keeps the link this row made on its first attempt: that attempt may have reached the
-        # customer (a push whose answer was lost), and only a contact's newest link works.
-        retried = row.attempts > 1 and contact.form_link_issued_at is not None \
-            and contact.form_link_issued_at >= row.created_at
-        return [{"type": "text", "text": events.form_text(channel, contact, fresh=not retried)}]
-    raise ValueError(f"unknown outbox purpose {row.purpose!r}")
-
-
-def _failed(row, claim, problem):
-    """LINE said no or could not be asked: retry later, give up (dead), or record the refusal (failed)."""
+def _failed(sender, row, claim, problem):
+    """The channel said no or could not be asked: retry later, give up (dead), or record the refusal."""
     from .. import metrics
     error = f"{problem.code} (status {problem.status}): {problem.detail or ''}"[:2000]
-    if not events.retryable(problem):
+    if not sender.retryable(problem):
         _finish(row.id, claim, status="failed", error=error, reply_uncertain=row.reply_uncertain)
         return Outcome.FAILED, None
-    if row.attempts >= MAX_ATTEMPTS:
+    if BACKOFF.exhausted(row.attempts):
         _finish(row.id, claim, status="dead", error=error, reply_uncertain=row.reply_uncertain)
         metrics.TASKS_DEAD.labels(task="send").inc()
         log.warning("outbox %s is dead after %s attempts: %s", row.id, row.attempts, problem.code)
         return Outcome.DEAD, None
-    delay = max(RETRY_DELAYS[row.attempts - 1], problem.retry_after or 0)
+    delay = BACKOFF.delay(row.attempts, problem.retry_after)
     _finish(row.id, claim, status="queued", error=error, reply_uncertain=row.reply_uncertain,
             next_attempt_at=utcnow() + timedelta(seconds=delay))
     metrics.TASKS_RETRIED.labels(task="send").inc()

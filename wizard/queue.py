@@ -1,30 +1,23 @@
-"""The queue (huey): where it lives, the tasks, and the consumer; each task is thin and calls a domain module.
+"""The queue (huey): where it lives, the jobs it carries, the doorbells, and the consumer. Imports no domain.
 
 Where the queue lives (``QUEUE_URL``, see config.py): a SQLite file in ``instance/`` in the embedded default
 (``SqliteHuey``: no server), the app's own PostgreSQL in production (``PostgresHuey``: every machine that
 reaches the database shares the queue, with LISTEN/NOTIFY so consumers wake at once), or Redis
-(``PriorityRedisHuey``, Redis 5 or later) if an operator prefers it. The task code is the same for all three.
+(``PriorityRedisHuey``, Redis 5 or later) if an operator prefers it. The job code is the same for all three.
+
+Why this module knows no domain: every layer queues work (the receiver rings, the CRM queues a read mark, the
+views a message, the watch its checks), so whatever configures the queue sits below all of them. Each kind of
+task is a ``Job`` declared here (``queue.send_message(outbox_id)``: a name the linter sees, never a string);
+what it does is attached by wizard/jobs.py (``@queue.send_message.runs``), which imports the domains and is
+imported only by the app factory. When the app first uses its queue, the jobs with a body are bound to it.
 
 The queue is only a doorbell. huey hands a task to at most one consumer and forgets it, so a consumer killed
 mid-task loses the task, never the work: the work lives in our tables (events pending, outbox queued) and
-the claims there decide who does it and that it is done once. ``sweep``, a periodic task, rings again for
-whatever is waiting: due events, messages due for retry, messages whose worker died mid-send.
+the claims there decide who does it and that it is done once. ``sweep``, a periodic job, rings again for
+whatever is waiting. So a failed enqueue loses nothing either; ``Job.try_now`` says so in the log with the
+row, for callers whose row is committed and who must not fail because the queue's store is away.
 
-Tasks:
-- ``drain_events``: run the stored events, one user's at a time (line/worker.py); what they leave for LINE
-  becomes ``send_message`` and ``fetch_profile`` tasks after their commit;
-- ``send_message``: one attempt at one outbox row (line/outbox.py); a retry is this task scheduled again
-  after LINE's Retry-After or the backoff;
-- ``fetch_profile``: a contact's LINE profile when no form was sent (standby, form not due);
-- ``fetch_content``: an image, video, audio or file a customer sent, kept in our database (customers/content.py);
-- ``mark_read``: a customer's messages marked read on LINE when someone opens the conversation;
-- ``scan_evidence`` and ``recheck_shop``: passive evidence (refused signatures, deliveries to a shop not
-  healthy) re-derives that shop's recorded state at once (watch/evidence.py);
-- ``sweep`` (every minute): exactly one consumer runs each minute's sweep however many run, because the
-  run must first advance that minute's slot in ``periodic_runs`` (``once_per_slot``);
-- ``retention`` (nightly): deletes what outlived its retention setting (retention.py), on one consumer.
-
-Webhook effects go first: the tasks a delivery causes (drain, send, profile, content, mark read) and the
+Webhook effects go first: the jobs a delivery causes (drain, send, profile, content, mark read) and the
 sweep that rings for them are queued with priority ``EFFECTS_FIRST``; the drift watch's checks and alert mails
 keep priority 0; the re-checks passive evidence asks for sit between (``EVIDENCE_NEXT``). Every
 storage hands out the highest priority first (SQLite and PostgreSQL order by it; Redis uses huey's priority
@@ -49,24 +42,93 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import observability
 from .extensions import db
-from .models import PeriodicRun
+from .models import PeriodicRun, utcnow
+from .rows import insert_ignoring
 
 log = logging.getLogger(__name__)
 
 WAKE_FLAG = "wake"
-SWEEP_EVERY = 60  # seconds: huey's scheduler looks at periodic tasks once a minute
-DRAIN_SECONDS = 20  # one drain task yields its consumer thread after this long, and enqueues the rest
-PROFILE_ATTEMPTS = 4
-PROFILE_DELAYS = (30, 120, 600)
 # huey: a higher priority is handed out first. What LINE's deliveries cause waits on nothing else queued.
 EFFECTS_FIRST = 10
 # Passive evidence (watch/evidence.py) re-checks a shop the staff list shows wrong: after the webhook's effects
 # (a re-check asks LINE three times; forged refusals on many shops must not delay a form), before the watch's
 # round (a reissued secret shows within seconds however many checks a round queued).
 EVIDENCE_NEXT = 5
+# The module the task names carry in the queue's store ("wizard.tasks.send_message"), unchanged since the
+# tasks lived in wizard/tasks.py: tasks queued before an upgrade still run after it, and log lines still say so.
+TASK_MODULE = "wizard.tasks"
+
+JOBS = {}
 
 
-def queue(app=None):
+class Job:
+    """One kind of task. Call it to queue it (``queue.check_shop(shop_id)``, ``delay=`` seconds to run later);
+    it carries the request id and shop of the request or work that queues it (observability.traced).
+
+    wizard/jobs.py attaches the body (``runs``), and, where one attempt can run in the caller's process
+    (``worker --once``, tests: line/worker.py ``process_pending``), the attempt without the queue's retries
+    (``here``). A body returns nothing; it re-queues itself when it must try again."""
+
+    def __init__(self, name, priority=0, schedule=None):
+        self.name, self.priority, self.schedule = name, priority, schedule
+        self.body = self.here = None
+        JOBS[name] = self
+
+    def runs(self, body=None, here=None):
+        """Attach the body (as a decorator, or with ``here``, the in-process attempt)."""
+        def attach(func):
+            self.body, self.here = func, here
+            return func
+        return attach(body) if body is not None else attach
+
+    def __call__(self, *args, delay=None, app=None):
+        wrapper = instance(app).wizard_tasks[self.name]
+        trace = observability.current_trace()
+        kwargs = {"trace": trace} if trace else {}
+        return wrapper.schedule(args, kwargs, delay=delay) if delay else wrapper(*args, **kwargs)
+
+    def try_now(self, *args, row=None, app=None):
+        """Queue it; when the queue's store cannot be reached, say so in the log with the row (committed by
+        the caller, so the sweep finds it) instead of failing the caller. Returns whether it was queued."""
+        try:
+            self(*args, app=app)
+            return True
+        except Exception as exc:
+            log.warning("could not queue %s for %s (%s); the sweeper will pick it up", self.name,
+                        row or ", ".join(map(str, args)), type(exc).__name__)
+            return False
+
+    def run_here(self, *args):
+        """One attempt in this process, in the current application context (no queue, no retry)."""
+        if self.here is not None:
+            self.here(*args)
+
+    def __repr__(self):
+        return f"<Job {self.name}>"
+
+
+# ---- the jobs (bodies: wizard/jobs.py) ------------------------------------------------------------------------
+
+drain_events = Job("drain_events", EFFECTS_FIRST)  # run the stored events (line/worker.py)
+send_message = Job("send_message", EFFECTS_FIRST)  # one attempt at one outbox row (wizard/outgoing/)
+fetch_profile = Job("fetch_profile", EFFECTS_FIRST)  # a contact's LINE profile (customers/profiles.py)
+fetch_content = Job("fetch_content", EFFECTS_FIRST)  # a picture, video, audio or file (customers/content.py)
+mark_read = Job("mark_read", EFFECTS_FIRST)  # a customer's messages marked read on LINE
+sweep = Job("sweep", EFFECTS_FIRST, schedule=crontab(minute="*"))  # ring for whatever waits in our tables
+check_shop = Job("check_shop")  # the drift watch's check of one shop
+notify_alerts = Job("notify_alerts")  # alert e-mails due
+watch = Job("watch", schedule=crontab(minute="*"))  # the drift watch's round, once per WATCH_INTERVAL_MINUTES
+scan_evidence = Job("scan_evidence", EVIDENCE_NEXT)  # passive evidence → re-checks (watch/evidence.py)
+recheck_shop = Job("recheck_shop", EVIDENCE_NEXT)
+# Nightly from 03:00 in Taiwan (huey's crontab reads UTC; the next two hours stand in when no consumer ran at
+# 03:00): retention.py deletes what outlived its setting, on one consumer.
+retention = Job("retention", schedule=crontab(minute="0", hour="19-21"))
+
+
+# ---- the app's huey -----------------------------------------------------------------------------------------
+
+
+def instance(app=None):
     """The app's huey instance, made on first use (so a database that is down does not stop the app)."""
     app = app or current_app._get_current_object()
     huey = app.extensions.get("huey")
@@ -96,7 +158,7 @@ def _make(app):
         _list_to_priority_queue(huey.storage)
     else:
         raise RuntimeError(f"QUEUE_URL must be sqlite://, postgresql:// or redis://, not {backend}://")
-    _register(huey, app)
+    _bind(huey, app)
     return huey
 
 
@@ -125,48 +187,31 @@ def _list_to_priority_queue(storage):
         storage.enqueue(data)
 
 
-def _register(huey, app):
-    """The tasks, bound to ``app``: each runs in its own application context (its own database session)."""
+def _bind(huey, app):
+    """The jobs with a body, bound to ``app``: each runs in its own application context (its own session)."""
 
-    def in_app(func):
+    def in_app(job):
+        body = job.body
+
         def run(*args, trace=None):
             with app.app_context(), observability.traced(trace):
-                return func(*args)
-        run.__name__ = func.__name__
+                return body(*args)
+        run.__name__, run.__module__, run.__doc__ = job.name, TASK_MODULE, body.__doc__
         return run
 
     huey.wizard_app = app  # for the consumers' heartbeat
-
-    first = EFFECTS_FIRST
-    huey.wizard_tasks = {
-        "drain_events": huey.task(name="drain_events", priority=first)(in_app(_drain_events)),
-        "send_message": huey.task(name="send_message", priority=first)(in_app(_send_message)),
-        "fetch_profile": huey.task(name="fetch_profile", priority=first)(in_app(_fetch_profile)),
-        "fetch_content": huey.task(name="fetch_content", priority=first)(in_app(_fetch_content)),
-        "mark_read": huey.task(name="mark_read", priority=first)(in_app(_mark_read)),
-        "sweep": huey.periodic_task(crontab(minute="*"), name="sweep", priority=first)(in_app(_periodic_sweep)),
-        "check_shop": huey.task(name="check_shop")(in_app(_check_shop)),
-        "notify_alerts": huey.task(name="notify_alerts")(in_app(_notify_alerts)),
-        "watch": huey.periodic_task(crontab(minute="*"), name="watch")(in_app(_periodic_watch)),
-        "scan_evidence": huey.task(name="scan_evidence", priority=EVIDENCE_NEXT)(in_app(_scan_evidence)),
-        "recheck_shop": huey.task(name="recheck_shop", priority=EVIDENCE_NEXT)(in_app(_recheck_shop)),
-        # Nightly from 03:00 in Taiwan (huey's crontab reads UTC; the next two hours stand in when no consumer
-        # ran at 03:00): retention.py deletes what outlived its setting.
-        "retention": huey.periodic_task(crontab(minute="0", hour="19-21"), name="retention")(
-            in_app(_periodic_retention)),
-    }
+    huey.wizard_tasks = {}
+    for job in JOBS.values():
+        if job.body is None:
+            continue  # wizard/jobs.py not imported (a script using the queue alone): nothing to bind
+        if job.schedule is not None:
+            task = huey.periodic_task(job.schedule, name=job.name, priority=job.priority)
+        else:
+            task = huey.task(name=job.name, priority=job.priority)
+        huey.wizard_tasks[job.name] = task(in_app(job))
 
 
-def enqueue(name, *args, delay=None, app=None):
-    """Put one task on the queue, to run now or after ``delay`` seconds (huey's schedule). It carries the
-    request id and shop of the request or work that queues it (observability.traced), for its log lines."""
-    wrapper = queue(app).wizard_tasks[name]
-    trace = observability.current_trace()
-    kwargs = {"trace": trace} if trace else {}
-    return wrapper.schedule(args, kwargs, delay=delay) if delay else wrapper(*args, **kwargs)
-
-
-# ---- the receiver's doorbell -------------------------------------------------------------------------------
+# ---- the doorbells ------------------------------------------------------------------------------------------
 
 
 def wake(app=None):
@@ -184,23 +229,21 @@ def wake(app=None):
 RING_INTERVAL = 0.1
 
 
-def ring_evidence(app=None):
+def ring_evidence(app=None, interval=RING_INTERVAL):
     """Passive evidence arrived (watch/evidence.py): queue a scan for it, debounced like ``wake`` (at most
-    every ``evidence.RING_INTERVAL`` per process, the last ring of a burst kept), but always from the timer's
+    every ``interval`` seconds per process, the last ring of a burst kept), but always from the timer's
     thread: the request that rang (a refused webhook) never writes to the queue's store. Never raises."""
-    from .watch import evidence
     app = app or current_app._get_current_object()
     key = ("wizard_evidence_bell", os.getpid())
     bell = app.extensions.get(key)
     if bell is None:
-        bell = app.extensions.setdefault(key, Doorbell(app, evidence.RING_INTERVAL, _queue_evidence_scan,
-                                                       leading=False))
+        bell = app.extensions.setdefault(key, Doorbell(app, interval, _queue_evidence_scan, leading=False))
     bell.ring()
 
 
 def _queue_evidence_scan(app):
     try:
-        enqueue("scan_evidence", app=app)
+        scan_evidence(app=app)
     except Exception:  # the evidence is stored; the periodic sweep scans for it too
         log.warning("could not queue the evidence scan; the sweep will", exc_info=True)
 
@@ -243,158 +286,20 @@ class Doorbell:
 def ring_now(app=None):
     """Queue a drain unless one is queued and has not started (a read when it is; no write per delivery)."""
     try:
-        huey = queue(app)
+        huey = instance(app)
         if huey.get(WAKE_FLAG, peek=True) is not None:
             return
         if huey.put_if_empty(WAKE_FLAG, "1"):
-            enqueue("drain_events", app=app)
+            drain_events(app=app)
     except Exception:  # the events are stored; the sweeper will ring for them. Never fail the delivery.
         log.warning("could not wake the queue; the sweeper will pick the events up", exc_info=True)
 
 
-# ---- tasks ---------------------------------------------------------------------------------------------------
-
-
-def _drain_events():
-    from .line import worker
-    huey = queue()
-    huey.get(WAKE_FLAG)  # down before the first claim: anything committed from now on rings again
-    if worker.drain(after_commit=_enqueue_effects, stop_after=DRAIN_SECONDS):
-        ring_evidence()  # deliveries may clear a shop recorded broken (watch/evidence.py)
-    if worker.waiting_work():
-        enqueue("drain_events")  # more than one drain's share, or new arrivals: keep going on any consumer
-    else:
-        _schedule_next_retry()
-
-
-def _schedule_next_retry():
-    from .line import worker
-    from .models import utcnow
-    at = worker.next_retry_at()
-    if at is not None:
-        enqueue("drain_events", delay=max((at - utcnow()).total_seconds(), 0.1))
-
-
-def _enqueue_effects(effects):
-    for outbox_id in effects.outbox:
-        enqueue("send_message", outbox_id)
-    for contact_id in effects.profiles:
-        enqueue("fetch_profile", contact_id, 1)
-    for content_id in getattr(effects, "contents", ()):
-        enqueue("fetch_content", content_id)
-
-
-def _send_message(outbox_id):
-    from .line import outbox
-    outcome, delay = outbox.send(outbox_id)
-    if outcome == outbox.Outcome.RETRY:
-        enqueue("send_message", outbox_id, delay=delay)
-
-
-def _fetch_profile(contact_id, attempt=1):
-    from . import metrics
-    from .line import events
-    problem = events.fetch_profile(contact_id)
-    if problem is None or not events.retryable(problem):
-        return
-    if attempt >= PROFILE_ATTEMPTS:
-        metrics.TASKS_DEAD.labels(task="fetch_profile").inc()
-        return
-    metrics.TASKS_RETRIED.labels(task="fetch_profile").inc()
-    delay = max(PROFILE_DELAYS[attempt - 1], problem.retry_after or 0)
-    enqueue("fetch_profile", contact_id, attempt + 1, delay=delay)
-
-
-def _fetch_content(content_id):
-    """An image, video, audio or file a customer sent, from LINE into our database (customers/content.py)."""
-    from .customers import content
-    outcome, delay = content.fetch(content_id)
-    if outcome == content.Outcome.RETRY:
-        enqueue("fetch_content", content_id, delay=delay)
-
-
-def _mark_read(message_id, attempt=1):
-    """Mark a customer's messages read on LINE (customers/conversation.py); a couple of tries at most."""
-    from .customers import conversation
-    done, delay = conversation.mark_read(message_id)
-    if not done and delay is not None and attempt <= len(conversation.MARK_DELAYS):
-        enqueue("mark_read", message_id, attempt + 1, delay=max(delay, conversation.MARK_DELAYS[attempt - 1]))
-
-
-def _notify_alerts():
-    from .watch import alerts
-    alerts.notify_due()
-
-
-def _scan_evidence():
-    from .watch import evidence
-    evidence.scan()
-
-
-def _recheck_shop(shop_id):
-    from .watch import evidence
-    evidence.recheck(shop_id)
-
-
-def _check_shop(shop_id):
-    from .watch import drift
-    drift.check_by_id(shop_id)
-
-
-def _periodic_watch():
-    """The drift watch's round, once per WATCH_INTERVAL_MINUTES across every consumer."""
-    from .watch import drift
-    if once_per_slot("watch", max(60, int(drift.interval().total_seconds()))):
-        drift.round_now()
-
-
-def _periodic_retention():
-    """Retention's nightly run: once per UTC day (its first hour that a consumer sees), on one consumer."""
-    from . import retention
-    if once_per_slot("retention", 86400):
-        retention.run()
-
-
-def _periodic_sweep():
-    if once_per_slot("sweep", SWEEP_EVERY):
-        sweep()
-
-
-def sweep():
-    """Ring for everything that waits in our tables; safe to run any time, any number of times."""
-    from .line import outbox, quarantine, worker
-    huey = queue()
-    # Side duties first as tasks of their own: a slow mail server or a failing quarantine must never hold up
-    # (or stop) the customers' messages and events below.
-    enqueue("notify_alerts")  # alert e-mails: new alerts now, open ones again after ALERT_EMAIL_HOURS
-    enqueue("scan_evidence")  # passive evidence whose doorbell was lost (watch/evidence.py)
-    try:
-        quarantine.sweep()  # old refused bodies go; any proved by a secret saved just now become events
-    except Exception:
-        db.session.rollback()
-        log.exception("quarantine sweep failed; the next sweep tries again")
-    for outbox_id in outbox.recover_in_flight() + outbox.due_ids():
-        enqueue("send_message", outbox_id)
-    from .customers import content
-    for content_id in content.due_ids(limit=500):  # content whose task was lost, or whose lease ran out
-        enqueue("fetch_content", content_id)
-    waiting = worker.waiting_work()
-    if waiting:
-        huey.get(WAKE_FLAG)  # a drain whose task was lost would otherwise hold the flag up for good
-        for _ in range(min(waiting, int(current_app.config["WORKER_THREADS"]))):
-            enqueue("drain_events")
-    else:
-        _schedule_next_retry()
-    return waiting
-
-
 def once_per_slot(name, seconds):
     """True for exactly one caller per ``seconds``-long slot of wall time, across every process."""
-    from .line import store
-    from .models import utcnow
     slot = int(time.time() // seconds)
     try:
-        store.insert_ignoring(PeriodicRun, [{"name": name, "slot": 0}], ["name"])
+        insert_ignoring(PeriodicRun, [{"name": name, "slot": 0}], ["name"])
         won = db.session.execute(update(PeriodicRun).where(PeriodicRun.name == name, PeriodicRun.slot < slot)
                                  .values(slot=slot, ran_at=utcnow())
                                  .execution_options(synchronize_session=False)).rowcount == 1
@@ -411,7 +316,7 @@ def once_per_slot(name, seconds):
 def queue_problem(app=None):
     """None when the queue's store answers, else a short reason (for /readyz)."""
     try:
-        queue(app).storage.queue_size()
+        instance(app).storage.queue_size()
     except Exception as exc:  # any failure to reach the store is the answer, not an error here
         return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}".strip()
     return None
@@ -476,7 +381,7 @@ def start_in_process(app, threads=None):
     existing = app.extensions.get("wizard_consumer")
     if existing is not None:
         return existing
-    consumer = InProcessConsumer(queue(app), **consumer_options(app, threads))
+    consumer = InProcessConsumer(instance(app), **consumer_options(app, threads))
     consumer.start()
     app.extensions["wizard_consumer"] = consumer
     sweep_soon(app)
@@ -498,6 +403,6 @@ def sweep_soon(app=None):
     app = app or current_app._get_current_object()
     with app.app_context():
         try:
-            sweep()
+            sweep.run_here()
         except Exception:
             log.warning("start-up sweep failed; the periodic sweep will try again", exc_info=True)

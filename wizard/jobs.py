@@ -1,0 +1,169 @@
+"""What each job on the queue does (the jobs themselves are declared in wizard/queue.py); each body is thin and
+calls a domain module. Imported by the app factory only (which the consumer, ``flask worker``, runs too):
+this is the one module that imports every domain, so nothing else may import it.
+
+- ``drain_events``: run the stored events, one user's at a time (line/worker.py); the jobs their handlers
+  leave (a message to send, a profile or a picture to fetch) are queued after their commit;
+- ``send_message``: one attempt at one outbox row (outgoing/outbox.py); a retry is this job scheduled again
+  after the channel's Retry-After or the backoff;
+- ``fetch_profile``: a contact's LINE profile when no form was sent (standby, form not due);
+- ``fetch_content``: an image, video, audio or file a customer sent, kept in our database (customers/content.py);
+- ``mark_read``: a customer's messages marked read on LINE when someone opens the conversation;
+- ``scan_evidence`` and ``recheck_shop``: passive evidence (refused signatures, deliveries to a shop not
+  healthy) re-derives that shop's recorded state at once (watch/evidence.py);
+- ``check_shop``, ``notify_alerts`` and ``watch``: the drift watch (watch/drift.py, watch/alerts.py);
+- ``sweep`` (every minute): exactly one consumer runs each minute's sweep however many run, because the
+  run must first advance that minute's slot in ``periodic_runs`` (queue.once_per_slot);
+- ``retention`` (nightly): deletes what outlived its retention setting (retention.py), on one consumer.
+"""
+import logging
+
+from flask import current_app
+
+from . import claims, metrics, queue, retention
+from .customers import content, conversation, profiles
+from .extensions import db
+from .line import quarantine, worker
+from .line.problems import retryable
+from .models import utcnow
+from .outgoing import outbox
+from .watch import alerts, drift, evidence
+
+log = logging.getLogger(__name__)
+
+SWEEP_EVERY = 60  # seconds: huey's scheduler looks at periodic tasks once a minute
+DRAIN_SECONDS = 20  # one drain task yields its consumer thread after this long, and enqueues the rest
+PROFILE = claims.backoff("profile")
+
+
+@queue.drain_events.runs
+def drain_events():
+    huey = queue.instance()
+    huey.get(queue.WAKE_FLAG)  # down before the first claim: anything committed from now on rings again
+    if worker.drain(after_commit=enqueue_effects, stop_after=DRAIN_SECONDS):
+        evidence.ring()  # deliveries may clear a shop recorded broken (watch/evidence.py)
+    if worker.waiting_work():
+        queue.drain_events()  # more than one drain's share, or new arrivals: keep going on any consumer
+    else:
+        _schedule_next_retry()
+
+
+def _schedule_next_retry():
+    at = worker.next_retry_at()
+    if at is not None:
+        queue.drain_events(delay=max((at - utcnow()).total_seconds(), 0.1))
+
+
+def enqueue_effects(effects):
+    """Queue what an event's handler left (``after_commit`` of the drain)."""
+    for job, args in effects:
+        job(*args)
+
+
+def send_message(outbox_id):
+    outcome, delay = outbox.send(outbox_id)
+    if outcome == outbox.Outcome.RETRY:
+        queue.send_message(outbox_id, delay=delay)
+
+
+queue.send_message.runs(send_message, here=outbox.send)
+
+
+def fetch_profile(contact_id, attempt=1):
+    problem = profiles.fetch_profile(contact_id)
+    if problem is None or not retryable(problem):
+        return
+    if PROFILE.exhausted(attempt):
+        metrics.TASKS_DEAD.labels(task="fetch_profile").inc()
+        return
+    metrics.TASKS_RETRIED.labels(task="fetch_profile").inc()
+    queue.fetch_profile(contact_id, attempt + 1, delay=PROFILE.delay(attempt, problem.retry_after))
+
+
+queue.fetch_profile.runs(fetch_profile, here=profiles.fetch_profile)
+
+
+@queue.fetch_content.runs
+def fetch_content(content_id):
+    """An image, video, audio or file a customer sent, from LINE into our database (customers/content.py).
+    Nothing runs here in ``process_pending``: tests and ``worker --once`` fetch with ``content.fetch_due``."""
+    outcome, delay = content.fetch(content_id)
+    if outcome == content.Outcome.RETRY:
+        queue.fetch_content(content_id, delay=delay)
+
+
+@queue.mark_read.runs
+def mark_read(message_id, attempt=1):
+    """Mark a customer's messages read on LINE (customers/conversation.py); a couple of tries at most."""
+    done, delay = conversation.mark_read(message_id)
+    if not done and delay is not None and attempt <= len(conversation.MARK_DELAYS):
+        queue.mark_read(message_id, attempt + 1, delay=max(delay, conversation.MARK_DELAYS[attempt - 1]))
+
+
+@queue.notify_alerts.runs
+def notify_alerts():
+    alerts.notify_due()
+
+
+@queue.scan_evidence.runs
+def scan_evidence():
+    evidence.scan()
+
+
+@queue.recheck_shop.runs
+def recheck_shop(shop_id):
+    evidence.recheck(shop_id)
+
+
+@queue.check_shop.runs
+def check_shop(shop_id):
+    drift.check_by_id(shop_id)
+
+
+@queue.watch.runs
+def periodic_watch():
+    """The drift watch's round, once per WATCH_INTERVAL_MINUTES across every consumer."""
+    if queue.once_per_slot("watch", max(60, int(drift.interval().total_seconds()))):
+        drift.round_now()
+
+
+@queue.retention.runs
+def periodic_retention():
+    """Retention's nightly run: once per UTC day (its first hour that a consumer sees), on one consumer."""
+    if queue.once_per_slot("retention", 86400):
+        retention.run()
+
+
+def periodic_sweep():
+    if queue.once_per_slot("sweep", SWEEP_EVERY):
+        sweep()
+
+
+def sweep():
+    """Ring for everything that waits in our tables; safe to run any time, any number of times."""
+    huey = queue.instance()
+    # Side duties first as tasks of their own: a slow mail server or a failing quarantine must never hold up
+    # (or stop) the customers' messages and events below.
+    queue.notify_alerts()  # alert e-mails: new alerts now, open ones again after ALERT_EMAIL_HOURS
+    queue.scan_evidence()  # passive evidence whose doorbell was lost (watch/evidence.py)
+    try:
+        quarantine.sweep()  # old refused bodies go; any proved by a secret saved just now become events
+    except Exception:
+        db.session.rollback()
+        log.exception("quarantine sweep failed; the next sweep tries again")
+    for outbox_id in outbox.recover_in_flight() + outbox.due_ids():
+        queue.send_message(outbox_id)
+    for content_id in content.due_ids(limit=500):  # content whose task was lost, or whose lease ran out
+        queue.fetch_content(content_id)
+    waiting = worker.waiting_work()
+    if waiting:
+        huey.get(queue.WAKE_FLAG)  # a drain whose task was lost would otherwise hold the flag up for good
+        for _ in range(min(waiting, int(current_app.config["WORKER_THREADS"]))):
+            queue.drain_events()
+    else:
+        _schedule_next_retry()
+    return waiting
+
+
+queue.sweep.runs(periodic_sweep, here=sweep)
+
