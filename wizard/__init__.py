@@ -57,8 +57,8 @@ def create_app(test_config=None):
     from .views import api, auth, shops, wizard
     app.register_blueprint(auth.bp)
     app.register_blueprint(shops.bp)
-    from .views import console
-    app.register_blueprint(console.bp)  # staff: the console's shop pages, export, check now, alerts
+    from .views import shop
+    app.register_blueprint(shop.bp)  # staff: /shops/<slug>/…, one shop's page, check now, alerts, invite
     from .views import outbox as outbox_views
     app.register_blueprint(outbox_views.bp)  # staff: messages to LINE that need a person
     from .views import invitations as invitation_views, mail as mail_views, people

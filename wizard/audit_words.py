@@ -3,7 +3,8 @@ reader's language, times in Taipei time, and "the system" or "the command line" 
 
 The stored entry keeps its codes (``alert.snoozed``, ``until=…Z``, a reason like ``webhook_inactive``) for
 machines and searches; the staff pages (the audit log, a shop's timeline) show only what this module makes of
-them.
+them. Every action's label is here, not beside the page that records it, so the words of the log are in one
+place and this module, which the templates and the console's timeline (watch/history.py) use, imports no view.
 """
 from datetime import datetime
 
@@ -12,8 +13,36 @@ from flask_babel import gettext as _, lazy_gettext as _l
 from .i18n import localtime
 from .steps.reasons import headline
 
-# Actions recorded outside the people pages and the console (views/people.py and views/console.py ACTIONS).
-MORE_ACTIONS = {
+# Every action the audit log records (audit.record), as people read it. The codes stay in the entries.
+ACTIONS = {
+    # Accounts, invitations, API tokens and the connection (the people pages, the wizard, the CLI).
+    "account.created": _l("Account created"),
+    "account.deactivated": _l("Account deactivated"),
+    "account.reactivated": _l("Account reactivated"),
+    "shop.created": _l("Shop created"),
+    "invitation.sent": _l("Invitation sent"),
+    "invitation.revoked": _l("Invitation withdrawn"),
+    "invitation.accepted": _l("Invitation accepted"),
+    "token.created": _l("API token created"),
+    "token.revoked": _l("API token revoked"),
+    "credentials.saved": _l("Channel ID and secret saved"),
+    "credentials.removed": _l("Connection removed (reset)"),
+    "webhook_url.set": _l("Webhook URL set in LINE"),
+    "confirmation.set": _l("Confirmation changed"),
+    "account.password_changed": _l("Password changed"),
+    "account.sign_in_delay_lifted": _l("Sign-in delay lifted"),
+    "address.sign_in_delay_lifted": _l("Sign-in delay of an address lifted"),
+    "alert.emailed": _l("Alert e-mailed"),
+    "contacts.exported": _l("Contacts exported (CSV)"),
+    "contact.form_sent": _l("Customer form sent again"),
+    # The console and the watch's alerts.
+    "shop.assigned": _l("Staff assigned"),
+    "shop.checked": _l("Checked now by staff"),
+    "alert.opened": _l("Alert opened"),
+    "alert.acknowledged": _l("Alert acknowledged"),
+    "alert.snoozed": _l("Alert snoozed"),
+    "alert.closed": _l("Alert closed"),
+    # The customers' side.
     "form_settings.saved": _l("Customer data form settings saved"),
     "contact.message_sent_again": _l("Message of unknown fate sent to the customer again"),
 }
@@ -30,12 +59,6 @@ ACTORS = {
 }
 # Details every entry of an action carries for machines only.
 HIDDEN = {"id", "notice_version", "purpose", "was_running"}
-
-
-def labels():
-    from .views.console import ACTIONS as CONSOLE_ACTIONS
-    from .views.people import ACTIONS as PEOPLE_ACTIONS
-    return {**PEOPLE_ACTIONS, **CONSOLE_ACTIONS, **MORE_ACTIONS}
 
 
 def actor(label):
@@ -125,7 +148,7 @@ def details(entry):
 
 def sentence(entry):
     """The whole entry as one line: "Alert snoozed: “Use webhook” is off in LINE (until 2026-12-07 14:00)"."""
-    text = str(labels().get(entry.action, entry.action))
+    text = str(ACTIONS.get(entry.action, entry.action))
     about = target(entry)
     if about:
         text = _("%(action)s: %(about)s", action=text, about=about)

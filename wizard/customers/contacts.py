@@ -12,7 +12,6 @@ Excel shows it as text instead of running it.
 """
 import csv
 import io
-import math
 import unicodedata
 from dataclasses import dataclass, field
 from datetime import timezone
@@ -97,15 +96,14 @@ class ContactPage:
 
 def list_contacts(shop, wanted, per_page=PER_PAGE):
     """One page of the shop's contacts matching ``wanted``; BadRequest for a page past the last."""
-    filtered = _filtered(shop, wanted)
-    total = db.session.scalar(select(func.count()).select_from(filtered.subquery())) or 0
-    pages = max(1, math.ceil(total / per_page))
+    found = db.paginate(_ordered(_filtered(shop, wanted)), page=wanted.page, per_page=per_page,
+                        max_per_page=per_page, error_out=False)
+    pages = max(1, found.pages)
     if wanted.page > pages:
         raise BadRequest(ngettext("There is no page %(page)s: the list has %(num)d page.",
                                   "There is no page %(page)s: the list has %(num)d pages.",
                                   pages, page=wanted.page))
-    rows = db.session.scalars(_ordered(filtered).limit(per_page).offset((wanted.page - 1) * per_page)).all()
-    return ContactPage(list(rows), wanted.page, pages, total)
+    return ContactPage(found.items, wanted.page, pages, found.total)
 
 
 def contact_of_shop(shop, contact_id):

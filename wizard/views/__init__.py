@@ -1,8 +1,16 @@
-"""Thin blueprints. ``staff_only(bp)`` is the one rule for the staff pages: signed in, and staff (403 else);
-``checked_post()`` refuses a POST without a valid CSRF token (400) for forms that have no fields of their own."""
+"""Thin blueprints, and the access rules every one of them uses:
+
+- ``staff_only(bp)``: the rule for the staff pages: signed in, and staff (403 else);
+- ``shop_for(slug)``: the one gate for every route that names a shop: its owner or staff get the shop, anyone
+  else a 404, the same as for a shop that does not exist, so slugs cannot be probed (flaskr's ``get_post``);
+- ``checked_post()`` refuses a POST without a valid CSRF token (400) for forms that have no fields of their own.
+"""
 from flask import abort
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
+
+from ..extensions import db
+from ..models import Shop
 
 
 def staff_only(bp):
@@ -15,6 +23,17 @@ def staff_only(bp):
             abort(403)
 
     return bp
+
+
+def shop_for(slug, user=None):
+    """The shop named ``slug`` if ``user`` (the signed-in person, unless an API caller is given) may see it:
+    its owner, or staff. Anyone else gets 404 (under /api/ the JSON ``not_found`` with this message)."""
+    user = current_user if user is None else user
+    description = f"No shop {slug} that you can see."
+    shop = db.first_or_404(db.select(Shop).filter_by(slug=slug), description=description)
+    if not user.can_see(shop):
+        abort(404, description)
+    return shop
 
 
 def checked_post():

@@ -9,8 +9,8 @@ from flask_login import current_user
 
 from ..accounts import user_for_api_token
 from ..extensions import db
-from ..models import Shop
 from ..steps.status import evaluate
+from . import shop_for
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -25,10 +25,10 @@ def _caller():
 
 @bp.route("/shops")
 def shops():
-    """``GET /api/v1/shops?state=broken&page=N``: staff only; the console's list (views/console.py), 50 a page,
+    """``GET /api/v1/shops?state=broken&page=N``: staff only; the console's list (watch/board.py), 50 a page,
     worst first, read from the recorded states (no shop is checked)."""
     from flask_babel import force_locale
-    from .console import BadListRequest, ShopFilter, list_shops
+    from ..watch.board import BadListRequest, ShopFilter, list_shops
     caller = _caller()
     if caller is None:
         return _unauthorized()
@@ -61,15 +61,13 @@ def shop_status(slug):
 
 
 def _shop_for_caller(slug):
-    """(caller, shop, None) when the caller may see the shop named in the URL, else (…, the answer): 401 with
-    no caller, 404 for a shop they may not see (the same as none, so slugs cannot be probed)."""
+    """(caller, shop, None) when the caller may see the shop named in the URL, else (None, None, the 401
+    answer) with no caller. A shop they may not see is ``shop_for``'s 404, the same as none (views/errors.py
+    answers it as JSON ``not_found``), so slugs cannot be probed."""
     caller = _caller()
     if caller is None:
         return None, None, _unauthorized()
-    shop = db.session.scalar(db.select(Shop).filter_by(slug=slug))
-    if shop is None or not caller.can_see(shop):
-        return caller, None, (jsonify(error="not_found", message=f"No shop {slug} that you can see."), 404)
-    return caller, shop, None
+    return caller, shop_for(slug, caller), None
 
 
 def _unauthorized():

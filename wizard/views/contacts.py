@@ -19,7 +19,8 @@ from wtforms import HiddenField, TextAreaField
 from .. import audit, queue
 from ..customers import consent, contacts, conversation, replies
 from ..extensions import db
-from ..models import Channel, Contact, Message, MessageContent, Outbox, Shop, utcnow
+from ..models import Channel, Contact, Message, MessageContent, Outbox, utcnow
+from . import shop_for
 
 bp = Blueprint("contacts", __name__, url_prefix="/c")
 
@@ -48,13 +49,6 @@ def signed_in():
     pass
 
 
-def _shop(slug):
-    shop = db.session.scalar(db.select(Shop).filter_by(slug=slug))
-    if shop is None or not current_user.can_see(shop):
-        abort(404)
-    return shop
-
-
 def _contact(contact_id):
     """The contact and its shop, or 404 for a contact the person may not see (or none at all)."""
     contact = db.session.get(Contact, contact_id)
@@ -68,7 +62,7 @@ def _contact(contact_id):
 
 @bp.get("/<slug>/contacts")
 def index(slug):
-    shop = _shop(slug)
+    shop = shop_for(slug)
     wanted = contacts.ContactFilter.from_args(request.args)
     problems = list(wanted.problems)
     try:
@@ -84,7 +78,7 @@ def index(slug):
 
 @bp.get("/<slug>/contacts.csv")
 def export(slug):
-    shop = _shop(slug)
+    shop = shop_for(slug)
     wanted = contacts.ContactFilter.from_args(request.args)
     name = f"contacts-{shop.slug}-{utcnow():%Y%m%d-%H%M}.csv"
     # Every customer's personal data leaves the CRM in this file: who took it, and when, is on record.

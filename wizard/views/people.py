@@ -20,28 +20,6 @@ from ..models import ApiToken, Invitation, Shop, User
 
 bp = Blueprint("people", __name__, url_prefix="/shops")
 
-ACTIONS = {
-    "account.created": _l("Account created"),
-    "account.deactivated": _l("Account deactivated"),
-    "account.reactivated": _l("Account reactivated"),
-    "shop.created": _l("Shop created"),
-    "invitation.sent": _l("Invitation sent"),
-    "invitation.revoked": _l("Invitation withdrawn"),
-    "invitation.accepted": _l("Invitation accepted"),
-    "token.created": _l("API token created"),
-    "token.revoked": _l("API token revoked"),
-    "credentials.saved": _l("Channel ID and secret saved"),
-    "credentials.removed": _l("Connection removed (reset)"),
-    "webhook_url.set": _l("Webhook URL set in LINE"),
-    "confirmation.set": _l("Confirmation changed"),
-    "account.password_changed": _l("Password changed"),
-    "account.sign_in_delay_lifted": _l("Sign-in delay lifted"),
-    "address.sign_in_delay_lifted": _l("Sign-in delay of an address lifted"),
-    "alert.emailed": _l("Alert e-mailed"),
-    "contacts.exported": _l("Contacts exported (CSV)"),
-    "contact.form_sent": _l("Customer form sent again"),
-}
-
 
 class TokenForm(FlaskForm):
     name = StringField(_l("Token name"))
@@ -175,4 +153,4 @@ def audit_log():
     entries = [] if unknown else audit.recent(200, shop=shop)
     shops = db.session.scalars(db.select(Shop).order_by(Shop.name)).all()
     return render_template("accounts/audit.html", entries=entries, shops=shops, shop=shop, slug=slug,
-                           unknown=unknown, actions=ACTIONS)
+                           unknown=unknown)

@@ -16,7 +16,6 @@ from flask_login import current_user, login_required
 from ..crypto import SecretUnreadable
 from ..extensions import db
 from ..line.endpoint import webhook_url
-from ..models import Shop
 from ..steps import confirmations, health as shop_health
 from ..steps.connection import forget_results
 from ..steps.reasons import describe
@@ -24,15 +23,9 @@ from ..steps.registry import CONNECTED_KEY, Action, registry
 from ..steps.status import evaluate, stored_status
 from ..steps.context import latest_event
 from ..watch import alerts
+from . import shop_for
 
 bp = Blueprint("wizard", __name__, url_prefix="/setup")
-
-
-def shop_for(slug):
-    shop = db.session.scalar(db.select(Shop).filter_by(slug=slug))
-    if shop is None or not current_user.can_see(shop):
-        abort(404)
-    return shop
 
 
 def step_url(shop, key):
