@@ -83,6 +83,8 @@ def create_app(test_config=None):
     cli.init_app(app)
     from . import watch
     watch.init_app(app)  # alerts follow every change of a shop's state
+    from .watch import evidence
+    receiver.signature_refused.connect(evidence.ring, sender=app)  # a refused signature re-checks its shop
 
     if app.config["WORKER_IN_PROCESS"]:
         from . import tasks

@@ -18,6 +18,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..extensions import db
 from ..models import Channel, Contact, Message, WebhookDelivery, WebhookEvent, WebhookRejection, iso_utc, utcnow
+from .payload import is_redelivery
 
 log = logging.getLogger(__name__)
 
@@ -326,11 +327,6 @@ def _raise_for(pgconn, result):
     except KeyError:
         error = psycopg.DatabaseError
     raise error(message)
-
-
-def is_redelivery(event):
-    """LINE marks an event it sends again (after we failed to take it) in ``deliveryContext.isRedelivery``."""
-    return bool((event.get("deliveryContext") or {}).get("isRedelivery"))
 
 
 def _event_fields(event):
