@@ -241,7 +241,7 @@ def _write_rows(batch, connection, now, touched, verified, redelivered, evented)
     delivery_ids = store.insert_deliveries(connection, deliveries)
     rows = [payload.event_row(item.channel.id, delivery_id, event, now)
             for item, delivery_id in zip(batch, delivery_ids, strict=True) for event in item.unique]
-    new_per_delivery = Counter(store.insert_new_events(connection, rows, now) if rows else ())
+    new_per_delivery = Counter(store.insert_new_events(connection, rows) if rows else ())
     for item, delivery_id in zip(batch, delivery_ids, strict=True):
         item.new = new_per_delivery[delivery_id]
         if item.new != len(item.unique):
