@@ -25,8 +25,8 @@ def create_app(test_config=None):
     config.load(app, test_config)
     from . import mail
     mail.check_settings(app)  # a deployment without MAIL_URL would keep its mail as files: refused at start
-    from . import observability, sessions
-    app.session_interface = sessions.CookieSessionInterface()  # no signer built for a request without a cookie
+    from . import observability, request_costs
+    request_costs.init_app(app)  # what every request pays for beside its view, kept small
     observability.init_app(app)  # JSON logs when LOG_FORMAT says so; a request id on every request and answer
     from . import guard, redact
     guard.init_app(app)  # NUL bytes and broken bodies are a 4xx before any view or extension sees them
