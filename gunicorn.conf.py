@@ -37,6 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from wizard import observability  # noqa: E402  (after the path above)
 PROMETHEUS_DIR = observability.prepare_multiprocess_env()
 logconfig_dict = observability.gunicorn_logconfig()
+logger_class = "wizard.access_log.AccessLogger"  # the same JSON access line, without gunicorn's every-atom dict
 def on_starting(server): observability.on_starting(server)
 def child_exit(server, worker): observability.child_exit(server, worker)
 from wizard import restart  # noqa: E402  (the readiness markers wizard/restart.py waits for)

@@ -25,7 +25,8 @@ def create_app(test_config=None):
     config.load(app, test_config)
     from . import mail
     mail.check_settings(app)  # a deployment without MAIL_URL would keep its mail as files: refused at start
-    from . import observability
+    from . import observability, request_costs
+    request_costs.init_app(app)  # what every request pays for beside its view, kept small
     observability.init_app(app)  # JSON logs when LOG_FORMAT says so; a request id on every request and answer
     from . import guard, redact
     guard.init_app(app)  # NUL bytes and broken bodies are a 4xx before any view or extension sees them
@@ -83,6 +84,8 @@ def create_app(test_config=None):
     cli.init_app(app)
     from . import watch
     watch.init_app(app)  # alerts follow every change of a shop's state
+    from .watch import evidence
+    receiver.signature_refused.connect(evidence.ring, sender=app)  # a refused signature re-checks its shop
 
     # The layers below learn what sits above them by registration, never by importing it: the task bodies on
     # the queue (jobs), the CRM's event rules and message purposes, LINE as the outgoing core's sender.

@@ -89,7 +89,10 @@ def check_request():
     the form) could meet the failure and log it as its own error."""
     if NUL in request.path:
         abort(404)
-    if any(NUL in key or NUL in value for key, value in request.args.items(multi=True)):
+    query = request.query_string
+    # Only a query with a NUL byte or its escape (%00) can hold one once parsed: the rest are not parsed here.
+    if (b"%00" in query or b"\x00" in query) and any(
+            NUL in key or NUL in value for key, value in request.args.items(multi=True)):
         abort(400)
     if request.mimetype in _FORM_TYPES and not request.path.startswith(_RAW_BODY_PATHS):
         request.form  # noqa: B018  (parsed once and cached for the view)

@@ -28,11 +28,11 @@ import contextvars
 import json
 import logging
 import os
+import random
 import re
 import sys
 import tempfile
 import time
-import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -63,6 +63,12 @@ def sane_request_id(value):
     return value if value and _SANE_REQUEST_ID.fullmatch(value) else None
 
 
+def _new_request_id():
+    """32 random hex digits, as uuid4().hex looked: unique, not secret (an id to search logs by), so from the
+    process's seeded generator (reseeded in every forked worker) rather than a system call per request."""
+    return "%032x" % random.getrandbits(128)
+
+
 def current_request_id():
     """This request's id, made on first use; None outside a request (a worker thread, a CLI command)."""
     from flask import g, has_request_context, request
@@ -70,7 +76,7 @@ def current_request_id():
         return None
     request_id = g.get("request_id")
     if request_id is None:
-        request_id = sane_request_id(request.headers.get(REQUEST_ID_HEADER)) or uuid.uuid4().hex
+        request_id = sane_request_id(request.headers.get(REQUEST_ID_HEADER)) or _new_request_id()
         g.request_id = request_id
     return request_id
 
@@ -141,13 +147,31 @@ def _count_request(response):
     """One count and one latency sample per request, labelled by the route's pattern (never the path)."""
     from flask import g, request
 
-    from . import metrics
     started = g.get("started")
     route = request.url_rule.rule if request.url_rule is not None else "(no route)"
-    metrics.HTTP_REQUESTS.labels(route, request.method, str(response.status_code)).inc()
-    if started is not None:
-        metrics.HTTP_LATENCY.labels(route).observe(time.perf_counter() - started)
+    key = (route, request.method, response.status_code)
+    count = _counted.get(key)
+    if count is None:
+        count = _counted[key] = _count_for(*key)
+    count(None if started is None else time.perf_counter() - started)
     return response
+
+
+# (route, method, status) -> a function counting one request of it: labels() is looked up once per kind of
+# request, not on every request (routes and methods are bounded; statuses are HTTP's few).
+_counted = {}
+
+
+def _count_for(route, method, status):
+    from . import metrics
+    requests = metrics.HTTP_REQUESTS.labels(route, method, str(status))
+    latency = metrics.HTTP_LATENCY.labels(route)
+
+    def count(seconds):
+        requests.inc()
+        if seconds is not None:
+            latency.observe(seconds)
+    return count
 
 
 # ---- formatters ---------------------------------------------------------------------------------------------

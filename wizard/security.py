@@ -64,11 +64,23 @@ def content_security_policy(line_api_host=None):
 THROTTLED_ENDPOINTS = frozenset({"contact_form.fill"})
 
 
+def _throttled_only(hook):
+    """``hook`` (an after-request or teardown function of the limiter) for throttled endpoints only."""
+    def on_throttled(value=None):
+        return hook(value) if request.endpoint in THROTTLED_ENDPOINTS else value
+    return on_throttled
+
+
 def init_app(app):
+    after, teardown = (len(app.after_request_funcs[None]), len(app.teardown_request_funcs[None]))
     limiter.init_app(app)
     check = limiter._check_request_limit
     hooks = app.before_request_funcs[None]
     hooks[hooks.index(check)] = lambda: check() if request.endpoint in THROTTLED_ENDPOINTS else None
+    # Its response headers and per-request bookkeeping too: no other request has a limit to report or reset
+    # (every request paid for them: issue 15, item 10).
+    for hooks, first in ((app.after_request_funcs[None], after), (app.teardown_request_funcs[None], teardown)):
+        hooks[first:] = [_throttled_only(hook) for hook in hooks[first:]]
     csp = content_security_policy(app.config["LINE_API_HOST"])
     https = app.config["PUBLIC_BASE_URL"].startswith("https://")
     remember_cookie = app.config["REMEMBER_COOKIE_NAME"]

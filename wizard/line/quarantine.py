@@ -40,7 +40,7 @@ from .. import crypto
 from ..extensions import db
 from ..models import Channel, Contact, QuarantinedBody, WebhookDelivery, WebhookEvent, utcnow
 from . import store
-from .receiver import NotLinePayload, _event_row, parse_payload, signature_matches
+from .payload import NotLinePayload, event_row, parse_payload, signature_matches, unique_events
 
 log = logging.getLogger(__name__)
 
@@ -182,16 +182,12 @@ def _open(encrypted):
 def _store(channel, body, destination, events):
     """One delivery and its new events, as the receiver stores them; returns the users whose follow is new."""
     now = utcnow()
-    unique, seen = [], set()
-    for item in events:
-        if item["webhookEventId"] not in seen:
-            seen.add(item["webhookEventId"])
-            unique.append(item)
+    unique = unique_events(events)
     delivery = WebhookDelivery(channel_id=channel.id, received_at=now, destination=destination or None,
                                event_count=len(events), new_event_count=0, body=body.decode("utf-8"))
     db.session.add(delivery)
     db.session.flush()
-    rows = [_event_row(channel.id, delivery.id, item, now) for item in unique]
+    rows = [event_row(channel.id, delivery.id, item, now) for item in unique]
     new_ids = store.insert_ignoring(WebhookEvent, rows, ["channel_id", "webhook_event_id"], returning="id")
     delivery.new_event_count = len(new_ids)
     if not new_ids:

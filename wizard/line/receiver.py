@@ -14,53 +14,36 @@ reason, so the wizard can tell "the Channel secret was reissued" (steady ``bad_s
 noise. A body refused for its signature is also kept encrypted and bounded in the quarantine (quarantine.py):
 if LINE signed it with a secret not entered yet, it is stored once that secret is, and no friend is lost.
 """
-import base64
-import hashlib
-import hmac
-import json
 import logging
-import math
 import os
-import re
 import threading
 import time
 from collections import Counter
 
 import psycopg
 
+from blinker import Namespace
 from flask import Blueprint, abort, current_app, request
-from linebot.v3.webhook import SignatureValidator
 from sqlalchemy import bindparam, select, update
 
 from .. import crypto, metrics, observability
 from ..extensions import db
 from ..models import Channel, Shop, WebhookDelivery, utcnow
-from ..watch import evidence
-from . import store, worker
+from . import payload, quarantine, store, worker
 from .group_commit import GroupCommit
+# The refusal reasons and the body checks live with the row shapes in payload.py (the quarantine checks bodies
+# the same way); they are named here too, where pages, `line stats` and the tests have always found them.
+from .payload import (  # noqa: F401
+    BAD_SIGNATURE, INVALID_JSON, INVALID_PAYLOAD, MAX_NESTING, MISSING_SIGNATURE, REASONS, TOO_LARGE,
+    NotLinePayload, nested_too_deep, parse_payload, signature_matches)
 
 bp = Blueprint("receiver", __name__)
 log = logging.getLogger(__name__)
 
-# Rejection reasons as stored in WebhookRejection.reason (pages and `line stats` read these codes).
-MISSING_SIGNATURE = "missing_signature"
-BAD_SIGNATURE = "bad_signature"
-TOO_LARGE = "too_large"
-INVALID_JSON = "invalid_json"
-INVALID_PAYLOAD = "invalid_payload"
-REASONS = (MISSING_SIGNATURE, BAD_SIGNATURE, TOO_LARGE, INVALID_JSON, INVALID_PAYLOAD)
-
-# Column sizes in models.WebhookEvent; a longer value is not something LINE sends.
-_MAX_EVENT_ID = 64
-_MAX_TYPE = 40
-
-
-class NotLinePayload(ValueError):
-    """A correctly signed body that is not a LINE webhook request body."""
-
-    def __init__(self, reason, detail):
-        super().__init__(detail)
-        self.reason = reason
+# Sent (with the app as sender) once a body refused for its signature is kept and the refusal counted: the app
+# factory connects the watch's doorbell (watch/evidence.py), which re-checks the shop; line/ never imports
+# the watch.
+signature_refused = Namespace().signal("wizard.line.signature-refused")
 
 
 def _refuse(channel_id, reason, status, detail):
@@ -70,135 +53,6 @@ def _refuse(channel_id, reason, status, detail):
     # signature is not ours to keep.
     log.info("webhook refused for channel %s: %s (%s)", channel_id, reason, detail)
     return {"message": detail}, status
-
-
-def signature_matches(secret: str, body: bytes, signature: str) -> bool:
-    """Constant-time check of ``x-line-signature`` (Base64 HMAC-SHA256 of the raw body under the secret).
-
-    LINE's SDK validator takes the body as text; a body that is not UTF-8 cannot be LINE's JSON, but we
-    still check it byte for byte (same HMAC, same constant-time compare) so that a correctly signed odd body
-    is reported as "not a LINE payload" and not as a wrong secret.
-    """
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        expected = base64.b64encode(hmac.new(secret.encode(), body, hashlib.sha256).digest())
-        return hmac.compare_digest(signature.encode("utf-8", "surrogatepass"), expected)
-    return SignatureValidator(secret).validate(text, signature)
-
-
-def _reject_constant(name):
-    """NaN and Infinity are not JSON (PostgreSQL's JSON columns refuse them), so LINE never sends them."""
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text):
-    """A number too large for a float (1e400) is valid JSON, but Python reads it as infinity, which could only
-    be written back as the non-JSON ``Infinity``: LINE sends no such number, so the body is refused."""
-    value = float(text)
-    if value in (math.inf, -math.inf):
-        raise ValueError("a number out of range")
-    return value
-
-
-# LINE's events are a few levels deep (the deepest, a message's emoji list, about 6). A signed body nested far
-# deeper parses (json.loads goes to about 990 levels) but then makes the database layer's JSON serialisation
-# recurse past Python's limit: refuse it before parsing, as not JSON LINE would send.
-MAX_NESTING = 64
-_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
-_NOT_BRACKETS = bytes(set(range(256)) - set(b"[]{}"))
-
-
-def nested_too_deep(body: bytes, limit: int = MAX_NESTING) -> bool:
-    """True when brackets outside JSON strings nest more than ``limit`` deep (or the body is not JSON anyway).
-
-    Nearly every body has fewer opening brackets than ``limit`` in all, which settles it in C; only the rest
-    are walked, bracket by bracket, once their strings (which may hold any bracket) are taken out."""
-    if body.count(b"[") + body.count(b"{") <= limit:
-        return False
-    depth = 0
-    for bracket in _JSON_STRING.sub(b"", body).translate(None, _NOT_BRACKETS):
-        depth += 1 if bracket in b"[{" else -1
-        if depth > limit:
-            return True
-    return False
-
-
-def parse_payload(body: bytes):
-    """Return (destination, events) or raise NotLinePayload; checks only what storing needs."""
-    if nested_too_deep(body):
-        raise NotLinePayload(INVALID_JSON, f"The body is nested more than {MAX_NESTING} levels deep.")
-    try:
-        # Decode first: json.loads(bytes) would also accept UTF-16/32, which LINE never sends.
-        payload = json.loads(body.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
-        if b"\\ud" in body or b"\\uD" in body:
-            # Both databases must take the event as it is: no lone surrogate (\udXXX) anywhere in it.
-            json.dumps(payload, ensure_ascii=False).encode("utf-8")
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError; deep nesting recurses
-        raise NotLinePayload(INVALID_JSON, "The body is not JSON.") from None
-    if not isinstance(payload, dict) or not isinstance(payload.get("events"), list):
-        raise NotLinePayload(INVALID_PAYLOAD, "The body has no 'events' list.")
-    destination = payload.get("destination")
-    if destination is not None and not _storable(destination, 40):
-        raise NotLinePayload(INVALID_PAYLOAD, "'destination' is not a bot user id.")
-    for index, event in enumerate(payload["events"]):
-        problem = _event_problem(event)
-        if problem:
-            raise NotLinePayload(INVALID_PAYLOAD, f"events[{index}]: {problem}")
-    return destination, payload["events"]
-
-
-def _storable(value, max_length):
-    """A string a text column takes on both databases: not empty, not too long, no NUL, no lone surrogate."""
-    if not isinstance(value, str) or not 0 < len(value) <= max_length or "\x00" in value:
-        return False
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def _event_problem(event):
-    if not isinstance(event, dict):
-        return "not an object"
-    if not _storable(event.get("type"), _MAX_TYPE):
-        return "no 'type'"
-    timestamp = event.get("timestamp")
-    # bool is an int in Python (a JSON true is not a timestamp); the column is a signed 64-bit integer.
-    if not isinstance(timestamp, int) or isinstance(timestamp, bool) or not 0 <= timestamp < 2 ** 63:
-        return "no 'timestamp' in milliseconds"
-    if not _storable(event.get("webhookEventId"), _MAX_EVENT_ID):
-        return "no 'webhookEventId'"
-    if "mode" in event and not _storable(event["mode"], 20):
-        return "'mode' is not a short string"
-    for key in ("source", "deliveryContext"):
-        if key in event and not isinstance(event[key], dict):
-            return f"'{key}' is not an object"
-    source = event.get("source") or {}
-    for key, length in (("type", 10), ("userId", 40)):
-        if key in source and not _storable(source[key], length):
-            return f"'source.{key}' is not a short string"
-    return None
-
-
-def _event_row(channel_id, delivery_id, event, now):
-    source = event.get("source") or {}
-    return {
-        "channel_id": channel_id,
-        "delivery_id": delivery_id,
-        "webhook_event_id": event["webhookEventId"],
-        "type": event["type"],
-        "mode": event.get("mode"),
-        "timestamp": event["timestamp"],
-        "source_type": source.get("type"),
-        "source_user_id": source.get("userId"),
-        "is_redelivery": store.is_redelivery(event),
-        "payload": event,
-        "status": "pending",
-        "attempts": 0,
-        "received_at": now,
-    }
 
 
 def _read_body(limit):
@@ -292,12 +146,10 @@ def webhook(token):
             abort(404)
         if not signature_matches(channel.secret, body, signature):
             # LINE may be signing with a secret not entered yet: the body is kept (encrypted, bounded) until
-            # the next secret is saved, and committed with the refusal's count. (Imported here: quarantine.py
-            # checks bodies with this module's functions.)
-            from . import quarantine
+            # the next secret is saved, and committed with the refusal's count.
             quarantine.keep(channel_id, body, signature)
             refused = _refuse(channel_id, BAD_SIGNATURE, 400, "The signature does not match the Channel secret.")
-            evidence.ring()  # debounced doorbell: the shop is re-checked on the queue (watch/evidence.py)
+            signature_refused.send(current_app._get_current_object())  # the watch's doorbell, if connected
             return refused
 
     try:
@@ -330,11 +182,7 @@ class Delivery:
         self.channel, self.request_id = channel, request_id
         self.destination, self.body, self.events = destination, body, events
         # The same id twice in one body: keep the first, as the database would for two deliveries.
-        self.unique, seen = [], set()
-        for event in events:
-            if event["webhookEventId"] not in seen:
-                seen.add(event["webhookEventId"])
-                self.unique.append(event)
+        self.unique = payload.unique_events(events)
         self.new, self.error, self.done = 0, None, False
 
 
@@ -362,7 +210,7 @@ def _write(batch, connection):
         channel = item.channel
         if item.events:
             evented.add(channel.id)
-        if any(store.is_redelivery(event) for event in item.events):
+        if any(payload.is_redelivery(event) for event in item.events):
             redelivered.add(channel.id)  # rare, and proof that redelivery is on even for a duplicate
         if channel.last_delivery_at is None or now - channel.last_delivery_at >= _DELIVERY_TIME_RESOLUTION:
             touched[channel.id] = channel
@@ -388,15 +236,12 @@ def _write_postgres(batch, raw, now, touched, verified, redelivered, evented):
 
 
 def _write_rows(batch, connection, now, touched, verified, redelivered, evented):
-    deliveries = [{
-        "channel_id": item.channel.id, "received_at": now, "destination": item.destination or None,
-        "event_count": len(item.events), "new_event_count": len(item.unique),
-        "body": item.body.decode("utf-8"), "request_id": item.request_id,
-    } for item in batch]
+    deliveries = [payload.delivery_row(item.channel.id, item.destination, item.body, item.events,
+                                       len(item.unique), item.request_id, now) for item in batch]
     delivery_ids = store.insert_deliveries(connection, deliveries)
-    rows = [_event_row(item.channel.id, delivery_id, event, now)
+    rows = [payload.event_row(item.channel.id, delivery_id, event, now)
             for item, delivery_id in zip(batch, delivery_ids, strict=True) for event in item.unique]
-    new_per_delivery = Counter(store.insert_new_events(connection, rows, now) if rows else ())
+    new_per_delivery = Counter(store.insert_new_events(connection, rows) if rows else ())
     for item, delivery_id in zip(batch, delivery_ids, strict=True):
         item.new = new_per_delivery[delivery_id]
         if item.new != len(item.unique):

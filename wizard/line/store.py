@@ -13,11 +13,15 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 import psycopg.errors
 from psycopg import pq
-from sqlalchemy import func
+from sqlalchemy import (BigInteger, Boolean, DateTime, Integer, Text, case, cast, column, false, func, literal,
+                        literal_column, select, true, update)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import JSON
 
 from ..extensions import db
 from ..models import Channel, Contact, Message, WebhookDelivery, WebhookEvent, WebhookRejection, iso_utc, utcnow
 from ..rows import dialect_insert, insert_ignoring  # noqa: F401  (wizard/rows.py; named here for line/)
+from .payload import is_redelivery
 
 log = logging.getLogger(__name__)
 
@@ -119,49 +123,70 @@ def traffic_stats(shop) -> dict:
 # a prepared row costs microseconds, so rows go one at a time in the caller's transaction; PostgreSQL takes the
 # whole batch in one prepared statement (insert_batch_postgres).
 
-_DELIVERY_COLUMNS = ("channel_id", "received_at", "destination", "event_count", "new_event_count", "body",
-                     "request_id")
-_EVENT_COLUMNS = ("channel_id", "delivery_id", "webhook_event_id", "type", "mode", "timestamp", "source_type",
-                  "source_user_id", "is_redelivery", "payload", "status", "attempts", "received_at")
+class DriverInsert:
+    """An INSERT built with SQLAlchemy Core from the model's table, for rows shaped as payload.py makes them, run
+    through the driver's own cursor. The SQL text and the order of its parameters come from the statement
+    compiled for the row's keys (once per dialect and set of keys), and each value is converted by its column
+    type's own bind processor (a DateTime as SQLAlchemy stores it, the payload as JSON). So the columns are
+    named only in models.py and the row shapes; what is skipped is SQLAlchemy's per-execution work, which
+    cost more than SQLite's insert itself."""
 
-_SQLITE_DELIVERY = (f"INSERT INTO webhook_deliveries ({', '.join(_DELIVERY_COLUMNS)}) "
-                    f"VALUES ({', '.join('?' * len(_DELIVERY_COLUMNS))})")
-_SQLITE_EVENT = (f"INSERT INTO webhook_events ({', '.join(_EVENT_COLUMNS)}) "
-                 f"VALUES ({', '.join('?' * len(_EVENT_COLUMNS))}) "
-                 "ON CONFLICT (channel_id, webhook_event_id) DO NOTHING")
-# How SQLAlchemy stores a DateTime in SQLite: read back by the models like any other row.
-_SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
+    def __init__(self, stmt, dialect):
+        self._stmt, self._dialect = stmt, dialect
+        self._types = {column.key: column.type for column in stmt.table.columns}
+        self._compiled = {}
+
+    def execute(self, cursor, row):
+        compiled = self._compiled.get(tuple(row))
+        if compiled is None:
+            compiled = self._compiled[tuple(row)] = self._compile(list(row))
+        sql, convert = compiled
+        cursor.execute(sql, [row[name] if process is None else process(row[name]) for name, process in convert])
+
+    def _compile(self, keys):
+        compiled = self._stmt.compile(dialect=self._dialect, column_keys=keys)
+        return compiled.string, [(name, self._types[name].bind_processor(self._dialect))
+                                 for name in compiled.positiontup]
+
+
+_driver_inserts = weakref.WeakKeyDictionary()
+
+
+def _sqlite_inserts(dialect):
+    """(delivery insert, event insert-or-ignore) for this SQLite dialect, made on first use."""
+    inserts = _driver_inserts.get(dialect)
+    if inserts is None:
+        deliveries, events = WebhookDelivery.__table__, WebhookEvent.__table__
+        inserts = _driver_inserts.setdefault(dialect, (
+            DriverInsert(sqlite.insert(deliveries), dialect),
+            DriverInsert(sqlite.insert(events).on_conflict_do_nothing(
+                index_elements=[events.c.channel_id, events.c.webhook_event_id]), dialect)))
+    return inserts
 
 
 def insert_deliveries(connection, deliveries):
-    """Insert delivery rows (dicts of _DELIVERY_COLUMNS) on SQLite; returns their ids in the same order."""
-    raw = connection.connection.driver_connection
-    rows = [[row[name] for name in _DELIVERY_COLUMNS] for row in deliveries]
-    ids, cursor = [], raw.cursor()
+    """Insert delivery rows (payload.delivery_row) on SQLite; returns their ids in the same order."""
+    insert = _sqlite_inserts(connection.dialect)[0]
+    ids, cursor = [], connection.connection.driver_connection.cursor()
     try:
-        for values in rows:
-            values[1] = values[1].strftime(_SQLITE_TIME)
-            cursor.execute(_SQLITE_DELIVERY, values)
+        for row in deliveries:
+            insert.execute(cursor, row)
             ids.append(cursor.lastrowid)
     finally:
         cursor.close()
     return ids
 
 
-def insert_new_events(connection, events, received_at):
-    """Insert event rows (dicts with _EVENT_COLUMNS) on SQLite, skipping any the channel already has; returns
-    the delivery id of each row actually inserted."""
-    raw = connection.connection.driver_connection
-    at = received_at.strftime(_SQLITE_TIME)
-    rows = [(row["channel_id"], row["delivery_id"], row["webhook_event_id"], row["type"], row["mode"],
-             row["timestamp"], row["source_type"], row["source_user_id"], bool(row["is_redelivery"]),
-             json.dumps(row["payload"]), at) for row in events]
-    inserted, cursor = [], raw.cursor()
+def insert_new_events(connection, events):
+    """Insert event rows (payload.event_row) on SQLite, skipping any the channel already has; returns the
+    delivery id of each row actually inserted."""
+    insert = _sqlite_inserts(connection.dialect)[1]
+    inserted, cursor = [], connection.connection.driver_connection.cursor()
     try:
-        for row in rows:
-            cursor.execute(_SQLITE_EVENT, (*row[:-1], "pending", 0, row[-1]))
+        for row in events:
+            insert.execute(cursor, row)
             if cursor.rowcount == 1:
-                inserted.append(row[1])
+                inserted.append(row["delivery_id"])
     finally:
         cursor.close()
     return inserted
@@ -182,40 +207,72 @@ def insert_new_events(connection, events, received_at):
 # PostgreSQL's JSON functions refuse a body with a ``\u0000`` escape anywhere in it (they cannot make it text),
 # so such a body's events come from Python instead (``ev``: the fields read here, and each payload as text).
 _PG_BATCH_NAME = b"wizard_receiver_batch"
-_PG_BATCH = f"""
-WITH batch AS MATERIALIZED (
-  SELECT nextval(pg_get_serial_sequence('webhook_deliveries', 'id'))::int AS id, d.*
-  FROM json_to_recordset($2::json) AS d(o int, c int, dest text, n int, body text, r json, ev json, q text)
-), new_events AS (
-  INSERT INTO webhook_events ({', '.join(_EVENT_COLUMNS)})
-  SELECT b.c, b.id, e.value->>'webhookEventId', e.value->>'type', e.value->>'mode',
-         (e.value->>'timestamp')::bigint, e.value->'source'->>'type', e.value->'source'->>'userId',
-         coalesce((b.r->>(e.k::int - 1))::bool, false),
-         CASE WHEN b.ev IS NULL THEN e.value ELSE (e.value->>'payload')::json END, 'pending', 0, $1::timestamp
-  FROM batch b, json_array_elements(CASE WHEN b.ev IS NULL THEN b.body::json->'events' ELSE b.ev END)
-       WITH ORDINALITY AS e(value, k)
-  ORDER BY b.o, e.k
-  ON CONFLICT (channel_id, webhook_event_id) DO NOTHING
-  RETURNING delivery_id
-), counts AS (
-  SELECT delivery_id, count(*)::int AS new FROM new_events GROUP BY delivery_id
-), seen AS (
-  -- One UPDATE for every channel column: two in one statement would each change the row once, and one be lost.
-  UPDATE channels SET
-    last_delivery_at = CASE WHEN s.t THEN $1::timestamp ELSE last_delivery_at END,
-    last_event_at = CASE WHEN s.e THEN $1::timestamp ELSE last_event_at END,
-    last_verified_at = CASE WHEN s.v THEN $1::timestamp ELSE last_verified_at END,
-    redelivery_seen_at = CASE WHEN s.r THEN $1::timestamp ELSE redelivery_seen_at END
-  FROM json_to_recordset($3::json) AS s(id int, t bool, e bool, v bool, r bool)
-  WHERE channels.id = s.id
-), stored AS (
-  INSERT INTO webhook_deliveries ({', '.join(_DELIVERY_COLUMNS)}, id)
-  SELECT b.c, $1::timestamp, b.dest, b.n, coalesce(c.new, 0), b.body, b.q, b.id
-  FROM batch b LEFT JOIN counts c ON c.delivery_id = b.id
-  RETURNING id, new_event_count
-)
-SELECT stored.new_event_count FROM stored JOIN batch USING (id) ORDER BY batch.o
-""".encode()
+
+
+def _pg_batch_statement():
+    """The batch statement, built with SQLAlchemy Core from the models' tables and compiled once (with its three
+    parameters as libpq's positional ``$1`` received_at, ``$2`` the deliveries, ``$3`` the channels: it runs
+    through libpq's own prepare, below). Each table's columns are named once: an event's in ``event`` (what
+    PostgreSQL reads out of each event; payload.event_row is the same row built in Python), a delivery's in
+    ``delivery``, a channel's timestamps in ``stamps``."""
+    deliveries, events, channels = WebhookDelivery.__table__, WebhookEvent.__table__, Channel.__table__
+    received_at = cast(literal_column("$1"), DateTime)
+    d = func.json_to_recordset(cast(literal_column("$2"), JSON)).table_valued(
+        column("o", Integer), column("c", Integer), column("dest", Text), column("n", Integer),
+        column("body", Text), column("r", JSON), column("ev", JSON), column("q", Text),
+    ).render_derived(name="d", with_types=True)
+    sequence = func.pg_get_serial_sequence(literal(deliveries.name, Text), literal(deliveries.c.id.name, Text))
+    batch = (select(cast(func.nextval(sequence), Integer).label("id"), d)
+             .cte("batch").prefix_with("MATERIALIZED"))
+    e = func.json_array_elements(
+        case((batch.c.ev.is_(None), cast(batch.c.body, JSON)["events"]), else_=batch.c.ev)
+    ).table_valued(column("value", JSON), with_ordinality="k").render_derived(name="e")
+    value = e.c.value
+    event = {
+        "channel_id": batch.c.c, "delivery_id": batch.c.id,
+        "webhook_event_id": value["webhookEventId"].astext, "type": value["type"].astext,
+        "mode": value["mode"].astext, "timestamp": cast(value["timestamp"].astext, BigInteger),
+        "source_type": value["source"]["type"].astext, "source_user_id": value["source"]["userId"].astext,
+        "is_redelivery": func.coalesce(cast(batch.c.r[cast(e.c.k, Integer) - 1].astext, Boolean), false()),
+        "payload": case((batch.c.ev.is_(None), value), else_=cast(value["payload"].astext, JSON)),
+        "status": literal("pending"), "attempts": literal(0), "received_at": received_at,
+    }
+    new_events = (postgresql.insert(events)
+                  .from_select(list(event), select(*event.values()).select_from(batch).join(e, true())
+                               .order_by(batch.c.o, e.c.k))
+                  .on_conflict_do_nothing(index_elements=[events.c.channel_id, events.c.webhook_event_id])
+                  .returning(events.c.delivery_id).cte("new_events"))
+    counts = (select(new_events.c.delivery_id, cast(func.count(), Integer).label("new"))
+              .group_by(new_events.c.delivery_id).cte("counts"))
+    s = func.json_to_recordset(cast(literal_column("$3"), JSON)).table_valued(
+        column("id", Integer), column("t", Boolean), column("e", Boolean), column("v", Boolean),
+        column("r", Boolean)).render_derived(name="s", with_types=True)
+    # One UPDATE for every channel column: two in one statement would each change the row once, and one be lost.
+    stamps = {"last_delivery_at": s.c.t, "last_event_at": s.c.e, "last_verified_at": s.c.v,
+              "redelivery_seen_at": s.c.r}
+    seen = (update(channels).where(channels.c.id == s.c.id)
+            .values({name: case((flag, received_at), else_=channels.c[name]) for name, flag in stamps.items()})
+            .cte("seen"))
+    delivery = {"channel_id": batch.c.c, "received_at": received_at, "destination": batch.c.dest,
+                "event_count": batch.c.n, "new_event_count": func.coalesce(counts.c.new, 0),
+                "body": batch.c.body, "request_id": batch.c.q, "id": batch.c.id}
+    stored = (postgresql.insert(deliveries)
+              .from_select(list(delivery), select(*delivery.values()).select_from(
+                  batch.outerjoin(counts, counts.c.delivery_id == batch.c.id)))
+              .returning(deliveries.c.id, deliveries.c.new_event_count).cte("stored"))
+    statement = (select(stored.c.new_event_count).add_cte(seen)
+                 .select_from(stored.join(batch, batch.c.id == stored.c.id)).order_by(batch.c.o))
+    return str(statement.compile(dialect=postgresql.psycopg.dialect(),
+                                 compile_kwargs={"literal_binds": True})).encode()
+
+
+_pg_batch = []
+
+
+def _pg_batch_sql():
+    if not _pg_batch:
+        _pg_batch.append(_pg_batch_statement())
+    return _pg_batch[0]
 
 
 def insert_batch_postgres(raw, deliveries, received_at, touched=(), verified=(), redelivered=(), evented=()):
@@ -234,7 +291,7 @@ def insert_batch_postgres(raw, deliveries, received_at, touched=(), verified=(),
     """
     pgconn = raw.pgconn
     if raw not in _PREPARED:
-        result = pgconn.prepare(_PG_BATCH_NAME, _PG_BATCH)
+        result = pgconn.prepare(_PG_BATCH_NAME, _pg_batch_sql())
         if result.status != pq.ExecStatus.COMMAND_OK:
             _raise_for(pgconn, result)
         _PREPARED.add(raw)
@@ -270,11 +327,6 @@ def _raise_for(pgconn, result):
     except KeyError:
         error = psycopg.DatabaseError
     raise error(message)
-
-
-def is_redelivery(event):
-    """LINE marks an event it sends again (after we failed to take it) in ``deliveryContext.isRedelivery``."""
-    return bool((event.get("deliveryContext") or {}).get("isRedelivery"))
 
 
 def _event_fields(event):
