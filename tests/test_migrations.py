@@ -6,9 +6,12 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from flask_migrate import downgrade, upgrade
+from sqlalchemy import CheckConstraint
+from sqlalchemy.exc import IntegrityError, StatementError
 
 from wizard.extensions import db
 from wizard.models import in_migrations
+from wizard.statuses import EventStatus, ShopState
 
 
 @pytest.fixture
@@ -82,6 +85,85 @@ def test_a_form_link_sent_before_the_upgrade_still_opens_the_customers_form(app,
         db.session.remove()
     assert client.get("/form/an-old-form-token-sent-before").status_code == 200
     with app.app_context():
+        downgrade(revision="base")
+        with db.engine.begin() as connection:
+            connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+
+
+def _rows_with_every_status():
+    """One row of every table with a status, each with a status the product writes."""
+    from wizard.models import (Alert, Channel, Contact, Message, MessageContent, Outbox, Shop, ShopCheck,
+                               ShopHealth, ShopStateChange, WebhookDelivery, WebhookEvent)
+    shop = Shop(slug="sunny-bakery", name="Sunny")
+    channel = Channel(shop=shop, channel_id="1656000000", secret_encrypted="x", webhook_token="hook-token")
+    db.session.add_all([shop, channel])
+    db.session.flush()
+    contact = Contact(channel_id=channel.id, line_user_id="U" + "a" * 32)
+    delivery = WebhookDelivery(channel_id=channel.id, body="{}")
+    db.session.add_all([contact, delivery])
+    db.session.flush()
+    event = WebhookEvent(channel_id=channel.id, delivery_id=delivery.id, webhook_event_id="01H", type="message",
+                         timestamp=1, payload={})
+    message = Message(channel_id=channel.id, contact_id=contact.id, direction="in", type="image")
+    db.session.add_all([event, message])
+    db.session.flush()
+    db.session.add_all([
+        ShopHealth(shop_id=shop.id, state="broken", reason="wrong_secret"),
+        ShopStateChange(shop_id=shop.id, state="broken", reason="wrong_secret", previous_state="healthy",
+                        previous_reason="connected"),
+        ShopCheck(shop_id=shop.id, trigger="cli", state="broken", reason="wrong_secret"),
+        Alert(shop_id=shop.id, state="dormant", reason="followers_without_follows"),
+        Outbox(channel_id=channel.id, contact_id=contact.id, purpose="form", method="push", retry_key="k-1"),
+        MessageContent(message_id=message.id, channel_id=channel.id, line_message_id="1", status="too_large"),
+    ])
+    db.session.commit()
+    assert db.session.get(WebhookEvent, event.id).status is EventStatus.PENDING  # read back as the enum
+
+
+STATUS_COLUMNS = [("shop_health", "state"), ("shop_state_changes", "state"),
+                  ("shop_state_changes", "previous_state"), ("shop_checks", "state"), ("alerts", "state"),
+                  ("webhook_events", "status"), ("outbox", "status"), ("message_contents", "status")]
+
+
+def _refused(table, column):
+    """Whether the database refuses a status nobody knows, written past the models (raw SQL)."""
+    try:
+        with db.engine.begin() as connection:
+            connection.exec_driver_sql(f"UPDATE {table} SET {column} = 'proccessed'")
+    except IntegrityError:
+        return True
+    return False
+
+
+def test_the_database_refuses_a_status_the_product_does_not_know(app, logging_kept):
+    """Issue 15: shop states and event, outbox and content statuses are enums (wizard/statuses.py) with CHECK
+    constraints the migration adds; its downgrade takes them away again."""
+    from wizard.models import ShopHealth
+    with app.app_context():
+        db.drop_all()
+        with db.engine.begin() as connection:
+            connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+        upgrade()
+        inspector = db.inspect(db.engine)
+        for table in db.metadata.sorted_tables:
+            if not in_migrations(table.name, "table", {}):
+                continue
+            declared = {c.name for c in table.constraints if isinstance(c, CheckConstraint)}
+            migrated = {c["name"] for c in inspector.get_check_constraints(table.name)}
+            assert migrated == declared, table.name
+        _rows_with_every_status()
+        assert [column for column in STATUS_COLUMNS if not _refused(*column)] == []
+
+        health = db.session.scalar(db.select(ShopHealth))
+        assert health.state is ShopState.BROKEN and health.state == "broken"
+        health.state = "fine"
+        with pytest.raises(StatementError, match="fine"):
+            db.session.commit()  # refused before it reaches the database, too
+        db.session.rollback()
+        db.session.remove()
+
+        downgrade(revision="i14e_contacts_order")
+        assert [column for column in STATUS_COLUMNS if _refused(*column)] == []
         downgrade(revision="base")
         with db.engine.begin() as connection:
             connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")

@@ -51,6 +51,8 @@ def create_app(test_config=None):
     security.init_app(app)  # headers on every response; the sign-in throttle's storage
 
     from . import models  # noqa: F401  (registers the tables with SQLAlchemy)
+    from . import statuses
+    statuses.init_app(app)  # templates compare with ShopState.BROKEN, OutboxStatus.DEAD … instead of strings
     from .extensions import tune_sqlite
     with app.app_context():
         tune_sqlite(db.engine)

@@ -26,6 +26,8 @@ from prometheus_client.exposition import choose_encoder
 from sqlalchemy import func, inspect, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from .statuses import EventStatus, OutboxStatus
+
 bp = Blueprint("metrics", __name__)
 log = logging.getLogger(__name__)
 
@@ -47,7 +49,7 @@ HTTP_LATENCY = Histogram("wizard_http_request_duration_seconds",
                          ["route"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30))
 
 # Events the worker still has to run (a claimed one is still not done).
-UNFINISHED = ("pending", "processing")
+UNFINISHED = (EventStatus.PENDING, EventStatus.PROCESSING)
 _FORWARDED = ("X-Forwarded-For", "Forwarded", "X-Real-Ip")
 
 
@@ -128,7 +130,8 @@ def _outbox_dead(connection):
         return None
     try:
         with connection.begin_nested():  # PostgreSQL: a failed statement must not spoil the transaction
-            return connection.execute(text("SELECT count(*) FROM outbox WHERE status = 'dead'")).scalar()
+            return connection.execute(text("SELECT count(*) FROM outbox WHERE status = :dead"),
+                                      {"dead": OutboxStatus.DEAD.value}).scalar()
     except SQLAlchemyError as exc:
         log.warning("metrics could not read the outbox: %s", type(exc).__name__)
         return None

@@ -14,6 +14,7 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import crypto
 from .extensions import db
+from .statuses import ContentStatus, EventStatus, OutboxStatus, ShopState, status_type
 
 
 def utcnow() -> datetime:
@@ -191,7 +192,7 @@ class ShopHealth(db.Model):
 
     __tablename__ = "shop_health"
     shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), primary_key=True)
-    state: Mapped[str] = mapped_column(String(12), index=True)
+    state: Mapped[ShopState] = mapped_column(status_type(ShopState, 12, "ck_shop_health_state"), index=True)
     reason: Mapped[str] = mapped_column(String(60))
     step: Mapped[str | None] = mapped_column(String(40))
     since: Mapped[datetime] = mapped_column(default=utcnow, index=True)
@@ -217,9 +218,10 @@ class ShopStateChange(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
     at: Mapped[datetime] = mapped_column(default=utcnow)
-    state: Mapped[str] = mapped_column(String(12))
+    state: Mapped[ShopState] = mapped_column(status_type(ShopState, 12, "ck_shop_state_changes_state"))
     reason: Mapped[str] = mapped_column(String(60))
-    previous_state: Mapped[str | None] = mapped_column(String(12))
+    previous_state: Mapped[ShopState | None] = mapped_column(
+        status_type(ShopState, 12, "ck_shop_state_changes_previous_state"))
     previous_reason: Mapped[str | None] = mapped_column(String(60))
 
 
@@ -259,7 +261,7 @@ class ShopCheck(db.Model):
     at: Mapped[datetime] = mapped_column(default=utcnow)
     trigger: Mapped[str] = mapped_column(String(20))
     actor: Mapped[str | None] = mapped_column(String(254))
-    state: Mapped[str] = mapped_column(String(12))
+    state: Mapped[ShopState] = mapped_column(status_type(ShopState, 12, "ck_shop_checks_state"))
     reason: Mapped[str] = mapped_column(String(60))
     step: Mapped[str | None] = mapped_column(String(40))
 
@@ -277,7 +279,8 @@ class Alert(db.Model):
                       Index("ix_alerts_open", "closed_at", "opened_at"))
     id: Mapped[int] = mapped_column(primary_key=True)
     shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
-    state: Mapped[str] = mapped_column(String(12))  # the shop's state that opened it: broken or dormant
+    # The shop's state that opened it: broken or dormant.
+    state: Mapped[ShopState] = mapped_column(status_type(ShopState, 12, "ck_alerts_state"))
     reason: Mapped[str] = mapped_column(String(60))
     open_reason: Mapped[str | None] = mapped_column(String(60))
     step: Mapped[str | None] = mapped_column(String(40))
@@ -339,7 +342,8 @@ class WebhookEvent(db.Model):
     source_user_id: Mapped[str | None] = mapped_column(String(40))
     is_redelivery: Mapped[bool] = mapped_column(default=False)
     payload: Mapped[dict] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="pending")
+    status: Mapped[EventStatus] = mapped_column(status_type(EventStatus, 16, "ck_webhook_events_status"),
+                                                default=EventStatus.PENDING)
     attempts: Mapped[int] = mapped_column(default=0)
     error: Mapped[str | None] = mapped_column(Text)
     # A worker's lease (line/worker.py): who holds the event and until when; a dead worker's lease runs out.
@@ -489,7 +493,8 @@ class Outbox(db.Model):
     reply_uncertain: Mapped[bool] = mapped_column(default=False)
     retry_key: Mapped[str] = mapped_column(String(36), unique=True)
     messages: Mapped[list | None] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(10), default="queued")
+    status: Mapped[OutboxStatus] = mapped_column(status_type(OutboxStatus, 10, "ck_outbox_status"),
+                                                 default=OutboxStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime | None]
     claimed_by: Mapped[str | None] = mapped_column(String(32))
@@ -702,7 +707,8 @@ class MessageContent(db.Model):
     message_id: Mapped[int] = mapped_column(ForeignKey("messages.id", ondelete="CASCADE"), unique=True)
     channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
     line_message_id: Mapped[str] = mapped_column(String(40))
-    status: Mapped[str] = mapped_column(String(10), default="pending")
+    status: Mapped[ContentStatus] = mapped_column(status_type(ContentStatus, 10, "ck_message_contents_status"),
+                                                  default=ContentStatus.PENDING)
     content_type: Mapped[str | None] = mapped_column(String(100))
     size: Mapped[int | None] = mapped_column(BigInteger)
     data: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)

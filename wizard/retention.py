@@ -27,12 +27,13 @@ from sqlalchemy import and_, delete, exists, or_, select, update
 from .extensions import db
 from .models import (Channel, Contact, FormSettings, MailMessage, Message, MessageContent, ShopCheck, WebhookDelivery,
                      WebhookEvent, utcnow)
+from .statuses import ContentStatus, EventStatus
 
 log = logging.getLogger(__name__)
 
 BATCH = 2000
 DAYS_PER_YEAR = 365.25
-WAITING = ("pending", "processing")
+WAITING = (EventStatus.PENDING, EventStatus.PROCESSING)
 
 
 def days(name):
@@ -80,12 +81,12 @@ def _expire_media(cutoff):
     c = MessageContent
     total = 0
     while True:
-        ids = db.session.scalars(select(c.id).where(c.status == "ready", c.created_at < cutoff)
+        ids = db.session.scalars(select(c.id).where(c.status == ContentStatus.READY, c.created_at < cutoff)
                                  .limit(BATCH)).all()
         if not ids:
             db.session.commit()
             return total
-        db.session.execute(update(c).where(c.id.in_(ids)).values(status="expired", data=None)
+        db.session.execute(update(c).where(c.id.in_(ids)).values(status=ContentStatus.EXPIRED, data=None)
                            .execution_options(synchronize_session=False))
         db.session.commit()
         total += len(ids)

@@ -34,22 +34,17 @@ from flask_babel import lazy_gettext as _l
 from ..extensions import db
 from ..line import store
 from ..models import ShopHealth, ShopStateChange, WebhookEvent, iso_utc, utcnow
+from ..statuses import ShopState
 from .context import TRANSIENT, signature_refusals
 from .registry import CONNECTED_KEY
 from .state import State
 
 NEVER = datetime(1970, 1, 1)  # a new row's updated_at: any evaluation is newer
-ONBOARDING, HEALTHY, ATTENTION, BROKEN, DORMANT = "onboarding", "healthy", "attention", "broken", "dormant"
-STATES = (ONBOARDING, HEALTHY, ATTENTION, BROKEN, DORMANT)
+# The states are statuses.ShopState (the models store them); these names stay for the modules that use them.
+ONBOARDING, HEALTHY, ATTENTION, BROKEN, DORMANT = ShopState
+STATES = tuple(ShopState)
 ALERTING = (BROKEN, DORMANT)
-
-LABELS = {
-    ONBOARDING: _l("Setting up"),
-    HEALTHY: _l("Healthy"),
-    ATTENTION: _l("Needs a look"),
-    BROKEN: _l("Broken"),
-    DORMANT: _l("Dormant"),
-}
+LABELS = {state: state.label for state in ShopState}
 
 # Sentences of the reasons only this module gives (the others are the steps' own, see reasons.py).
 REASONS = {
@@ -82,7 +77,7 @@ state_changed = signals.signal("shop-state-changed")
 
 @dataclass
 class Verdict:
-    state: str
+    state: ShopState
     reason: str
     step: str | None = None
     detail: dict = field(default_factory=dict)

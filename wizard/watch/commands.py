@@ -5,6 +5,7 @@ from collections import Counter
 import click
 
 from ..line.commands import line_cli
+from ..statuses import ShopState
 
 
 @line_cli.command("check-all")
@@ -33,4 +34,4 @@ def check_all_command(as_json, threads):
     if failed:
         click.echo(f"The check of {len(failed)} shop(s) failed (see the log): {', '.join(failed)}", err=True)
         raise SystemExit(2)
-    raise SystemExit(1 if counts.get("broken") else 0)
+    raise SystemExit(1 if counts.get(ShopState.BROKEN) else 0)

@@ -28,7 +28,7 @@ from sqlalchemy import or_, select, update
 from ..extensions import db
 from ..line.store import DELIVERY_TIME_RESOLUTION
 from ..models import Channel, Shop, ShopHealth, WebhookRejection, utcnow
-from ..steps import health as shop_health
+from ..statuses import ShopState
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ RING_INTERVAL = 0.25
 """Seconds from a ring to its scan, and between two scans one process queues (a burst rings once)."""
 # Deliveries say something about these states only: LINE calling us again disproves "not delivering", "could
 # not ask", "not proved yet", "forged refusals". (A quota nearly used is not something a delivery changes.)
-STATES_A_DELIVERY_CAN_CLEAR = (shop_health.BROKEN, shop_health.DORMANT, shop_health.ATTENTION)
+STATES_A_DELIVERY_CAN_CLEAR = (ShopState.BROKEN, ShopState.DORMANT, ShopState.ATTENTION)
 REASONS_A_DELIVERY_CANNOT_CLEAR = ("quota_nearly_used",)
 
 
