@@ -10,12 +10,44 @@ from sqlalchemy import update
 
 from tests.servers import Served
 from tests.sink import Sink
+from wizard import create_app
 from wizard.line.client import LineClient
 from wizard.line.problems import LineProblem
 from wizard.sandbox import Sandbox, SandboxError, create_sandbox_app
 from wizard.sandbox.store import deliveries, messages
 
 ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+
+
+def sandbox_switched(tmp_path, on: bool, line_api_host: str):
+    """The app as the embedded default (SANDBOX on) or a deployment (off) sees it; its instance/ is the sandbox
+    fixture's, so ``flask sandbox …`` acts on the channels the served sandbox knows."""
+    from tests.conftest import ENCRYPTION_KEY
+    return create_app({
+        "TESTING": True,
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'app.db'}",
+        "SECRET_KEY": "test-secret-key",
+        "ENCRYPTION_KEY": ENCRYPTION_KEY,
+        "LINE_API_HOST": line_api_host,
+        "SANDBOX": on,
+    })
+
+
+@pytest.fixture
+def runner(sandbox, tmp_path):
+    """``flask sandbox …`` exists only where the sandbox is on (the embedded default), so these tests run it there."""
+    return sandbox_switched(tmp_path, True, sandbox.url).test_cli_runner()
+
+
+def test_a_deployment_has_no_sandbox_command(sandbox, tmp_path):
+    production = sandbox_switched(tmp_path, False, "https://api.line.me").test_cli_runner()
+    result = production.invoke(args=["sandbox", "create-channel", "--json"])
+    assert result.exit_code == 2 and "No such command 'sandbox'" in result.output
+    assert "sandbox" not in production.invoke(args=["--help"]).output.split("Commands:")[1]
+    # The same app with the sandbox on has it: the switch, not the code, decides.
+    assert "sandbox" in sandbox_switched(tmp_path, True, sandbox.url).test_cli_runner().invoke(
+        args=["--help"]).output.split("Commands:")[1]
 
 
 def cli_channel(runner) -> dict:

@@ -11,6 +11,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def create_app(test_config=None):
+    from .config import ConfigError
+    if not (ROOT / "templates").is_dir() or not (ROOT / "static").is_dir():
+        # Installed from a wheel: the pages and their static files live beside wizard/ in a checkout, not in it.
+        raise ConfigError(f"templates/ and static/ are not beside the wizard package ({ROOT}): the app runs from "
+                          "a checkout (git clone, then make install; see deploy/README.md), not from a wheel.")
     app = Flask(
         __name__,
         instance_path=(test_config or {}).get("INSTANCE_PATH")

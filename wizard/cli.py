@@ -1,5 +1,6 @@
 """Staff commands: ``flask --app wizard user …``, ``shop …``; the ``line`` and ``sandbox`` groups live beside
-the code they drive (``line/commands.py``, ``sandbox/commands.py``) and are registered here.
+the code they drive (``line/commands.py``, ``sandbox/commands.py``) and are registered here, the sandbox's only where
+``SANDBOX`` is on.
 
 Thin on purpose: the rules and the writes are in ``accounts.py`` (shared with the staff pages and the dev
 server); this module only parses arguments, commits, and prints. Staff read the terminal in English, so a
@@ -130,11 +131,14 @@ def retention_command():
 
 def init_app(app):
     from .line.commands import line_cli
-    from .sandbox.commands import sandbox_cli
     from .steps import commands as _wizard_commands  # noqa: F401  (adds ``line connect`` and ``line doctor``)
     from .watch import commands as _watch_commands  # noqa: F401  (adds ``line check-all``)
-    for group in (user_cli, shop_cli, line_cli, sandbox_cli):
+    for group in (user_cli, shop_cli, line_cli):
         app.cli.add_command(group)
+    if app.config["SANDBOX"]:
+        # Only where the sandbox plays LINE (the embedded default): a production app has no ``sandbox`` command.
+        from .sandbox.commands import sandbox_cli
+        app.cli.add_command(sandbox_cli)
     app.cli.add_command(rotate_key)
     app.cli.add_command(retention_command)  # ``flask --app wizard retention``: retention.py, now
     from .line.commands import worker_command

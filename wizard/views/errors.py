@@ -13,8 +13,8 @@ import logging
 import sqlite3
 from urllib.parse import urlsplit
 
-from flask import Blueprint, render_template, request
-from flask_babel import gettext as _, lazy_gettext as _l
+from flask import Blueprint, current_app, render_template, request, session
+from flask_babel import force_locale, gettext as _, lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
@@ -61,8 +61,18 @@ def http_error(error):
         return _page(error), error.code, headers
     except Exception:  # the page itself failed (the database is down): still no traceback, still our words
         log.exception("the error page for %s could not be drawn", error.code)
-        return (_("Something went wrong on our side"), error.code,
-                {"Content-Type": "text/plain; charset=utf-8"})
+        # In the language chosen for the visit, without asking the database for the account's own.
+        with force_locale(_visit_locale()):
+            words = _("Something went wrong on our side")
+        return words, error.code, {"Content-Type": "text/plain; charset=utf-8"}
+
+
+def _visit_locale():
+    supported = current_app.config["LANGUAGES"]
+    for wanted in (request.args.get("lang"), session.get("lang")):
+        if wanted in supported:
+            return wanted
+    return current_app.config["BABEL_DEFAULT_LOCALE"]
 
 
 # Seconds a client is asked to wait when the SQLite database stayed locked for the whole busy timeout.
