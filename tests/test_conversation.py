@@ -457,3 +457,30 @@ def test_the_quota_counts_a_push_right_after_it_is_sent(app, client, line, frien
     assert "1 of 10 messages used this month (10%)." in page_of(client, contact_id)  # sent: still once
     app.config["QUOTA_CACHE_SECONDS"] = 0  # LINE asked again: its count has the push now, ours adds nothing
     assert "1 of 10 messages used this month (10%)." in page_of(client, contact_id)
+
+
+def test_a_reply_the_queue_cannot_take_is_logged_with_its_row_and_the_sweep_sends_it(app, client, line, friend,
+                                                                                     caplog):
+    """The queue's store is away when staff press Send: the page still says the message is on its way (its row
+    is committed), the log names the row and says the sweep sends it, and the next sweep does."""
+    from wizard import jobs
+    from wizard.outgoing import outbox
+    user_id, contact_id = friend
+    app.config["QUEUE_URL"] = "redis://127.0.0.1:1/0"  # nothing listens there
+    app.extensions.pop("huey", None)
+    with caplog.at_level("WARNING", logger="wizard.queue"):
+        response = client.post(f"/c/contacts/{contact_id}/reply", data={"text": "明天見！",
+                                                                         "key": reply_key(page_of(client, contact_id))})
+    assert response.status_code == 302
+    [row] = [r for r in line.outbox() if r.purpose == "typed"]
+    assert row.status == "queued"
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "wizard.queue"]
+    assert f"could not queue send_message for outbox {row.id}" in warning and "the sweeper will" in warning
+    app.config["QUEUE_URL"] = "sqlite:///" + app.instance_path + "/huey.db"
+    app.extensions.pop("huey", None)
+    with app.app_context():
+        assert row.id in outbox.due_ids()
+        jobs.sweep()  # rings for the row ...
+    run_queue(app)  # ... and a consumer sends it
+    assert [r.status for r in line.outbox() if r.purpose == "typed"] == ["sent"]
+    assert [m["message"]["text"] for m in line.control.sent_messages(line.id, user_id)][-1] == "明天見！"
