@@ -227,7 +227,7 @@ def test_a_reply_within_the_minute_goes_free_by_reply_token(app, client, line, f
     html = page_of(client, contact_id)
     assert 'data-status="queued"' in html and "Sending…" in html  # at once, before LINE is asked
     with app.app_context():
-        from wizard.line import outbox
+        from wizard.outgoing import outbox
         outbox.send_due()
     sent = [m for m in line.control.sent_messages(line.id, user_id) if m["message"]["text"] == "有的，今天還有三個。"]
     assert [m["kind"] for m in sent] == ["reply"]
@@ -244,7 +244,7 @@ def test_pressing_send_twice_sends_once(app, client, line, friend):
     with app.app_context():
         rows = db.session.scalars(db.select(Outbox).filter_by(purpose="typed")).all()
         assert len(rows) == 1 and rows[0].method == "push" and rows[0].retry_key == key
-        from wizard.line import outbox
+        from wizard.outgoing import outbox
         outbox.send_due()
     pushes = [m for m in line.control.sent_messages(line.id, user_id) if m["message"].get("text") == "謝謝你！"]
     assert len(pushes) == 1 and pushes[0]["kind"] == "push" and pushes[0]["retryKey"] == key
@@ -300,7 +300,7 @@ def test_the_quota_is_shown_and_warns_from_80_percent(app, client, line, friend)
             replies._quota_cache.clear()
             contact = db.session.get(Contact, contact_id)
             row, _created = replies.send(contact, f"push {n}", str(uuid.uuid4()))
-        from wizard.line import outbox
+        from wizard.outgoing import outbox
         outbox.send_due()
         replies._quota_cache.clear()
     html = page_of(client, contact_id)
@@ -327,7 +327,7 @@ def test_a_push_over_the_quota_is_warned_before_and_shown_as_not_sent(app, clien
     assert 'id="push-warning"' in html and "The monthly quota is used up" in html
     client.post(f"/c/contacts/{contact_id}/reply", data={"text": "本月特價", "key": reply_key(html)})
     with app.app_context():
-        from wizard.line import outbox
+        from wizard.outgoing import outbox
         outbox.send_due()
         row = db.session.scalar(db.select(Outbox).filter_by(purpose="typed"))
         assert row.status == "failed" and row.error.startswith("quota_exceeded")
@@ -413,7 +413,7 @@ def test_a_form_whose_reply_was_cut_off_says_so_and_is_sent_again_on_a_press(app
     page says it may not have arrived and offers a button that pushes it, once, with a new link."""
     from datetime import timedelta
 
-    from wizard.line import outbox
+    from wizard.outgoing import outbox
     login(f"owner-{line.slug}@example.com")
     client.get("/?lang=en")
     user_id = line.follow(name="林小美")
@@ -452,8 +452,35 @@ def test_the_quota_counts_a_push_right_after_it_is_sent(app, client, line, frien
     assert answer.status_code == 302
     assert "1 of 10 messages used this month (10%)." in page_of(client, contact_id)  # on its way: counted
     with app.app_context():
-        from wizard.line import outbox
+        from wizard.outgoing import outbox
         outbox.send_due()
     assert "1 of 10 messages used this month (10%)." in page_of(client, contact_id)  # sent: still once
     app.config["QUOTA_CACHE_SECONDS"] = 0  # LINE asked again: its count has the push now, ours adds nothing
     assert "1 of 10 messages used this month (10%)." in page_of(client, contact_id)
+
+
+def test_a_reply_the_queue_cannot_take_is_logged_with_its_row_and_the_sweep_sends_it(app, client, line, friend,
+                                                                                     caplog):
+    """The queue's store is away when staff press Send: the page still says the message is on its way (its row
+    is committed), the log names the row and says the sweep sends it, and the next sweep does."""
+    from wizard import jobs
+    from wizard.outgoing import outbox
+    user_id, contact_id = friend
+    app.config["QUEUE_URL"] = "redis://127.0.0.1:1/0"  # nothing listens there
+    app.extensions.pop("huey", None)
+    with caplog.at_level("WARNING", logger="wizard.queue"):
+        response = client.post(f"/c/contacts/{contact_id}/reply", data={"text": "明天見！",
+                                                                         "key": reply_key(page_of(client, contact_id))})
+    assert response.status_code == 302
+    [row] = [r for r in line.outbox() if r.purpose == "typed"]
+    assert row.status == "queued"
+    [warning] = [r.getMessage() for r in caplog.records if r.name == "wizard.queue"]
+    assert f"could not queue send_message for outbox {row.id}" in warning and "the sweeper will" in warning
+    app.config["QUEUE_URL"] = "sqlite:///" + app.instance_path + "/huey.db"
+    app.extensions.pop("huey", None)
+    with app.app_context():
+        assert row.id in outbox.due_ids()
+        jobs.sweep()  # rings for the row ...
+    run_queue(app)  # ... and a consumer sends it
+    assert [r.status for r in line.outbox() if r.purpose == "typed"] == ["sent"]
+    assert [m["message"]["text"] for m in line.control.sent_messages(line.id, user_id)][-1] == "明天見！"

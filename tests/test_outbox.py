@@ -8,8 +8,8 @@ from datetime import timedelta
 from tests.webhooks import follow_event, text_event
 from wizard.extensions import db
 from wizard.line import worker
-from wizard.outgoing import outbox
 from wizard.models import Contact, Outbox, utcnow
+from wizard.outgoing import outbox
 
 
 def test_a_429_waits_as_long_as_line_asks(app, line):

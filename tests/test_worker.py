@@ -19,8 +19,8 @@ from tests.webhooks import (ROOT, encode, follow_event, sdk_sample, signed_heade
 from wizard import create_app, jobs, queue
 from wizard.extensions import db
 from wizard.line import worker
-from wizard.outgoing import outbox
 from wizard.models import Contact, WebhookEvent, utcnow
+from wizard.outgoing import outbox
 
 
 def restarted(app, **overrides):

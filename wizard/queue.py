@@ -82,7 +82,9 @@ class Job:
         return attach(body) if body is not None else attach
 
     def __call__(self, *args, delay=None, app=None):
-        wrapper = instance(app).wizard_tasks[self.name]
+        wrapper = instance(app).wizard_tasks.get(self.name)
+        if wrapper is None:
+            raise RuntimeError(f"job {self.name} has no body here: wizard.jobs attaches them (create_app imports it)")
         trace = observability.current_trace()
         kwargs = {"trace": trace} if trace else {}
         return wrapper.schedule(args, kwargs, delay=delay) if delay else wrapper(*args, **kwargs)

@@ -17,13 +17,15 @@ from flask import current_app
 from ..extensions import db
 from ..models import Outbox, utcnow
 from ..outgoing import outbox, purposes
+from ..redact import redact
+from . import form_settings, links
+from .profiles import refresh_profile
 
 PURPOSE = "form"
 
 
 def not_due(contact):
     """Why the form must not go to this contact now, or None when it may."""
-    from . import form_settings
     if not form_settings.for_channel(contact.channel_id).enabled:
         return "form switched off by the shop: not sent"
     if contact.form_filled_at is not None:
@@ -42,7 +44,6 @@ def queue_for_follow(event, contact, reply_token):
 
 
 def url(contact):
-    from . import links
     return links.url(contact.form_token)
 
 
@@ -50,14 +51,12 @@ def text(channel, contact, fresh=True):
     """The form's message (customers/form_settings.py) with a new signed link (customers/links.py), or with
     the contact's current link when not ``fresh`` (a retry of a push LINE may have delivered already: only the
     newest link works, so a new one would disable the link the customer may be holding)."""
-    from . import form_settings, links
     if fresh or not contact.form_token:
         links.issue(contact, channel.shop_id)
     return form_settings.message_text(channel, contact, url(contact))
 
 
 def render(row, channel, contact):
-    from .profiles import refresh_profile
     if contact.profile_fetched_at is None:
         # Best effort, for the language: the form goes in the default language when LINE will not say.
         refresh_profile(channel, contact)
@@ -70,14 +69,12 @@ def render(row, channel, contact):
 
 def masked(message):
     """A message as we keep it: any personal form link masked (the customer has the only usable copy)."""
-    from ..redact import redact
     if isinstance(message.get("text"), str):
         return dict(message, text=redact(message["text"]))
     return message
 
 
 def refuse(row, channel):
-    from . import form_settings
     if not form_settings.for_channel(channel.id).enabled:
         return "the shop switched the form off before it went out"
     return None

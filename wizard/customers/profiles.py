@@ -9,6 +9,8 @@ import logging
 from flask import current_app
 
 from ..extensions import db
+from ..line.client import client_for
+from ..line.problems import LineProblem
 from ..models import Channel, Contact, utcnow
 
 log = logging.getLogger(__name__)
@@ -25,8 +27,6 @@ def contact_locale(contact):
 
 def refresh_profile(channel, contact):
     """Fill the contact from LINE's profile (the caller commits); returns the problem when LINE would not say."""
-    from ..line.client import client_for
-    from ..line.problems import LineProblem
     try:
         profile = client_for(channel).get_profile(contact.line_user_id)
     except LineProblem as problem:

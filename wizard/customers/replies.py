@@ -133,11 +133,10 @@ def send(contact, text, key):
     try:
         if how.method == "reply":
             insert_ignoring(Outbox, [dict(row, event_id=how.message.event_id, method="reply",
-                                                reply_token=how.message.reply_token)], ["event_id", "purpose"])
+                                          reply_token=how.message.reply_token)], ["event_id", "purpose"])
         if db.session.scalar(select(Outbox.id).filter_by(retry_key=key)) is None:
             # No token, or someone replied with it a moment ago: a push.
-            insert_ignoring(Outbox, [dict(row, event_id=None, method="push", reply_token=None)],
-                                  ["retry_key"])
+            insert_ignoring(Outbox, [dict(row, event_id=None, method="push", reply_token=None)], ["retry_key"])
         db.session.commit()
     except IntegrityError:
         db.session.rollback()  # the same key, sent twice at the same moment: the other request's row stands

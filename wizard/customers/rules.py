@@ -19,7 +19,7 @@ from ..line.events import Unprocessable, event_time, one_to_one_user
 from ..models import Contact, Message, utcnow
 from ..outgoing import purposes
 from ..rows import insert_ignoring
-from . import form
+from . import content, form
 
 
 def contact_for(channel_id: int, line_user_id: str, lock=False) -> Contact:
@@ -76,7 +76,6 @@ def on_unfollow(event, effects):
 
 
 def on_message(event, effects):
-    from . import content
     user_id = one_to_one_user(event)
     if user_id is None:
         return "message in a group or room: kept as an event only"
