@@ -64,6 +64,9 @@ def _finite_float(text):
     return value
 
 
+# One decoder for every body (json.loads with hooks builds a new one per call).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
 # LINE's events are a few levels deep (the deepest, a message's emoji list, about 6). A signed body nested far
 # deeper parses (json.loads goes to about 990 levels) but then makes the database layer's JSON serialisation
 # recurse past Python's limit: refuse it before parsing, as not JSON LINE would send.
@@ -93,7 +96,7 @@ def parse_payload(body: bytes):
         raise NotLinePayload(INVALID_JSON, f"The body is nested more than {MAX_NESTING} levels deep.")
     try:
         # Decode first: json.loads(bytes) would also accept UTF-16/32, which LINE never sends.
-        payload = json.loads(body.decode("utf-8"), parse_constant=_reject_constant, parse_float=_finite_float)
+        payload = _DECODER.decode(body.decode("utf-8"))
         if b"\\ud" in body or b"\\uD" in body:
             # Both databases must take the event as it is: no lone surrogate (\udXXX) anywhere in it.
             json.dumps(payload, ensure_ascii=False).encode("utf-8")
