@@ -248,3 +248,23 @@ def test_sending_the_form_again_to_a_customer_who_blocked_the_account_says_why_a
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count(Outbox.id))) == forms_before
     assert len(line.control.sent_messages(line.id, user_id)) == 1  # the form sent at the follow, nothing more
+
+
+def test_line_failing_while_the_owner_sets_or_tests_the_webhook_url_is_explained_with_a_reference(
+        client, owner, sandbox):
+    """LINE answers 500 to the owner's "set it for me" and "test": the page says LINE answered with an error
+    and gives the reference staff can find in the log; nothing is changed at LINE."""
+    from tests.wizard_helpers import connect
+    control = sandbox.control
+    channel = control.create_channel()
+    connect(client, owner, channel)
+    control.fail(channel["channelId"], 500)
+    try:
+        for action in ("set_endpoint", "test"):
+            page = client.post(f"/setup/{owner}/webhook_url", data={"action": action}, follow_redirects=True)
+            words = page.get_data(as_text=True)
+            assert page.status_code == 200
+            assert "LINE answered with an error." in words and "Reference: line_error-500-" in words, action
+        assert not control.channel(channel["channelId"])["endpoint"]
+    finally:
+        control.heal(channel["channelId"])
