@@ -8,6 +8,7 @@ cannot be opened or a PostgreSQL port nobody listens on, and LINE is the sandbox
 """
 import logging
 import threading
+import uuid
 import time
 
 import pytest
@@ -207,3 +208,63 @@ def test_with_the_database_down_a_customer_form_link_gets_the_error_page_in_thei
     english = down.get("/form/some-customers-personal-link?lang=en")
     assert "Something went wrong on our side" in english.get_data(as_text=True)
 
+
+
+def test_line_connect_with_mistyped_credentials_names_each_mistake_and_saves_nothing(app, runner, make_shop):
+    """An operator pasting the wrong values gets every field's problem with its code in one go, exit status 1,
+    no LINE call and no channel; the typed secret is not printed back."""
+    from wizard.models import Channel
+    slug, _ = make_shop()
+    typed_secret = "s3cr3t-but-only-21-ch"
+    result = runner.invoke(args=["line", "connect", slug, "--channel-id", "12345abc",
+                                 "--channel-secret", typed_secret])
+    assert result.exit_code == 1
+    assert "(channel_id_format)" in result.output and "(channel_secret_format)" in result.output
+    assert typed_secret not in result.output
+    swapped = runner.invoke(args=["line", "connect", slug, "--channel-id", "0123456789abcdef0123456789abcdef",
+                                  "--channel-secret", "1234567890"])
+    assert swapped.exit_code == 1 and "(channel_id_swapped)" in swapped.output
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Channel.id))) == 0
+
+
+def test_sending_the_form_again_to_a_customer_who_blocked_the_account_says_why_and_sends_nothing(
+        app, client, line, login):
+    from wizard.models import Outbox
+    login(f"owner-{line.slug}@example.com")
+    client.get("/?lang=en")
+    user_id = line.follow(name="林小美")
+    worker.process_pending(app)
+    contact_id = line.contact(user_id).id
+    line.control.unfollow(line.id, user_id)
+    worker.process_pending(app)
+    with app.app_context():
+        forms_before = db.session.scalar(db.select(db.func.count(Outbox.id)))
+
+    response = client.post(f"/c/contacts/{contact_id}/send-form", data={"resend_key": str(uuid.uuid4())},
+                           follow_redirects=True)
+    assert response.status_code == 200
+    assert "Not sent: this customer has blocked the account" in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(Outbox.id))) == forms_before
+    assert len(line.control.sent_messages(line.id, user_id)) == 1  # the form sent at the follow, nothing more
+
+
+def test_line_failing_while_the_owner_sets_or_tests_the_webhook_url_is_explained_with_a_reference(
+        client, owner, sandbox):
+    """LINE answers 500 to the owner's "set it for me" and "test": the page says LINE answered with an error
+    and gives the reference staff can find in the log; nothing is changed at LINE."""
+    from tests.wizard_helpers import connect
+    control = sandbox.control
+    channel = control.create_channel()
+    connect(client, owner, channel)
+    control.fail(channel["channelId"], 500)
+    try:
+        for action in ("set_endpoint", "test"):
+            page = client.post(f"/setup/{owner}/webhook_url", data={"action": action}, follow_redirects=True)
+            words = page.get_data(as_text=True)
+            assert page.status_code == 200
+            assert "LINE answered with an error." in words and "Reference: line_error-500-" in words, action
+        assert not control.channel(channel["channelId"])["endpoint"]
+    finally:
+        control.heal(channel["channelId"])
