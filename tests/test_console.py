@@ -100,6 +100,32 @@ def test_filters_search_and_sort(app, client, staff, make_shop, make_user):
     assert 'href="/shops/export.csv?state=broken&amp;sort=name"' in html
 
 
+def test_sort_by_friends_counts_every_channel_the_shop_ever_had_and_not_the_blocks(app, client, staff, make_shop):
+    for slug in ("a-shop", "b-shop", "c-shop"):
+        make_shop(slug, slug.upper())
+
+    def channel(slug, friends, blocks, disconnected=False):
+        shop_id = db.session.scalar(db.select(Shop.id).filter_by(slug=slug))
+        row = Channel(shop_id=shop_id, channel_id=f"{slug}-{disconnected}", webhook_token=f"{slug}-{disconnected}",
+                      secret_encrypted="x", disconnected_at=utcnow() if disconnected else None)
+        db.session.add(row)
+        db.session.flush()
+        db.session.add_all([Contact(channel_id=row.id, line_user_id=f"U{slug}{disconnected}{n}", followed_at=utcnow(),
+                                    blocked_at=utcnow() if n >= friends else None) for n in range(friends + blocks)])
+
+    with app.app_context():
+        channel("b-shop", friends=2, blocks=3)
+        channel("c-shop", friends=2, blocks=0, disconnected=True)  # the channel it had before
+        channel("c-shop", friends=1, blocks=1)
+        db.session.commit()
+
+    assert listed(client.get("/shops/?sort=friends")) == ["c-shop", "b-shop", "a-shop"]
+    assert listed(client.get("/shops/?sort=friends&q=-shop")) == ["c-shop", "b-shop", "a-shop"]
+    table = list(csv.DictReader(io.StringIO(client.get("/shops/export.csv?sort=friends").data.decode("utf-8-sig"))))
+    assert [(r["Shop code"], r["Friends"], r["Blocks"]) for r in table] == [
+        ("c-shop", "3", "1"), ("b-shop", "2", "3"), ("a-shop", "0", "0")]
+
+
 def test_paging_on_the_server_and_bad_input_is_said_not_a_500(app, client, staff, make_shop):
     with app.app_context():
         db.session.add_all([Shop(slug=f"shop-{n:02d}", name=f"店 {n:02d}") for n in range(53)])

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 
 from flask_babel import gettext as _, lazy_gettext as _l, ngettext
 from sqlalchemy import and_, case, func, literal, or_
+from sqlalchemy.orm import aliased
 
 from ..extensions import db
 from ..i18n import localtime, zone_name
@@ -169,11 +170,17 @@ def _filtered(wanted, user_id=None, now=None):
     return query
 
 
+def _friends_of_each():
+    """A shop's friends over every channel it ever had, as a subquery correlated to the list's shop: only in
+    the ORDER BY, so the page's count (``db.paginate`` drops the order) does not compute it."""
+    channel = aliased(Channel)
+    return (db.select(func.count(Contact.id)).join(channel, channel.id == Contact.channel_id)
+            .where(channel.shop_id == Shop.id, Contact.blocked_at.is_(None)).correlate(Shop).scalar_subquery())
+
+
 def _ordered(query, sort):
     if sort == "friends":
-        counts = friend_counts().subquery()
-        query = query.outerjoin(counts, counts.c.shop_id == Shop.id)
-        return query.order_by(func.coalesce(counts.c.friends, 0).desc(), Shop.name, Shop.id)
+        return query.order_by(_friends_of_each().desc(), Shop.name, Shop.id)
     severity = case(SEVERITY, value=_state(), else_=9)
     order = {
         "state": (severity, _since()),
