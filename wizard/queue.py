@@ -42,6 +42,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import observability
 from .extensions import db
+from .heartbeat import Heartbeat
 from .models import PeriodicRun, utcnow
 from .rows import insert_ignoring
 
@@ -340,7 +341,6 @@ class BeatingConsumer(Consumer):
 
     def start(self):
         super().start()
-        from .heartbeat import Heartbeat
         self.heartbeat = Heartbeat(self.huey.wizard_app, self).start()
 
     def stop(self, graceful=False):

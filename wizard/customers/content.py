@@ -36,6 +36,8 @@ from sqlalchemy import and_, func, or_, select
 
 from .. import claims
 from ..extensions import db
+from ..line.client import client_for
+from ..line.problems import LineProblem, retryable
 from ..models import Channel, MessageContent, utcnow
 from ..rows import insert_ignoring
 
@@ -166,8 +168,6 @@ def _media_type(value):
 
 def fetch(content_id):
     """One attempt at one content row. Returns (outcome, seconds until the next attempt or None)."""
-    from ..line.client import client_for
-    from ..line.problems import LineProblem, retryable
     claim = _claim(content_id)
     if claim is None:
         return Outcome.SKIPPED, None

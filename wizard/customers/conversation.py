@@ -20,6 +20,8 @@ from sqlalchemy import select, update
 
 from .. import claims, queue
 from ..extensions import db
+from ..line.client import client_for
+from ..line.problems import LineProblem, retryable
 from ..models import Channel, Contact, Message, MessageContent, Outbox, utcnow
 
 log = logging.getLogger(__name__)
@@ -124,8 +126,6 @@ def claim_read_mark(contact):
 def mark_read(message_id):
     """Ask LINE to mark the message (and the user's earlier ones) read. Returns (done, seconds until another
     try or None). A refused token is not tried again; a LINE that is down is, a couple of times."""
-    from ..line.client import client_for
-    from ..line.problems import LineProblem, retryable
     message = db.session.get(Message, message_id)
     if message is None or not message.mark_as_read_token:
         return False, None

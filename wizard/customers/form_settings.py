@@ -15,6 +15,7 @@ from ..accounts import EMAIL, normalise_email
 from ..extensions import db
 from ..models import Channel, FormSettings, utcnow
 from .fields import FIELDS, MODES, has_control_characters, normalise_phone
+from .profiles import contact_locale
 
 DEFAULT_FIELDS = {"name": "required", "mobile": "required", "email": "optional", "birthday": "optional",
                   "gender": "off", "city": "off"}
@@ -233,6 +234,5 @@ def save(settings, user=None):
 
 def message_text(channel, contact, url):
     """What the new friend receives: the shop's text (or the default in their language) and their link."""
-    from .profiles import contact_locale
     settings = get(channel.shop)
     return f"{settings.effective_text(contact_locale(contact))}\n{url}"

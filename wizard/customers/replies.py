@@ -33,7 +33,11 @@ from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
 from ..models import Channel, Message, Outbox, utcnow
+from ..line.client import client_for
+from ..line.problems import LineProblem
 from ..outgoing import purposes
+from ..outgoing.outbox import REPLY_TOKEN_LIFETIME
+from . import form_settings
 from ..rows import insert_ignoring
 
 log = logging.getLogger(__name__)
@@ -58,7 +62,6 @@ class Plan:
 
 
 def _token_lifetime():
-    from ..outgoing.outbox import REPLY_TOKEN_LIFETIME
     return REPLY_TOKEN_LIFETIME - REPLY_MARGIN
 
 
@@ -151,7 +154,6 @@ def send_form(contact, key):
     for it again. Returns (outbox row, created now); like ``send``, one key sends once however often it comes.
     The link is made when the message goes (customers/form.py), never kept."""
     from flask_babel import gettext as _
-    from . import form_settings
     if not valid_key(key):
         raise NotSent(_("The page was too old to send from. Press the button again."))
     key = str(key).lower()
@@ -247,8 +249,6 @@ def quota(channel):
 
 def _line_quota(channel):
     """This month's limit and use of the channel's messages, from LINE (at most every QUOTA_CACHE_SECONDS)."""
-    from ..line.client import client_for
-    from ..line.problems import LineProblem
     ttl = float(current_app.config["QUOTA_CACHE_SECONDS"])
     with _quota_lock:
         cached = _quota_cache.get(_quota_key(channel))

@@ -19,7 +19,7 @@ from ..line.events import Unprocessable, event_time, one_to_one_user
 from ..models import Contact, Message, utcnow
 from ..outgoing import purposes
 from ..rows import insert_ignoring
-from . import content, form
+from . import content, form, replies
 
 
 def contact_for(channel_id: int, line_user_id: str, lock=False) -> Contact:
@@ -114,7 +114,6 @@ RULES = {"follow": on_follow, "unfollow": on_unfollow, "message": on_message}
 
 def register():
     """The CRM's event rules, its message purposes and its answer to "is a follow welcomed" (app factory)."""
-    from . import replies
     for kind, handler in RULES.items():
         events.handles(kind)(handler)
     events.welcome_rule(lambda contact: form.not_due(contact) is None)

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta, timezone
 from flask import current_app
 from sqlalchemy import and_, or_, select, update
 
-from .. import claims
+from .. import claims, metrics
 from ..extensions import db
 from ..models import Channel, Contact, Message, Outbox, WebhookEvent, utcnow
 from ..rows import insert_ignoring
@@ -188,7 +188,6 @@ def _switch_to_push(row):
 
 def _failed(sender, row, claim, problem):
     """The channel said no or could not be asked: retry later, give up (dead), or record the refusal."""
-    from .. import metrics
     error = f"{problem.code} (status {problem.status}): {problem.detail or ''}"[:2000]
     if not sender.retryable(problem):
         _finish(row.id, claim, status="failed", error=error, reply_uncertain=row.reply_uncertain)
