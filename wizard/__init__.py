@@ -45,7 +45,7 @@ def create_app(test_config=None):
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=1)
 
     from .extensions import babel, csrf, db, login_manager, migrate
-    from . import i18n, security
+    from . import audit_words, i18n, security
     db.init_app(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
     csrf.init_app(app)
@@ -53,6 +53,7 @@ def create_app(test_config=None):
     babel.init_app(app, locale_selector=i18n.select_locale,
                    default_translation_directories=str(Path(__file__).parent / "translations"))
     i18n.init_app(app)
+    audit_words.init_app(app)  # the audit log's words as template filters (it reads steps' headlines)
     security.init_app(app)  # headers on every response; the sign-in throttle's storage
 
     from . import models  # noqa: F401  (registers the tables with SQLAlchemy)

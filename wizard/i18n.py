@@ -77,8 +77,6 @@ def init_app(app):
     app.add_template_filter(localtime)
     app.add_template_filter(isotime)
     app.add_template_filter(localtime_zoned)
-    from . import audit_words
-    audit_words.init_app(app)
     app.before_request(remember_choice)
     @app.context_processor
     def language_context():
