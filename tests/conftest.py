@@ -12,7 +12,7 @@ Why the harness looks like this (a developer waits for it, so every test pays on
   leave the schema changed, and the next test builds it again.
 - Passwords are hashed with a cheap method (``PASSWORD_HASH_METHOD``, honoured only under TESTING).
 - Under pytest-xdist every worker has its own PostgreSQL database (``<name>_gw0`` …, made here and dropped at
-  the end), its own Redis database numbers (``redis_url``), its own temporary directory and free ports.
+  the end), its own Redis database numbers (``servers.redis_url``), its own temporary directory and free ports.
 - Markers: ``browser`` (tests/browser) and ``system`` (the slow multi-process tests, SYSTEM_MODULES);
   ``make check`` runs everything else.
 """
@@ -26,7 +26,7 @@ from cryptography.fernet import Fernet
 from sqlalchemy import create_engine, make_url, text
 
 from tests.line_helpers import line  # noqa: F401  (the fixture: a shop on a sandbox channel)
-from tests.servers import Served, free_port
+from tests.servers import WORKER, Served, free_port
 from wizard import create_app
 from wizard.extensions import db
 
@@ -40,9 +40,6 @@ for _name in [name for name in os.environ if name.startswith("WIZARD_") and name
     del os.environ[_name]
 BACKENDS = ["sqlite"] + (["postgresql"] if PG_URL else [])
 ENCRYPTION_KEY = Fernet.generate_key().decode()
-# "gw0", "gw1" … under pytest-xdist; None in a plain run.
-WORKER = os.environ.get("PYTEST_XDIST_WORKER")
-WORKER_INDEX = int(WORKER[2:]) if WORKER else 0
 # Port 9 (discard) on loopback: nothing listens, so a LINE call from a test without the sandbox is refused
 # at once.
 NO_LINE = "http://127.0.0.1:9"
@@ -65,11 +62,6 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.browser)
         elif item.module.__name__.rpartition(".")[2] in SYSTEM_MODULES:
             item.add_marker(pytest.mark.system)
-
-
-def redis_url(slot):
-    """A Redis database of this worker's own: ``slot`` 0, 1 or 2 (three per worker, databases 1–15)."""
-    return f"redis://127.0.0.1:6379/{1 + (3 * WORKER_INDEX + slot) % 15}"
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,21 @@
-"""Serve a WSGI app over real HTTP on a loopback port, in a thread, for the length of a test."""
+"""Serve a WSGI app over real HTTP on a loopback port, in a thread, for the length of a test; and the local
+servers a test shares with the machine (Redis), divided between pytest-xdist workers so they never meet."""
+import os
 import socket
 import threading
 
 from werkzeug.serving import make_server
+
+
+# "gw0", "gw1" … under pytest-xdist; None in a plain run.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+WORKER_INDEX = int(WORKER[2:]) if WORKER else 0
+
+
+def redis_url(slot, host="127.0.0.1:6379"):
+    """A Redis database of this worker's own on the machine's Redis: ``slot`` 0, 1 or 2 (three per worker, in
+    databases 1–15), so two workers never flush or count in each other's database."""
+    return f"redis://{host}/{1 + (3 * WORKER_INDEX + slot) % 15}"
 
 
 def free_port() -> int:
