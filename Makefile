@@ -65,7 +65,7 @@ check: install-test lint
 	env -u WIZARD_TEST_DATABASE_URL $(PY) -m pytest -n $(CHECK_WORKERS) -m "not browser and not system" -q
 
 # Everything, on SQLite and (with WIZARD_TEST_DATABASE_URL) on PostgreSQL, in random order (pytest-randomly
-# prints the seed; `PYTEST_ADDOPTS="-p randomly -p no:randomly"` fixes the order, `--randomly-seed=N` repeats one).
+# prints the seed: PYTEST_ADDOPTS=--randomly-seed=N repeats an order, PYTEST_ADDOPTS="-p no:randomly" fixes it).
 test: install-test lint
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
