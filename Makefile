@@ -62,12 +62,12 @@ CHECK_WORKERS ?= 4
 
 # The developer's loop: lint, then every test but the browser and system ones (markers in setup.cfg), on SQLite.
 check: install-test lint
-	env -u WIZARD_TEST_DATABASE_URL $(PY) -m pytest -n $(CHECK_WORKERS) -m "not browser and not system" -q
+	env -u WIZARD_TEST_DATABASE_URL $(PY) -m pytest -n $(CHECK_WORKERS) --dist worksteal -m "not browser and not system" -q
 
 # Everything, on SQLite and (with WIZARD_TEST_DATABASE_URL) on PostgreSQL, in random order (pytest-randomly
 # prints the seed: PYTEST_ADDOPTS=--randomly-seed=N repeats an order, PYTEST_ADDOPTS="-p no:randomly" fixes it).
 test: install-test lint
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 # Mutation testing (not part of `make test`): mutmut changes wizard/steps and wizard/line one small edit at a
 # time and runs the tests that cover it; a mutant no test notices is a test we are missing. Configured in

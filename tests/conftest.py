@@ -49,6 +49,8 @@ FAST_PASSWORD_HASH = "pbkdf2:sha256:1"
 # themselves for their timing; `make check` leaves them out (see Makefile).
 SYSTEM_MODULES = {"test_faults", "test_production", "test_packaging", "test_runbook", "test_deployment",
                   "test_idle_transactions", "test_migration_under_traffic", "test_migrations"}
+# The system tests that take minutes: under pytest-xdist each starts first on a worker of its own.
+SLOWEST_MODULES = {"test_faults", "test_runbook", "test_production", "test_migration_under_traffic"}
 # The modules whose tests build the schema their own way (migrations): after one of them the next test on
 # that worker's PostgreSQL database builds the schema again.
 SCHEMA_MODULES = {"test_migrations", "test_migration_under_traffic", "test_runbook", "test_production",
@@ -60,8 +62,41 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if browser_dir in Path(item.fspath).parents:
             item.add_marker(pytest.mark.browser)
-        elif item.module.__name__.rpartition(".")[2] in SYSTEM_MODULES:
+        elif _module_name(item) in SYSTEM_MODULES:
             item.add_marker(pytest.mark.system)
+    _start_system_tests_first(config, items)
+
+
+def _start_system_tests_first(config, items):
+    """Under ``--dist worksteal`` each worker starts with an equal slice of the (shuffled) list and idle workers
+    steal from the end of the longest queue. A slow system test left near the end of a slice would start last
+    and make the whole run wait for it; so the system tests are dealt out, one at a time, to the start of every
+    worker's slice. Every worker computes the same order from the same seed, as pytest-xdist requires."""
+    workers = getattr(config, "workerinput", {}).get("workercount", 0)
+    if workers < 2 or config.getoption("dist", None) != "worksteal":
+        return
+    system = [item for item in items if item.get_closest_marker("system")]
+    if not system:
+        return
+    # The slowest first, so that they are the first test of a worker each.
+    system.sort(key=lambda item: _module_name(item) not in SLOWEST_MODULES)
+    rest = [item for item in items if not item.get_closest_marker("system")]
+    slices = [[] for _ in range(workers)]
+    for number, item in enumerate(system):
+        slices[number % workers].append(item)
+    # The rest fill each slice up to the length worksteal's first split gives it.
+    remaining = len(items)
+    for number, share in enumerate(slices):
+        size = remaining // (workers - number)
+        remaining -= size
+        take = max(0, size - len(share))
+        share.extend(rest[:take])
+        del rest[:take]
+    items[:] = [item for share in slices for item in share] + rest
+
+
+def _module_name(item):
+    return item.module.__name__.rpartition(".")[2]
 
 
 @pytest.fixture(scope="session")
@@ -199,7 +234,7 @@ def app(request, db_url, schema, tmp_path, app_port):
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
-    if request.module.__name__.rpartition(".")[2] in SCHEMA_MODULES:
+    if _module_name(request) in SCHEMA_MODULES:
         schema.changed(db_url)
 
 
