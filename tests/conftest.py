@@ -175,8 +175,10 @@ class Schema:
             try:
                 with engine.begin() as connection:
                     connection.execute(text("SET LOCAL lock_timeout = '20s'"))
-                    tables = ", ".join(f'"{table.name}"' for table in db.metadata.sorted_tables)
-                    connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+                    used = _used_tables(connection)
+                    if used:
+                        tables = ", ".join(f'"{name}"' for name in sorted(used))
+                        connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
                 return
             except Exception:  # a table a test dropped or changed: build it again below
                 self.postgresql_built.discard(url)
@@ -188,6 +190,25 @@ class Schema:
     def changed(self, url):
         """A test built the schema its own way (migrations): the next test builds it again."""
         self.postgresql_built.discard(url)
+
+
+# The tables whose sequence has handed out a number since the last RESTART IDENTITY (the rows may be gone).
+_USED_SEQUENCES = text("""
+    SELECT DISTINCT owner.relname FROM pg_sequences AS used
+    JOIN pg_class AS sequence ON sequence.relname = used.sequencename AND sequence.relkind = 'S'
+    JOIN pg_depend AS link ON link.objid = sequence.oid AND link.deptype IN ('a', 'i')
+    JOIN pg_class AS owner ON owner.oid = link.refobjid
+    WHERE used.schemaname = current_schema() AND used.last_value IS NOT NULL""")
+
+
+def _used_tables(connection):
+    """The tables a test wrote to: those holding a row, and those whose ids moved on. A TRUNCATE of every table
+    took 0.3-0.8 s per test on a busy machine, finding these 25 ms; only these are emptied (and every table that
+    refers to them)."""
+    names = [table.name for table in db.metadata.sorted_tables]
+    with_rows = " UNION ALL ".join(f"(SELECT '{name}' FROM \"{name}\" LIMIT 1)" for name in names)
+    used = {row[0] for row in connection.execute(text(with_rows))}
+    return used | {row[0] for row in connection.execute(_USED_SEQUENCES)}
 
 
 @pytest.fixture(scope="session")
