@@ -8,13 +8,16 @@ Why the harness looks like this (a developer waits for it, so every test pays on
   ask for fails at once instead of reaching anything. A test that talks to LINE asks for ``sandbox`` (or a
   fixture built on it, such as ``line``); the app then points at that sandbox over real HTTP.
 - The schema is built once per session (per pytest-xdist worker and database): SQLite copies a template file
-  for each test, PostgreSQL empties every table with one TRUNCATE. The tests that run migrations themselves
-  leave the schema changed, and the next test builds it again.
+  for each test, PostgreSQL empties the tables the last test wrote to with one TRUNCATE. The tests that run
+  migrations themselves leave the schema changed, and the next test builds it again.
 - Passwords are hashed with a cheap method (``PASSWORD_HASH_METHOD``, honoured only under TESTING).
-- Under pytest-xdist every worker has its own PostgreSQL database (``<name>_gw0`` …, made here and dropped at
-  the end), its own Redis database numbers (``servers.redis_url``), its own temporary directory and free ports.
+- Under pytest-xdist every worker has its own PostgreSQL database (``<name>_<run>_gw0`` …, made here and
+  dropped at the end), its own Redis database numbers (``servers.redis_url``), its own temporary directory
+  and free ports.
 - Markers: ``browser`` (tests/browser) and ``system`` (the slow multi-process tests, SYSTEM_MODULES);
-  ``make check`` runs everything else.
+  ``make check`` runs everything else. Under ``--dist worksteal`` the system tests start first, spread over
+  the workers, so the run never waits at its end for one of them.
+- ``environment_kept``: whatever a test puts in ``os.environ`` is gone after it, so the order never matters.
 """
 import os
 import shutil
@@ -100,14 +103,15 @@ def _module_name(item):
 
 
 @pytest.fixture(scope="session")
-def postgresql_url():
+def postgresql_url(request):
     """This worker's PostgreSQL database: WIZARD_TEST_DATABASE_URL itself in a plain run, a database of its
-    own (``<name>_gw0`` …) under pytest-xdist, created empty now and dropped when the session ends."""
+    own under pytest-xdist (``<name>_<run>_gw0`` …: the run's id keeps two runs beside each other apart),
+    created empty now and dropped when the session ends."""
     if not WORKER:
         yield PG_URL
         return
     base = make_url(PG_URL)
-    name = f"{base.database}_{WORKER}"
+    name = f"{base.database}_{request.config.workerinput['testrunuid'][:8]}_{WORKER}"
     admin = create_engine(base, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
