@@ -14,7 +14,8 @@ Why the harness looks like this (a developer waits for it, so every test pays on
 - Under pytest-xdist every worker has its own PostgreSQL database (``<name>_<run>_gw0`` …, made here and
   dropped at the end), its own Redis database numbers (``servers.redis_url``), its own temporary directory
   and free ports.
-- Markers: ``browser`` (tests/browser) and ``system`` (the slow multi-process tests, SYSTEM_MODULES);
+- Markers: ``browser`` (tests/browser) and ``system`` (the slow multi-process tests, SYSTEM_MODULES and
+  SYSTEM_TESTS);
   ``make check`` runs everything else. Under ``--dist worksteal`` the system tests start first, spread over
   the workers, so the run never waits at its end for one of them.
 - ``environment_kept``: whatever a test puts in ``os.environ`` is gone after it, so the order never matters.
@@ -54,6 +55,13 @@ FAST_PASSWORD_HASH = "pbkdf2:sha256:1"
 # themselves for their timing; `make check` leaves them out (see Makefile).
 SYSTEM_MODULES = {"test_faults", "test_production", "test_packaging", "test_runbook", "test_deployment",
                   "test_idle_transactions", "test_migration_under_traffic", "test_migrations"}
+# The tests in otherwise quick modules that start servers or processes of their own (gunicorn, queue consumers,
+# the dev server, workers killed with -9): system tests too.
+SYSTEM_TESTS = {"test_metrics_add_up_every_gunicorn_worker", "test_broken_chunked_bodies_are_400_under_gunicorn",
+                "test_the_queue_consumer_runs_as_configured_and_stops_on_sigterm",
+                "test_the_dev_server_refuses_to_start_outside_the_embedded_default",
+                "test_a_worker_killed_mid_event_loses_nothing_and_doubles_nothing",
+                "test_a_worker_killed_after_line_took_the_form_never_sends_it_twice"}
 # The system tests that take minutes: under pytest-xdist each starts first on a worker of its own.
 SLOWEST_MODULES = {"test_faults", "test_runbook", "test_production", "test_migration_under_traffic"}
 # The modules whose tests build the schema their own way (migrations): after one of them the next test on
@@ -67,7 +75,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if browser_dir in Path(item.fspath).parents:
             item.add_marker(pytest.mark.browser)
-        elif _module_name(item) in SYSTEM_MODULES:
+        elif _module_name(item) in SYSTEM_MODULES or item.originalname in SYSTEM_TESTS:
             item.add_marker(pytest.mark.system)
     _start_system_tests_first(config, items)
 
