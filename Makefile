@@ -1,10 +1,11 @@
-# Two entry points: `make run` (the app on its embedded default) and `make test` (the whole suite).
+# Three entry points: `make run` (the app on its embedded default), `make check` (lint and the fast tests, for
+# the developer's loop) and `make test` (the whole suite, CI's command).
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PYTHON ?= python3
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run reset-demo test lint install install-test translations browser servers db-upgrade bench messages mutation
+.PHONY: run reset-demo check test lint install install-test translations browser servers db-upgrade bench messages mutation
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -53,8 +54,20 @@ reset-demo:
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .
 
+# pytest-xdist workers: each has its own PostgreSQL database, Redis databases, ports and directories
+# (tests/conftest.py). Most tests wait on I/O (HTTP to the sandbox, subprocesses), so more workers than the two
+# cores pay off; TEST_WORKERS=0 runs in one process.
+TEST_WORKERS  ?= 4
+CHECK_WORKERS ?= 4
+
+# The developer's loop: lint, then every test but the browser and system ones (markers in setup.cfg), on SQLite.
+check: install-test lint
+	env -u WIZARD_TEST_DATABASE_URL $(PY) -m pytest -n $(CHECK_WORKERS) --dist worksteal -m "not browser and not system" -q
+
+# Everything, on SQLite and (with WIZARD_TEST_DATABASE_URL) on PostgreSQL, in random order (pytest-randomly
+# prints the seed: PYTEST_ADDOPTS=--randomly-seed=N repeats an order, PYTEST_ADDOPTS="-p no:randomly" fixes it).
 test: install-test lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist worksteal
 
 # Mutation testing (not part of `make test`): mutmut changes wizard/steps and wizard/line one small edit at a
 # time and runs the tests that cover it; a mutant no test notices is a test we are missing. Configured in

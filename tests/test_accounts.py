@@ -146,3 +146,24 @@ def test_a_shop_code_that_names_a_staff_page_is_refused(app):
         errors = accounts.validate_shop("People", "人事顧問")
         assert [(e.field, e.code) for e in errors] == [("slug", "slug_reserved")]
         assert accounts.validate_shop("people-shop", "人事顧問") == []
+
+
+def test_the_tests_cheap_password_hash_is_never_used_outside_testing(app, client):
+    """The suite hashes with one round of PBKDF2 (PASSWORD_HASH_METHOD); with TESTING off the same setting is
+    ignored and a password is hashed with scrypt, and either hash lets its owner sign in."""
+    from wizard import accounts
+    with app.app_context():
+        quick = accounts.create_user("quick@example.com", "correct horse")
+        db.session.commit()
+        assert quick.password_hash.startswith("pbkdf2:sha256:1$")
+        app.config["TESTING"] = False
+        try:
+            accounts.set_password(quick, "another good passphrase")
+            strong = accounts.create_user("strong@example.com", "correct horse")
+            db.session.commit()
+        finally:
+            app.config["TESTING"] = True
+        assert quick.password_hash.startswith("scrypt:") and strong.password_hash.startswith("scrypt:")
+    for email, password in [("quick@example.com", "another good passphrase"), ("strong@example.com", "correct horse")]:
+        assert client.post("/login", data={"email": email, "password": password}).status_code == 302
+        client.post("/logout")

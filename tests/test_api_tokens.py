@@ -12,14 +12,6 @@ from wizard.models import ApiToken, User
 TOKEN = re.compile(r"<p class=\"big-url mono\" data-token[^>]*>([A-Za-z0-9_-]{43})</p>")
 
 
-@pytest.fixture
-def staff(client, make_user, login):
-    email = make_user("staff@example.com", staff=True)
-    login(email)
-    client.get("/?lang=en")
-    return email
-
-
 def status(client, slug, token):
     return client.get(f"/api/v1/shops/{slug}/status", headers={"Authorization": f"Bearer {token}"})
 

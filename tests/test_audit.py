@@ -3,7 +3,6 @@ is recorded with who did it, for which shop; nothing secret is ever stored; staf
 import json
 import re
 
-import pytest
 
 from tests.wizard_helpers import connect, page_text
 from wizard import audit
@@ -104,14 +103,6 @@ def test_a_rolled_back_change_leaves_no_entry(app, make_shop):
         audit.record("test.never", shop=db.session.scalar(db.select(Shop).filter_by(slug=slug)))
         db.session.rollback()
     assert entries(app, action="test.never") == []
-
-
-@pytest.fixture
-def staff(client, make_user, login):
-    email = make_user("staff@example.com", staff=True)
-    login(email)
-    client.get("/?lang=en")
-    return email
 
 
 def test_staff_read_the_log_filtered_by_shop(app, client, staff, make_shop):

@@ -5,19 +5,10 @@ import io
 import re
 from datetime import timedelta
 
-import pytest
 
 from tests.wizard_helpers import connect, page_text
 from wizard.extensions import db
 from wizard.models import AuditEntry, Channel, Contact, Shop, ShopHealth, User, WebhookEvent, utcnow
-
-
-@pytest.fixture
-def staff(client, make_user, login):
-    email = make_user("staff@example.com", staff=True)
-    login(email)
-    client.get("/?lang=en")
-    return email
 
 
 def record(app, slug, state, reason, step=None, since=None, checked_at=None):

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from tests.test_console import connect_fully, staff  # noqa: F401  (the fixture)
+from tests.test_console import connect_fully
 from tests.wizard_helpers import page_text
 from wizard.extensions import db
 from wizard.models import Shop, ShopCheck, StepChange, utcnow

@@ -1,18 +1,9 @@
 """Staff deactivate and reactivate accounts on /shops/people/: a deactivated account cannot sign in and its
 open sessions stop working at once; staff cannot deactivate themselves."""
-import pytest
 
 from tests.wizard_helpers import page_text
 from wizard.extensions import db
 from wizard.models import AuditEntry, User
-
-
-@pytest.fixture
-def staff(client, make_user, login):
-    email = make_user("staff@example.com", staff=True)
-    login(email)
-    client.get("/?lang=en")
-    return email
 
 
 def user_id(app, email):

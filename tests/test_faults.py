@@ -29,13 +29,19 @@ REFOLLOWERS = 150  # of them block and follow again
 TOTAL_EVENTS = 5000
 CONSUMERS = 2
 KILLS = 8
-SETTLE_SECONDS = 240
+# How long the consumers may take to finish every event after the last delivery: about a minute on a calm
+# machine; the bound holds with a parallel suite on the same two cores (364 of 400 forms after 240 s once).
+SETTLE_SECONDS = 600
 
 
 @pytest.fixture
-def line(app, sandbox, make_shop):
+def line_channel(app, sandbox, make_shop):
+    """The sandbox's Sandbox object and a shop's channel on it that nobody delivers to but this test."""
     slug, _ = make_shop()
     created = sandbox.control.create_channel(display_name="颱風天茶飲")  # no webhook URL: we deliver ourselves
+    # No monthly limit: on a busy machine reply tokens expire before the consumers reach them and the forms go
+    # out as pushes, which the free plan's 200 a month would refuse (this test is about exactly-once, not quota).
+    sandbox.control.update(created["channelId"], quota=None)
     channel = make_channel(app, slug, channel_id=created["channelId"], secret=created["channelSecret"],
                            bot_user_id=created["botUserId"])
     return sandbox.control, channel
@@ -131,8 +137,8 @@ def _settled(app):
     return events, outbox
 
 
-def test_thousands_of_events_survive_killed_consumers_and_cut_connections(app, line, db_url, tmp_path):
-    control, channel = line
+def test_thousands_of_events_survive_killed_consumers_and_cut_connections(app, line_channel, db_url, tmp_path):
+    control, channel = line_channel
     rng = random.Random(11)
     users, happened = _events(control, channel["channel_id"])
     assert len(happened) == TOTAL_EVENTS
@@ -170,11 +176,15 @@ def test_thousands_of_events_survive_killed_consumers_and_cut_connections(app, l
             assert response.status_code == 200, response.get_data(as_text=True)
         killing.join()
         deadline = time.monotonic() + SETTLE_SECONDS
-        while time.monotonic() < deadline:
+        while True:
             events, outbox = _settled(app)
             if set(events) <= {"processed"} and set(outbox) <= {"sent", "unknown"} \
                     and sum(events.values()) == TOTAL_EVENTS and sum(outbox.values()) == USERS:
                 break
+            if time.monotonic() > deadline:
+                pytest.fail(f"the consumers had not finished {SETTLE_SECONDS} s after the last delivery: events "
+                            f"{events} (of {TOTAL_EVENTS}), forms {outbox} (of {USERS}); consumer errors: "
+                            f"{consumers.errors()}")
             time.sleep(1)
     finally:
         consumers.stop()

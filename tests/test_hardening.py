@@ -13,7 +13,7 @@ import uuid
 import pytest
 from cryptography.fernet import Fernet, InvalidToken
 
-from tests.servers import free_port
+from tests.servers import free_port, redis_url
 from tests.wizard_helpers import connect, page_text
 from wizard import accounts, create_app
 from wizard.extensions import db
@@ -238,12 +238,9 @@ def test_the_cli_lifts_an_account_or_an_address(app, runner, make_shop):
     assert actions[-2:] == ["account.sign_in_delay_lifted", "address.sign_in_delay_lifted"]
 
 
-REDIS_DB = 6  # this branch's Redis database (others use their own numbers)
-
-
 def redis_or_skip():
     redis = pytest.importorskip("redis")
-    url = f"redis://127.0.0.1:6379/{REDIS_DB}"
+    url = redis_url(2)  # this worker's own Redis database
     try:
         redis.Redis.from_url(url).ping()
     except redis.exceptions.ConnectionError:

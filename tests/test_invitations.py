@@ -16,13 +16,6 @@ LINK = re.compile(r"http://127\.0\.0\.1:\d+(/invite/[A-Za-z0-9_-]{43})")
 PASSWORD = "a long new password"
 
 
-@pytest.fixture
-def staff(client, make_user, login):
-    email = make_user("staff@example.com", staff=True)
-    login(email)
-    return email
-
-
 def link_in(message):
     return LINK.search(message.get_content()).group(1)
 
@@ -36,7 +29,7 @@ def users(app):
         return sorted(db.session.scalars(db.select(User.email)).all())
 
 
-def test_staff_create_a_shop_and_its_owner_sets_their_own_password_from_the_mail(smtp_app, app, client, staff,
+def test_staff_create_a_shop_and_its_owner_sets_their_own_password_from_the_mail(smtp_app, app, client, staff_zh,
                                                                                 smtp_server):
     response = client.post("/shops/new", data=NEW_SHOP)
     assert response.status_code == 302
@@ -67,7 +60,7 @@ def test_staff_create_a_shop_and_its_owner_sets_their_own_password_from_the_mail
     assert fresh.post("/login", data={"email": "b@example.com", "password": PASSWORD}).status_code == 302
 
 
-def test_a_password_the_rules_refuse_is_said_and_the_link_still_works(app, client, staff):
+def test_a_password_the_rules_refuse_is_said_and_the_link_still_works(app, client, staff_zh):
     client.post("/shops/new", data=NEW_SHOP)
     path = link_from_outbox(app)
     visitor = app.test_client()
@@ -93,7 +86,7 @@ def link_from_outbox(app):
     return link_in(email.message_from_bytes(newest.read_bytes(), policy=email.policy.default))
 
 
-def test_a_used_link_says_so_in_chinese_and_changes_nothing(app, client, staff):
+def test_a_used_link_says_so_in_chinese_and_changes_nothing(app, client, staff_zh):
     client.post("/shops/new", data=NEW_SHOP)
     path = link_from_outbox(app)
     app.test_client().post(path, data={"password": PASSWORD, "confirm": PASSWORD})
@@ -109,7 +102,7 @@ def test_a_used_link_says_so_in_chinese_and_changes_nothing(app, client, staff):
     assert fresh.post("/login", data={"email": "b@example.com", "password": PASSWORD}).status_code == 302
 
 
-def test_an_expired_link_says_so_and_creates_nothing(app, client, staff):
+def test_an_expired_link_says_so_and_creates_nothing(app, client, staff_zh):
     client.post("/shops/new", data=NEW_SHOP)
     path = link_from_outbox(app)
     with app.app_context():
@@ -126,7 +119,7 @@ def test_an_expired_link_says_so_and_creates_nothing(app, client, staff):
 
 
 @pytest.mark.parametrize("token", ["x" * 43, "abc", "%00", "x" * 5000, "a.b~c!'", "ｘ" * 43, "../login"])
-def test_a_tampered_or_unknown_link_gets_a_friendly_page_never_a_500(app, client, staff, token):
+def test_a_tampered_or_unknown_link_gets_a_friendly_page_never_a_500(app, client, staff_zh, token):
     client.post("/shops/new", data=NEW_SHOP)
     path = link_from_outbox(app)
     for probe in (path[:-1], f"/invite/{token}"):
@@ -141,7 +134,7 @@ def test_a_tampered_or_unknown_link_gets_a_friendly_page_never_a_500(app, client
     assert users(app) == ["staff@example.com"]
 
 
-def test_sending_again_replaces_the_older_link(smtp_app, app, client, staff, smtp_server):
+def test_sending_again_replaces_the_older_link(smtp_app, app, client, staff_zh, smtp_server):
     client.post("/shops/new", data=NEW_SHOP)
     first = link_in(smtp_server.messages[0])
     people = page_text(client.get("/shops/people/?lang=en"))
@@ -157,7 +150,7 @@ def test_sending_again_replaces_the_older_link(smtp_app, app, client, staff, smt
     assert app.test_client().post(second, data={"password": PASSWORD, "confirm": PASSWORD}).status_code == 302
 
 
-def test_the_new_shop_form_says_every_mistake_under_its_field_and_sends_nothing(app, client, staff, make_user):
+def test_the_new_shop_form_says_every_mistake_under_its_field_and_sends_nothing(app, client, staff_zh, make_user):
     make_user("taken@example.com")
     response = client.post("/shops/new", data={"slug": "Bad Slug", "name": " ", "owner_email": "nope"})
     assert response.status_code == 422
@@ -174,7 +167,7 @@ def test_the_new_shop_form_says_every_mistake_under_its_field_and_sends_nothing(
         assert db.session.scalar(db.select(db.func.count(MailMessage.id))) == 0
 
 
-def test_resend_for_an_unknown_shop_or_without_any_invitation_is_said(app, client, staff, make_shop):
+def test_resend_for_an_unknown_shop_or_without_any_invitation_is_said(app, client, staff_zh, make_shop):
     assert client.post("/shops/nope/invite", data={"email": ""}).status_code == 404
     make_shop("shop-a", "甲店")  # made by the CLI's way: its owner never had an invitation
     response = client.post("/shops/shop-a/invite?lang=en", data={"email": ""}, follow_redirects=True)
@@ -240,7 +233,7 @@ def test_an_owner_can_withdraw_an_invitation(app, client, owner, make_shop):
             "invitation.revoked"
 
 
-def test_an_owner_cannot_withdraw_another_shops_invitation(app, client, staff, make_shop, login):
+def test_an_owner_cannot_withdraw_another_shops_invitation(app, client, staff_zh, make_shop, login):
     client.post("/shops/new", data=NEW_SHOP)
     with app.app_context():
         invitation_id = db.session.scalar(db.select(Invitation.id))
@@ -250,7 +243,7 @@ def test_an_owner_cannot_withdraw_another_shops_invitation(app, client, staff, m
     assert app.test_client().get(link_from_outbox(app)).status_code == 200  # still works
 
 
-def test_staff_have_no_own_people_page(client, staff):
+def test_staff_have_no_own_people_page(client, staff_zh):
     assert client.get("/account/people").status_code == 404
 
 
@@ -280,7 +273,7 @@ def test_a_deactivated_owners_invitation_lets_nobody_in(app, client, owner, make
 
 
 @pytest.mark.parametrize("name", ["乙店\u2028分店", "乙店\u2029二館", "乙店\t分店", "乙店\u202e店", "乙店\r\n二館"])
-def test_a_shop_name_on_more_than_one_line_is_refused_with_a_clear_message(app, client, staff, name):
+def test_a_shop_name_on_more_than_one_line_is_refused_with_a_clear_message(app, client, staff_zh, name):
     response = client.post("/shops/new", data=dict(NEW_SHOP, name=name))
     assert response.status_code == 422
     assert field_errors(response) == {"name": "商店名稱必須是一行文字，不能有換行或控制字元。"}
@@ -288,7 +281,7 @@ def test_a_shop_name_on_more_than_one_line_is_refused_with_a_clear_message(app, 
         assert db.session.scalar(db.select(db.func.count(Shop.id))) == 0
 
 
-def test_a_shop_name_stored_with_a_line_separator_does_not_stop_its_mail(smtp_app, app, client, staff,
+def test_a_shop_name_stored_with_a_line_separator_does_not_stop_its_mail(smtp_app, app, client, staff_zh,
                                                                         smtp_server):
     """A name stored before names were checked: its invitations still go out, the subject on one line."""
     with app.app_context():
@@ -302,7 +295,7 @@ def test_a_shop_name_stored_with_a_line_separator_does_not_stop_its_mail(smtp_ap
     with app.app_context():
         row = db.session.scalar(db.select(MailMessage))
         assert row.error is None and "舊店 二館" in row.subject
-def test_the_invitation_says_until_when_in_taipei_time_in_both_languages(smtp_app, app, client, staff,
+def test_the_invitation_says_until_when_in_taipei_time_in_both_languages(smtp_app, app, client, staff_zh,
                                                                          smtp_server):
     from wizard.i18n import localtime
     assert client.post("/shops/new", data=NEW_SHOP).status_code == 302

@@ -5,7 +5,6 @@ import email.policy
 import re
 from pathlib import Path
 
-import pytest
 
 from tests.servers import free_port
 from tests.wizard_helpers import page_text
@@ -16,14 +15,6 @@ from wizard.models import Invitation, MailMessage, Shop
 pytest_plugins = ["tests.smtp_helpers"]  # the smtp_server and smtp_app fixtures
 NEW_SHOP = {"slug": "shop-b", "name": "乙店", "owner_email": "b@example.com"}
 LINK = re.compile(r"http://127\.0\.0\.1:\d+/invite/([A-Za-z0-9_-]{43})")
-
-
-@pytest.fixture
-def staff(client, make_user, login):
-    email = make_user("staff@example.com", staff=True)
-    login(email)
-    client.get("/?lang=en")
-    return email
 
 
 def rows(app):

@@ -403,6 +403,7 @@ def test_without_a_dir_given_gunicorn_gets_a_private_one_for_its_workers(monkeyp
         assert directory.is_dir() and directory.stat().st_mode & 0o077 == 0
         assert observability.prepare_multiprocess_env() == str(directory)  # a reload keeps it
     finally:
+        os.environ.pop(observability.MULTIPROC_ENV, None)  # monkeypatch undoes only what it set
         shutil.rmtree(directory)
 
 

@@ -5,6 +5,7 @@ import time
 import pytest
 from sqlalchemy import update
 
+from tests.servers import redis_url
 from wizard import create_app, queue
 from wizard.extensions import db
 from wizard.line import worker
@@ -52,7 +53,7 @@ def test_the_sweep_finds_events_whose_task_was_lost(app, line):
 
 
 def test_the_same_tasks_run_on_redis(app, line):
-    app.config["QUEUE_URL"] = "redis://127.0.0.1:6379/3"
+    app.config["QUEUE_URL"] = redis_url(1)
     app.extensions.pop("huey", None)
     with app.app_context():
         queue.instance().storage.flush_all()
@@ -63,7 +64,7 @@ def test_the_same_tasks_run_on_redis(app, line):
         while time.monotonic() < deadline and [r.status for r in line.outbox()] != ["sent"]:
             time.sleep(0.05)
         with app.app_context():
-            assert queue.describe_queue() == "redis 127.0.0.1:6379/3"
+            assert queue.describe_queue() == "redis " + redis_url(1).removeprefix("redis://")
     finally:
         queue.stop_in_process(app)
     assert [e.status for e in line.events()] == ["processed"]
@@ -107,7 +108,7 @@ def test_a_new_friends_form_goes_out_at_once_while_hundreds_of_watch_checks_wait
     a customer adds the shop as a friend after that. The form goes out while most checks still wait, not after
     them all (first in, first out, it took 30 s at 600 shops)."""
     if store == "redis":
-        app.config["QUEUE_URL"] = "redis://127.0.0.1:6379/2"
+        app.config["QUEUE_URL"] = redis_url(0)
         app.extensions.pop("huey", None)
     with app.app_context():
         shop_id = db.session.scalar(db.select(Shop.id).filter_by(slug=line.slug))

@@ -16,7 +16,6 @@ import json
 import logging
 from urllib.parse import urlencode
 
-import pytest
 
 from tests.wizard_helpers import connect, page_text, status_reason
 from wizard.extensions import db
@@ -28,11 +27,6 @@ from wizard.models import Channel, Contact
 # engine hides parameters (config.py, hide_parameters); the sandbox's (LINE's imitation, never deployed)
 # shares the same logger and does not, so the two cannot be told apart here.
 SQL_ECHO = ("sqlalchemy.engine",)
-
-
-@pytest.fixture
-def line(sandbox):
-    return sandbox.control
 
 
 class Seen:
@@ -76,7 +70,7 @@ def _access_tokens():
     return {token for token, _expires in list(line_client._cache.values())}
 
 
-def test_no_secret_in_any_log_line_or_page_through_a_whole_run(app, client, owner, make_user, line, live_app,
+def test_no_secret_in_any_log_line_or_page_through_a_whole_run(app, client, owner, make_user, sandbox_control, live_app,
                                                               caplog):
     for name in SQL_ECHO:
         caplog.set_level(logging.WARNING, logger=name)
@@ -88,7 +82,7 @@ def test_no_secret_in_any_log_line_or_page_through_a_whole_run(app, client, owne
     staff.get("/?lang=en")
 
     # The owner walks the wizard: a wrong secret first, then the right one.
-    channel = line.create_channel(display_name="晴天烘焙坊")
+    channel = sandbox_control.create_channel(display_name="晴天烘焙坊")
     seen.post(client, "owner", f"/setup/{owner}/prepare", {"action": "confirm", "line_login": "y"})
     seen.post(client, "owner", f"/setup/{owner}/create_account", {"action": "confirm", "account_created": "y"})
     wrong = seen.post(client, "owner", f"/setup/{owner}/credentials",
@@ -102,14 +96,15 @@ def test_no_secret_in_any_log_line_or_page_through_a_whole_run(app, client, owne
     seen.post(client, "owner", f"/setup/{owner}/response_settings", {"action": "confirm", "auto_response": "y"})
 
     # A friend follows; the worker sends the customer form; the customer opens and fills it.
-    line.follow(channel["channelId"], name="林小美")
+    sandbox_control.follow(channel["channelId"], name="林小美")
     worker.process_pending(app)
     tokens |= _access_tokens()
     with app.app_context():
         saved = db.session.scalar(db.select(Channel))
         webhook_token = saved.webhook_token
         form_token = db.session.scalar(db.select(Contact)).form_token
-    assert form_token and form_token in json.dumps(line.sent_messages(channel["channelId"]))  # the link went out
+    # The link went out.
+    assert form_token and form_token in json.dumps(sandbox_control.sent_messages(channel["channelId"]))
     assert _live(live_app.port, "GET", f"/form/{form_token}")[0] == 200
     status, _ = _live(live_app.port, "POST", f"/form/{form_token}", {
         "customer_name": "林小美", "phone": "0912345678", "email": "mei@example.com"})
@@ -121,15 +116,15 @@ def test_no_secret_in_any_log_line_or_page_through_a_whole_run(app, client, owne
     assert _all_connected(client, owner)
 
     # Someone presses "Issue" in LINE: LINE's deliveries are refused until the owner enters the new secret.
-    reissued = line.update(channel["channelId"], reissue_secret=True)
-    line.say(channel["channelId"], text="還在嗎？")
+    reissued = sandbox_control.update(channel["channelId"], reissue_secret=True)
+    sandbox_control.say(channel["channelId"], text="還在嗎？")
     seen.post(client, "owner", f"/setup/{owner}/credentials", {"action": "recheck"})
     assert status_reason(client.get(f"/setup/{owner}/credentials")) == ("action_needed", "wrong_secret")
     _all_pages(seen, client, "owner", owner)
     _all_pages(seen, staff, "staff", owner)
     connect(client, owner, reissued)
     tokens |= _access_tokens()
-    line.verify(channel["channelId"])
+    sandbox_control.verify(channel["channelId"])
     _all_pages(seen, client, "owner", owner)
     seen.get(staff, "staff", "/shops/")
 

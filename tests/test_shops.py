@@ -10,11 +10,6 @@ from wizard.models import Invitation, Shop, User
 GOOD = {"slug": "shop-b", "name": "乙店", "owner_email": "b@example.com"}
 
 
-@pytest.fixture
-def staff(client, make_user, login):
-    login(make_user("staff@example.com", staff=True))
-
-
 def field_errors(response):
     """{field name: its error text} as drawn under each field."""
     html = response.get_data(as_text=True)
@@ -27,7 +22,7 @@ def counts(app):
                 db.session.scalar(db.select(db.func.count(Shop.id))))
 
 
-def test_every_error_of_one_submit_stands_under_its_own_field_in_chinese(app, client, staff):
+def test_every_error_of_one_submit_stands_under_its_own_field_in_chinese(app, client, staff_zh):
     response = client.post("/shops/new", data={"slug": "Bad Slug", "name": "  ", "owner_email": "not-an-email"})
 
     assert response.status_code == 422
@@ -42,7 +37,7 @@ def test_every_error_of_one_submit_stands_under_its_own_field_in_chinese(app, cl
     assert counts(app) == (1, 0)  # only the staff account
 
 
-def test_no_password_is_asked_for_the_owner_who_is_invited_instead(app, client, staff):
+def test_no_password_is_asked_for_the_owner_who_is_invited_instead(app, client, staff_zh):
     """Issue 8: the owner chooses their own password from the invitation (tests/test_invitations.py)."""
     assert 'type="password"' not in client.get("/shops/new").get_data(as_text=True)
     response = client.post("/shops/new?lang=en", data=GOOD)
@@ -53,7 +48,7 @@ def test_no_password_is_asked_for_the_owner_who_is_invited_instead(app, client, 
         assert db.session.scalar(db.select(Invitation.email)) == "b@example.com"
 
 
-def test_a_taken_code_and_a_taken_e_mail_are_both_said_and_nothing_is_created(app, client, staff, make_shop):
+def test_a_taken_code_and_a_taken_e_mail_are_both_said_and_nothing_is_created(app, client, staff_zh, make_shop):
     make_shop("shop-a", "甲店")
     before = counts(app)
     response = client.post("/shops/new",
@@ -65,7 +60,7 @@ def test_a_taken_code_and_a_taken_e_mail_are_both_said_and_nothing_is_created(ap
     assert counts(app) == before
 
 
-def test_full_width_input_is_read_as_meant(app, client, staff):
+def test_full_width_input_is_read_as_meant(app, client, staff_zh):
     response = client.post("/shops/new",
                            data=dict(GOOD, slug="ｓｈｏｐ－ｂ", owner_email=" Ｂ＠Example．com "))
 
@@ -79,7 +74,7 @@ def test_full_width_input_is_read_as_meant(app, client, staff):
     ("乙\x00店", "商店名稱必須是一行文字，不能有換行或控制字元。"),  # PostgreSQL refuses to store it: a 500 before
     ("店" * 201, "最多 200 個字。"),  # the column holds 200
 ])
-def test_a_shop_name_the_database_cannot_hold_is_refused_under_the_name(app, client, staff, name, message):
+def test_a_shop_name_the_database_cannot_hold_is_refused_under_the_name(app, client, staff_zh, name, message):
     response = client.post("/shops/new", data=dict(GOOD, name=name))
 
     assert response.status_code == 422

@@ -12,7 +12,6 @@ the channel's.
 import re
 import time
 
-import pytest
 
 from tests.webhooks import encode, signed_headers, text_event
 from tests.wizard_helpers import connect, page_text, status_reason
@@ -21,20 +20,15 @@ from wizard.line.store import DELIVERY_TIME_RESOLUTION
 from wizard.models import Channel
 
 
-@pytest.fixture
-def line(sandbox):
-    return sandbox.control
-
-
-def _connected(client, slug, line):
+def _connected(client, slug, sandbox_control):
     """A shop that has reached Connected: every step done, one friend followed."""
-    channel = line.create_channel()
+    channel = sandbox_control.create_channel()
     client.post(f"/setup/{slug}/prepare", data={"action": "confirm", "line_login": "y"})
     client.post(f"/setup/{slug}/create_account", data={"action": "confirm", "account_created": "y"})
     connect(client, slug, channel)
     client.post(f"/setup/{slug}/webhook_url", data={"action": "set_endpoint"})
     client.post(f"/setup/{slug}/response_settings", data={"action": "confirm", "auto_response": "y"})
-    line.follow(channel["channelId"], name="林小美")
+    sandbox_control.follow(channel["channelId"], name="林小美")
     assert _status(client, slug)["connected"] is True
     return channel
 
@@ -66,8 +60,8 @@ def _after_lines_last_delivery():
     time.sleep(DELIVERY_TIME_RESOLUTION.total_seconds() + 0.05)
 
 
-def test_one_forged_post_leaves_a_connected_shop_connected(app, client, owner, line, live_app):
-    _connected(client, owner, line)
+def test_one_forged_post_leaves_a_connected_shop_connected(app, client, owner, sandbox_control, live_app):
+    _connected(client, owner, sandbox_control)
     _after_lines_last_delivery()
     _forge(client, _webhook_path(app))
 
@@ -80,11 +74,11 @@ def test_one_forged_post_leaves_a_connected_shop_connected(app, client, owner, l
     assert _status(client, owner)["connected"] is True
 
 
-def test_a_run_of_forged_refusals_is_attention_and_never_breaks_the_shop(app, client, owner, line, live_app):
+def test_a_run_of_forged_refusals_is_attention_and_never_breaks_the_shop(app, client, owner, sandbox_control, live_app):
     """Issue 14, item 10: three forged POSTs used to turn a quiet shop "broken: secret_reissued" (alert, mail,
     chat post). A stranger can forge them; LINE, asked with the stored secret, still accepts it: the shop
     needs a look ("deliveries with a wrong signature are arriving"), it is not broken and nobody is alerted."""
-    _connected(client, owner, line)
+    _connected(client, owner, sandbox_control)
     _after_lines_last_delivery()
     _forge(client, _webhook_path(app), times=3)
 
@@ -103,15 +97,15 @@ def test_a_run_of_forged_refusals_is_attention_and_never_breaks_the_shop(app, cl
         assert status["since"] == run.streak_since.replace(microsecond=0).isoformat() + "Z"
 
 
-def test_a_valid_delivery_from_line_ends_the_run(app, client, owner, line, live_app):
-    channel = _connected(client, owner, line)
+def test_a_valid_delivery_from_line_ends_the_run(app, client, owner, sandbox_control, live_app):
+    channel = _connected(client, owner, sandbox_control)
     path = _webhook_path(app)
     _after_lines_last_delivery()
     _forge(client, path, times=3)
     assert _status(client, owner)["reason"] == "signature_refused"
 
     _after_lines_last_delivery()
-    line.say(channel["channelId"], text="還在嗎？")  # signed by LINE with the channel's secret: accepted
+    sandbox_control.say(channel["channelId"], text="還在嗎？")  # signed by LINE with the channel's secret: accepted
 
     status = _status(client, owner)
     assert (status["connected"], status["state"], status["reason"]) == (True, "healthy", "connected")
@@ -124,14 +118,14 @@ def test_a_valid_delivery_from_line_ends_the_run(app, client, owner, line, live_
     assert _status(client, owner)["reason"] == "signature_refused"
 
 
-def test_lines_own_deliveries_after_a_reissue_name_the_cause_with_their_count(app, client, owner, line,
+def test_lines_own_deliveries_after_a_reissue_name_the_cause_with_their_count(app, client, owner, sandbox_control,
                                                                            live_app):
     """The real thing: someone pressed "Issue" in LINE, and LINE's next deliveries carry the new signature."""
-    channel = _connected(client, owner, line)
-    line.update(channel["channelId"], reissue_secret=True)
+    channel = _connected(client, owner, sandbox_control)
+    sandbox_control.update(channel["channelId"], reissue_secret=True)
     _after_lines_last_delivery()
     for text in ("在嗎", "有人嗎", "？"):
-        line.say(channel["channelId"], text=text)
+        sandbox_control.say(channel["channelId"], text=text)
 
     assert status_reason(client.get(f"/setup/{owner}/credentials")) == ("action_needed", "wrong_secret")
     page = client.get(f"/setup/{owner}/webhook_url")
@@ -145,19 +139,19 @@ def test_lines_own_deliveries_after_a_reissue_name_the_cause_with_their_count(ap
     assert client.get(f"/setup/{owner}/").headers["Location"].endswith(f"/setup/{owner}/credentials")
 
 
-def test_one_refusal_is_enough_once_line_refuses_the_stored_secret(app, client, owner, line, live_app):
+def test_one_refusal_is_enough_once_line_refuses_the_stored_secret(app, client, owner, sandbox_control, live_app):
     """The secret reissued and one friend's follow refused: LINE's answer about the stored secret decides."""
-    channel = _connected(client, owner, line)
-    line.update(channel["channelId"], reissue_secret=True)
+    channel = _connected(client, owner, sandbox_control)
+    sandbox_control.update(channel["channelId"], reissue_secret=True)
     _after_lines_last_delivery()
-    line.follow(channel["channelId"], name="陳大文")
+    sandbox_control.follow(channel["channelId"], name="陳大文")
     status = _status(client, owner)
     assert (status["state"], status["reason"]) == ("broken", "secret_reissued")
 
 
-def test_the_run_is_counted_per_connection(app, client, owner, line, live_app):
+def test_the_run_is_counted_per_connection(app, client, owner, sandbox_control, live_app):
     """Refusals before the owner entered the secret again say nothing about the new connection."""
-    channel = _connected(client, owner, line)
+    channel = _connected(client, owner, sandbox_control)
     path = _webhook_path(app)
     _after_lines_last_delivery()
     _forge(client, path, times=3)

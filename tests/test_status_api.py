@@ -3,7 +3,6 @@ it."""
 import json
 import re
 
-import pytest
 
 from tests.wizard_helpers import connect, status_reason
 
@@ -11,15 +10,10 @@ KEYS = ["prepare", "create_account", "enable_messaging_api", "credentials", "web
         "response_settings", "customer_form", "test_friend"]
 
 
-@pytest.fixture
-def line(sandbox):
-    return sandbox.control
-
-
-def test_api_shape_and_agreement_with_pages_and_doctor(client, runner, make_shop, login, line, live_app):
+def test_api_shape_and_agreement_with_pages_and_doctor(client, runner, make_shop, login, sandbox_control, live_app):
     slug, email = make_shop()
     login(email)
-    channel = line.create_channel(chat_mode="bot")
+    channel = sandbox_control.create_channel(chat_mode="bot")
     connect(client, slug, channel)
     client.post(f"/setup/{slug}/webhook_url", data={"action": "set_endpoint"})
     body = client.get(f"/api/v1/shops/{slug}/status").get_json()
@@ -49,8 +43,8 @@ def test_api_shape_and_agreement_with_pages_and_doctor(client, runner, make_shop
            [(s["key"], s["state"], s["reason"]) for s in body["steps"]]
     assert (doctor["state"], doctor["reason"], doctor["since"]) == (body["state"], body["reason"], body["since"])
 
-    line.update(channel["channelId"], chat_mode="chat")
-    line.follow(channel["channelId"])
+    sandbox_control.update(channel["channelId"], chat_mode="chat")
+    sandbox_control.follow(channel["channelId"])
     result = runner.invoke(args=["line", "doctor", slug])
     assert result.exit_code == 0, result.output
     assert "connected" in result.output.splitlines()[-1]
@@ -79,13 +73,13 @@ def test_api_access_rules(app, client, runner, make_shop, make_user, login):
     assert client.get(f"/api/v1/shops/{other}/status").status_code == 200
 
 
-def test_status_after_cli_connect_is_not_the_cached_one(client, runner, make_shop, login, line):
+def test_status_after_cli_connect_is_not_the_cached_one(client, runner, make_shop, login, sandbox_control):
     """A check cached before ``line connect`` must not be served as fresh after it."""
     slug, email = make_shop()
     login(email)
     before = {s["key"]: s for s in client.get(f"/api/v1/shops/{slug}/status").get_json()["steps"]}
     assert before["credentials"]["reason"] == "no_credentials"
-    channel = line.create_channel()
+    channel = sandbox_control.create_channel()
     result = runner.invoke(args=["line", "connect", slug, "--channel-id", channel["channelId"],
                                  "--channel-secret", channel["channelSecret"]])
     assert result.exit_code == 0, result.output

@@ -6,11 +6,6 @@ from wizard.extensions import db
 from wizard.models import Channel, Shop
 
 
-@pytest.fixture
-def line(sandbox):
-    return sandbox.control
-
-
 def test_resume_starts_at_first_open_step(client, owner):
     response = client.get("/setup/")
     assert response.headers["Location"].endswith(f"/setup/{owner}/")
@@ -54,8 +49,8 @@ def test_credential_format_errors_name_the_field_and_save_nothing(client, app, o
         assert db.session.scalar(db.select(db.func.count(Channel.id))) == 0
 
 
-def test_wrong_secret_and_unknown_channel_are_explained(client, app, owner, line):
-    channel = line.create_channel()
+def test_wrong_secret_and_unknown_channel_are_explained(client, app, owner, sandbox_control):
+    channel = sandbox_control.create_channel()
     wrong = dict(channel, channelSecret="f" * 32)
     response = connect(client, owner, wrong)
     assert response.status_code == 422
@@ -67,8 +62,8 @@ def test_wrong_secret_and_unknown_channel_are_explained(client, app, owner, line
         assert db.session.scalar(db.select(db.func.count(Channel.id))) == 0
 
 
-def test_right_credentials_show_the_account_and_mask_the_secret(client, app, owner, line):
-    channel = line.create_channel(display_name="晴天烘焙坊")
+def test_right_credentials_show_the_account_and_mask_the_secret(client, app, owner, sandbox_control):
+    channel = sandbox_control.create_channel(display_name="晴天烘焙坊")
     messy = dict(channel, channelId=" " + channel["channelId"] + "\n", channelSecret=channel["channelSecret"].upper())
     response = connect(client, owner, messy)
     assert response.status_code == 302
@@ -86,17 +81,17 @@ def test_right_credentials_show_the_account_and_mask_the_secret(client, app, own
     assert status_reason(client.get(f"/setup/{owner}/enable_messaging_api")) == ("done", "credentials_verified")
 
 
-def test_line_down_is_cannot_be_checked_not_wrong(client, app, owner, line, sandbox):
-    channel = line.create_channel()
+def test_line_down_is_cannot_be_checked_not_wrong(client, app, owner, sandbox_control, sandbox):
+    channel = sandbox_control.create_channel()
     connect(client, owner, channel)
-    line.fail(channel["channelId"], 503)
+    sandbox_control.fail(channel["channelId"], 503)
     client.post(f"/setup/{owner}/credentials", data={"action": "recheck"})
     state, reason = status_reason(client.get(f"/setup/{owner}/credentials"))
     assert (state, reason) == ("unverifiable", "line_error")
 
 
-def test_basic_id_mismatch_is_flagged(client, owner, line):
-    channel = line.create_channel()
+def test_basic_id_mismatch_is_flagged(client, owner, sandbox_control):
+    channel = sandbox_control.create_channel()
     client.post(f"/setup/{owner}/create_account", data={"action": "confirm", "account_created": "y",
                                                         "basic_id": "@999zzzz"})
     connect(client, owner, channel)
@@ -115,8 +110,8 @@ def test_basic_id_mismatch_is_flagged(client, owner, line):
     assert status_reason(client.get(f"/setup/{owner}/credentials")) == ("done", "credentials_verified")
 
 
-def test_webhook_url_not_set_then_set_for_me(client, app, owner, line):
-    channel = line.create_channel()
+def test_webhook_url_not_set_then_set_for_me(client, app, owner, sandbox_control):
+    channel = sandbox_control.create_channel()
     connect(client, owner, channel)
     page = client.get(f"/setup/{owner}/webhook_url")
     assert status_reason(page) == ("action_needed", "endpoint_not_set")
@@ -124,26 +119,26 @@ def test_webhook_url_not_set_then_set_for_me(client, app, owner, line):
         token = db.session.scalar(db.select(Channel)).webhook_token
     assert f"/line/webhook/{token}" in page_text(page)
     client.post(f"/setup/{owner}/webhook_url", data={"action": "set_endpoint"})
-    assert line.channel(channel["channelId"])["endpoint"].endswith(f"/line/webhook/{token}")
+    assert sandbox_control.channel(channel["channelId"])["endpoint"].endswith(f"/line/webhook/{token}")
     # LINE has the URL; nothing has proven it works yet, so the page asks for LINE's test, not "done".
     assert status_reason(client.get(f"/setup/{owner}/webhook_url")) == ("todo", "endpoint_matches")
 
 
-def test_another_tools_url_is_shown_and_not_replaced_without_consent(client, owner, line):
+def test_another_tools_url_is_shown_and_not_replaced_without_consent(client, owner, sandbox_control):
     other = "https://other-tool.example.com/hook"
-    channel = line.create_channel(endpoint=other)
+    channel = sandbox_control.create_channel(endpoint=other)
     connect(client, owner, channel)
     page = client.get(f"/setup/{owner}/webhook_url")
     assert status_reason(page) == ("action_needed", "endpoint_mismatch")
     assert other in page_text(page) and "only one webhook URL" in page_text(page)
     client.post(f"/setup/{owner}/webhook_url", data={"action": "set_endpoint"})
-    assert line.channel(channel["channelId"])["endpoint"] == other
+    assert sandbox_control.channel(channel["channelId"])["endpoint"] == other
     client.post(f"/setup/{owner}/webhook_url", data={"action": "set_endpoint", "confirm_replace": "y"})
-    assert line.channel(channel["channelId"])["endpoint"] != other
+    assert sandbox_control.channel(channel["channelId"])["endpoint"] != other
 
 
-def test_verify_runs_lines_test_and_cooldown_guards_it(client, owner, line, live_app):
-    channel = line.create_channel()
+def test_verify_runs_lines_test_and_cooldown_guards_it(client, owner, sandbox_control, live_app):
+    channel = sandbox_control.create_channel()
     connect(client, owner, channel)
     client.post(f"/setup/{owner}/webhook_url", data={"action": "set_endpoint"})
     client.post(f"/setup/{owner}/webhook_url", data={"action": "test"})
@@ -155,11 +150,11 @@ def test_verify_runs_lines_test_and_cooldown_guards_it(client, owner, line, live
     assert "disabled" in page_text(response)
 
 
-def test_verify_failure_is_explained_in_words(client, app, owner, line, live_app):
-    channel = line.create_channel()
+def test_verify_failure_is_explained_in_words(client, app, owner, sandbox_control, live_app):
+    channel = sandbox_control.create_channel()
     connect(client, owner, channel)
     client.post(f"/setup/{owner}/webhook_url", data={"action": "set_endpoint"})
-    line.update(channel["channelId"], reissue_secret=True)  # LINE now signs with a secret we do not have
+    sandbox_control.update(channel["channelId"], reissue_secret=True)  # LINE now signs with a secret we do not have
     client.post(f"/setup/{owner}/webhook_url", data={"action": "test"})
     page = client.get(f"/setup/{owner}/webhook_url")
     # LINE's test call carried a signature our receiver refused: that names the cause, the new secret.
@@ -168,31 +163,31 @@ def test_verify_failure_is_explained_in_words(client, app, owner, line, live_app
     assert f'href="/setup/{owner}/credentials">Go to step 4: Channel ID and Channel secret' in page_text(page)
 
 
-def test_secret_reissued_is_detected_from_rejected_deliveries(client, owner, line, live_app):
-    channel = line.create_channel()
+def test_secret_reissued_is_detected_from_rejected_deliveries(client, owner, sandbox_control, live_app):
+    channel = sandbox_control.create_channel()
     connect(client, owner, channel)
     client.post(f"/setup/{owner}/webhook_url", data={"action": "set_endpoint"})
-    line.update(channel["channelId"], reissue_secret=True)
-    line.follow(channel["channelId"])
+    sandbox_control.update(channel["channelId"], reissue_secret=True)
+    sandbox_control.follow(channel["channelId"])
     client.post(f"/setup/{owner}/webhook_url", data={"action": "recheck"})
     page = client.get(f"/setup/{owner}/webhook_url")
     assert status_reason(page) == ("action_needed", "secret_reissued")
     assert "reissued" in page_text(page)
 
 
-def test_response_settings_read_back_from_line(client, owner, line):
-    channel = line.create_channel(webhook_active=False, chat_mode="bot")
+def test_response_settings_read_back_from_line(client, owner, sandbox_control):
+    channel = sandbox_control.create_channel(webhook_active=False, chat_mode="bot")
     connect(client, owner, channel)
     client.post(f"/setup/{owner}/webhook_url", data={"action": "set_endpoint"})
     page = client.get(f"/setup/{owner}/response_settings")
     assert status_reason(page) == ("action_needed", "webhook_inactive")
     assert "Use webhook: on" in page_text(page)
-    line.update(channel["channelId"], webhook_active=True)
+    sandbox_control.update(channel["channelId"], webhook_active=True)
     client.post(f"/setup/{owner}/response_settings", data={"action": "recheck"})
     page = client.get(f"/setup/{owner}/response_settings")
     assert status_reason(page) == ("action_needed", "chat_mode_bot")
     assert "Response settings → Chat: on" in page_text(page)
-    line.update(channel["channelId"], chat_mode="chat")
+    sandbox_control.update(channel["channelId"], chat_mode="chat")
     client.post(f"/setup/{owner}/response_settings", data={"action": "recheck"})
     assert status_reason(client.get(f"/setup/{owner}/response_settings")) == \
         ("unverifiable", "auto_response_unconfirmed")
@@ -200,8 +195,8 @@ def test_response_settings_read_back_from_line(client, owner, line):
     assert status_reason(client.get(f"/setup/{owner}/response_settings")) == ("done", "settings_ok")
 
 
-def test_first_follow_connects_the_shop(client, owner, line, live_app):
-    channel = line.create_channel()
+def test_first_follow_connects_the_shop(client, owner, sandbox_control, live_app):
+    channel = sandbox_control.create_channel()
     connect(client, owner, channel)
     client.post(f"/setup/{owner}/webhook_url", data={"action": "set_endpoint"})
     live = client.get(f"/setup/{owner}/test_friend/live").get_json()
@@ -209,7 +204,7 @@ def test_first_follow_connects_the_shop(client, owner, line, live_app):
     page = page_text(client.get(f"/setup/{owner}/test_friend"))
     assert "https://line.me/R/ti/p/%40" + channel["basicId"].lstrip("@") in page
     assert "<svg" in page and "<title>QR code to add " in page  # QR code drawn on the page, named
-    line.follow(channel["channelId"], name="林小美")
+    sandbox_control.follow(channel["channelId"], name="林小美")
     live = client.get(f"/setup/{owner}/test_friend/live").get_json()
     assert live["done"] is True and live["connected"] is True
     assert "added the account as a friend at" in live["html"]
@@ -218,8 +213,8 @@ def test_first_follow_connects_the_shop(client, owner, line, live_app):
     assert 'data-reason="connected"' in connected
 
 
-def test_qr_downloads(client, owner, line):
-    channel = line.create_channel()
+def test_qr_downloads(client, owner, sandbox_control):
+    channel = sandbox_control.create_channel()
     connect(client, owner, channel)
     png = client.get(f"/setup/{owner}/qr.png")
     assert png.status_code == 200 and png.data.startswith(b"\x89PNG")
@@ -227,8 +222,8 @@ def test_qr_downloads(client, owner, line):
     assert svg.status_code == 200 and b"<svg" in svg.data
 
 
-def test_reset_needs_confirmation_then_returns_to_credentials(client, app, owner, line):
-    channel = line.create_channel()
+def test_reset_needs_confirmation_then_returns_to_credentials(client, app, owner, sandbox_control):
+    channel = sandbox_control.create_channel()
     connect(client, owner, channel)
     response = client.post(f"/setup/{owner}/credentials", data={"action": "reset"}, follow_redirects=True)
     assert "Nothing was reset: tick the box to confirm first." in page_text(response)

@@ -16,24 +16,19 @@ from wizard.line.problems import reference
 from wizard.models import Channel, Shop
 
 
-@pytest.fixture
-def line(sandbox):
-    return sandbox.control
-
-
 def _confirm_first_steps(client, slug):
     client.post(f"/setup/{slug}/prepare", data={"action": "confirm", "line_login": "y"})
     client.post(f"/setup/{slug}/create_account", data={"action": "confirm", "account_created": "y"})
 
 
-def _connected(client, slug, line, **channel_options):
+def _connected(client, slug, sandbox_control, **channel_options):
     """A shop that has reached Connected: every step done, one friend followed."""
-    channel = line.create_channel(**channel_options)
+    channel = sandbox_control.create_channel(**channel_options)
     _confirm_first_steps(client, slug)
     connect(client, slug, channel)
     client.post(f"/setup/{slug}/webhook_url", data={"action": "set_endpoint"})
     client.post(f"/setup/{slug}/response_settings", data={"action": "confirm", "auto_response": "y"})
-    line.follow(channel["channelId"], name="林小美")
+    sandbox_control.follow(channel["channelId"], name="林小美")
     assert client.get(f"/api/v1/shops/{slug}/status").get_json()["connected"] is True
     return channel
 
@@ -47,9 +42,9 @@ def _flashes(response):
 
 # 1. Resume lands on the step whose action fixes the problem.
 
-def test_reissued_secret_resumes_on_step_4_and_dependants_name_it(client, owner, line, live_app):
-    channel = _connected(client, owner, line)
-    line.update(channel["channelId"], reissue_secret=True)
+def test_reissued_secret_resumes_on_step_4_and_dependants_name_it(client, owner, sandbox_control, live_app):
+    channel = _connected(client, owner, sandbox_control)
+    sandbox_control.update(channel["channelId"], reissue_secret=True)
     client.post(f"/setup/{owner}/credentials", data={"action": "recheck"})
     assert status_reason(client.get(f"/setup/{owner}/credentials")) == ("action_needed", "wrong_secret")
     assert client.get(f"/setup/{owner}/").headers["Location"].endswith(f"/setup/{owner}/credentials")
@@ -64,8 +59,8 @@ def test_reissued_secret_resumes_on_step_4_and_dependants_name_it(client, owner,
 
 # 2. Cached live results never contradict what just happened.
 
-def test_saving_step_6_asks_line_again_and_says_what_changed(client, owner, line):
-    channel = line.create_channel(chat_mode="bot")
+def test_saving_step_6_asks_line_again_and_says_what_changed(client, owner, sandbox_control):
+    channel = sandbox_control.create_channel(chat_mode="bot")
     _confirm_first_steps(client, owner)
     connect(client, owner, channel)
     client.post(f"/setup/{owner}/webhook_url", data={"action": "set_endpoint"})
@@ -76,7 +71,7 @@ def test_saving_step_6_asks_line_again_and_says_what_changed(client, owner, line
                            follow_redirects=True)
     assert "Checked again just now, and nothing changed: Chat is off (bot mode)" in _flashes(response)
 
-    line.update(channel["channelId"], chat_mode="chat")  # the owner switches Chat on in LINE, then saves
+    sandbox_control.update(channel["channelId"], chat_mode="chat")  # the owner switches Chat on in LINE, then saves
     response = client.post(f"/setup/{owner}/response_settings", data={"action": "confirm", "auto_response": "y"})
     assert response.headers["Location"].endswith("/customer_form")
     assert "Checked again just now: Webhook is on and the response mode is" in _flashes(
@@ -84,27 +79,27 @@ def test_saving_step_6_asks_line_again_and_says_what_changed(client, owner, line
     assert status_reason(client.get(f"/setup/{owner}/response_settings")) == ("done", "settings_ok")
 
 
-def test_a_webhook_that_arrives_outranks_a_cached_webhook_off(client, owner, line, live_app):
-    channel = line.create_channel(webhook_active=False)
+def test_a_webhook_that_arrives_outranks_a_cached_webhook_off(client, owner, sandbox_control, live_app):
+    channel = sandbox_control.create_channel(webhook_active=False)
     _confirm_first_steps(client, owner)
     connect(client, owner, channel)
     client.post(f"/setup/{owner}/webhook_url", data={"action": "set_endpoint"})
     assert status_reason(client.get(f"/setup/{owner}/response_settings")) == ("action_needed", "webhook_inactive")
-    line.update(channel["channelId"], webhook_active=True)
-    line.follow(channel["channelId"])  # a signed delivery: LINE does call us, "Use webhook" is on
+    sandbox_control.update(channel["channelId"], webhook_active=True)
+    sandbox_control.follow(channel["channelId"])  # a signed delivery: LINE does call us, "Use webhook" is on
     # No "check again": the cached "off" (younger than CHECK_MAX_AGE) must not be shown any more.
     state, reason = status_reason(client.get(f"/setup/{owner}/response_settings"))
     assert (state, reason) == ("unverifiable", "auto_response_unconfirmed")
     assert status_reason(client.get(f"/setup/{owner}/webhook_url")) == ("done", "webhook_receiving")
 
 
-def test_friend_test_and_summary_never_say_connected_beside_a_broken_step(client, owner, line, live_app):
-    channel = _connected(client, owner, line)
+def test_friend_test_and_summary_never_say_connected_beside_a_broken_step(client, owner, sandbox_control, live_app):
+    channel = _connected(client, owner, sandbox_control)
     assert "It works!" in page_text(client.get(f"/setup/{owner}/test_friend"))
     summary = page_text(client.get(f"/setup/{owner}/connected"))
     assert "<h1 id=\"step-heading\">Step 9 of 9: Connected</h1>" in summary
 
-    line.update(channel["channelId"], webhook_active=False)
+    sandbox_control.update(channel["channelId"], webhook_active=False)
     client.post(f"/setup/{owner}/response_settings", data={"action": "recheck"})
     friend = client.get(f"/setup/{owner}/test_friend")
     assert status_reason(friend) == ("todo", "fix_step_first")
@@ -116,8 +111,8 @@ def test_friend_test_and_summary_never_say_connected_beside_a_broken_step(client
     assert 'data-reason="not_connected"' in summary and ">Connected<" not in summary
 
 
-def test_webhook_url_is_not_done_while_it_asks_for_verify(client, owner, line, live_app):
-    channel = line.create_channel()
+def test_webhook_url_is_not_done_while_it_asks_for_verify(client, owner, sandbox_control, live_app):
+    channel = sandbox_control.create_channel()
     connect(client, owner, channel)
     client.post(f"/setup/{owner}/webhook_url", data={"action": "set_endpoint"})
     page = client.get(f"/setup/{owner}/webhook_url")
@@ -127,13 +122,13 @@ def test_webhook_url_is_not_done_while_it_asks_for_verify(client, owner, line, l
     assert status_reason(page) == ("done", "webhook_verified") and "Press “Verify”" not in page_text(page)
 
 
-def test_an_old_successful_test_is_not_shown_beside_a_broken_url(client, owner, line, live_app):
-    channel = line.create_channel()
+def test_an_old_successful_test_is_not_shown_beside_a_broken_url(client, owner, sandbox_control, live_app):
+    channel = sandbox_control.create_channel()
     connect(client, owner, channel)
     client.post(f"/setup/{owner}/webhook_url", data={"action": "set_endpoint"})
     client.post(f"/setup/{owner}/webhook_url", data={"action": "test"})
     assert "test call reached the CRM" in page_text(client.get(f"/setup/{owner}/webhook_url"))
-    line.update(channel["channelId"], endpoint="https://other-tool.example.com/hook")
+    sandbox_control.update(channel["channelId"], endpoint="https://other-tool.example.com/hook")
     client.post(f"/setup/{owner}/webhook_url", data={"action": "recheck"})
     page = page_text(client.get(f"/setup/{owner}/webhook_url"))
     assert 'data-reason="endpoint_mismatch"' in page
@@ -142,16 +137,17 @@ def test_an_old_successful_test_is_not_shown_beside_a_broken_url(client, owner, 
 
 # 3. A tester who is already a friend.
 
-def test_a_message_from_an_existing_friend_proves_the_webhook_and_opens_the_hint(client, owner, line, live_app):
-    channel = line.create_channel()
-    friend = line.follow(channel["channelId"], name="老朋友")  # a friend before the CRM was connected
+def test_a_message_from_an_existing_friend_proves_the_webhook_and_opens_the_hint(client, owner, sandbox_control,
+                                                                                 live_app):
+    channel = sandbox_control.create_channel()
+    friend = sandbox_control.follow(channel["channelId"], name="老朋友")  # a friend before the CRM was connected
     _confirm_first_steps(client, owner)
     connect(client, owner, channel)
     client.post(f"/setup/{owner}/webhook_url", data={"action": "set_endpoint"})
     client.post(f"/setup/{owner}/response_settings", data={"action": "confirm", "auto_response": "y"})
     page = page_text(client.get(f"/setup/{owner}/test_friend"))
     assert '<details id="already-friend">' in page  # closed while a follow may still come
-    line.say(channel["channelId"], text="哈囉")
+    sandbox_control.say(channel["channelId"], text="哈囉")
     page = client.get(f"/setup/{owner}/test_friend")
     assert status_reason(page) == ("todo", "friend_message_received")
     assert "so LINE&#39;s messages reach the CRM" in page_text(page)
@@ -163,13 +159,13 @@ def test_a_message_from_an_existing_friend_proves_the_webhook_and_opens_the_hint
 
 # 5. An incomplete copy of our own URL is ours, not another tool's.
 
-def test_a_truncated_copy_of_our_url_is_recognised(client, app, owner, line):
-    channel = line.create_channel()
+def test_a_truncated_copy_of_our_url_is_recognised(client, app, owner, sandbox_control):
+    channel = sandbox_control.create_channel()
     connect(client, owner, channel)
     with app.app_context():
         token = db.session.scalar(db.select(Channel)).webhook_token
     ours = f"{app.config['PUBLIC_BASE_URL']}/line/webhook/{token}"
-    line.update(channel["channelId"], endpoint=ours[:-6])
+    sandbox_control.update(channel["channelId"], endpoint=ours[:-6])
     client.post(f"/setup/{owner}/webhook_url", data={"action": "recheck"})
     page = client.get(f"/setup/{owner}/webhook_url")
     assert status_reason(page) == ("action_needed", "endpoint_incomplete")
@@ -177,7 +173,7 @@ def test_a_truncated_copy_of_our_url_is_recognised(client, app, owner, line):
     assert "another tool" not in page_text(page) and "confirm_replace" not in page_text(page)
     # "Set it for me" replaces a damaged copy of ours without asking.
     client.post(f"/setup/{owner}/webhook_url", data={"action": "set_endpoint"})
-    assert line.channel(channel["channelId"])["endpoint"] == ours
+    assert sandbox_control.channel(channel["channelId"])["endpoint"] == ours
 
 
 @pytest.mark.parametrize("typed, damaged", [
@@ -198,8 +194,8 @@ def test_damaged_copies_are_told_apart_from_other_urls(typed, damaged):
 
 # 6. Credentials as people mistype them.
 
-def test_swapped_credentials_flag_both_fields(client, app, owner, line):
-    channel = line.create_channel()
+def test_swapped_credentials_flag_both_fields(client, app, owner, sandbox_control):
+    channel = sandbox_control.create_channel()
     response = client.post(f"/setup/{owner}/credentials", data={
         "action": "save", "channel_id": channel["channelSecret"], "channel_secret": channel["channelId"]})
     assert response.status_code == 422
@@ -227,8 +223,8 @@ def test_an_empty_submit_marks_both_fields_without_jargon(client, owner):
     assert "0–9" not in html and "a–f" not in html and "32 letters and digits (you entered 3)" in html
 
 
-def test_a_refused_secret_is_not_shown_under_not_entered_yet(client, owner, line):
-    channel = line.create_channel()
+def test_a_refused_secret_is_not_shown_under_not_entered_yet(client, owner, sandbox_control):
+    channel = sandbox_control.create_channel()
     response = connect(client, owner, dict(channel, channelSecret="f" * 32))
     html = page_text(response)
     assert "LINE did not accept this Channel secret." in html
@@ -258,8 +254,8 @@ def test_saving_an_unticked_box_says_what_is_missing(client, owner, key, field, 
     assert status_reason(response) == ("todo", "not_confirmed")
 
 
-def test_unticking_auto_response_says_it_is_not_confirmed(client, owner, line):
-    channel = line.create_channel()
+def test_unticking_auto_response_says_it_is_not_confirmed(client, owner, sandbox_control):
+    channel = sandbox_control.create_channel()
     connect(client, owner, channel)
     client.post(f"/setup/{owner}/webhook_url", data={"action": "set_endpoint"})
     response = client.post(f"/setup/{owner}/response_settings", data={"action": "confirm"}, follow_redirects=True)
@@ -268,10 +264,10 @@ def test_unticking_auto_response_says_it_is_not_confirmed(client, owner, line):
 
 # 11. A LINE error carries a reference staff can look up.
 
-def test_a_line_error_shows_a_reference_that_is_in_the_log(client, owner, line, caplog):
-    channel = line.create_channel()
+def test_a_line_error_shows_a_reference_that_is_in_the_log(client, owner, sandbox_control, caplog):
+    channel = sandbox_control.create_channel()
     connect(client, owner, channel)
-    line.fail(channel["channelId"], 500)
+    sandbox_control.fail(channel["channelId"], 500)
     with caplog.at_level(logging.WARNING, logger="wizard.steps.status"):
         page = page_text(client.post(f"/setup/{owner}/credentials", data={"action": "recheck"},
                                      follow_redirects=True))
@@ -301,11 +297,11 @@ def test_owners_see_no_staff_banner(client, owner):
     assert "Acting for" not in page_text(client.get(f"/setup/{owner}/prepare"))
 
 
-def test_step_sentences_speak_of_the_shop_not_you(client, make_shop, make_user, login, line, live_app):
+def test_step_sentences_speak_of_the_shop_not_you(client, make_shop, make_user, login, sandbox_control, live_app):
     """Staff read the same sentences: in Chinese none says 您 ("you")."""
     slug, email = make_shop()
     login(email)
-    _connected(client, slug, line)
+    _connected(client, slug, sandbox_control)
     staff = make_user("helper@example.com", staff=True)
     login(staff)
     client.get("/?lang=zh_Hant_TW")
@@ -325,8 +321,8 @@ def test_step_6_names_the_response_mode_and_response_hours(client, make_shop, lo
 
 # What an independent trial found after the first fixes: answers that went stale one step removed.
 
-def test_a_changed_dependency_refreshes_the_steps_that_depend_on_it(client, owner, line, live_app):
-    channel = _connected(client, owner, line)
+def test_a_changed_dependency_refreshes_the_steps_that_depend_on_it(client, owner, sandbox_control, live_app):
+    channel = _connected(client, owner, sandbox_control)
     client.post(f"/setup/{owner}/create_account", data={"action": "confirm", "account_created": "y",
                                                         "basic_id": "@999zzzz"})
     # No "check again" anywhere: steps 5 and 6 must not keep a cached "done" beside step 4's new verdict.
@@ -340,18 +336,18 @@ def test_a_changed_dependency_refreshes_the_steps_that_depend_on_it(client, owne
     assert status_reason(client.get(f"/setup/{owner}/response_settings")) == ("done", "settings_ok")
 
 
-def test_a_refused_signature_outranks_a_cached_connected(client, owner, line, live_app):
-    channel = _connected(client, owner, line)
-    line.update(channel["channelId"], reissue_secret=True)
-    line.say(channel["channelId"], text="還在嗎？")  # signed with the new secret: our receiver refuses it
+def test_a_refused_signature_outranks_a_cached_connected(client, owner, sandbox_control, live_app):
+    channel = _connected(client, owner, sandbox_control)
+    sandbox_control.update(channel["channelId"], reissue_secret=True)
+    sandbox_control.say(channel["channelId"], text="還在嗎？")  # signed with the new secret: our receiver refuses it
     summary = page_text(client.get(f"/setup/{owner}/connected"))
     assert 'data-reason="not_connected"' in summary
     assert status_reason(client.get(f"/setup/{owner}/credentials")) == ("action_needed", "wrong_secret")
 
 
-def test_after_the_secret_is_entered_again_the_connection_must_prove_itself(client, owner, line, live_app):
-    channel = _connected(client, owner, line)
-    reissued = line.update(channel["channelId"], reissue_secret=True)
+def test_after_the_secret_is_entered_again_the_connection_must_prove_itself(client, owner, sandbox_control, live_app):
+    channel = _connected(client, owner, sandbox_control)
+    reissued = sandbox_control.update(channel["channelId"], reissue_secret=True)
     connect(client, owner, reissued)
     friend = client.get(f"/setup/{owner}/test_friend")
     assert status_reason(friend) == ("todo", "reconnected_unproven")
@@ -362,23 +358,23 @@ def test_after_the_secret_is_entered_again_the_connection_must_prove_itself(clie
     assert 'data-reason="connected"' in page_text(client.get(f"/setup/{owner}/connected"))
 
 
-def test_line_down_points_nowhere_and_is_asked_again_next_time(client, owner, line):
-    channel = line.create_channel()
+def test_line_down_points_nowhere_and_is_asked_again_next_time(client, owner, sandbox_control):
+    channel = sandbox_control.create_channel()
     _confirm_first_steps(client, owner)
     connect(client, owner, channel)
-    line.fail(channel["channelId"], 503)
+    sandbox_control.fail(channel["channelId"], 503)
     client.post(f"/setup/{owner}/credentials", data={"action": "recheck"})
     page = client.get(f"/setup/{owner}/webhook_url")
     assert status_reason(page)[0] == "unverifiable"
     assert "Go to step 4" not in page_text(page)  # nothing the owner could fix in step 4
-    line.heal(channel["channelId"])
+    sandbox_control.heal(channel["channelId"])
     # Within CHECK_MAX_AGE, but "could not ask" is no answer to keep.
     assert status_reason(client.get(f"/setup/{owner}/credentials")) == ("done", "credentials_verified")
 
 
-def test_a_failed_save_asks_line_once_and_shows_one_reference(client, owner, line):
-    channel = line.create_channel()
-    line.fail(channel["channelId"], 500)
+def test_a_failed_save_asks_line_once_and_shows_one_reference(client, owner, sandbox_control):
+    channel = sandbox_control.create_channel()
+    sandbox_control.fail(channel["channelId"], 500)
     html = page_text(connect(client, owner, channel))
     assert html.count("Reference for the onboarding staff:") == 1
     assert re.search(r"Reference for the onboarding staff: <code>line_error-500-\d{8}T\d{6}Z</code>", html)
@@ -390,8 +386,8 @@ def test_a_reference_without_a_status_names_the_code_and_time():
     assert reference("line_error", 502, at) == "line_error-502-20261201T121503Z"
 
 
-def test_an_unreadable_secret_in_an_action_is_explained_not_a_500(client, app, owner, line):
-    channel = line.create_channel()
+def test_an_unreadable_secret_in_an_action_is_explained_not_a_500(client, app, owner, sandbox_control):
+    channel = sandbox_control.create_channel()
     connect(client, owner, channel)
     with app.app_context():
         saved = db.session.scalar(db.select(Channel))
@@ -404,8 +400,8 @@ def test_an_unreadable_secret_in_an_action_is_explained_not_a_500(client, app, o
     assert status_reason(page) == ("action_needed", "secret_unreadable")
 
 
-def test_a_basic_id_mismatch_is_not_announced_as_success(client, owner, line):
-    channel = line.create_channel()
+def test_a_basic_id_mismatch_is_not_announced_as_success(client, owner, sandbox_control):
+    channel = sandbox_control.create_channel()
     client.post(f"/setup/{owner}/create_account", data={"action": "confirm", "account_created": "y",
                                                         "basic_id": "@999zzzz"})
     response = connect(client, owner, channel)

@@ -1,6 +1,6 @@
 """What the wizard's steps say agrees between steps and with LINE: a page never says the webhook is delivering
 while another says "Use webhook" is off."""
-from tests.test_console import connect_fully, staff  # noqa: F401  (the fixture)
+from tests.test_console import connect_fully
 from tests.wizard_helpers import page_text
 
 

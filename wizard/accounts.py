@@ -21,6 +21,7 @@ import re
 import unicodedata
 from pathlib import Path
 
+from flask import current_app, has_app_context
 from flask_babel import lazy_gettext
 
 from . import audit, crypto
@@ -38,6 +39,8 @@ COMMON_PASSWORDS = Path(__file__).with_name("common_passwords.txt")
 _APPENDED = re.compile(r"[\d\W_]+$")
 MAX_EMAIL = 254  # models.User.email
 MAX_SHOP_NAME = 200  # models.Shop.name
+# Werkzeug's scrypt: what every password is hashed with, in production always.
+PASSWORD_HASH_METHOD = "scrypt"
 MAX_TOKEN_NAME = 100  # models.ApiToken.name
 # An API token's last use is written at most this often (seconds): not one write per API call.
 TOKEN_USE_RESOLUTION = 60
@@ -241,9 +244,19 @@ def _raise_if(errors):
         raise AccountErrors(errors)
 
 
+def password_hash_method():
+    """The hash for a new password: scrypt, unless TESTING is on and ``PASSWORD_HASH_METHOD`` names a cheaper
+    one. The suite makes hundreds of accounts, and scrypt is slow on purpose (about 0.2 s each on two cores);
+    outside TESTING the setting is ignored, so a stray value in a deployment's configuration changes nothing.
+    A hash names its own method, so checking a password never depends on this setting."""
+    if has_app_context() and current_app.config.get("TESTING") and current_app.config.get("PASSWORD_HASH_METHOD"):
+        return current_app.config["PASSWORD_HASH_METHOD"]
+    return PASSWORD_HASH_METHOD
+
+
 def _new_user(email, password, staff):
     user = User(email=normalise_email(email), is_staff=staff)
-    user.set_password(password)
+    user.set_password(password, password_hash_method())
     db.session.add(user)
     return user
 
@@ -289,7 +302,7 @@ def create_shop_with_owner(slug, name, owner_email, owner_password):
 def set_password(user, password):
     """Change a password under the same rules as a new account; raises AccountErrors (``password``)."""
     _raise_if(password_errors(password, email=user.email))
-    user.set_password(password)
+    user.set_password(password, password_hash_method())
     audit.record("account.password_changed", shop=user.shop_id, target=user.email)
 
 

@@ -52,8 +52,8 @@ class User(UserMixin, db.Model):
 
     shop: Mapped["Shop | None"] = relationship(back_populates="owners", foreign_keys=[shop_id])
 
-    def set_password(self, password: str) -> None:
-        self.password_hash = generate_password_hash(password)
+    def set_password(self, password: str, method: str = "scrypt") -> None:
+        self.password_hash = generate_password_hash(password, method)
 
     def get_id(self) -> str:
         """The session's user id carries a fingerprint of the password hash and the session version, so
