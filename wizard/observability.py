@@ -11,8 +11,9 @@ Request ids: each request gets one, from an incoming ``X-Request-Id`` when it is
 characters: deploy/nginx.conf sends its ``$request_id``, which its own access log shows) or a new random one;
 it is sent back in the ``X-Request-Id`` response header, and gunicorn's access log line
 (``AccessJsonFormatter``) reads it from there. A webhook delivery is stored with it, and the work it causes
-carries it on (``traced``): the worker runs each event under its delivery's request id and shop, and a task
-queued meanwhile takes them along (tasks.enqueue), so one webhook can be followed from nginx to the form sent.
+carries it on (``traced``): the worker runs each event under its delivery's request id and shop, and a job
+queued meanwhile takes them along (wizard/queue.py, ``Job``; jobs.py's bodies run under them), so one webhook
+can be followed from nginx to the form sent.
 JSON lines name the shop (``shop``, its slug) when one is known: the receiver names it (``name_shop``).
 
 Metrics of every request: ``wizard_http_requests_total`` by route, method and status, and

@@ -40,6 +40,7 @@ from ..line.client import client_for
 from ..line.problems import LineProblem, retryable
 from ..models import Channel, MessageContent, utcnow
 from ..rows import insert_ignoring
+from ..statuses import ContentStatus
 
 log = logging.getLogger(__name__)
 
@@ -124,11 +125,12 @@ def queue_fetch(message):
     id. One row per message (unique), so an event run again queues nothing new."""
     now = utcnow()
     row = {"message_id": message.id, "channel_id": message.channel_id,
-           "line_message_id": message.line_message_id, "status": "pending", "attempts": 0, "created_at": now}
+           "line_message_id": message.line_message_id, "status": ContentStatus.PENDING, "attempts": 0,
+           "created_at": now}
     size = (message.detail or {}).get("fileSize")
     if size and size > int(current_app.config["LINE_CONTENT_MAX_BYTES"]):
         # LINE said how big the file is: not worth asking for what we would refuse anyway.
-        row.update(status="too_large", size=int(size), error="larger than LINE_CONTENT_MAX_BYTES")
+        row.update(status=ContentStatus.TOO_LARGE, size=int(size), error="larger than LINE_CONTENT_MAX_BYTES")
     insert_ignoring(MessageContent, [row], ["message_id"])
     return db.session.scalar(select(MessageContent.id).filter_by(message_id=message.id))
 
@@ -144,7 +146,7 @@ def shop_usage(channel):
     """Bytes of content kept for the shop of ``channel``, over every channel the shop ever connected."""
     c = MessageContent
     return db.session.scalar(select(func.coalesce(func.sum(c.size), 0)).join(Channel, Channel.id == c.channel_id)
-                             .where(Channel.shop_id == channel.shop_id, c.status == "ready")) or 0
+                             .where(Channel.shop_id == channel.shop_id, c.status == ContentStatus.READY)) or 0
 
 
 def _over_quota(channel, adding=0):
@@ -153,7 +155,7 @@ def _over_quota(channel, adding=0):
 
 def _due(now):
     c = MessageContent
-    return and_(c.status == "pending", or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now))
+    return and_(c.status == ContentStatus.PENDING, or_(c.next_attempt_at.is_(None), c.next_attempt_at <= now))
 
 
 def _claim(content_id):
@@ -179,35 +181,39 @@ def fetch(content_id):
 
     if row.attempts > MAX_ATTEMPTS:
         # Earlier tries ended in something no LineProblem names (an unreadable secret, a bug): stop here, once.
-        return done(Outcome.FAILED, status="failed", error=f"gave up after {row.attempts - 1} tries")
+        return done(Outcome.FAILED, status=ContentStatus.FAILED,
+                    error=f"gave up after {row.attempts - 1} tries")
     channel = db.session.get(Channel, row.channel_id)
     if _over_quota(channel):  # full already: not worth asking LINE for what cannot be kept
-        return done(Outcome.OVER_QUOTA, status="over_quota", error="the shop's storage quota is full")
+        return done(Outcome.OVER_QUOTA, status=ContentStatus.OVER_QUOTA,
+                    error="the shop's storage quota is full")
     client = client_for(channel)
     try:
         data, content_type = client.message_content(row.line_message_id)
     except LineProblem as problem:
         if problem.code == "content_too_large":
-            return done(Outcome.TOO_LARGE, status="too_large", error=problem.detail)
+            return done(Outcome.TOO_LARGE, status=ContentStatus.TOO_LARGE, error=problem.detail)
         if problem.code == "content_not_ready":
             try:
-                if client.content_status(row.line_message_id) == "failed":
-                    return done(Outcome.FAILED, status="failed", error="LINE could not prepare it")
+                if client.content_status(row.line_message_id) == "failed":  # LINE's word, not ours
+                    return done(Outcome.FAILED, status=ContentStatus.FAILED,
+                                error="LINE could not prepare it")
             except LineProblem:
                 pass  # the next attempt asks again
         elif problem.code == "not_found" or not retryable(problem):
-            return done(Outcome.FAILED, status="failed",
+            return done(Outcome.FAILED, status=ContentStatus.FAILED,
                         error=f"{problem.code} (status {problem.status}): {problem.detail or ''}"[:2000])
         if BACKOFF.exhausted(row.attempts):
-            return done(Outcome.FAILED, status="failed", error=f"{problem.code} after {row.attempts} tries")
+            return done(Outcome.FAILED, status=ContentStatus.FAILED,
+                        error=f"{problem.code} after {row.attempts} tries")
         delay = BACKOFF.delay(row.attempts, problem.retry_after)
         claims.finish_until(MessageContent, row.id, claim, next_attempt_at=utcnow() + timedelta(seconds=delay),
                             error=f"{problem.code} (status {problem.status})")
         return Outcome.RETRY, delay
     if _over_quota(channel, len(data)):
-        return done(Outcome.OVER_QUOTA, status="over_quota", size=len(data),
+        return done(Outcome.OVER_QUOTA, status=ContentStatus.OVER_QUOTA, size=len(data),
                     error="over the shop's storage quota (LINE_CONTENT_SHOP_QUOTA_BYTES)")
-    return done(Outcome.READY, status="ready", data=data, size=len(data),
+    return done(Outcome.READY, status=ContentStatus.READY, data=data, size=len(data),
                 content_type=_media_type(content_type)[:100], fetched_at=utcnow(), error=None)
 
 

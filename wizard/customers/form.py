@@ -18,10 +18,14 @@ from ..extensions import db
 from ..models import Outbox, utcnow
 from ..outgoing import outbox, purposes
 from ..redact import redact
+from ..statuses import OutboxStatus
 from . import form_settings, links
 from .profiles import refresh_profile
 
 PURPOSE = "form"
+
+# A form in one of these went, is going or may have gone: another within FORM_RESEND_HOURS would be twice.
+_ON_ITS_WAY = (OutboxStatus.QUEUED, OutboxStatus.SENDING, OutboxStatus.SENT, OutboxStatus.UNKNOWN)
 
 
 def not_due(contact):
@@ -33,7 +37,7 @@ def not_due(contact):
     since = utcnow() - timedelta(hours=float(current_app.config["FORM_RESEND_HOURS"]))
     recent = db.session.scalar(db.select(Outbox.id).where(
         Outbox.contact_id == contact.id, Outbox.purpose == PURPOSE,
-        Outbox.status.in_(("queued", "sending", "sent", "unknown")),
+        Outbox.status.in_(_ON_ITS_WAY),
         db.or_(Outbox.created_at >= since, Outbox.sent_at >= since)).limit(1))
     return "form sent recently: not sent again" if recent is not None else None
 

@@ -39,6 +39,7 @@ from ..outgoing import purposes
 from ..outgoing.outbox import REPLY_TOKEN_LIFETIME
 from . import form_settings
 from ..rows import insert_ignoring
+from ..statuses import OutboxStatus
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +133,7 @@ def send(contact, text, key):
     now = utcnow()
     row = {"channel_id": contact.channel_id, "contact_id": contact.id, "purpose": PURPOSE,
            "reply_uncertain": False, "retry_key": key, "messages": [{"type": "text", "text": text}],
-           "status": "queued", "attempts": 0, "created_at": now, "updated_at": now}
+           "status": OutboxStatus.QUEUED, "attempts": 0, "created_at": now, "updated_at": now}
     try:
         if how.method == "reply":
             insert_ignoring(Outbox, [dict(row, event_id=how.message.event_id, method="reply",
@@ -173,7 +174,7 @@ def send_form(contact, key):
     insert_ignoring(Outbox, [{
         "channel_id": contact.channel_id, "contact_id": contact.id, "event_id": None, "purpose": "form",
         "method": "push", "reply_token": None, "reply_uncertain": False, "retry_key": key, "messages": None,
-        "status": "queued", "attempts": 0, "created_at": now, "updated_at": now}], ["retry_key"])
+        "status": OutboxStatus.QUEUED, "attempts": 0, "created_at": now, "updated_at": now}], ["retry_key"])
     db.session.commit()
     created = db.session.scalar(select(Outbox).filter_by(retry_key=key))
     return created, created.created_at == now
@@ -243,7 +244,8 @@ def quota(channel):
     o = Outbox
     ours = db.session.scalar(select(db.func.count(o.id)).where(
         o.channel_id == channel.id, o.method == "push",
-        or_(o.status.in_(("queued", "sending")), and_(o.status == "sent", o.sent_at >= answer.read_at)))) or 0
+        or_(o.status.in_((OutboxStatus.QUEUED, OutboxStatus.SENDING)),
+            and_(o.status == OutboxStatus.SENT, o.sent_at >= answer.read_at)))) or 0
     return replace(answer, used=answer.used + ours) if ours else answer
 
 

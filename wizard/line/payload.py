@@ -14,6 +14,8 @@ import re
 
 from linebot.v3.webhook import SignatureValidator
 
+from ..statuses import EventStatus
+
 # Rejection reasons as stored in WebhookRejection.reason (pages and `line stats` read these codes).
 MISSING_SIGNATURE = "missing_signature"
 BAD_SIGNATURE = "bad_signature"
@@ -180,7 +182,7 @@ def event_row(channel_id, delivery_id, event, now):
         "source_user_id": source.get("userId"),
         "is_redelivery": is_redelivery(event),
         "payload": event,
-        "status": "pending",
+        "status": EventStatus.PENDING.value,
         "attempts": 0,
         "received_at": now,
     }

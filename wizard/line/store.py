@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import JSON
 from ..extensions import db
 from ..models import Channel, Contact, Message, WebhookDelivery, WebhookEvent, WebhookRejection, iso_utc, utcnow
 from ..rows import dialect_insert, insert_ignoring  # noqa: F401  (wizard/rows.py; named here for line/)
+from ..statuses import EventStatus
 from .payload import is_redelivery
 
 log = logging.getLogger(__name__)
@@ -92,10 +93,10 @@ def traffic_stats(shop) -> dict:
         "channel_id": current.channel_id if current else None,
         "deliveries": count(WebhookDelivery),
         "events": sum(by_status.values()),
-        "processed": by_status.get("processed", 0),
+        "processed": by_status.get(EventStatus.PROCESSED, 0),
         # "processing" is pending work too: claimed by a worker that has not finished (or died).
-        "pending": by_status.get("pending", 0) + by_status.get("processing", 0),
-        "failed": by_status.get("failed", 0),
+        "pending": by_status.get(EventStatus.PENDING, 0) + by_status.get(EventStatus.PROCESSING, 0),
+        "failed": by_status.get(EventStatus.FAILED, 0),
         "rejected": sum(entry["count"] for entry in rejections.values()),
         "rejections": {reason: {"count": entry["count"], "first_at": iso_utc(entry["first_at"]),
                                 "last_at": iso_utc(entry["last_at"])}
@@ -235,7 +236,7 @@ def _pg_batch_statement():
         "source_type": value["source"]["type"].astext, "source_user_id": value["source"]["userId"].astext,
         "is_redelivery": func.coalesce(cast(batch.c.r[cast(e.c.k, Integer) - 1].astext, Boolean), false()),
         "payload": case((batch.c.ev.is_(None), value), else_=cast(value["payload"].astext, JSON)),
-        "status": literal("pending"), "attempts": literal(0), "received_at": received_at,
+        "status": literal(EventStatus.PENDING.value), "attempts": literal(0), "received_at": received_at,
     }
     new_events = (postgresql.insert(events)
                   .from_select(list(event), select(*event.values()).select_from(batch).join(e, true())

@@ -36,6 +36,7 @@ from sqlalchemy.orm import aliased
 from .. import claims, observability, queue
 from ..extensions import db
 from ..models import Channel, Shop, WebhookDelivery, WebhookEvent, utcnow
+from ..statuses import EventStatus
 from . import events
 
 log = logging.getLogger(__name__)
@@ -43,14 +44,14 @@ log = logging.getLogger(__name__)
 BACKOFF = claims.backoff("events")
 BACKOFF_SECONDS = BACKOFF.delays
 MAX_ATTEMPTS = BACKOFF.attempts
-WAITING = ("pending", "processing")
+WAITING = (EventStatus.PENDING, EventStatus.PROCESSING)
 CLAIM_BATCH = 16
 
 
 def _runnable(e, now):
     return or_(
-        and_(e.status == "pending", or_(e.next_attempt_at.is_(None), e.next_attempt_at <= now)),
-        and_(e.status == "processing", e.claimed_until < now),
+        and_(e.status == EventStatus.PENDING, or_(e.next_attempt_at.is_(None), e.next_attempt_at <= now)),
+        and_(e.status == EventStatus.PROCESSING, e.claimed_until < now),
     )
 
 
@@ -62,7 +63,7 @@ def _head_of_its_user(e, now):
         other.source_user_id == e.source_user_id,  # NULL (no user) matches nothing: such events run freely
         other.id != e.id,
         or_(
-            and_(other.status == "processing", other.claimed_until >= now),
+            and_(other.status == EventStatus.PROCESSING, other.claimed_until >= now),
             and_(other.status.in_(WAITING),
                  or_(other.timestamp < e.timestamp, and_(other.timestamp == e.timestamp, other.id < e.id))),
         ),
@@ -70,11 +71,11 @@ def _head_of_its_user(e, now):
 
 
 def _due_pending(e, now):
-    return and_(e.status == "pending", or_(e.next_attempt_at.is_(None), e.next_attempt_at <= now))
+    return and_(e.status == EventStatus.PENDING, or_(e.next_attempt_at.is_(None), e.next_attempt_at <= now))
 
 
 def _lease_ran_out(e, now):
-    return and_(e.status == "processing", e.claimed_until < now)
+    return and_(e.status == EventStatus.PROCESSING, e.claimed_until < now)
 
 
 def claim_batch(size=CLAIM_BATCH):
@@ -104,7 +105,7 @@ def claim_batch(size=CLAIM_BATCH):
             db.session.commit()
             return None, []
         claim, _count = claims.claim(e, and_(e.id.in_(ids), _runnable(e, now), _head_of_its_user(e, now)),
-                                     lease, status="processing")
+                                     lease, status=EventStatus.PROCESSING)
         taken = db.session.scalars(select(e.id).where(e.claimed_by == claim)
                                    .order_by(e.timestamp, e.id)).all()
         db.session.commit()
@@ -155,7 +156,8 @@ def _run(event, event_id, claim, after_commit):
     except events.Unprocessable as exc:
         db.session.rollback()
         log.info("event %s (%s) is unprocessable: %s", event_id, event.type, exc)
-        return _finish(event_id, claim, status="unprocessable", error=str(exc)[:2000], next_attempt_at=None)
+        return _finish(event_id, claim, status=EventStatus.UNPROCESSABLE, error=str(exc)[:2000],
+                       next_attempt_at=None)
     except SQLAlchemyError as exc:
         db.session.rollback()
         _retry_later(event_id, claim, f"{type(exc).__name__}: {exc}")
@@ -163,10 +165,10 @@ def _run(event, event_id, claim, after_commit):
     except Exception as exc:  # a payload our handler could not read: record it, never let it block the user
         db.session.rollback()
         log.warning("event %s (%s) could not be handled", event_id, event.type, exc_info=True)
-        return _finish(event_id, claim, status="unprocessable", error=f"{type(exc).__name__}: {exc}"[:2000],
-                       next_attempt_at=None)
+        return _finish(event_id, claim, status=EventStatus.UNPROCESSABLE,
+                       error=f"{type(exc).__name__}: {exc}"[:2000], next_attempt_at=None)
     try:
-        finished = _finish(event_id, claim, status="processed", processed_at=utcnow(), error=note,
+        finished = _finish(event_id, claim, status=EventStatus.PROCESSED, processed_at=utcnow(), error=note,
                            next_attempt_at=None)
     except SQLAlchemyError as exc:
         db.session.rollback()
@@ -183,10 +185,10 @@ def _retry_later(event_id, claim, error):
     try:
         event = db.session.get(WebhookEvent, event_id)
         if BACKOFF.exhausted(event.attempts):
-            _finish(event_id, claim, status="failed", error=error[:2000], next_attempt_at=None)
+            _finish(event_id, claim, status=EventStatus.FAILED, error=error[:2000], next_attempt_at=None)
         else:
             delay = BACKOFF.delay(event.attempts)
-            _finish(event_id, claim, status="pending", error=error[:2000],
+            _finish(event_id, claim, status=EventStatus.PENDING, error=error[:2000],
                     next_attempt_at=utcnow() + timedelta(seconds=delay))
     except SQLAlchemyError:
         db.session.rollback()  # still down: the lease runs out and the sweeper finds the event again
@@ -245,7 +247,7 @@ def next_retry_at():
     """When the earliest event waiting for its backoff becomes due, if any."""
     e = WebhookEvent
     return db.session.scalar(select(db.func.min(e.next_attempt_at)).where(
-        e.status == "pending", e.next_attempt_at > utcnow()))
+        e.status == EventStatus.PENDING, e.next_attempt_at > utcnow()))
 
 
 def wake():

@@ -34,6 +34,7 @@ from .. import claims, metrics
 from ..extensions import db
 from ..models import Channel, Contact, Message, Outbox, WebhookEvent, utcnow
 from ..rows import insert_ignoring
+from ..statuses import OutboxStatus
 from . import purposes, sender as senders
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,8 @@ log = logging.getLogger(__name__)
 BACKOFF = claims.backoff("outbox")
 RETRY_DELAYS = BACKOFF.delays
 MAX_ATTEMPTS = BACKOFF.attempts
-STATUSES = ("queued", "sending", "sent", "failed", "dead", "unknown")
+# What staff may send again (retry): given up after every retry, or refused by the channel.
+RETRYABLE = (OutboxStatus.DEAD, OutboxStatus.FAILED)
 # A reply token works for about a minute after its event (LINE's reference). An older follow (one released
 # from the quarantine once the secret was entered again, or run after a long backlog) is pushed at once with
 # its retry key: a reply would only be refused, or, if that call timed out, leave the form's fate unknown.
@@ -68,8 +70,8 @@ def add(channel_id, contact_id, purpose, *, event=None, reply_token=None, messag
     insert_ignoring(Outbox, [{
         "channel_id": channel_id, "contact_id": contact_id, "event_id": event.id if event is not None else None,
         "purpose": purpose, "method": "reply" if reply_token else "push", "reply_token": reply_token or None,
-        "reply_uncertain": False, "retry_key": key, "messages": messages, "status": "queued", "attempts": 0,
-        "created_at": utcnow(), "updated_at": utcnow(),
+        "reply_uncertain": False, "retry_key": key, "messages": messages, "status": OutboxStatus.QUEUED,
+        "attempts": 0, "created_at": utcnow(), "updated_at": utcnow(),
     }], ["event_id", "purpose"] if event is not None else ["retry_key"])
     if event is not None:
         return db.session.scalar(select(Outbox).filter_by(event_id=event.id, purpose=purpose))
@@ -78,14 +80,14 @@ def add(channel_id, contact_id, purpose, *, event=None, reply_token=None, messag
 
 def _due(now):
     o = Outbox
-    return and_(o.status == "queued", or_(o.next_attempt_at.is_(None), o.next_attempt_at <= now))
+    return and_(o.status == OutboxStatus.QUEUED, or_(o.next_attempt_at.is_(None), o.next_attempt_at <= now))
 
 
 def _claim(outbox_id):
     now = utcnow()
     holder, taken = claims.claim(Outbox, and_(Outbox.id == outbox_id, _due(now)),
                                  timedelta(seconds=in_flight_seconds()),
-                                 status="sending", called_at=None, updated_at=now)
+                                 status=OutboxStatus.SENDING, called_at=None, updated_at=now)
     return holder if taken == 1 else None
 
 
@@ -114,12 +116,12 @@ def send(outbox_id):
     channel = db.session.get(Channel, row.channel_id)
     contact = db.session.get(Contact, row.contact_id)
     if channel.disconnected_at is not None:
-        _finish(row.id, claim, status="failed", error="the shop disconnected this channel")
+        _finish(row.id, claim, status=OutboxStatus.FAILED, error="the shop disconnected this channel")
         return Outcome.FAILED, None
     purpose = purposes.of(row)
     refused = purpose.refuse(row, channel) if purpose.refuse is not None else None
     if refused:
-        _finish(row.id, claim, status="failed", error=refused)
+        _finish(row.id, claim, status=OutboxStatus.FAILED, error=refused)
         return Outcome.FAILED, None
     if purpose.fresh:
         messages = _render(purpose, row, channel, contact)
@@ -142,7 +144,7 @@ def send(outbox_id):
                 if sender.token_refused(problem):
                     if row.reply_uncertain:
                         # An earlier try may have gone through and used the token: pushing could send twice.
-                        _finish(row.id, claim, status="unknown",
+                        _finish(row.id, claim, status=OutboxStatus.UNKNOWN,
                                 error="an earlier reply got no answer; LINE now refuses the token")
                         return Outcome.UNKNOWN, None
                     _switch_to_push(row)
@@ -162,7 +164,7 @@ def send(outbox_id):
             channel_id=channel.id, contact_id=contact.id, event_id=row.event_id, direction="out",
             type=str(message.get("type"))[:20], text=message.get("text"),
             line_message_id=ids[index] if index < len(ids) else None, sent_at=now))
-    _finish(row.id, claim, status="sent", sent_at=now, line_message_ids=ids, error=None,
+    _finish(row.id, claim, status=OutboxStatus.SENT, sent_at=now, line_message_ids=ids, error=None,
             reply_uncertain=row.reply_uncertain, method=row.method)
     return Outcome.SENT, None
 
@@ -190,15 +192,15 @@ def _failed(sender, row, claim, problem):
     """The channel said no or could not be asked: retry later, give up (dead), or record the refusal."""
     error = f"{problem.code} (status {problem.status}): {problem.detail or ''}"[:2000]
     if not sender.retryable(problem):
-        _finish(row.id, claim, status="failed", error=error, reply_uncertain=row.reply_uncertain)
+        _finish(row.id, claim, status=OutboxStatus.FAILED, error=error, reply_uncertain=row.reply_uncertain)
         return Outcome.FAILED, None
     if BACKOFF.exhausted(row.attempts):
-        _finish(row.id, claim, status="dead", error=error, reply_uncertain=row.reply_uncertain)
+        _finish(row.id, claim, status=OutboxStatus.DEAD, error=error, reply_uncertain=row.reply_uncertain)
         metrics.TASKS_DEAD.labels(task="send").inc()
         log.warning("outbox %s is dead after %s attempts: %s", row.id, row.attempts, problem.code)
         return Outcome.DEAD, None
     delay = BACKOFF.delay(row.attempts, problem.retry_after)
-    _finish(row.id, claim, status="queued", error=error, reply_uncertain=row.reply_uncertain,
+    _finish(row.id, claim, status=OutboxStatus.QUEUED, error=error, reply_uncertain=row.reply_uncertain,
             next_attempt_at=utcnow() + timedelta(seconds=delay))
     metrics.TASKS_RETRIED.labels(task="send").inc()
     return Outcome.RETRY, delay
@@ -225,16 +227,17 @@ def recover_in_flight():
     reply's fate is unknown, so it is marked so and never sent again. Returns the ids queued again."""
     o = Outbox
     now = utcnow()
-    stale = and_(o.status == "sending", o.claimed_until < now)
+    stale = and_(o.status == OutboxStatus.SENDING, o.claimed_until < now)
     # A reply that was never asked for (the worker died before the call) is as safe to try again as a push.
     safe = or_(o.method == "push", o.called_at.is_(None))
     again = list(db.session.scalars(select(o.id).where(stale, safe)))
     if again:
         db.session.execute(update(o).where(o.id.in_(again), stale).values(
-            status="queued", claimed_by=None, claimed_until=None, next_attempt_at=None, updated_at=now,
+            status=OutboxStatus.QUEUED, claimed_by=None, claimed_until=None, next_attempt_at=None,
+            updated_at=now,
         ).execution_options(synchronize_session=False))
     db.session.execute(update(o).where(stale, o.method == "reply", o.called_at.is_not(None)).values(
-        status="unknown", claimed_by=None, claimed_until=None, updated_at=now,
+        status=OutboxStatus.UNKNOWN, claimed_by=None, claimed_until=None, updated_at=now,
         error="the worker stopped while asking LINE to reply; it may or may not have arrived",
     ).execution_options(synchronize_session=False))
     db.session.commit()
@@ -244,8 +247,8 @@ def recover_in_flight():
 def retry(outbox_id):
     """Staff send a dead (or failed) message again: back to the queue, as a push with the same retry key."""
     o = Outbox
-    done = db.session.execute(update(o).where(o.id == outbox_id, o.status.in_(("dead", "failed"))).values(
-        status="queued", attempts=0, next_attempt_at=None, updated_at=utcnow(),
+    done = db.session.execute(update(o).where(o.id == outbox_id, o.status.in_(RETRYABLE)).values(
+        status=OutboxStatus.QUEUED, attempts=0, next_attempt_at=None, updated_at=utcnow(),
         method="push", reply_token=None,
     ).execution_options(synchronize_session=False))
     db.session.commit()
@@ -258,9 +261,9 @@ def send_again(outbox_id):
     gets a new link, which replaces the one the lost reply may have carried. Only ``unknown`` rows: a sent one
     is not sent twice, a queued one is on its way."""
     o = Outbox
-    done = db.session.execute(update(o).where(o.id == outbox_id, o.status == "unknown").values(
-        status="queued", attempts=0, next_attempt_at=None, updated_at=utcnow(), method="push", reply_token=None,
-        error=None,
+    done = db.session.execute(update(o).where(o.id == outbox_id, o.status == OutboxStatus.UNKNOWN).values(
+        status=OutboxStatus.QUEUED, attempts=0, next_attempt_at=None, updated_at=utcnow(), method="push",
+        reply_token=None, error=None,
     ).execution_options(synchronize_session=False))
     db.session.commit()
     return done.rowcount == 1

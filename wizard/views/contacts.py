@@ -20,17 +20,18 @@ from .. import audit, queue
 from ..customers import consent, contacts, conversation, replies
 from ..extensions import db
 from ..models import Channel, Contact, Message, MessageContent, Outbox, utcnow
+from ..statuses import ContentStatus, OutboxStatus
 from . import shop_for
 
 bp = Blueprint("contacts", __name__, url_prefix="/c")
 
 STATUS_LABELS = {
-    "queued": _l("Sending…"),
-    "sending": _l("Sending…"),
-    "sent": _l("Delivered to LINE"),
-    "failed": _l("Not sent: LINE refused it"),
-    "dead": _l("Not sent: LINE could not be reached"),
-    "unknown": _l("May not have arrived"),
+    OutboxStatus.QUEUED: _l("Sending…"),
+    OutboxStatus.SENDING: _l("Sending…"),
+    OutboxStatus.SENT: _l("Delivered to LINE"),
+    OutboxStatus.FAILED: _l("Not sent: LINE refused it"),
+    OutboxStatus.DEAD: _l("Not sent: LINE could not be reached"),
+    OutboxStatus.UNKNOWN: _l("May not have arrived"),
 }
 
 
@@ -207,7 +208,8 @@ def content(contact_id, message_id):
     message = db.session.get(Message, message_id)
     if message is None or message.contact_id != contact.id or message.direction != "in":
         abort(404)
-    row = db.session.scalar(db.select(MessageContent).filter_by(message_id=message.id, status="ready")
+    row = db.session.scalar(db.select(MessageContent)
+                            .filter_by(message_id=message.id, status=ContentStatus.READY)
                             .options(undefer(MessageContent.data)))
     if row is None:
         abort(404)

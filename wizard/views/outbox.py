@@ -14,17 +14,18 @@ from ..extensions import db
 from . import staff_only
 from ..outgoing import outbox
 from ..models import Outbox
+from ..statuses import OutboxStatus
 
 bp = Blueprint("outbox", __name__, url_prefix="/shops/messages")
 
-NEEDS_A_PERSON = ("dead", "failed", "unknown")
+NEEDS_A_PERSON = (OutboxStatus.DEAD, OutboxStatus.FAILED, OutboxStatus.UNKNOWN)
 STATUS_LABELS = {
-    "queued": _l("Waiting to be sent"),
-    "sending": _l("Being sent"),
-    "sent": _l("Sent"),
-    "failed": _l("Refused by LINE"),
-    "dead": _l("Gave up after every retry"),
-    "unknown": _l("Fate unknown (not re-sent)"),
+    OutboxStatus.QUEUED: _l("Waiting to be sent"),
+    OutboxStatus.SENDING: _l("Being sent"),
+    OutboxStatus.SENT: _l("Sent"),
+    OutboxStatus.FAILED: _l("Refused by LINE"),
+    OutboxStatus.DEAD: _l("Gave up after every retry"),
+    OutboxStatus.UNKNOWN: _l("Fate unknown (not re-sent)"),
 }
 PURPOSES = {"form": _l("Customer data form"), "typed": _l("Message typed in the CRM")}
 
@@ -37,7 +38,7 @@ def index():
     rows = db.session.scalars(db.select(Outbox).where(Outbox.status.in_(NEEDS_A_PERSON))
                               .order_by(Outbox.updated_at.desc()).limit(200)).all()
     return render_template("shops/messages.html", rows=rows, counts=outbox.counts(), labels=STATUS_LABELS,
-                           purposes=PURPOSES, form=FlaskForm(), retryable={"dead", "failed"})
+                           purposes=PURPOSES, form=FlaskForm(), retryable=outbox.RETRYABLE)
 
 
 @bp.post("/<int:outbox_id>/retry")
