@@ -149,12 +149,18 @@ def _count_request(response):
 
     started = g.get("started")
     route = request.url_rule.rule if request.url_rule is not None else "(no route)"
-    key = (route, request.method, response.status_code)
+    counter(route, request.method, response.status_code)(
+        None if started is None else time.perf_counter() - started)
+    return response
+
+
+def counter(route, method, status):
+    """A function counting one request of (route pattern, method, status) and its seconds (or None)."""
+    key = (route, method, status)
     count = _counted.get(key)
     if count is None:
         count = _counted[key] = _count_for(*key)
-    count(None if started is None else time.perf_counter() - started)
-    return response
+    return count
 
 
 # (route, method, status) -> a function counting one request of it: labels() is looked up once per kind of

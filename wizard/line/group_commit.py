@@ -38,6 +38,9 @@ class GroupCommit:
         self._writing = False
         self._sqlite = SqliteWriter.for_url(database_url)
         self._postgres = PostgresWriter(database_url) if database_url.get_backend_name() == "postgresql" else None
+        # Only a database without a writer of its own (SQLite in memory, in tests) writes through the app's
+        # session, which needs the app's context.
+        self.needs_app_context = self._sqlite is None and self._postgres is None
 
     def submit(self, item):
         """Return once ``item`` is committed (or failed: then ``item.error`` says why).
@@ -133,8 +136,8 @@ class PostgresWriter:
             self.close()
             raw = None
         if raw is None:
-            dialect = db.engine.dialect
-            cargs, cparams = dialect.create_connect_args(self._url)
+            # The URL's own dialect, not the app's engine: a writer needs no app context (line/fast_path.py).
+            cargs, cparams = self._url.get_dialect()().create_connect_args(self._url)
             raw = self._raw = psycopg.connect(*cargs, **cparams, autocommit=True)
         return raw
 
