@@ -190,7 +190,8 @@ class SqliteWriter:
 
     def __init__(self, url, interval=1.0, idle_after=30.0):
         self.path = url.database
-        self.engine = create_engine(url, pool_size=1, max_overflow=2, hide_parameters=True)
+        # Every use is ``engine.begin()``, which ends its transaction itself: no rollback on the way back to the pool.
+        self.engine = create_engine(url, pool_size=1, max_overflow=2, hide_parameters=True, pool_reset_on_return=None)
         tune_sqlite(self.engine)
         event.listen(self.engine, "connect", _no_automatic_checkpoint)
         self._interval, self._idle_after = interval, idle_after

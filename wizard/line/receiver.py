@@ -7,7 +7,9 @@ the delivery and each event (unique per channel on ``webhookEventId``, so duplic
 stored once). Nothing here calls LINE; the worker runs the events after the answer.
 
 Under load, requests that arrive together share one transaction (group_commit.py); each still answers
-only after its own delivery is committed. The benchmark (tests/bench/webhook.py) shows why it matters.
+only after its own delivery is committed. The benchmark (tests/bench/webhook.py) shows why it matters. The
+common case (a cached channel, a good signature, LINE's body) is taken before Flask by fast_path.py, the same
+way (``Delivery``, ``store_delivery``, the same answer); everything else comes here.
 
 Refusals are never stored as deliveries (the body may be forged); they bump a per-channel counter with the
 reason, so the wizard can tell "the Channel secret was reissued" (steady ``bad_signature``) apart from stray
