@@ -394,3 +394,33 @@ def test_a_message_with_a_nul_escape_and_escaped_emoji_is_stored_as_sent(app, cl
         delivery = db.session.scalar(db.select(WebhookDelivery))
         assert stored.payload["message"]["text"] == "a\x00b \U0001F600 晴"
         assert delivery.body == body.decode()
+
+
+def test_a_known_channels_deliveries_get_the_same_answer_as_its_first(app, client, channel):
+    """The first delivery reads the channel (Flask's route); the next ones take the fast path (fast_path.py).
+    LINE, the access log and Prometheus cannot tell them apart: same body, headers, request id, counts."""
+    from wizard import observability
+
+    def answer(text, request_id):
+        body = encode({"destination": channel["bot_user_id"], "events": [text_event("U" + "b" * 32, text)]})
+        return client.post(channel["path"], data=body,
+                           headers={**signed_headers(channel["secret"], body), "X-Request-Id": request_id})
+
+    first = answer("first", "req-first")
+    fast = []
+    real_counter = observability.counter
+    observability.counter = lambda *key: fast.append(key) or real_counter(*key)
+    try:
+        second = answer("second", "req-second")
+    finally:
+        observability.counter = real_counter
+    assert fast == [(receiver.RULE, "POST", 200)]  # the second one was counted under the route's pattern
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert first.get_json() == second.get_json() == {"message": "ok", "stored": 1}
+    assert (first.headers["X-Request-Id"], second.headers["X-Request-Id"]) == ("req-first", "req-second")
+    same = {name: value for name, value in first.headers.items() if name != "X-Request-Id"}
+    assert {name: value for name, value in second.headers.items() if name != "X-Request-Id"} == same
+    with app.app_context():
+        stored = db.session.scalars(db.select(WebhookDelivery.request_id).order_by(WebhookDelivery.id)).all()
+        assert stored == ["req-first", "req-second"]
+    assert counts(app) == {"deliveries": 2, "events": 2}

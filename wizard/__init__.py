@@ -36,6 +36,8 @@ def create_app(test_config=None):
     from . import guard, redact
     guard.init_app(app)  # NUL bytes and broken bodies are a 4xx before any view or extension sees them
     redact.install()  # request log lines never show the webhook or form token in their paths
+    from .line import fast_path
+    fast_path.init_app(app)  # LINE's valid deliveries skip Flask's request machinery (see there)
     if int(app.config["TRUSTED_PROXIES"] or 0):
         # Behind deploy/nginx.conf: the client's address and its https come from the proxy's X-Forwarded-*.
         # X-Forwarded-For is a chain every proxy appends to, so the client is TRUSTED_PROXIES entries from the

@@ -71,6 +71,21 @@ def _throttled_only(hook):
     return on_throttled
 
 
+def fixed_headers(app):
+    """The headers every response gets unless its view set its own: (name, value) pairs, computed once per app
+    (line/fast_path.py sends them with the webhook's answer, which Flask's hooks never see)."""
+    headers = app.extensions.get("wizard_security_headers")
+    if headers is None:
+        headers = [("Content-Security-Policy", content_security_policy(app.config["LINE_API_HOST"])),
+                   ("X-Frame-Options", "DENY"),  # frame-ancestors for browsers that predate it
+                   ("X-Content-Type-Options", "nosniff"),
+                   ("Referrer-Policy", "same-origin")]
+        if app.config["PUBLIC_BASE_URL"].startswith("https://"):
+            headers.append(("Strict-Transport-Security", HSTS))
+        headers = app.extensions["wizard_security_headers"] = tuple(headers)
+    return headers
+
+
 def init_app(app):
     after, teardown = (len(app.after_request_funcs[None]), len(app.teardown_request_funcs[None]))
     limiter.init_app(app)
@@ -81,19 +96,14 @@ def init_app(app):
     # (every request paid for them: issue 15, item 10).
     for hooks, first in ((app.after_request_funcs[None], after), (app.teardown_request_funcs[None], teardown)):
         hooks[first:] = [_throttled_only(hook) for hook in hooks[first:]]
-    csp = content_security_policy(app.config["LINE_API_HOST"])
-    https = app.config["PUBLIC_BASE_URL"].startswith("https://")
+    fixed = fixed_headers(app)
     remember_cookie = app.config["REMEMBER_COOKIE_NAME"]
 
     @app.after_request
     def security_headers(response):
         headers = response.headers
-        headers.setdefault("Content-Security-Policy", csp)
-        headers.setdefault("X-Frame-Options", "DENY")  # frame-ancestors for browsers that predate it
-        headers.setdefault("X-Content-Type-Options", "nosniff")
-        headers.setdefault("Referrer-Policy", "same-origin")
-        if https:
-            headers.setdefault("Strict-Transport-Security", HSTS)
+        for name, value in fixed:
+            headers.setdefault(name, value)
         # A signed-in page (a shop's status, the masked secret, the staff list) must not be shown again
         # from the cache by the back button after signing out, on a shop's shared computer. Read from the
         # cookies, not current_user: an error page drawn while the database is down must still go out.

@@ -17,6 +17,7 @@ import select
 import sqlite3
 import threading
 import time
+from _thread import allocate_lock as _allocate_lock
 from contextlib import contextmanager
 
 import psycopg
@@ -38,20 +39,26 @@ class GroupCommit:
         self._writing = False
         self._sqlite = SqliteWriter.for_url(database_url)
         self._postgres = PostgresWriter(database_url) if database_url.get_backend_name() == "postgresql" else None
+        # Only a database without a writer of its own (SQLite in memory, in tests) writes through the app's
+        # session, which needs the app's context.
+        self.needs_app_context = self._sqlite is None and self._postgres is None
 
     def submit(self, item):
         """Return once ``item`` is committed (or failed: then ``item.error`` says why).
 
-        Each waiting thread sleeps on its own Event and is woken exactly once: when its item is done, or
-        when the writer before it hands over (then it writes everything queued, its own item first).
+        Each waiting thread sleeps on its own lock (``woken``, taken at once) and is woken exactly once, by its
+        release: when its item is done, or when the writer before it hands over (then it writes everything
+        queued, its own item first). A bare lock, not an Event: releasing one is a single call into C, where an
+        Event's ``set`` takes its condition's lock and walks its waiters, and every delivery paid for both.
         """
-        item.woken = threading.Event()
+        woken = item.woken = _allocate_lock()
+        woken.acquire()
         with self._lock:
             self._queue.append(item)
             lead = not self._writing
             self._writing = True
         if not lead:
-            item.woken.wait()
+            woken.acquire()
             if item.done:
                 return
         with self._lock:
@@ -62,12 +69,12 @@ class GroupCommit:
             for waiting in batch:
                 if not waiting.done:  # only an unexpected BaseException gets here
                     waiting.error, waiting.done = RuntimeError("not written"), True
-                waiting.woken.set()
+                waiting.woken.release()
             with self._lock:
                 successor = self._queue[0] if self._queue else None
                 self._writing = successor is not None
             if successor is not None:
-                successor.woken.set()  # not done: it takes over as the writer
+                successor.woken.release()  # not done: it takes over as the writer
 
     def _commit(self, batch):
         """The batch in one transaction; if that fails, each item alone, so one cannot sink the others."""
@@ -133,8 +140,8 @@ class PostgresWriter:
             self.close()
             raw = None
         if raw is None:
-            dialect = db.engine.dialect
-            cargs, cparams = dialect.create_connect_args(self._url)
+            # The URL's own dialect, not the app's engine: a writer needs no app context (line/fast_path.py).
+            cargs, cparams = self._url.get_dialect()().create_connect_args(self._url)
             raw = self._raw = psycopg.connect(*cargs, **cparams, autocommit=True)
         return raw
 
@@ -183,22 +190,35 @@ class SqliteWriter:
 
     def __init__(self, url, interval=1.0, idle_after=30.0):
         self.path = url.database
-        self.engine = create_engine(url, pool_size=1, max_overflow=2, hide_parameters=True)
+        # Every use is ``engine.begin()``, which ends its transaction itself: no rollback on the way back to the pool.
+        self.engine = create_engine(url, pool_size=1, max_overflow=2, hide_parameters=True, pool_reset_on_return=None)
         tune_sqlite(self.engine)
         event.listen(self.engine, "connect", _no_automatic_checkpoint)
         self._interval, self._idle_after = interval, idle_after
         self._last_write = time.monotonic()
         self._thread = None
         self._thread_lock = threading.Lock()
+        self._lock = None
 
     @contextmanager
     def transaction(self):
         self._last_write = time.monotonic()
         self._ensure_checkpointer()
-        with open(self.path + ".write-lock", "a+b") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)  # released when the file closes
+        lock_file = self._lock_file()
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
             with self.engine.begin() as connection:
                 yield connection
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    def _lock_file(self):
+        """The lock file, opened once per process (one open and close per commit was a tenth of its cost).
+        Only one thread of a process writes at a time (GroupCommit), so one descriptor serves them all."""
+        lock_file = self._lock
+        if lock_file is None or lock_file.closed:
+            lock_file = self._lock = open(self.path + ".write-lock", "a+b")  # noqa: SIM115  (kept open)
+        return lock_file
 
     def _ensure_checkpointer(self):
         if self._thread is not None and self._thread.is_alive():
@@ -226,7 +246,7 @@ class SqliteWriter:
                     log.debug("checkpoint of %s skipped: %s", self.path, exc)
         finally:
             connection.close()
-            self.engine.dispose()  # idle: no open files left behind; the next delivery reconnects
+            self.engine.dispose()  # idle: no connection held (the lock file stays); the next delivery reconnects
 
 
 def _no_automatic_checkpoint(dbapi_connection, _record):

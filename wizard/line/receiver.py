@@ -7,7 +7,9 @@ the delivery and each event (unique per channel on ``webhookEventId``, so duplic
 stored once). Nothing here calls LINE; the worker runs the events after the answer.
 
 Under load, requests that arrive together share one transaction (group_commit.py); each still answers
-only after its own delivery is committed. The benchmark (tests/bench/webhook.py) shows why it matters.
+only after its own delivery is committed. The benchmark (tests/bench/webhook.py) shows why it matters. The
+common case (a cached channel, a good signature, LINE's body) is taken before Flask by fast_path.py, the same
+way (``Delivery``, ``store_delivery``, the same answer); everything else comes here.
 
 Refusals are never stored as deliveries (the body may be forged); they bump a per-channel counter with the
 reason, so the wizard can tell "the Channel secret was reissued" (steady ``bad_signature``) apart from stray
@@ -26,10 +28,10 @@ from blinker import Namespace
 from flask import Blueprint, abort, current_app, request
 from sqlalchemy import bindparam, select, update
 
-from .. import crypto, metrics, observability
+from .. import crypto, metrics, observability, queue
 from ..extensions import db
 from ..models import Channel, Shop, WebhookDelivery, utcnow
-from . import payload, quarantine, store, worker
+from . import payload, quarantine, store
 from .group_commit import GroupCommit
 # The refusal reasons and the body checks live with the row shapes in payload.py (the quarantine checks bodies
 # the same way); they are named here too, where pages, `line stats` and the tests have always found them.
@@ -38,6 +40,9 @@ from .payload import (  # noqa: F401
     NotLinePayload, nested_too_deep, parse_payload, signature_matches)
 
 bp = Blueprint("receiver", __name__)
+RULE = "/line/webhook/<token>"  # the route's pattern: its metrics' label, here and in fast_path.py
+# Set by fast_path.py when it could not store a delivery: the route raises it as its own (a 500, logged).
+FAILED_ENVIRON = "wizard.webhook.failed"
 log = logging.getLogger(__name__)
 
 # Sent (with the app as sender) once a body refused for its signature is kept and the refusal counted: the app
@@ -122,7 +127,7 @@ def _read_channel(cache, token):
     return known
 
 
-@bp.post("/line/webhook/<token>")
+@bp.post(RULE)
 def webhook(token):
     if len(token) > 64:
         abort(404)
@@ -131,6 +136,9 @@ def webhook(token):
         abort(404)
     channel_id, secret = channel.id, channel.secret
     observability.name_shop(channel.slug)  # the request's log lines name the shop, never the token
+    failed = request.environ.pop(FAILED_ENVIRON, None)
+    if failed is not None:
+        raise failed  # fast_path.py verified and tried to store it: the database failed
 
     body = _read_body(current_app.config["WEBHOOK_MAX_BYTES"])
     if body is None:
@@ -158,13 +166,21 @@ def webhook(token):
         return _refuse(channel_id, exc.reason, 400, str(exc))
 
     delivery = Delivery(channel, destination, body, events, observability.current_request_id())
-    _group_commit().submit(delivery)
+    store_delivery(current_app._get_current_object(), delivery)
     if delivery.error is not None:
         raise delivery.error  # the database failed: a 500, and LINE may deliver again
-    if delivery.new:
-        worker.wake()
-    metrics.WEBHOOKS_RECEIVED.inc()
     return _stored(delivery.new)
+
+
+def store_delivery(app, delivery):
+    """Commit a verified delivery (group commit), then wake the worker if it has new events and count it.
+    ``delivery.error`` says why it failed; nothing is counted then."""
+    _group_commit(app).submit(delivery)
+    if delivery.error is not None:
+        return
+    if delivery.new:
+        queue.wake(app)  # worker.wake(), without needing an app context (fast_path.py has none)
+    metrics.WEBHOOKS_RECEIVED.inc()
 
 
 def _stored(new):
@@ -186,12 +202,14 @@ class Delivery:
         self.new, self.error, self.done = 0, None, False
 
 
-def _group_commit():
+def _group_commit(app=None):
     """This process's GroupCommit for the app's database (made on first use, so after gunicorn forks)."""
+    app = app or current_app
     key = ("wizard_group_commit", os.getpid())
-    group = current_app.extensions.get(key)
+    group = app.extensions.get(key)
     if group is None:
-        group = current_app.extensions.setdefault(key, GroupCommit(_write, db.engine.url))
+        with app.app_context():
+            group = app.extensions.setdefault(key, GroupCommit(_write, db.engine.url))
     return group
 
 
