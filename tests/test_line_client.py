@@ -268,6 +268,7 @@ def test_client_for_a_saved_channel_uses_the_apps_settings(app, sandbox, channel
     from wizard.extensions import db
     from wizard.models import Channel, Shop
     slug, _ = make_shop()
+    app.config["LINE_TIMEOUT"] = 3.0
     with app.app_context():
         shop = db.session.scalar(db.select(Shop).filter_by(slug=slug))
         saved = Channel(shop_id=shop.id, channel_id=channel["channelId"], webhook_token=crypto.new_token(32))

@@ -29,7 +29,8 @@ def _connected(client, slug, sandbox_control):
     client.post(f"/setup/{slug}/webhook_url", data={"action": "set_endpoint"})
     client.post(f"/setup/{slug}/response_settings", data={"action": "confirm", "auto_response": "y"})
     sandbox_control.follow(channel["channelId"], name="林小美")
-    assert _status(client, slug)["connected"] is True
+    status = _status(client, slug)
+    assert status["connected"] is True, status
     return channel
 
 
