@@ -5,6 +5,7 @@ quarantine (events), the CRM (contacts, notices, content rows), the outgoing cor
 (``periodic_runs``) and the consumers' heartbeat. A conflicting row is skipped by the database itself, so a
 concurrent duplicate cannot surface as an IntegrityError and become a 500.
 """
+from flask_babel import ngettext
 from sqlalchemy.dialects import postgresql, sqlite
 
 from .extensions import db
@@ -48,3 +49,14 @@ def insert_ignoring(model, rows, conflict_columns, returning=None, connection=No
     stmt = _insert_ignoring_statement(connection.dialect.name, model, conflict_columns, returning)
     result = connection.execute(stmt, rows[0] if len(rows) == 1 else rows)
     return list(result.scalars()) if returning is not None else []
+
+
+def one_page(query, page, per_page, refuse):
+    """One page of ``query`` (``db.paginate``) and the number of pages (at least 1); a page past the last raises
+    ``refuse(message)`` with the message in the user's language, so every list says it in the same words."""
+    found = db.paginate(query, page=page, per_page=per_page, max_per_page=per_page, error_out=False)
+    pages = max(1, found.pages)
+    if page > pages:
+        raise refuse(ngettext("There is no page %(page)s: the list has %(num)d page.",
+                              "There is no page %(page)s: the list has %(num)d pages.", pages, page=page))
+    return found, pages

@@ -16,11 +16,12 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import timezone
 
-from flask_babel import get_timezone, gettext as _, lazy_gettext as _l, ngettext
+from flask_babel import get_timezone, gettext as _, lazy_gettext as _l
 from sqlalchemy import DateTime, func, literal, or_, select, tuple_
 
 from ..extensions import db
 from ..models import Channel, Contact
+from ..rows import one_page
 from .fields import CITIES, GENDERS, normalise_phone
 
 PER_PAGE = 50
@@ -96,13 +97,7 @@ class ContactPage:
 
 def list_contacts(shop, wanted, per_page=PER_PAGE):
     """One page of the shop's contacts matching ``wanted``; BadRequest for a page past the last."""
-    found = db.paginate(_ordered(_filtered(shop, wanted)), page=wanted.page, per_page=per_page,
-                        max_per_page=per_page, error_out=False)
-    pages = max(1, found.pages)
-    if wanted.page > pages:
-        raise BadRequest(ngettext("There is no page %(page)s: the list has %(num)d page.",
-                                  "There is no page %(page)s: the list has %(num)d pages.",
-                                  pages, page=wanted.page))
+    found, pages = one_page(_ordered(_filtered(shop, wanted)), wanted.page, per_page, BadRequest)
     return ContactPage(found.items, wanted.page, pages, found.total)
 
 

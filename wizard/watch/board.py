@@ -15,13 +15,14 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from flask_babel import gettext as _, lazy_gettext as _l, ngettext
+from flask_babel import gettext as _, lazy_gettext as _l
 from sqlalchemy import and_, case, func, literal, or_
 from sqlalchemy.orm import aliased
 
 from ..extensions import db
 from ..i18n import localtime, zone_name
 from ..models import Channel, Contact, Invitation, Shop, ShopHealth, User, iso_utc, utcnow
+from ..rows import one_page
 from ..steps import health as shop_health
 from ..steps.reasons import headline
 from ..steps.registry import CONNECTED_KEY, registry
@@ -331,13 +332,8 @@ class ShopPage:
 
 def list_shops(wanted, user_id=None, per_page=PER_PAGE):
     """One page of the filtered, sorted list. Raises BadListRequest for a page past the last."""
-    found = db.paginate(_ordered(_filtered(wanted, user_id), wanted.sort), page=wanted.page, per_page=per_page,
-                        max_per_page=per_page, error_out=False)
-    pages = max(1, found.pages)
-    if wanted.page > pages:
-        raise BadListRequest(ngettext("There is no page %(page)s: the list has %(num)d page.",
-                                      "There is no page %(page)s: the list has %(num)d pages.",
-                                      pages, page=wanted.page))
+    found, pages = one_page(_ordered(_filtered(wanted, user_id), wanted.sort), wanted.page, per_page,
+                            BadListRequest)
     ids = found.items  # the page's shop ids, in the list's order
     if not ids:
         return ShopPage([], wanted.page, pages, found.total)
