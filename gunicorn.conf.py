@@ -16,7 +16,8 @@ Why these choices (measurements in deploy/README.md):
   so nginx never sends a request on a connection gunicorn is closing.
 - Graceful restart on deploy: ``python -m wizard.restart`` (wizard/restart.py) sends USR2 (a second master with
   the new code beside the old one, its pid in ``<pidfile>.2``), waits until every new worker's own app answers
-  GET /readyz (the hooks below leave a marker per worker), and only then TERMs the old master, whose workers
+  GET /readyz (the hooks below leave a marker per worker, after the receiver's warm-up: its database
+  connection, statement and recently active channels ready), and only then TERMs the old master, whose workers
   finish their requests (at most ``graceful_timeout``). "Booting worker" in the log is not that moment: the
   app is imported after it (7 s idle, 20–50 s under load). ``HUP`` stops the old workers at once and leaves
   nobody accepting while the new ones import the app, longer than LINE's 2 s; for the same reason no
@@ -42,7 +43,9 @@ def on_starting(server): observability.on_starting(server)
 def child_exit(server, worker): observability.child_exit(server, worker)
 from wizard import restart  # noqa: E402  (the readiness markers wizard/restart.py waits for)
 def when_ready(server): restart.master_ready(server)
-def post_worker_init(worker): restart.worker_ready(worker)
+def post_worker_init(worker):
+    from wizard.line import receiver  # in the worker, its app loaded: the receiver's writer and channels, warm
+    restart.worker_ready(worker, warm_up=lambda: receiver.warm_up(worker.wsgi))
 def worker_exit(server, worker): restart.worker_gone(server, worker)
 def on_exit(server): restart.master_gone(server)
 

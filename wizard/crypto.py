@@ -114,28 +114,65 @@ def encrypted_columns(metadata):
             if column.name.endswith("_encrypted")]
 
 
-def rotate_stored(session, metadata):
-    """Re-encrypt every stored secret under the first key, in the caller's transaction (the caller commits).
+# rotate_stored writes this many rows per transaction.
+ROTATE_CHUNK = 100
 
-    Returns {"table.column": count}. Reads everything before writing anything: if any value cannot be
-    decrypted, raises SecretsUnreadable and has changed nothing. Rows are locked while read (PostgreSQL), so
-    a secret saved meanwhile is not overwritten with its old value."""
-    fernet, plan, unreadable = _fernet(), [], []
+
+def rotate_stored(session, metadata, chunk=ROTATE_CHUNK):
+    """Re-encrypt every stored secret under the first key; returns {"table.column": count}.
+
+    Reads everything before writing anything: if any value cannot be decrypted, raises SecretsUnreadable and
+    has changed nothing. Then writes in short transactions of at most ``chunk`` rows, each row only if it still
+    holds the value read (compare and set); a row changed meanwhile (a secret saved) is read again and rotated
+    from what it holds now, so it is never overwritten with its old value.
+
+    Why not one transaction over rows locked while read (as before): the receiver writes a channel's
+    ``last_delivery_at`` in the same statement as its deliveries, so while rotate-key held the channels' rows,
+    up to its one commit after every contact's form token, every webhook of every worker waited for it (for a
+    shop with thousands of contacts, longer than LINE's 2 s). A rotation stopped half-way leaves every value
+    readable (the new key and the old are both set until it is done); running it again finishes it."""
+    fernet, plans, unreadable = _fernet(), {}, []
     for table, column in encrypted_columns(metadata):
         (pk,) = table.primary_key.columns
-        rows = session.execute(select(pk, column).where(column.is_not(None)).with_for_update()).all()
-        for row_id, token in rows:
+        plan = plans[table, column] = []
+        for row_id, token in session.execute(select(pk, column).where(column.is_not(None))).all():
             try:
-                plan.append((table, column, pk, row_id, fernet.rotate(token.encode()).decode()))
+                plan.append((row_id, token, fernet.rotate(token.encode()).decode()))
             except InvalidToken:
                 unreadable.append((table.name, column.name, row_id))
+    session.rollback()  # the reads' transaction (no locks were taken), so none stays open while writing
     if unreadable:
         raise SecretsUnreadable(unreadable)
-    counts = {f"{table.name}.{column.name}": 0 for table, column in encrypted_columns(metadata)}
-    for table, column, pk, row_id, token in plan:
-        session.execute(update(table).where(pk == row_id).values({column.name: token}))
-        counts[f"{table.name}.{column.name}"] += 1
+    counts = {}
+    for (table, column), plan in plans.items():
+        (pk,) = table.primary_key.columns
+        counts[f"{table.name}.{column.name}"] = 0
+        # One table per transaction too: a channel's row is never held while a contact's is waited for.
+        for start in range(0, len(plan), chunk):
+            for row_id, old, new in plan[start:start + chunk]:
+                counts[f"{table.name}.{column.name}"] += _rotate_row(session, fernet, column, pk, row_id, old, new)
+            session.commit()
     return counts
+
+
+def _rotate_row(session, fernet, column, pk, row_id, old, new, attempts=5):
+    """Write ``new`` where the row still holds ``old``; if it holds another value now, rotate that one.
+    False when the row or its value is gone meanwhile (nothing to rotate)."""
+    table = column.table
+    for _ in range(attempts):
+        if session.execute(update(table).where(pk == row_id, column == old).values({column.name: new})).rowcount:
+            return True
+        old = session.execute(select(column).where(pk == row_id)).scalar()
+        if old is None:
+            return False
+        try:
+            new = fernet.rotate(old.encode()).decode()
+        except InvalidToken:  # written meanwhile by a process with other keys: left as it is, and said
+            log.warning("rotate-key: %s.%s id %s changed meanwhile to a value no key here reads; left as it is",
+                        table.name, column.name, row_id)
+            return False
+    raise RuntimeError(f"{table.name}.{column.name} id {row_id} kept changing while it was rotated; "
+                       "run rotate-key again")
 
 
 def new_token(nbytes: int = 24) -> str:

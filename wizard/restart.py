@@ -49,19 +49,28 @@ def master_ready(server):
         (directory / f"{server.pid}.workers").write_text(str(server.num_workers))
 
 
-def worker_ready(worker, interval=0.5):
+def worker_ready(worker, interval=0.5, warm_up=None):
     """``post_worker_init``: once the loaded app answers GET /readyz with 200, leave this worker's marker.
 
     The check runs on a thread so the worker starts accepting at once; it goes through the whole WSGI stack
-    the worker serves with, so a marker means this worker's app answers, not only that the process exists."""
-    if not worker.cfg.pidfile:
+    the worker serves with, so a marker means this worker's app answers, not only that the process exists.
+    ``warm_up`` (gunicorn.conf.py: the receiver's, wizard/line/receiver.py) runs first, once it succeeds: the
+    old workers are stopped only when the new ones can store LINE's deliveries as fast as they did, not after
+    each new worker's first deliveries have paid for its connections and statements while LINE waited."""
+    if not worker.cfg.pidfile and warm_up is None:
         return
-    marker = _marker_dir(worker.cfg.pidfile) / f"{worker.ppid}.{worker.pid}.ready"
+    marker = _marker_dir(worker.cfg.pidfile) / f"{worker.ppid}.{worker.pid}.ready" if worker.cfg.pidfile else None
 
     def check():
         from werkzeug.test import EnvironBuilder, run_wsgi_app
+        warm = warm_up
         while worker.alive:
             try:
+                if warm is not None:
+                    warm()
+                    warm = None
+                if marker is None:
+                    return
                 environ = EnvironBuilder(path=READY_PATH, base_url="http://127.0.0.1/").get_environ()
                 body, status, _ = run_wsgi_app(worker.wsgi, environ, buffered=True)
                 answer = b"".join(body)

@@ -21,6 +21,7 @@ import os
 import threading
 import time
 from collections import Counter
+from datetime import timedelta
 
 import psycopg
 
@@ -113,6 +114,44 @@ def _known_channel(token, fresh=False):
         finally:
             known.refreshing.release()
     return _read_channel(cache, token)
+
+
+# A new worker reads these channels before it counts as ready (warm_up): LINE delivered to them this recently.
+RECENT_CHANNELS = timedelta(minutes=1)
+RECENT_CHANNELS_LIMIT = 1000
+_RECENT_CHANNELS = (select(_CHANNELS.c.id, _CHANNELS.c.secret_encrypted, _CHANNELS.c.last_delivery_at, _SHOPS.c.slug,
+                           _CHANNELS.c.webhook_token)
+                    .join(_SHOPS, _SHOPS.c.id == _CHANNELS.c.shop_id)
+                    .where(_CHANNELS.c.webhook_token.is_not(None), _CHANNELS.c.last_delivery_at >= bindparam("since"))
+                    .order_by(_CHANNELS.c.last_delivery_at.desc()).limit(RECENT_CHANNELS_LIMIT))
+
+
+def warm_up(app):
+    """Make this process ready for LINE's deliveries before it is counted as ready (wizard/restart.py, by
+    gunicorn.conf.py's ``post_worker_init``): the group commit's writer connected, its statement prepared and
+    planned (GroupCommit.warm_up), and the channels LINE delivered to in the last minute known, so their next
+    deliveries take the fast path. Without it, the first deliveries to each new worker of a rolling restart
+    paid for all of that while LINE waited (0.5 s each on a busy machine, against 5 ms). Returns how many
+    channels it read."""
+    with app.app_context():
+        group = _group_commit(app)
+        if group.needs_app_context:
+            group.warm_up()
+        cache = app.extensions.setdefault("wizard_known_channels", {})
+        fresh_for = float(app.config["WEBHOOK_CHANNEL_CACHE_SECONDS"])
+        rows = db.session.execute(_RECENT_CHANNELS, {"since": utcnow() - RECENT_CHANNELS}).all()
+        db.session.remove()
+        if not group.needs_app_context:
+            group.warm_up()
+        known = 0
+        for row in rows:
+            try:
+                channel = KnownChannel(row, fresh_for)
+            except crypto.SecretUnreadable:
+                continue  # left to the route, which says so for its deliveries as ever
+            cache.setdefault(row.webhook_token, channel)
+            known += 1
+    return known
 
 
 def _read_channel(cache, token):
