@@ -300,9 +300,11 @@ class BareServer:
         topology.stop(self.process)
 
 
-def _app_threads(args):
-    """The threads per process the app's gunicorn runs: --threads, else gunicorn.conf.py's (WIZARD_THREADS, 16)."""
-    return args.threads or int(os.environ.get("WIZARD_THREADS") or 16)
+def _app_threads(args, database_url):
+    """The threads per process the app's gunicorn runs: --threads, else gunicorn.conf.py's (WIZARD_THREADS, else
+    16 on SQLite and 32 on PostgreSQL)."""
+    return args.threads or int(os.environ.get("WIZARD_THREADS") or (32 if database_url.startswith("postgresql")
+                                                                      else 16))
 
 
 def _combined(rounds):
@@ -398,7 +400,7 @@ def main(argv=None):
     bare = None
     phases = {}
     try:
-        bare = BareServer(servers.workers, _app_threads(args))
+        bare = BareServer(servers.workers, _app_threads(args, database_url))
         # route -> (server, its (port, TLS) for the fixed-rate client, its base URL for wrk)
         served = {"bare": (bare, (bare.port, None), f"http://127.0.0.1:{bare.port}"),
                   "healthz": (servers, (servers.port, servers.tls), f"{servers.scheme}://127.0.0.1:{servers.port}"),
@@ -447,7 +449,8 @@ def main(argv=None):
     sqlite = not database_url.startswith("postgresql")
     result = {
         "database": "sqlite" if sqlite else "postgresql",
-        "gunicorn": f"{servers.workers} workers x {_app_threads(args)} threads (gthread, gunicorn.conf.py)",
+        "gunicorn": (f"{servers.workers} workers x {_app_threads(args, database_url)} threads "
+                     "(gthread, gunicorn.conf.py)"),
         "served": "through nginx (TLS)" if args.nginx else "gunicorn directly",
         "phases": phases,
         "events_acknowledged": acknowledged, "events_stored": stored, "events_stored_distinct": distinct,
