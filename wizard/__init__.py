@@ -83,12 +83,16 @@ def create_app(test_config=None):
     app.register_blueprint(contact_form.bp)  # the customer data form (public, reached by a random link)
     from .views import contacts as contact_views
     app.register_blueprint(contact_views.bp)  # /c/…: a shop's contacts and conversations (owners and staff)
+    from .views import api_plans, send_plans
+    app.register_blueprint(send_plans.bp)  # /c/<slug>/plans: send plans (owners and staff)
+    app.register_blueprint(api_plans.bp)  # /api/v1/shops/<slug>/send-plans
     app.register_blueprint(health.bp)  # /healthz (alive), /readyz (database and queue answer)
     from . import metrics
     app.register_blueprint(metrics.bp)  # /metrics for Prometheus (METRICS_TOKEN, else loopback only)
     app.register_blueprint(errors.bp)  # the product's own 4xx/5xx pages; JSON for /api/ and the webhook
     csrf.exempt(receiver.bp)
     csrf.exempt(api.bp)
+    csrf.exempt(api_plans.bp)
 
     from . import cli
     cli.init_app(app)
@@ -104,6 +108,8 @@ def create_app(test_config=None):
     from .line import sender as line_sender, worker
     from .outgoing import outbox, sender
     rules.register()
+    from .plans import runs as plan_runs
+    plan_runs.register()  # the send plans' outbox purpose and batch owner
     sender.use(line_sender.LineSender())
     worker.also_pending(outbox.send_due)
     if app.config["WORKER_IN_PROCESS"]:

@@ -14,7 +14,9 @@ this is the one module that imports every domain, so nothing else may import it.
 - ``check_shop``, ``notify_alerts`` and ``watch``: the drift watch (watch/drift.py, watch/alerts.py);
 - ``sweep`` (every minute): exactly one consumer runs each minute's sweep however many run, because the
   run must first advance that minute's slot in ``periodic_runs`` (queue.once_per_slot);
-- ``retention`` (nightly): deletes what outlived its retention setting (retention.py), on one consumer.
+- ``retention`` (nightly): deletes what outlived its retention setting (retention.py), on one consumer;
+- ``send_plans`` (every minute, on one consumer): due send plans start, their outcomes are counted
+  (plans/runs.py); ``plan_statistics`` (hourly): LINE's statistics of recent plans (plans/statistics.py).
 """
 import logging
 
@@ -27,6 +29,7 @@ from .line import quarantine, worker
 from .line.problems import retryable
 from .models import utcnow
 from .outgoing import outbox
+from .plans import runs as plan_runs, statistics as plan_statistics
 from .watch import alerts, drift, evidence
 
 log = logging.getLogger(__name__)
@@ -132,6 +135,22 @@ def periodic_retention():
     """Retention's nightly run: once per UTC day (its first hour that a consumer sees), on one consumer."""
     if queue.once_per_slot("retention", 86400):
         retention.run()
+
+
+def periodic_send_plans():
+    """Due send plans start (each once: plans/runs.py claims them), on one consumer per minute."""
+    if queue.once_per_slot("send_plans", SWEEP_EVERY):
+        plan_runs.tick()
+
+
+queue.send_plans.runs(periodic_send_plans, here=plan_runs.tick)
+queue.start_plan.runs(plan_runs.start, here=plan_runs.start)
+
+
+@queue.plan_statistics.runs
+def periodic_plan_statistics():
+    if queue.once_per_slot("plan_statistics", 3600):
+        plan_statistics.refresh_due()
 
 
 def periodic_sweep():

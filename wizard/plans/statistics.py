@@ -1,0 +1,54 @@
+"""LINE's statistics of a plan: every request of a run carries the plan's ``customAggregationUnits`` name
+(``SendPlan.unit``), and LINE's insight aggregation (impressions, clicks) is read for it once a day for
+14 days after the plan's last run started, kept on the plan with the time it was read (the page says when).
+"""
+import logging
+from datetime import timedelta
+
+from sqlalchemy import or_, select
+
+from ..extensions import db
+from ..models import SendPlan, utcnow
+from ..outgoing import sender as senders
+from . import schedule
+
+log = logging.getLogger(__name__)
+
+DAYS = 14
+EVERY = timedelta(days=1)
+KEYS = ("impressions", "unique_impressions", "clicks", "unique_clicks")
+
+
+def due(now=None):
+    """Plans that sent within the last 14 days and whose statistics are a day old (or never read)."""
+    now = now or utcnow()
+    return db.session.scalars(select(SendPlan).where(
+        SendPlan.unit.is_not(None), SendPlan.started_at.is_not(None),
+        SendPlan.started_at >= now - timedelta(days=DAYS),
+        or_(SendPlan.stats_at.is_(None), SendPlan.stats_at <= now - EVERY + timedelta(minutes=5)))
+        .order_by(SendPlan.id)).all()
+
+
+def refresh(plan, now=None):
+    """Read the plan's statistics from LINE and keep them; False when LINE could not tell (kept as they were)."""
+    now = now or utcnow()
+    channel = plan.shop.channel
+    if channel is None:
+        return False
+    sender = senders.current()
+    try:
+        found = sender.statistics(channel, plan.unit, schedule.local_day(plan.started_at), schedule.local_day(now))
+    except sender.failure as problem:
+        log.warning("statistics of send plan %s not read: %s", plan.id, problem.code)
+        return False
+    plan.stats = {key: int(found.get(key) or 0) for key in KEYS}
+    plan.stats_at = now
+    db.session.commit()
+    return True
+
+
+def refresh_due(now=None):
+    done = 0
+    for plan in due(now):
+        done += bool(refresh(plan, now))
+    return done
