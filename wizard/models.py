@@ -732,6 +732,23 @@ class ConsumerHeartbeat(db.Model):
     threads_alive: Mapped[int] = mapped_column(default=0)
 
 
+# ---- message templates (issue 16) ----
+class MessageTemplate(db.Model):
+    """A shop's 圖文訊息範本 (wizard/plans/templates.py): a name and one to five LINE message objects, kept as
+    LINE takes them (text with ``{name}`` still unfilled, image, Flex bubble or carousel), so a send plan hands
+    them to LINE after filling the name, and the API gives them back as they will go. Checked with LINE's
+    validate endpoint before every save; the name is unique in its shop (the owner picks a template by it)."""
+
+    __tablename__ = "message_templates"
+    __table_args__ = (UniqueConstraint("shop_id", "name", name="uq_message_template_name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    messages: Mapped[list] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
 # ---- send plans (issue 16) ----
 
 

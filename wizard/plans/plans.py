@@ -24,7 +24,7 @@ from ..extensions import db
 from ..models import Contact, SendPlan, SendPlanRun, iso_utc, utcnow
 from ..outgoing import sender as senders
 from ..statuses import PlanState
-from . import schedule
+from . import schedule, templates
 
 PURPOSES = ("marketing", "service")
 MAX_NAME = 100
@@ -59,12 +59,6 @@ class Wanted:
     @property
     def audience(self):
         return {"all": self.all, "filters": self.filters}
-
-
-def _template(shop, template_id):
-    from .templates import MessageTemplate
-    template = db.session.get(MessageTemplate, template_id) if template_id is not None else None
-    return template if template is not None and template.shop_id == shop.id else None
 
 
 def _segment(shop, segment_id):
@@ -109,7 +103,7 @@ def check(shop, data, now=None):
     else:
         wanted.name = name.strip()
     template_id = _int(data.get("template_id"))
-    if template_id is None or _template(shop, template_id) is None:
+    if template_id is None or templates.get(shop, template_id) is None:
         problems["template_id"] = _("Choose one of this shop's message templates.")
     else:
         wanted.template_id = template_id

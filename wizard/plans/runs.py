@@ -29,11 +29,11 @@ from sqlalchemy import func, or_, select, update
 
 from .. import queue
 from ..extensions import db
-from ..models import Contact, Outbox, SendPlan, SendPlanRecipient, SendPlanRun, Shop, utcnow
+from ..models import Contact, MessageTemplate, Outbox, SendPlan, SendPlanRecipient, SendPlanRun, Shop, utcnow
 from ..outgoing import outbox, purposes
 from ..rows import insert_ignoring
 from ..statuses import OutboxStatus, PlanState, RecipientOutcome
-from . import plans, schedule
+from . import plans, schedule, templates
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ def start(plan_id, now=None):
     day = schedule.local_day(plan.send_at or now)
     wanted = plans.wanted_of(plan)
     next_at = schedule.next_occurrence(plan.repeat, plan.hour, max(now, plan.send_at)) if plan.repeat else None
-    template = plans._template(shop, plan.template_id)
+    template = templates.get(shop, plan.template_id)
     if channel is None or template is None:
         return _fail_start(plan, "not_connected" if channel is None else "no_template", next_at, now)
     found = plans.estimate(channel, wanted, now=now, with_quota=False)
@@ -126,8 +126,7 @@ def start(plan_id, now=None):
     if not _win(plan, next_at, PlanState.SCHEDULED if plan.repeat else PlanState.SENDING, now):
         db.session.rollback()
         return None
-    from .templates import messages_for_all, personal
-    is_personal = personal(template)
+    is_personal = templates.personal(template)
     recipient_ids = plans.recipient_ids(channel.id, wanted, day).order_by(None)
     recipients = db.session.execute(select(Contact.id, Contact.line_user_id)
                                     .where(Contact.id.in_(recipient_ids)).order_by(Contact.id)).all()
@@ -169,7 +168,7 @@ def start(plan_id, now=None):
         from ..outgoing import batches
         batches.add(channel.id, owner=OWNER, owner_id=run.id, run_key=f"run-{run.id}",
                     recipients=None if broadcast else [(c, u) for c, u in sending],
-                    messages=messages_for_all(template), unit=plan.unit)
+                    messages=templates.messages_for_all(template), unit=plan.unit)
     db.session.commit()
     _ring(run, queued)
     return run.id
@@ -254,10 +253,9 @@ def batch_outcome(batch, outcome, count, now):
 
 
 def _render(row, channel, contact):
-    from .templates import MessageTemplate, messages_for
     run = _run_of(row)
     plan = db.session.get(SendPlan, run.plan_id)
-    return messages_for(db.session.get(MessageTemplate, plan.template_id), contact)
+    return templates.messages_for(db.session.get(MessageTemplate, plan.template_id), contact)
 
 
 def _run_of(row):

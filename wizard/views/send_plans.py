@@ -18,7 +18,7 @@ from .. import queue
 from ..customers.fields import CITIES, GENDERS
 from ..extensions import db
 from ..models import utcnow
-from ..plans import plans, runs, schedule
+from ..plans import plans, runs, schedule, templates
 from ..statuses import PlanState
 from . import checked_post, shop_for
 
@@ -42,9 +42,7 @@ def _plan(shop, plan_id):
 
 
 def _templates(shop):
-    from ..plans.templates import MessageTemplate
-    return db.session.scalars(db.select(MessageTemplate).filter_by(shop_id=shop.id)
-                              .order_by(MessageTemplate.name)).all()
+    return templates.for_shop(shop)
 
 
 def _segments(shop):
