@@ -92,7 +92,6 @@ def parse_time(value, now=None):
 def check(shop, data, now=None):
     """(Wanted, problems): ``data`` as the API sends it (the page's form sends the same keys). ``problems``
     maps each key to a message; when it is empty ``Wanted`` is what will be saved."""
-    from ..customers import segments
     now = now or utcnow()
     wanted, problems = Wanted(), {}
     name = data.get("name")
@@ -130,6 +129,7 @@ def check(shop, data, now=None):
         elif not isinstance(filters, dict) or not filters:
             problems["audience"] = _("Choose at least one condition, or all friends.")
         else:
+            from ..customers import segments
             clean, wrong = segments.check(filters)
             if wrong:
                 problems["audience"] = " ".join(str(message) for message in wrong.values())
