@@ -181,10 +181,7 @@ def _ring(run, queued):
     if queued or run.personal:
         return
     from ..outgoing import batches
-    try:
-        batches.wake()
-    except Exception:
-        log.warning("could not wake the batches of run %s; the sweep will", run.id, exc_info=True)
+    batches.wake(OWNER, run.id)  # never raises: a lost ring is found by the batches' sweep
 
 
 def _win(plan, next_at, state, now):
@@ -246,7 +243,7 @@ def batch_outcome(batch, outcome, count, now):
         return
     contact_ids = None if run.broadcast else [int(pair[0]) for pair in (batch.recipients or [])]
     _count(run_id, contact_ids, RecipientOutcome(outcome), now)
-    if outcome in ("failed", "over_quota") and getattr(batch, "error", None) and "monthly_limit" in str(batch.error):
+    if outcome == RecipientOutcome.OVER_QUOTA:
         db.session.execute(update(SendPlanRun).where(SendPlanRun.id == run_id).values(reason="monthly_limit")
                            .execution_options(synchronize_session=False))
     _finish_if_done(run_id, now)
@@ -318,8 +315,8 @@ def _finish(run, now):
     db.session.refresh(run)
     if run.state not in (PlanState.SENDING, PlanState.PAUSED):
         return
-    state = PlanState.FAILED if run.sent == 0 and run.failed > 0 else PlanState.SENT
-    reason = run.reason or ("failed" if state == PlanState.FAILED else None)
+    state = PlanState.FAILED if run.sent == 0 and (run.failed or run.over_quota) else PlanState.SENT
+    reason = run.reason or (("failed" if run.failed else "monthly_limit") if state == PlanState.FAILED else None)
     run.state, run.reason, run.finished_at = state, reason, now
     plan = db.session.get(SendPlan, run.plan_id)
     if not plan.repeat and plan.state in (PlanState.SENDING, PlanState.PAUSED):
