@@ -82,8 +82,8 @@ class PlanShop:
                 if sent["delivered"]]
 
 
-@pytest.fixture
-def plan_shop(app, sandbox, client, make_shop, login):
+@pytest.fixture(name="plan_shop")
+def plan_shop_fixture(app, sandbox, client, make_shop, login):
     """The signed-in owner's shop (pages in English) connected to a sandbox channel with no friends yet."""
     slug, email = make_shop()
     login(email)

@@ -7,7 +7,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from tests.plan_helpers import plan_shop, taipei  # noqa: F401  (the fixture)
+from tests.plan_helpers import plan_shop_fixture, taipei  # noqa: F401  (the fixture)
 from wizard.extensions import db
 from wizard.models import SendPlan, SendPlanRecipient, SendPlanRun, utcnow
 from wizard.statuses import RecipientOutcome
@@ -126,7 +126,7 @@ def test_a_cancelled_plan_never_starts_and_cannot_be_cancelled_twice(app, plan_s
     assert plan_shop.received(mei) == []
     response = plan_shop.client.post(f"/api/v1/shops/{plan_shop.slug}/send-plans/{plan['id']}/cancel")
     assert response.status_code == 409
-    assert response.get_json()["message"] == "This plan is Cancelled: there is nothing left to cancel."
+    assert response.get_json()["message"] == "Nothing is left to cancel: the plan is “Cancelled”."
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count(SendPlanRun.id))) == 0
 
@@ -168,7 +168,8 @@ def test_a_birthday_plan_runs_on_the_right_taipei_day_including_29_february(app,
     assert plan_shop.received(feb28) == []
     plan_shop.send(now=taipei("2027-02-28 10:00"))  # 2027 has no 29 February: 小華 is greeted today
     plan_shop.send(now=taipei("2027-02-28 10:01"))
-    assert plan_shop.received(leap) == ["生日快樂！送您一杯咖啡"] and plan_shop.received(feb28) == ["生日快樂！送您一杯咖啡"]
+    greeting = ["生日快樂！送您一杯咖啡"]
+    assert plan_shop.received(leap) == greeting and plan_shop.received(feb28) == greeting
     assert plan_shop.received(march) == []
     plan = plan_shop.plan(plan["id"])
     assert plan["state"] == "scheduled" and plan["send_at"] == "2027-03-01T02:00:00Z"

@@ -336,8 +336,8 @@ def _change(plan, allowed, values, refusal):
 
 
 def started_refusal(plan):
-    return _("This plan has started (%(state)s): it can no longer be changed; you can pause it while it "
-             "sends.", state=plan.state.label)
+    return _("This plan has started (“%(state)s”): it can no longer be changed; you can pause it while "
+             "it sends.", state=plan.state.label)
 
 
 def update_plan(plan, wanted, actor, *, state=None, found=None, now=None):
@@ -362,7 +362,7 @@ def cancel(plan, actor):
     else:
         allowed = EDITABLE
     _change(plan, allowed, {"state": PlanState.CANCELLED, "finished_at": utcnow()},
-            _("This plan is %(state)s: there is nothing left to cancel.", state=plan.state.label))
+            _("Nothing is left to cancel: the plan is “%(state)s”.", state=plan.state.label))
     for run in _open_runs(plan):
         runs.stop(run)
     audit.record("send_plan.cancelled", shop=plan.shop_id, actor=actor, target=plan.name, plan=plan.id)
@@ -374,7 +374,7 @@ def pause(plan, actor):
     from . import runs
     allowed = (PlanState.SENDING, PlanState.SCHEDULED) if plan.repeat else (PlanState.SENDING,)
     _change(plan, allowed, {"state": PlanState.PAUSED},
-            _("Only a plan that is sending can be paused; this one is %(state)s.", state=plan.state.label))
+            _("Only a plan that is sending can be paused; this one is “%(state)s”.", state=plan.state.label))
     for run in _open_runs(plan):
         runs.hold(run)
     audit.record("send_plan.paused", shop=plan.shop_id, actor=actor, target=plan.name, plan=plan.id)
@@ -386,7 +386,7 @@ def resume(plan, actor):
     sending = any(run.state in (PlanState.SENDING, PlanState.PAUSED) for run in plan.runs)
     back = PlanState.SCHEDULED if plan.repeat and not sending else PlanState.SENDING
     _change(plan, (PlanState.PAUSED,), {"state": back},
-            _("Only a paused plan can be resumed; this one is %(state)s.", state=plan.state.label))
+            _("Only a paused plan can be resumed; this one is “%(state)s”.", state=plan.state.label))
     for run in _open_runs(plan):
         runs.release(run)
     audit.record("send_plan.resumed", shop=plan.shop_id, actor=actor, target=plan.name, plan=plan.id)
