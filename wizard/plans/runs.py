@@ -190,9 +190,12 @@ def _win(plan, next_at, state, now):
     values = {"state": state, "updated_at": now}
     if plan.repeat:
         values["send_at"] = next_at
-    return db.session.execute(update(SendPlan).where(
+    won = db.session.execute(update(SendPlan).where(
         SendPlan.id == plan.id, SendPlan.state == PlanState.SCHEDULED, condition).values(**values)
         .execution_options(synchronize_session=False)).rowcount == 1
+    if won:
+        db.session.expire(plan, ["state", "send_at", "updated_at"])
+    return won
 
 
 def _fail_start(plan, reason, next_at, now):

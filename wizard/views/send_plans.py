@@ -76,6 +76,14 @@ def index(slug):
                            quota=_quota(shop), **_common(shop))
 
 
+def _checked(shop, form):
+    """``plans.check`` of the page's fields, and the page's own problem: "once" without a time."""
+    wanted, problems = plans.check(shop, _data_from_form(form))
+    if form.get("when") == "once" and not (form.get("send_at") or "").strip():
+        problems["send_at"] = _("Choose the date and time (Taipei time) it goes out.")
+    return wanted, problems
+
+
 def _data_from_form(form):
     """The page's fields as the API's plan keys, so both are checked by the same rules."""
     when = form.get("when", "now")
@@ -97,7 +105,7 @@ def _data_from_form(form):
     if form.get("audience") == "segment":
         data["segment_id"] = form.get("segment_id") or "0"
     if when == "once":
-        data["send_at"] = form.get("send_at") or "?"
+        data["send_at"] = form.get("send_at") or None
     elif when in schedule.REPEATS:
         data["repeat"], data["hour"] = when, form.get("hour")
     elif when != "now":
@@ -140,7 +148,7 @@ def new(slug):
         return _editor(shop, None, {"purpose": "marketing", "audience": "all", "when": "now", "hour": 10,
                                     "filters": {}}, {})
     checked_post()
-    wanted, problems = plans.check(shop, _data_from_form(request.form))
+    wanted, problems = _checked(shop, request.form)
     if problems:
         return _editor(shop, None, _values_from_post(request.form), problems, 400)
     plan, _created = plans.create(shop, wanted, current_user, state=PlanState.DRAFT)
@@ -157,7 +165,7 @@ def edit(slug, plan_id):
     if request.method == "GET":
         return _editor(shop, plan, _form_values(plan), {})
     checked_post()
-    wanted, problems = plans.check(shop, _data_from_form(request.form))
+    wanted, problems = _checked(shop, request.form)
     if problems:
         return _editor(shop, plan, _values_from_post(request.form), problems, 400)
     try:
