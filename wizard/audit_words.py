@@ -45,6 +45,12 @@ ACTIONS = {
     # The customers' side.
     "form_settings.saved": _l("Customer data form settings saved"),
     "contact.message_sent_again": _l("Message of unknown fate sent to the customer again"),
+    # Send plans (plans/plans.py).
+    "send_plan.created": _l("Send plan created"),
+    "send_plan.edited": _l("Send plan changed"),
+    "send_plan.cancelled": _l("Send plan cancelled"),
+    "send_plan.paused": _l("Send plan paused"),
+    "send_plan.resumed": _l("Send plan resumed"),
 }
 # What an owner (or staff for the shop) confirmed by ticking a box (steps/confirmations.py).
 CONFIRMATIONS = {
