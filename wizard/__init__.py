@@ -89,6 +89,9 @@ def create_app(test_config=None):
     app.register_blueprint(errors.bp)  # the product's own 4xx/5xx pages; JSON for /api/ and the webhook
     csrf.exempt(receiver.bp)
     csrf.exempt(api.bp)
+    from .views import api_audience
+    app.register_blueprint(api_audience.bp)  # /api/v1/shops/<slug>/audience/count (issue 16)
+    csrf.exempt(api_audience.bp)
 
     from . import cli
     cli.init_app(app)

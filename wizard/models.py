@@ -729,3 +729,19 @@ class ConsumerHeartbeat(db.Model):
     beat_at: Mapped[datetime] = mapped_column(default=utcnow)
     threads: Mapped[int] = mapped_column(default=0)
     threads_alive: Mapped[int] = mapped_column(default=0)
+
+
+# ---- audiences (issue 16) ----
+
+class Segment(db.Model):
+    """A saved audience: the segment builder's filters (customers/segments.py, the API's keys, checked) under a
+    name the shop's people chose, for the contacts list and send plans to reuse."""
+
+    __tablename__ = "segments"
+    __table_args__ = (UniqueConstraint("shop_id", "name", name="uq_segment_name_per_shop"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    filters: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
