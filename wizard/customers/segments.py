@@ -20,8 +20,9 @@ friend.
 
 Ages follow Taiwan's Civil Code (Art. 121, 124): a year of age ends the day before the birthday's date, or, for
 someone born on 29 February in a year without one, at the end of February: they are a year older on 1 March.
-Every condition is one SQL expression on the contact's row (and one EXISTS on the messages for the last
-message), so the database counts 100,000 friends without the rows leaving it (tests/bench/segments.py).
+Every condition is one SQL expression on the contact's row (the last message: one set of ids read from an
+index of the messages), so the database counts 100,000 friends without the rows leaving it
+(tests/bench/segments.py).
 
 Saved segments (``Segment``) keep clean filters under a name, unique per shop.
 """
@@ -29,7 +30,7 @@ import unicodedata
 from datetime import date, datetime, time, timedelta, timezone
 
 from flask_babel import gettext as _
-from sqlalchemy import exists, extract, func, select
+from sqlalchemy import extract, func, select
 from sqlalchemy.exc import IntegrityError
 from werkzeug.datastructures import MultiDict
 
@@ -253,8 +254,9 @@ def friend_since():
     return func.coalesce(Contact.followed_at, Contact.created_at)
 
 
-def conditions(clean, now=None):
-    """The WHERE conditions of clean filters on ``contacts`` (blocked friends always left out)."""
+def conditions(clean, channels, now=None):
+    """The WHERE conditions of clean filters on ``contacts`` of the channels with these ids (blocked friends
+    always left out)."""
     now = now or utcnow()
     if now.tzinfo is not None:
         now = now.astimezone(timezone.utc).replace(tzinfo=None)
@@ -280,8 +282,11 @@ def conditions(clean, now=None):
         wheres.append(friend_since() < _utc_start_of(end))
     if "messaged_within_days" in clean:
         since = now - timedelta(days=clean["messaged_within_days"])
-        wheres.append(exists().where(Message.contact_id == Contact.id, Message.sent_at >= since,
-                                     Message.direction == "in"))
+        # The set of those who wrote, read from ``ix_messages_from_customer`` alone (a range of it), then
+        # looked up: an EXISTS per contact read each one's messages, 0.7 s for 100,000 friends on SQLite.
+        wrote = select(Message.contact_id).where(Message.channel_id.in_(channels), Message.direction == "in",
+                                                 Message.sent_at >= since)
+        wheres.append(Contact.id.in_(wrote))
     return wheres
 
 
@@ -295,14 +300,15 @@ def _clean_or_refuse(filters):
 def matching(channel_id, filters, now=None):
     """The Select of the ids of ``channel_id``'s contacts the filters pick (blocked never; every friend for no
     filters). Raw filters are checked first: ``BadFilters`` with the problems when any is refused."""
-    return select(Contact.id).where(Contact.channel_id == channel_id, *conditions(_clean_or_refuse(filters), now))
+    return select(Contact.id).where(Contact.channel_id == channel_id,
+                                    *conditions(_clean_or_refuse(filters), [channel_id], now))
 
 
 def count(channel_id, filters, now=None) -> int:
     """How many contacts ``matching`` picks, counted by the database."""
     clean = _clean_or_refuse(filters)
     return db.session.scalar(select(func.count()).select_from(Contact)
-                             .where(Contact.channel_id == channel_id, *conditions(clean, now)))
+                             .where(Contact.channel_id == channel_id, *conditions(clean, [channel_id], now)))
 
 
 # ---- saved segments ----------------------------------------------------------------------------------------
