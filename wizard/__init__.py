@@ -93,6 +93,9 @@ def create_app(test_config=None):
     csrf.exempt(receiver.bp)
     csrf.exempt(api.bp)
     csrf.exempt(api_plans.bp)
+    from .views import api_audience
+    app.register_blueprint(api_audience.bp)  # /api/v1/shops/<slug>/audience/count (issue 16)
+    csrf.exempt(api_audience.bp)
 
     from . import cli
     cli.init_app(app)

@@ -35,6 +35,9 @@ ACTIONS = {
     "alert.emailed": _l("Alert e-mailed"),
     "contacts.exported": _l("Contacts exported (CSV)"),
     "contact.form_sent": _l("Customer form sent again"),
+    "segment.saved": _l("Segment saved"),
+    "segment.renamed": _l("Segment renamed"),
+    "segment.deleted": _l("Segment deleted"),
     # The console and the watch's alerts.
     "shop.assigned": _l("Staff assigned"),
     "shop.checked": _l("Checked now by staff"),

@@ -732,6 +732,27 @@ class ConsumerHeartbeat(db.Model):
     threads_alive: Mapped[int] = mapped_column(default=0)
 
 
+# ---- audiences (issue 16) ----
+
+class Segment(db.Model):
+    """A saved audience: the segment builder's filters (customers/segments.py, the API's keys, checked) under a
+    name the shop's people chose, for the contacts list and send plans to reuse."""
+
+    __tablename__ = "segments"
+    __table_args__ = (UniqueConstraint("shop_id", "name", name="uq_segment_name_per_shop"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    filters: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# An audience's "last message from them within N days" (customers/segments.py): the ids of the customers who
+# wrote to a channel since a time, read as one range of this index without touching the messages themselves.
+Index("ix_messages_from_customer", Message.channel_id, Message.direction, Message.sent_at, Message.contact_id)
+
+
 # ---- message templates (issue 16) ----
 class MessageTemplate(db.Model):
     """A shop's 圖文訊息範本 (wizard/plans/templates.py): a name and one to five LINE message objects, kept as
