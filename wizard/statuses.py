@@ -78,7 +78,21 @@ class ContentStatus(StrEnum):
     EXPIRED = "expired"
 
 
-ENUMS = (ShopState, EventStatus, OutboxStatus, ContentStatus)
+class BatchStatus(StrEnum):
+    """A chunk of a multicast or broadcast (outgoing/batches.py): QUEUED (maybe until its next attempt, or held
+    while its owner pauses), SENDING (a worker holds it), SENT (LINE took it), FAILED (refused for good, or
+    retries used up), OVER_QUOTA (the month's messages were used up), CANCELLED (its owner cancelled it before
+    LINE was asked)."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    OVER_QUOTA = "over_quota"
+    CANCELLED = "cancelled"
+
+
+ENUMS = (ShopState, EventStatus, OutboxStatus, ContentStatus, BatchStatus)
 
 
 def status_type(enum, length, constraint):
