@@ -232,7 +232,7 @@ def send(batch_id):
     if channel.disconnected_at is not None and row.called_at is None:
         _settle(row, claim, BatchStatus.FAILED, FAILED, error="the shop disconnected this channel")
         return Outcome.FAILED, None
-    taken, wait = pace.reserve(channel.id, row.kind, LONGEST_PACE_WAIT)
+    taken, wait, _ = pace.reserve(channel.id, row.kind, LONGEST_PACE_WAIT)
     if not taken:  # the channel's next slot is far off: back to the queue until then, this try not counted
         claims.finish(OutgoingBatch, row.id, claim, status=BatchStatus.QUEUED, attempts=row.attempts - 1,
                       next_attempt_at=utcnow() + timedelta(seconds=wait), updated_at=utcnow())

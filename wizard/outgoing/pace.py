@@ -12,6 +12,7 @@ broadcast waits a minute for its slot). LINE's own "slow down" (429 with Retry-A
 next free moment for everyone (``defer``). Times are the machines' wall clocks (kept in step by NTP).
 """
 import time
+from typing import NamedTuple
 
 from flask import current_app
 from sqlalchemy import select, update
@@ -44,11 +45,16 @@ def _now_us():
     return int(time.time() * 1_000_000)
 
 
-def reserve(channel_id, kind, longest) -> tuple[bool, float]:
-    """Take the channel's next slot for one call of ``kind`` if it comes within ``longest`` seconds; commits.
+class Slot(NamedTuple):
+    """``taken``: the slot is the caller's, who waits ``wait`` seconds and then calls; otherwise the next free
+    slot is ``wait`` seconds away and nothing was taken. ``at_us``: the slot's time (µs since the epoch)."""
+    taken: bool
+    wait: float
+    at_us: int
 
-    Returns (taken, seconds to wait): when taken, the caller waits that long and then calls; when not, the
-    next slot is that far away and nothing was taken."""
+
+def reserve(channel_id, kind, longest) -> Slot:
+    """Take the channel's next slot for one call of ``kind`` if it comes within ``longest`` seconds; commits."""
     key, step = _key(channel_id, kind), int(interval(kind) * 1_000_000)
     insert_ignoring(OutgoingPace, [{"key": key, "free_at_us": 0}], ["key"])
     db.session.commit()
@@ -59,14 +65,14 @@ def reserve(channel_id, kind, longest) -> tuple[bool, float]:
         wait = (start - now) / 1_000_000
         if wait > longest:
             db.session.commit()  # ends the read's transaction: nothing is held while the caller waits
-            return False, wait
+            return Slot(False, wait, start)
         taken = db.session.execute(update(OutgoingPace).where(
             OutgoingPace.key == key, OutgoingPace.free_at_us == free_at).values(free_at_us=start + step)
             .execution_options(synchronize_session=False)).rowcount
         db.session.commit()
         if taken == 1:
-            return True, wait
-    return False, interval(kind)  # crowded out every time: come back after one interval
+            return Slot(True, wait, start)
+    return Slot(False, interval(kind), _now_us() + step)  # crowded out every time: come back after one interval
 
 
 def defer(channel_id, kind, seconds) -> None:
