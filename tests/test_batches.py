@@ -47,7 +47,7 @@ def chunks(app, owner_id=1):
 def add(app, channel, recipients, owner_id=1, run_key="now", messages=TEXT):
     with app.app_context():
         count = batches.add(channel["id"], owner="test_plan", owner_id=owner_id, run_key=run_key,
-                            recipients=recipients, messages=messages, unit="plan-1")
+                            recipients=recipients, messages=messages, unit="plan_1")
         db.session.commit()
         return count
 
@@ -65,7 +65,7 @@ def test_a_run_is_written_in_chunks_of_500_with_recipients_and_a_retry_key_befor
     for row in rows:
         assert str(uuid.UUID(row.retry_key)) == row.retry_key  # LINE's X-Line-Retry-Key is a UUID
         assert (row.kind, row.status, row.called_at, row.unit, row.messages) == (
-            "multicast", "queued", None, "plan-1", TEXT)
+            "multicast", "queued", None, "plan_1", TEXT)
     with app.app_context():
         assert batches.progress("test_plan", 1) == {
             "chunks": 3, "recipients": 1200, "sent": 0, "recipients_sent": 0, "failed": 0, "recipients_failed": 0,
