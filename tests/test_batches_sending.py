@@ -44,11 +44,11 @@ class Line:
     def recipients(self, users=None):
         return [(number + 1, user_id) for number, user_id in enumerate(users or self.users)]
 
-    def add(self, recipients=None, run_key="now"):
+    def add(self, broadcast=False, run_key="now"):
+        """The run to every friend: by multicast (chunks of 500), or as one broadcast."""
         with self.app.app_context():
             count = batches.add(self.channel["id"], owner="test_plan", owner_id=1, run_key=run_key,
-                                recipients=self.recipients() if recipients is None else recipients,
-                                messages=TEXT, unit=UNIT)
+                                recipients=None if broadcast else self.recipients(), messages=TEXT, unit=UNIT)
             db.session.commit()
             return count
 
@@ -184,7 +184,7 @@ def test_cancel_mid_run_stops_the_chunks_not_sent_and_pause_resume_sends_the_res
 
 
 def test_a_broadcast_reaches_every_friend_once(app, line, told):
-    assert line.add(recipients=None) == 1
+    assert line.add(broadcast=True) == 1
     assert line.send_due() == 1
     assert line.received() == {user: 1 for user in line.users}
     [row] = chunks(app)

@@ -36,6 +36,7 @@ from typing import Callable
 
 from flask import current_app
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm.attributes import set_committed_value
 
 from .. import claims, metrics, queue
 from ..extensions import db
@@ -269,7 +270,7 @@ def _calling(row, claim):
         called_at=now).execution_options(synchronize_session=False)).rowcount
     db.session.commit()
     if done == 1:
-        row.called_at = now
+        set_committed_value(row, "called_at", now)  # as written: nothing left for the session to flush
     return done == 1
 
 
