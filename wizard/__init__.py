@@ -109,12 +109,13 @@ def create_app(test_config=None):
     from . import jobs, queue  # noqa: F401  (jobs: attaches the task bodies to the queue's jobs)
     from .customers import rules
     from .line import sender as line_sender, worker
-    from .outgoing import outbox, sender
+    from .outgoing import batches, outbox, sender
     rules.register()
     from .plans import runs as plan_runs
     plan_runs.register()  # the send plans' outbox purpose and batch owner
     sender.use(line_sender.LineSender())
     worker.also_pending(outbox.send_due)
+    worker.also_pending(batches.send_due)  # multicast and broadcast chunks due (worker --once, tests)
     if app.config["WORKER_IN_PROCESS"]:
         queue.start_in_process(app)
     return app

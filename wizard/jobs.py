@@ -15,6 +15,8 @@ this is the one module that imports every domain, so nothing else may import it.
 - ``sweep`` (every minute): exactly one consumer runs each minute's sweep however many run, because the
   run must first advance that minute's slot in ``periodic_runs`` (queue.once_per_slot);
 - ``retention`` (nightly): deletes what outlived its retention setting (retention.py), on one consumer;
+- ``send_batches`` and ``send_batch``: a multicast's or broadcast's chunks (outgoing/batches.py), each
+  again after the backoff, LINE's Retry-After or its pace slot; the sweep re-queues those whose worker died;
 - ``send_plans`` (every minute, on one consumer): due send plans start, their outcomes are counted
   (plans/runs.py); ``plan_statistics`` (hourly): LINE's statistics of recent plans (plans/statistics.py).
 """
@@ -28,7 +30,7 @@ from .extensions import db
 from .line import quarantine, worker
 from .line.problems import retryable
 from .models import utcnow
-from .outgoing import outbox
+from .outgoing import batches, outbox
 from .plans import runs as plan_runs, statistics as plan_statistics
 from .watch import alerts, drift, evidence
 
@@ -172,6 +174,8 @@ def sweep():
         log.exception("quarantine sweep failed; the next sweep tries again")
     for outbox_id in outbox.recover_in_flight() + outbox.due_ids():
         queue.send_message(outbox_id)
+    for batch_id in batches.recover_in_flight() + batches.due_ids(limit=500):  # chunks whose worker died
+        queue.send_batch(batch_id)
     for content_id in content.due_ids(limit=500):  # content whose task was lost, or whose lease ran out
         queue.fetch_content(content_id)
     waiting = worker.waiting_work()
@@ -186,3 +190,20 @@ def sweep():
 
 queue.sweep.runs(periodic_sweep, here=sweep)
 
+
+@queue.send_batches.runs
+def send_batches(owner, owner_id):
+    """An owner's chunks that are due (a run just added or resumed): one task each, so every consumer's
+    threads share them."""
+    for batch_id in batches.due_ids(owner, owner_id):
+        queue.send_batch(batch_id)
+
+
+def send_batch(batch_id):
+    """One attempt at one chunk; again after the backoff, LINE's Retry-After or the channel's pace slot."""
+    outcome, delay = batches.send(batch_id)
+    if outcome in (batches.Outcome.RETRY, batches.Outcome.WAIT):
+        queue.send_batch(batch_id, delay=max(delay, 0.05))
+
+
+queue.send_batch.runs(send_batch, here=batches.send)

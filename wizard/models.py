@@ -14,8 +14,8 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import crypto
 from .extensions import db
-from .statuses import (ContentStatus, EventStatus, OutboxStatus, PlanState, RecipientOutcome, ShopState,
-                       status_type)
+from .statuses import (BatchStatus, ContentStatus, EventStatus, OutboxStatus, PlanState, RecipientOutcome,
+                       ShopState, status_type)
 
 
 def utcnow() -> datetime:
@@ -769,6 +769,63 @@ class MessageTemplate(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
+
+# ---- outgoing batches (issue 16) ----
+
+
+class OutgoingBatch(db.Model):
+    """One chunk of a multicast (at most 500 recipients) or one broadcast, written with its recipients and
+    its retry key before LINE is asked (outgoing/batches.py), so every attempt, by any worker, carries the
+    same key and LINE delivers the chunk once.
+
+    ``owner`` and ``owner_id`` name what it belongs to (a send plan: ``"send_plan"`` and the plan's id), and
+    ``run_key`` one sending of it (a birthday plan runs every day); ``seq`` numbers the chunks of the run.
+    ``recipients``: ``[[contact_id, line_user_id], ...]`` (None for a broadcast, which goes to every friend).
+    ``called_at`` is set (and committed) right before LINE is asked and cleared when LINE's answer proves
+    nothing went out: a chunk with it set may have arrived, and is only ever sent again with its key.
+    ``held_at`` (paused) and ``cancelled_at`` are the owner's; ``request_id`` is LINE's x-line-request-id.
+    """
+
+    __tablename__ = "outgoing_batches"
+    __table_args__ = (
+        UniqueConstraint("owner", "owner_id", "run_key", "seq", name="uq_outgoing_batches_run"),
+        Index("ix_outgoing_batches_due", "status", "next_attempt_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
+    owner: Mapped[str] = mapped_column(String(30))
+    owner_id: Mapped[int] = mapped_column(BigInteger)
+    run_key: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(10))  # "multicast" or "broadcast"
+    recipients: Mapped[list | None] = mapped_column(JSON)
+    recipient_count: Mapped[int] = mapped_column(default=0)
+    messages: Mapped[list] = mapped_column(JSON)
+    unit: Mapped[str | None] = mapped_column(String(30))  # LINE's customAggregationUnits (one, ≤ 30 chars)
+    retry_key: Mapped[str] = mapped_column(String(36), unique=True)
+    status: Mapped[BatchStatus] = mapped_column(status_type(BatchStatus, 10, "ck_outgoing_batches_status"),
+                                                default=BatchStatus.QUEUED)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(32))
+    claimed_until: Mapped[datetime | None]
+    called_at: Mapped[datetime | None]
+    held_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class OutgoingPace(db.Model):
+    """A rate limit shared by every consumer (outgoing/pace.py): ``key`` names a channel and a kind of call,
+    ``free_at_us`` the time (microseconds since the epoch) from which the next call may go."""
+
+    __tablename__ = "outgoing_pace"
+    key: Mapped[str] = mapped_column(String(60), primary_key=True)
+    free_at_us: Mapped[int] = mapped_column(BigInteger, default=0)
 
 # ---- send plans (issue 16) ----
 

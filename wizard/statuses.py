@@ -78,6 +78,20 @@ class ContentStatus(StrEnum):
     EXPIRED = "expired"
 
 
+class BatchStatus(StrEnum):
+    """A chunk of a multicast or broadcast (outgoing/batches.py): QUEUED (maybe until its next attempt, or held
+    while its owner pauses), SENDING (a worker holds it), SENT (LINE took it), FAILED (refused for good, or
+    retries used up), OVER_QUOTA (the month's messages were used up), CANCELLED (its owner cancelled it before
+    LINE was asked)."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    OVER_QUOTA = "over_quota"
+    CANCELLED = "cancelled"
+
+
 class PlanState(StrEnum):
     """A send plan's (plans/plans.py): DRAFT (saved, not confirmed), SCHEDULED (confirmed; a birthday plan
     stays here between its daily runs), SENDING (its run's messages are going out), PAUSED (the owner held
@@ -122,7 +136,7 @@ class RecipientOutcome(StrEnum):
     CANCELLED = "cancelled"
 
 
-ENUMS = (ShopState, EventStatus, OutboxStatus, ContentStatus, PlanState, RecipientOutcome)
+ENUMS = (ShopState, EventStatus, OutboxStatus, ContentStatus, BatchStatus, PlanState, RecipientOutcome)
 
 
 def status_type(enum, length, constraint):

@@ -30,7 +30,7 @@ from sqlalchemy import func, or_, select, update
 from .. import queue
 from ..extensions import db
 from ..models import Contact, MessageTemplate, Outbox, SendPlan, SendPlanRecipient, SendPlanRun, Shop, utcnow
-from ..outgoing import outbox, purposes
+from ..outgoing import batches, outbox, purposes
 from ..rows import insert_ignoring
 from ..statuses import OutboxStatus, PlanState, RecipientOutcome
 from . import plans, schedule, templates
@@ -165,7 +165,6 @@ def start(plan_id, now=None):
                 SendPlanRecipient.run_id == run.id, SendPlanRecipient.contact_id == contact_id)
                 .values(outbox_id=row.id).execution_options(synchronize_session=False))
     else:
-        from ..outgoing import batches
         batches.add(channel.id, owner=OWNER, owner_id=run.id, run_key=f"run-{run.id}",
                     recipients=None if broadcast else [(c, u) for c, u in sending],
                     messages=templates.messages_for_all(template), unit=plan.unit)
@@ -180,7 +179,6 @@ def _ring(run, queued):
         queue.send_message.try_now(outbox_id, row=f"outbox {outbox_id}")
     if queued or run.personal:
         return
-    from ..outgoing import batches
     batches.wake(OWNER, run.id)  # never raises: a lost ring is found by the batches' sweep
 
 
@@ -341,7 +339,6 @@ def hold(run):
         db.session.execute(update(Outbox).where(Outbox.id.in_(_outbox_of(run)), Outbox.status == OutboxStatus.QUEUED)
                            .values(next_attempt_at=utcnow() + HELD_FOR).execution_options(synchronize_session=False))
     else:
-        from ..outgoing import batches
         batches.hold(OWNER, run.id)
 
 
@@ -351,7 +348,6 @@ def release(run):
         db.session.execute(update(Outbox).where(Outbox.id.in_(_outbox_of(run)), Outbox.status == OutboxStatus.QUEUED)
                            .values(next_attempt_at=utcnow()).execution_options(synchronize_session=False))
     else:
-        from ..outgoing import batches
         batches.release(OWNER, run.id)
 
 
@@ -373,7 +369,6 @@ def stop(run):
                            .values(status=OutboxStatus.FAILED, error="send_plan:cancelled", updated_at=now)
                            .execution_options(synchronize_session=False))
     else:
-        from ..outgoing import batches
         batches.cancel(OWNER, run.id)
     run.state, run.finished_at = PlanState.CANCELLED, now
 
@@ -381,4 +376,5 @@ def stop(run):
 def register():
     """The plans' registrations in the outgoing core (the app factory calls this)."""
     purposes.register(purposes.Purpose(PURPOSE, render=_render, refuse=_refuse, sent=_sent))
+    batches.register(batches.Owner(OWNER, batch_outcome))
 
