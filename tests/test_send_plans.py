@@ -61,11 +61,13 @@ def test_consent_withdrawn_after_a_personal_plan_started_still_stops_its_message
     assert plan["sent"] == 1 and plan["left_out"]["no_consent"] == 1 and plan["state"] == "sent"
 
 
-def test_a_customer_who_blocked_after_scheduling_gets_nothing(app, plan_shop):
+@pytest.mark.parametrize("audience", [{"all": True}, {"all": False, "filters": {"city": ["TPE"]}}],
+                         ids=["all-friends-broadcast", "segment-multicast"])
+def test_a_customer_who_blocked_after_scheduling_gets_nothing(app, plan_shop, audience):
     mei = plan_shop.friend("林小美")
     wen = plan_shop.friend("陳大文")
     plan = plan_shop.post(name="公休通知", template_id=plan_shop.template("12/25 公休一天"), purpose="service",
-                          audience={"all": True}, send_at=_later()).get_json()
+                          audience=audience, send_at=_later()).get_json()
     plan_shop.control.unfollow(plan_shop.id, wen)
     plan_shop.change(wen, blocked_at=utcnow())  # the unfollow event as the worker records it
     plan_shop.make_due(plan["id"])

@@ -19,7 +19,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from .. import audit
-from ..customers import contacts as contact_names
+from ..customers import contacts as contact_names, segments
 from ..extensions import db
 from ..models import Contact, SendPlan, SendPlanRun, iso_utc, utcnow
 from ..outgoing import sender as senders
@@ -62,9 +62,7 @@ class Wanted:
 
 
 def _segment(shop, segment_id):
-    from ..customers.segments import Segment
-    segment = db.session.get(Segment, segment_id)
-    return segment if segment is not None and segment.shop_id == shop.id else None
+    return segments.saved_one(shop, segment_id)
 
 
 def _int(value):
@@ -129,7 +127,6 @@ def check(shop, data, now=None):
         elif not isinstance(filters, dict) or not filters:
             problems["audience"] = _("Choose at least one condition, or all friends.")
         else:
-            from ..customers import segments
             clean, wrong = segments.check(filters)
             if wrong:
                 problems["audience"] = " ".join(str(message) for message in wrong.values())
@@ -217,7 +214,6 @@ def read_quota(channel):
 def audience_ids(channel_id, wanted, day=None):
     """The Select of contact ids a plan reaches (blocked never), before consent, for the Taipei ``day`` of a
     yearly plan's run."""
-    from ..customers import segments
     ids = segments.matching(channel_id, wanted.filters if not wanted.all else {})
     if wanted.repeat:
         ids = ids.where(schedule.birthday_condition(wanted.repeat, day))

@@ -28,6 +28,7 @@ from flask_babel import lazy_gettext as _l
 from sqlalchemy import func, or_, select, update
 
 from .. import queue
+from ..customers import segments
 from ..extensions import db
 from ..models import Contact, MessageTemplate, Outbox, SendPlan, SendPlanRecipient, SendPlanRun, Shop, utcnow
 from ..outgoing import batches, outbox, purposes
@@ -208,11 +209,13 @@ def _fail_start(plan, reason, next_at, now):
 
 
 def _blocked_count(channel_id, wanted, day):
-    """How many of the audience have blocked the account (never sent to): the shop's blocked friends for an
-    all-friends plan (on a birthday plan, those whose birthday it is)."""
-    if not wanted.all:
-        return 0
-    query = select(func.count(Contact.id)).where(Contact.channel_id == channel_id, Contact.blocked_at.is_not(None))
+    """How many of the audience have blocked the account (never sent to): the contacts the plan's conditions
+    pick but for the block (customers/segments.py's conditions without its "not blocked" one)."""
+    clean, _problems = segments.check(wanted.filters if not wanted.all else {})
+    not_blocked = Contact.blocked_at.is_(None)
+    wheres = [where for where in segments.conditions(clean, [channel_id]) if not where.compare(not_blocked)]
+    query = select(func.count(Contact.id)).where(Contact.channel_id == channel_id, Contact.blocked_at.is_not(None),
+                                                 *wheres)
     if wanted.repeat:
         query = query.where(schedule.birthday_condition(wanted.repeat, day))
     return db.session.scalar(query) or 0

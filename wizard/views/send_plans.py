@@ -13,19 +13,16 @@ a 404 too. The rules and words are plans/plans.py's, shared with the API (views/
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_login import current_user, login_required
+from werkzeug.datastructures import MultiDict
 
 from .. import queue
-from ..customers.fields import CITIES, GENDERS
-from ..extensions import db
+from ..customers import segments
 from ..models import utcnow
 from ..plans import plans, runs, schedule, templates
 from ..statuses import PlanState
 from . import checked_post, shop_for
 
 bp = Blueprint("send_plans", __name__, url_prefix="/c")
-
-FILTER_LISTS = ("city", "gender", "birthday_month")
-FILTER_VALUES = ("age_min", "age_max", "friend_since_from", "friend_since_to", "messaged_within_days")
 
 
 @bp.before_request
@@ -43,11 +40,6 @@ def _plan(shop, plan_id):
 
 def _templates(shop):
     return templates.for_shop(shop)
-
-
-def _segments(shop):
-    from ..customers.segments import Segment
-    return db.session.scalars(db.select(Segment).filter_by(shop_id=shop.id).order_by(Segment.name)).all()
 
 
 def _quota(shop):
@@ -87,18 +79,7 @@ def _checked(shop, form):
 def _data_from_form(form):
     """The page's fields as the API's plan keys, so both are checked by the same rules."""
     when = form.get("when", "now")
-    filters = {}
-    for key in FILTER_LISTS:
-        values = [value for value in form.getlist(key) if value]
-        if values:
-            filters[key] = [int(v) if key == "birthday_month" and v.isdecimal() else v for v in values]
-    for key in FILTER_VALUES:
-        value = (form.get(key) or "").strip()
-        if value:
-            filters[key] = int(value) if value.isdecimal() and key in ("age_min", "age_max",
-                                                                        "messaged_within_days") else value
-    if form.get("form_filled") in ("yes", "no"):
-        filters["form_filled"] = form["form_filled"] == "yes"
+    filters = segments.from_args(form)
     data = {"name": form.get("name", ""), "template_id": form.get("template_id"), "purpose": form.get("purpose"),
             "audience": {"all": form.get("audience") == "all", "filters": filters},
             "up_to_quota": form.get("up_to_quota") == "1"}
@@ -118,26 +99,25 @@ def _form_values(plan):
     audience = plan.audience or {}
     values = {"name": plan.name, "template_id": plan.template_id, "purpose": plan.purpose,
               "audience": "segment" if plan.segment_id else ("all" if audience.get("all") else "filters"),
-              "segment_id": plan.segment_id, "filters": audience.get("filters") or {},
+              "segment_id": plan.segment_id,
               "when": plan.repeat or ("once" if plan.send_at else "now"), "hour": plan.hour,
               "send_at": schedule.to_local(plan.send_at).strftime("%Y-%m-%dT%H:%M")
               if plan.send_at and not plan.repeat else ""}
     return values
 
 
-def _editor(shop, plan, values, problems, code=200):
+def _editor(shop, plan, values, problems, filters, code=200):
+    """The plan's form; ``filters``: what the segment builder's fields show (a MultiDict)."""
+    _clean, filter_problems = segments.check(segments.from_args(filters)) if filters else ({}, {})
     return render_template("send_plans/form.html", plan=plan, values=values, problems=problems,
-                           templates=_templates(shop), segments=_segments(shop), cities=CITIES, genders=GENDERS,
-                           **_common(shop)), code
+                           templates=_templates(shop), saved_segments=segments.saved(shop), filters=filters,
+                           filter_problems=filter_problems, **_common(shop)), code
 
 
 def _values_from_post(form):
-    filters = {key: form.getlist(key) for key in FILTER_LISTS}
-    filters.update({key: form.get(key, "") for key in FILTER_VALUES})
-    filters["form_filled"] = {"yes": True, "no": False}.get(form.get("form_filled"))
     return {"name": form.get("name", ""), "template_id": form.get("template_id", type=int),
             "purpose": form.get("purpose"), "audience": form.get("audience", "all"),
-            "segment_id": form.get("segment_id", type=int), "filters": filters, "when": form.get("when", "now"),
+            "segment_id": form.get("segment_id", type=int), "when": form.get("when", "now"),
             "hour": form.get("hour", type=int), "send_at": form.get("send_at", "")}
 
 
@@ -145,12 +125,12 @@ def _values_from_post(form):
 def new(slug):
     shop = shop_for(slug)
     if request.method == "GET":
-        return _editor(shop, None, {"purpose": "marketing", "audience": "all", "when": "now", "hour": 10,
-                                    "filters": {}}, {})
+        return _editor(shop, None, {"purpose": "marketing", "audience": "all", "when": "now", "hour": 10}, {},
+                       MultiDict())
     checked_post()
     wanted, problems = _checked(shop, request.form)
     if problems:
-        return _editor(shop, None, _values_from_post(request.form), problems, 400)
+        return _editor(shop, None, _values_from_post(request.form), problems, request.form, 400)
     plan, _created = plans.create(shop, wanted, current_user, state=PlanState.DRAFT)
     return redirect(url_for(".confirm", slug=shop.slug, plan_id=plan.id))
 
@@ -163,11 +143,12 @@ def edit(slug, plan_id):
         flash(plans.started_refusal(plan), "error")
         return redirect(url_for(".show", slug=shop.slug, plan_id=plan.id))
     if request.method == "GET":
-        return _editor(shop, plan, _form_values(plan), {})
+        return _editor(shop, plan, _form_values(plan), {},
+                       segments.form_values((plan.audience or {}).get("filters") or {}))
     checked_post()
     wanted, problems = _checked(shop, request.form)
     if problems:
-        return _editor(shop, plan, _values_from_post(request.form), problems, 400)
+        return _editor(shop, plan, _values_from_post(request.form), problems, request.form, 400)
     try:
         plans.update_plan(plan, wanted, current_user, state=PlanState.DRAFT)
     except plans.Refused as refused:
