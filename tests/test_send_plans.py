@@ -219,3 +219,61 @@ def test_the_api_gives_a_plan_in_the_issues_shape(app, plan_shop):
     assert isinstance(plan["cost"]["quota_left"], int)
     listed = plan_shop.client.get(f"/api/v1/shops/{plan_shop.slug}/send-plans").get_json()
     assert listed == {"send_plans": [plan]}
+
+
+def test_lines_statistics_of_the_plan_show_on_its_page_with_their_time(app, plan_shop):
+    from wizard.plans import statistics
+    friends = [plan_shop.friend(f"客人{n}") for n in range(10)]
+    plan_shop.friend("不要廣告", consent=False)  # a marketing plan goes by multicast to the 10 who agreed
+    plan = plan_shop.post(**_marketing(plan_shop, plan_shop.template(OFFER), send_at=None)).get_json()
+    plan_shop.send()
+    assert all(plan_shop.received(user) == [OFFER] for user in friends)
+    page = f"/c/{plan_shop.slug}/plans/{plan['id']}"
+    assert "appear here the day after the plan sends" in plan_shop.client.get(page).get_data(as_text=True)
+    tomorrow = utcnow() + timedelta(days=1)
+    with app.app_context():
+        assert statistics.refresh_due(tomorrow) == 1
+        assert statistics.refresh_due(tomorrow + timedelta(hours=1)) == 0  # once a day
+        stats = db.session.get(SendPlan, plan["id"]).stats
+        assert statistics.due(tomorrow + timedelta(days=15)) == []  # 14 days after the send, no more
+    # The requests carried the plan's unit: LINE counts opens among the 10 who got it.
+    assert 0 < stats["unique_impressions"] <= 10 and stats["impressions"] >= stats["unique_impressions"]
+    html = plan_shop.client.get(page).get_data(as_text=True)
+    assert f'<dd data-stat="unique_impressions">{stats["unique_impressions"]}</dd>' in html
+    assert "As LINE counted them at " in html
+
+
+def test_a_plan_to_every_friend_goes_by_broadcast_and_says_line_has_no_plan_statistics_for_it(app, plan_shop):
+    from wizard.plans import statistics
+    friends = [plan_shop.friend(f"客人{n}") for n in range(3)]
+    plan = plan_shop.post(name="公休通知", template_id=plan_shop.template("12/25 公休一天"), purpose="service",
+                          audience={"all": True}).get_json()
+    plan_shop.send()
+    assert [plan_shop.received(user) for user in friends] == [["12/25 公休一天"]] * 3
+    assert {sent["kind"] for sent in plan_shop.control.sent_messages(plan_shop.id)} == {"broadcast"}
+    with app.app_context():
+        assert statistics.due(utcnow() + timedelta(days=1)) == []
+    html = plan_shop.client.get(f"/c/{plan_shop.slug}/plans/{plan['id']}").get_data(as_text=True)
+    assert "LINE does not count opens and clicks per plan for a message to every friend" in html
+
+
+def test_staff_acting_for_a_shop_see_the_banner_and_their_plans_are_audited(app, plan_shop, make_user):
+    from wizard.models import AuditEntry
+    plan_shop.friend("林小美")
+    template = plan_shop.template(OFFER)
+    staff = app.test_client()
+    email = make_user("helper@example.com", staff=True)
+    assert staff.post("/login", data={"email": email, "password": "correct horse"}).status_code == 302
+    page = staff.get(f"/c/{plan_shop.slug}/plans?lang=en")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and "Acting for 晴天烘焙坊 as staff (helper@example.com)" in html
+    # The free plan's 200 messages at a glance.
+    assert "0 of 200 messages used this month: 200 left." in html and "The free plan" in html
+    response = staff.post(f"/api/v1/shops/{plan_shop.slug}/send-plans", json=_marketing(plan_shop, template))
+    assert response.status_code == 201
+    plan_id = response.get_json()["id"]
+    assert staff.post(f"/api/v1/shops/{plan_shop.slug}/send-plans/{plan_id}/cancel").status_code == 200
+    with app.app_context():
+        entries = db.session.execute(db.select(AuditEntry.action, AuditEntry.actor)
+                                     .where(AuditEntry.action.like("send_plan.%")).order_by(AuditEntry.id)).all()
+    assert entries == [("send_plan.created", "helper@example.com"), ("send_plan.cancelled", "helper@example.com")]

@@ -1,14 +1,18 @@
-"""LINE's statistics of a plan: every request of a run carries the plan's ``customAggregationUnits`` name
-(``SendPlan.unit``), and LINE's insight aggregation (impressions, clicks) is read for it once a day for
+"""LINE's statistics of a plan: every multicast request of a run carries the plan's ``customAggregationUnits``
+name (``SendPlan.unit``), and LINE's insight aggregation (impressions, clicks) is read for it once a day for
 14 days after the plan's last run started, kept on the plan with the time it was read (the page says when).
+
+LINE counts units for push and multicast only: a broadcast (a plan for every friend) and the personal
+messages (one push each through the outbox, which names no unit) have no per-plan numbers; ``counted`` says
+whether a plan has any, and the page says so instead of showing zeros.
 """
 import logging
 from datetime import timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import exists, or_, select
 
 from ..extensions import db
-from ..models import SendPlan, utcnow
+from ..models import SendPlan, SendPlanRun, utcnow
 from ..outgoing import sender as senders
 from . import schedule
 
@@ -19,11 +23,22 @@ EVERY = timedelta(days=1)
 KEYS = ("impressions", "unique_impressions", "clicks", "unique_clicks")
 
 
+def _multicast():
+    return exists().where(SendPlanRun.plan_id == SendPlan.id, SendPlanRun.broadcast.is_(False),
+                          SendPlanRun.personal.is_(False), SendPlanRun.sent > 0)
+
+
+def counted(plan) -> bool:
+    """Does LINE count this plan's opens and clicks (some run of it went by multicast)?"""
+    return any(not run.broadcast and not run.personal and run.sent for run in plan.runs)
+
+
 def due(now=None):
-    """Plans that sent within the last 14 days and whose statistics are a day old (or never read)."""
+    """Plans that sent by multicast within the last 14 days and whose statistics are a day old (or never
+    read)."""
     now = now or utcnow()
     return db.session.scalars(select(SendPlan).where(
-        SendPlan.unit.is_not(None), SendPlan.started_at.is_not(None),
+        SendPlan.unit.is_not(None), SendPlan.started_at.is_not(None), _multicast(),
         SendPlan.started_at >= now - timedelta(days=DAYS),
         or_(SendPlan.stats_at.is_(None), SendPlan.stats_at <= now - EVERY + timedelta(minutes=5)))
         .order_by(SendPlan.id)).all()

@@ -18,7 +18,7 @@ from werkzeug.datastructures import MultiDict
 from .. import queue
 from ..customers import segments
 from ..models import utcnow
-from ..plans import plans, runs, schedule, templates
+from ..plans import plans, runs, schedule, statistics, templates
 from ..statuses import PlanState
 from . import checked_post, shop_for
 
@@ -194,6 +194,7 @@ def show(slug, plan_id):
     plan = _plan(shop, plan_id)
     return render_template("send_plans/plan.html", plan=plan, counted=plans.totals(plan),
                            reason=runs.reason_text(plan.reason), reason_of=runs.reason_text,
+                           line_counts=statistics.counted(plan),
                            now=utcnow(), **_common(shop))
 
 
