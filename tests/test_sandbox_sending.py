@@ -185,3 +185,17 @@ def test_the_control_page_changes_the_plan(sandbox, channel, line):
     assert "a plan is one of" in refused.text and line.quota() == {"type": "none", "value": None}
     with pytest.raises(SandboxError):
         sandbox.control.set_plan(channel["channelId"], 200)
+
+
+def test_friends_and_plan_from_the_command_line(sandbox, channel, tmp_path):
+    from tests.test_sandbox import sandbox_switched
+    runner = sandbox_switched(tmp_path, True, sandbox.url).test_cli_runner()
+    made = runner.invoke(args=["sandbox", "friends", channel["channelId"], "1500", "--ids"])
+    assert made.exit_code == 0, made.output
+    user_ids = made.stdout.split()
+    assert len(user_ids) == 1500 and sandbox.control.friend_count(channel["channelId"]) == 1500
+    assert sandbox.control.user(channel["channelId"], user_ids[0])["following"] is True
+    assert runner.invoke(args=["sandbox", "friends", channel["channelId"], "0"]).exit_code == 2
+    planned = runner.invoke(args=["sandbox", "plan", channel["channelId"], "3000"])
+    assert planned.exit_code == 0 and sandbox.control.quota(channel["channelId"])["value"] == 3000
+    assert runner.invoke(args=["sandbox", "plan", channel["channelId"], "gold"]).exit_code == 2
