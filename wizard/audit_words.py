@@ -45,6 +45,10 @@ ACTIONS = {
     # The customers' side.
     "form_settings.saved": _l("Customer data form settings saved"),
     "contact.message_sent_again": _l("Message of unknown fate sent to the customer again"),
+    # Message templates (issue 16).
+    "message_template.created": _l("Message template created"),
+    "message_template.saved": _l("Message template changed"),
+    "message_template.deleted": _l("Message template deleted"),
 }
 # What an owner (or staff for the shop) confirmed by ticking a box (steps/confirmations.py).
 CONFIRMATIONS = {
