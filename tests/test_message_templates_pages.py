@@ -210,3 +210,99 @@ def test_deleting_asks_first_and_is_recorded(app, client, make_shop, staff):
     with app.app_context():
         entry = db.session.scalar(db.select(AuditEntry).filter_by(action="message_template.deleted"))
         assert entry.actor == "staff@example.com" and entry.target == "舊的"
+
+
+@pytest.fixture
+def connected(line, client, login):
+    """The owner of a shop connected to a sandbox channel, signed in, pages in English; returns the slug."""
+    login(OWNER)
+    client.get("/?lang=en")
+    return line.slug
+
+
+def card_form(**more):
+    form = {"name": "春季新品", "messages-0-kind": "card",
+            "messages-0-cards-0-image": (picture(size=(1600, 1040), kind="JPEG", mode="RGB", colour=(0, 120, 0)),
+                                         "spring.jpg"),
+            "messages-0-cards-0-title": "春季新品", "messages-0-cards-0-text": "全館九折",
+            "messages-0-cards-0-buttons-0-label": "看看", "messages-0-cards-0-buttons-0-kind": "uri",
+            "messages-0-cards-0-buttons-0-value": "https://example.com/spring",
+            "messages-1-kind": "text", "messages-1-text": "{name}，{emoji:001}歡迎光臨", "action": "save"}
+    form.update(more)
+    return form
+
+
+def test_a_card_with_an_uploaded_picture_and_a_button_is_checked_by_line_and_saved(app, client, connected):
+    response = post(client, connected, card_form())
+    assert response.status_code == 302, field_error(page(response), "messages-0-cards-0-image") or page(response)
+    assert "The template “春季新品” was checked by LINE and saved." in page(client.get(response.location))
+    [template] = saved(app)
+    card, text = template.messages
+    bubble = card["contents"]
+    assert card["type"] == "flex" and card["altText"] == "春季新品"
+    hero = bubble["hero"]["url"]
+    assert hero.startswith(app.config["PUBLIC_BASE_URL"] + "/media/")
+    assert client.get(hero[len(app.config["PUBLIC_BASE_URL"]):]).status_code == 200
+    assert [t["text"] for t in bubble["body"]["contents"]] == ["春季新品", "全館九折"]
+    assert bubble["footer"]["contents"][0]["action"] == {"type": "uri", "label": "看看",
+                                                         "uri": "https://example.com/spring"}
+    assert text == {"type": "text", "text": "{name}，$歡迎光臨",
+                    "emojis": [{"index": 7, "productId": "5ac1bfd5040ab15980c9b435", "emojiId": "001"}]}
+    # The edit page gives the owner the form back, never the JSON.
+    html = page(client.get(f"/c/{connected}/templates/{template.id}/edit"))
+    assert 'value="春季新品"' in html and ">{name}，{emoji:001}歡迎光臨</textarea>" in html
+    assert 'name="messages-0-cards-0-buttons-0-value" value="https://example.com/spring"' in html
+    assert '"type": "bubble"' not in html and "&#34;bubble&#34;" not in html
+
+
+def test_lines_refusal_is_explained_next_to_the_field_and_nothing_is_saved(app, client, connected):
+    # A deployment whose public address is plain http: LINE fetches pictures over https only.
+    app.config["PUBLIC_BASE_URL"] = "http://shop.example"
+    response = post(client, connected, card_form())
+    html = page(response)
+    assert response.status_code == 400 and "Nothing was saved." in html
+    assert field_error(html, "messages-0-cards-0-image") == \
+        "LINE does not accept this web address (it must start with https://)."
+    assert field_error(html, "messages-1-text") is None
+    assert saved(app) == []
+    # In Chinese, the owner's language.
+    client.get("/?lang=zh_Hant_TW")
+    html = page(post(client, connected, card_form()))
+    assert field_error(html, "messages-0-cards-0-image") == "LINE 不接受這個網址（必須以 https:// 開頭）。"
+    assert saved(app) == []
+
+
+def test_staff_act_for_the_shop_and_their_saves_are_recorded(app, client, line, make_user, login):
+    login(make_user("staff@example.com", staff=True))
+    client.get("/?lang=en")
+    html = page(client.get(f"/c/{line.slug}/templates/new"))
+    assert "Acting for 晴天烘焙坊 as staff (staff@example.com)" in html
+    response = post(client, line.slug, {"name": "問候", "messages-0-kind": "text", "messages-0-text": "你好",
+                                        "action": "save"})
+    assert response.status_code == 302
+    [template] = saved(app)
+    response = post(client, line.slug, {"name": "問候語", "messages-0-kind": "text", "messages-0-text": "您好",
+                                        "action": "save"}, path=f"{template.id}/edit")
+    assert response.status_code == 302 and [t.name for t in saved(app)] == ["問候語"]
+    with app.app_context():
+        entries = db.session.scalars(db.select(AuditEntry).filter(AuditEntry.action.like("message_template.%"))
+                                     .order_by(AuditEntry.id)).all()
+        assert [(e.action, e.actor, e.target) for e in entries] == [
+            ("message_template.created", "staff@example.com", "問候"),
+            ("message_template.saved", "staff@example.com", "問候語")]
+
+
+def test_a_taken_name_is_refused_next_to_the_name(app, client, connected):
+    form = {"name": "問候", "messages-0-kind": "text", "messages-0-text": "你好", "action": "save"}
+    assert post(client, connected, form).status_code == 302
+    html = page(post(client, connected, dict(form, **{"messages-0-text": "再一次"})))
+    assert field_error(html, "name") == "Another template of this shop is called “問候”."
+    assert [t.messages for t in saved(app)] == [[{"type": "text", "text": "你好"}]]
+
+
+def test_when_line_cannot_be_reached_nothing_is_saved(app, client, owner):
+    make_channel(app, owner)  # this app's LINE is a port where nothing listens
+    html = page(post(client, owner, {"name": "問候", "messages-0-kind": "text", "messages-0-text": "你好",
+                                     "action": "save"}))
+    assert "LINE could not be reached to check the template; nothing was saved." in html
+    assert saved(app) == []
