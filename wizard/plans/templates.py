@@ -315,9 +315,9 @@ def save(shop, name, messages, template=None):
     elif _name_taken(shop, name, template):
         problems["name"] = _("Another template of this shop is called “%(name)s”.", name=name)
     duplicate = "name" in problems and bool(name) and len(name) <= MAX_NAME
-    problems.update(check_messages(messages))
-    if not problems:
-        problems.update(_line_check(shop, messages))
+    shape = check_messages(messages)
+    # LINE is asked whenever the messages have a shape it can judge, so one answer lists every problem.
+    problems.update(shape or _line_check(shop, messages))
     if problems:
         raise Refused(problems, duplicate=duplicate and len(problems) == 1)
     if template is None:
