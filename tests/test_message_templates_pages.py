@@ -130,7 +130,7 @@ def test_our_checks_stand_next_to_their_fields_and_nothing_is_saved(app, client,
         "messages-1-kind": "card", "messages-1-cards-0-title": "{name}的優惠",
         "messages-1-cards-0-buttons-0-label": "", "messages-1-cards-0-buttons-0-kind": "uri",
         "messages-1-cards-0-buttons-0-value": "example.com",
-        "messages-1-cards-0-buttons-1-label": "一二三四五六七八九十" * 2 + "一",
+        "messages-1-cards-0-buttons-1-label": "一二三四五六七八九十" * 4 + "一",
         "messages-1-cards-0-buttons-1-kind": "message",
         "messages-1-cards-0-buttons-1-value": "好", "action": "save"})
     html = page(response)
@@ -141,7 +141,7 @@ def test_our_checks_stand_next_to_their_fields_and_nothing_is_saved(app, client,
     assert field_error(html, "messages-1-cards-0-buttons-0-label") == \
         "Give the button a label (what the customer taps)."
     assert "starting with https://" in field_error(html, "messages-1-cards-0-buttons-0-value")
-    assert "at most 20 characters" in field_error(html, "messages-1-cards-0-buttons-1-label")
+    assert "at most 40 characters" in field_error(html, "messages-1-cards-0-buttons-1-label")
     # The summary links to each field.
     assert '<a href="#messages-1-cards-0-buttons-0-value">' in html
     assert saved(app) == []
@@ -227,7 +227,7 @@ def card_form(**more):
             "messages-0-cards-0-title": "春季新品", "messages-0-cards-0-text": "全館九折",
             "messages-0-cards-0-buttons-0-label": "看看", "messages-0-cards-0-buttons-0-kind": "uri",
             "messages-0-cards-0-buttons-0-value": "https://example.com/spring",
-            "messages-1-kind": "text", "messages-1-text": "{name}，{emoji:001}歡迎光臨", "action": "save"}
+            "messages-1-kind": "text", "messages-1-text": "🌸{name}，{emoji:001}歡迎光臨", "action": "save"}
     form.update(more)
     return form
 
@@ -246,11 +246,12 @@ def test_a_card_with_an_uploaded_picture_and_a_button_is_checked_by_line_and_sav
     assert [t["text"] for t in bubble["body"]["contents"]] == ["春季新品", "全館九折"]
     assert bubble["footer"]["contents"][0]["action"] == {"type": "uri", "label": "看看",
                                                          "uri": "https://example.com/spring"}
-    assert text == {"type": "text", "text": "{name}，$歡迎光臨",
-                    "emojis": [{"index": 7, "productId": "5ac1bfd5040ab15980c9b435", "emojiId": "001"}]}
+    # LINE counts the emoji's index in UTF-16 code units: the 🌸 before it counts two.
+    assert text == {"type": "text", "text": "🌸{name}，$歡迎光臨",
+                    "emojis": [{"index": 9, "productId": "5ac1bfd5040ab15980c9b435", "emojiId": "001"}]}
     # The edit page gives the owner the form back, never the JSON.
     html = page(client.get(f"/c/{connected}/templates/{template.id}/edit"))
-    assert 'value="春季新品"' in html and ">{name}，{emoji:001}歡迎光臨</textarea>" in html
+    assert 'value="春季新品"' in html and ">🌸{name}，{emoji:001}歡迎光臨</textarea>" in html
     assert 'name="messages-0-cards-0-buttons-0-value" value="https://example.com/spring"' in html
     assert '"type": "bubble"' not in html and "&#34;bubble&#34;" not in html
 
