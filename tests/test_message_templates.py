@@ -116,3 +116,18 @@ def test_line_property_paths_point_at_the_field_the_owner_typed(app):
     assert where("messages[1].contents.contents[0].hero.url") == "messages.1.cards.0.image"
     assert where("messages[1].altText") == "messages.1"
     assert where("messages[7].text") == "messages"
+
+
+def test_emoji_positions_are_counted_as_line_counts_them(app, make_shop):
+    """LINE counts an emoji's index in UTF-16 code units: an emoji typed on a phone (🎂) counts two."""
+    slug, _ = make_shop()
+    message = templates.text_message("🎂{name}{emoji:001}🎉{emoji:002}")
+    assert message["text"] == "🎂{name}$🎉$" and [e["index"] for e in message["emojis"]] == [8, 11]
+    assert templates.text_of(message) == "🎂{name}{emoji:001}🎉{emoji:002}"
+    template = stored(app, slug, "生日", [message])
+    with app.app_context():
+        filled = templates.messages_for(template, Contact(customer_name="🌸小美"))[0]
+    assert filled["text"] == "🎂🌸小美$🎉$"
+    units = filled["text"].encode("utf-16-le")
+    assert [units[2 * e["index"]:2 * e["index"] + 2].decode("utf-16-le") for e in filled["emojis"]] == ["$", "$"]
+    assert [e["index"] for e in filled["emojis"]] == [6, 9]

@@ -83,6 +83,11 @@ def create_app(test_config=None):
     app.register_blueprint(contact_form.bp)  # the customer data form (public, reached by a random link)
     from .views import contacts as contact_views
     app.register_blueprint(contact_views.bp)  # /c/…: a shop's contacts and conversations (owners and staff)
+    from .views import api_templates, media as media_views, message_templates
+    app.register_blueprint(message_templates.bp)  # /c/<slug>/templates: message templates (owners and staff)
+    app.register_blueprint(media_views.bp)  # /media/<name>: the templates' pictures, public (LINE fetches them)
+    app.register_blueprint(api_templates.bp)  # /api/v1/shops/<slug>/templates
+    csrf.exempt(api_templates.bp)
     from .views import api_plans, send_plans
     app.register_blueprint(send_plans.bp)  # /c/<slug>/plans: send plans (owners and staff)
     app.register_blueprint(api_plans.bp)  # /api/v1/shops/<slug>/send-plans

@@ -48,6 +48,10 @@ ACTIONS = {
     # The customers' side.
     "form_settings.saved": _l("Customer data form settings saved"),
     "contact.message_sent_again": _l("Message of unknown fate sent to the customer again"),
+    # Message templates (issue 16).
+    "message_template.created": _l("Message template created"),
+    "message_template.saved": _l("Message template changed"),
+    "message_template.deleted": _l("Message template deleted"),
     # Send plans (plans/plans.py).
     "send_plan.created": _l("Send plan created"),
     "send_plan.edited": _l("Send plan changed"),

@@ -12,8 +12,8 @@ import re
 
 MAX_BUTTONS = 3
 MAX_CARDS = 10  # a carousel: LINE takes 12 bubbles; ten keep it quick to read on a phone
-# LINE's limits for a button's action: a label of up to 20 characters, a URI of up to 1,000, a text of 300.
-MAX_LABEL = 20
+# LINE's limits for a Flex button's action: a label of up to 40 characters, a URI of up to 1,000, a text of 300.
+MAX_LABEL = 40
 MAX_URI = 1000
 MAX_MESSAGE = 300
 MAX_TITLE = 100

@@ -88,12 +88,18 @@ def messages_for_all(template) -> list[dict]:
     return [dict(m) for m in template.messages]
 
 
+def units(text):
+    """The length of ``text`` as LINE counts an emoji's ``index``: in UTF-16 code units (as JavaScript does),
+    so a character outside the BMP (most emoji typed on a phone) counts two."""
+    return len(text.encode("utf-16-le")) // 2
+
+
 def _filled(message, name):
     text = message.get("text", "") if message.get("type") == "text" else ""
     if NAME_TOKEN not in text:
         return dict(message)
-    starts = [found.start() for found in re.finditer(re.escape(NAME_TOKEN), text)]
-    grow = len(name) - len(NAME_TOKEN)
+    starts = [units(text[:found.start()]) for found in re.finditer(re.escape(NAME_TOKEN), text)]
+    grow = units(name) - units(NAME_TOKEN)
     result = dict(message, text=text.replace(NAME_TOKEN, name))
     if message.get("emojis"):
         # An emoji's "$" is never inside {name}: every {name} starting before it moves it by the same amount.
@@ -109,7 +115,7 @@ def text_message(text):
     out, emojis, position = [], [], 0
     for found in EMOJI_TOKEN.finditer(text):
         out.append(text[position:found.start()])
-        emojis.append({"index": sum(len(part) for part in out), "productId": found.group(1) or EMOJI_PRODUCT,
+        emojis.append({"index": sum(units(part) for part in out), "productId": found.group(1) or EMOJI_PRODUCT,
                        "emojiId": found.group(2)})
         out.append("$")
         position = found.end()
@@ -124,14 +130,15 @@ def text_of(message):
     """The owner's text for a LINE text message: each emoji's ``$`` written back as ``{emoji:…}``."""
     text = message.get("text", "")
     where = {e.get("index"): e for e in message.get("emojis") or [] if isinstance(e, dict)}
-    out = []
-    for index, character in enumerate(text):
+    out, index = [], 0  # index: in UTF-16 code units, as LINE counts
+    for character in text:
         emoji = where.get(index)
         if character == "$" and emoji:
             product = "" if emoji.get("productId") == EMOJI_PRODUCT else f"{emoji.get('productId')}/"
             out.append(f"{{emoji:{product}{emoji.get('emojiId')}}}")
         else:
             out.append(character)
+        index += units(character)
     return "".join(out)
 
 
@@ -265,11 +272,11 @@ _LINE_WORDS = [
      lambda m: _("LINE takes at most %(num)s characters here.", num=m.group(2))),
     (re.compile(r"^size must be between (\d+) and (\d+)", re.I),
      lambda m: _("LINE takes %(low)s to %(high)s of these.", low=m.group(1), high=m.group(2))),
-    (re.compile(r"(invalid uri|invalid url|uri scheme|must be https)", re.I),
+    (re.compile(r"(invalid uri|invalid url|uri scheme|https url|must be https)", re.I),
      lambda m: _("LINE does not accept this web address (it must start with https://).")),
     (re.compile(r"must be one of the following values", re.I),
      lambda m: _("LINE does not know this kind of message.")),
-    (re.compile(r"emoji", re.I),
+    (re.compile(r"emoji|productId|character at the index", re.I),
      lambda m: _("LINE does not accept this LINE emoji or its position.")),
 ]
 
@@ -315,9 +322,9 @@ def save(shop, name, messages, template=None):
     elif _name_taken(shop, name, template):
         problems["name"] = _("Another template of this shop is called “%(name)s”.", name=name)
     duplicate = "name" in problems and bool(name) and len(name) <= MAX_NAME
-    problems.update(check_messages(messages))
-    if not problems:
-        problems.update(_line_check(shop, messages))
+    shape = check_messages(messages)
+    # LINE is asked whenever the messages have a shape it can judge, so one answer lists every problem.
+    problems.update(shape or _line_check(shop, messages))
     if problems:
         raise Refused(problems, duplicate=duplicate and len(problems) == 1)
     if template is None:
