@@ -277,3 +277,32 @@ def test_staff_acting_for_a_shop_see_the_banner_and_their_plans_are_audited(app,
         entries = db.session.execute(db.select(AuditEntry.action, AuditEntry.actor)
                                      .where(AuditEntry.action.like("send_plan.%")).order_by(AuditEntry.id)).all()
     assert entries == [("send_plan.created", "helper@example.com"), ("send_plan.cancelled", "helper@example.com")]
+
+
+def test_a_scheduled_plan_can_be_changed_until_it_starts_and_not_after(app, plan_shop):
+    mei = plan_shop.friend("林小美")
+    template = plan_shop.template(OFFER)
+    plan = plan_shop.post(**_marketing(plan_shop, template)).get_json()
+    edit = f"/c/{plan_shop.slug}/plans/{plan['id']}/edit"
+    html = plan_shop.client.get(edit).get_data(as_text=True)
+    assert 'value="週年慶"' in html
+    token = html.split('name="csrf_token" value="')[1].split('"')[0]
+    local = (utcnow() + timedelta(hours=8, days=2)).replace(second=0, microsecond=0)
+    form = {"csrf_token": token, "name": "週年慶（延期）", "template_id": template, "purpose": "marketing",
+            "audience": "all", "when": "once", "send_at": local.strftime("%Y-%m-%dT%H:%M")}
+    response = plan_shop.client.post(edit, data=form)
+    assert response.status_code == 302 and response.headers["Location"].endswith("/confirm")
+    assert plan_shop.plan(plan["id"])["state"] == "draft"  # changed: to be confirmed again
+    html = plan_shop.client.get(response.headers["Location"]).get_data(as_text=True)
+    assert f"Goes out at {local:%Y-%m-%d %H:%M} (Taipei time)." in html
+    plan_shop.client.post(response.headers["Location"], data={"csrf_token": token})
+    changed = plan_shop.plan(plan["id"])
+    assert changed["state"] == "scheduled" and changed["name"] == "週年慶（延期）"
+    assert changed["send_at"] == (local - timedelta(hours=8)).isoformat() + "Z"
+    plan_shop.make_due(plan["id"])
+    plan_shop.send()
+    assert plan_shop.received(mei) == [OFFER]
+    response = plan_shop.client.post(edit, data=dict(form, name="太遲了"), follow_redirects=True)
+    html = response.get_data(as_text=True)
+    assert "This plan has started (“Sent”): it can no longer be changed" in html
+    assert plan_shop.plan(plan["id"])["name"] == "週年慶（延期）"
