@@ -558,7 +558,7 @@ def _channel_dict(row) -> dict:
         "tokensIssued": row["tokens_issued"],
         "quota": quota_of(row),
         "failure": {"status": row["fail_status"] if failing else None, "times": row["fail_times"],
-                    "delay": row["fail_delay"]},
+                    "delay": row["fail_delay"], "retryAfter": row["fail_retry_after"] if failing else None},
     }
 
 
