@@ -199,3 +199,17 @@ def test_friends_and_plan_from_the_command_line(sandbox, channel, tmp_path):
     planned = runner.invoke(args=["sandbox", "plan", channel["channelId"], "3000"])
     assert planned.exit_code == 0 and sandbox.control.quota(channel["channelId"])["value"] == 3000
     assert runner.invoke(args=["sandbox", "plan", channel["channelId"], "gold"]).exit_code == 2
+
+
+def test_the_control_page_makes_line_answer_429_with_retry_after(sandbox, channel, line):
+    browser = requests.Session()
+    base = f"{sandbox.url}/_sandbox/channels/{channel['channelId']}"
+    users = sandbox.control.make_friends(channel["channelId"], 1)
+    page = browser.post(base + "/failure", data={"status": "429", "times": "1", "delay": "", "retry_after": "45"})
+    assert "answers 429 with Retry-After 45 s (1 more)" in page.text
+    with pytest.raises(LineProblem) as refused:
+        line.multicast(users, TEXT, retry_key=str(uuid.uuid4()))
+    assert (refused.value.code, refused.value.retry_after) == ("rate_limited", 45)
+    line.multicast(users, TEXT, retry_key=str(uuid.uuid4()))
+    wrong = browser.post(base + "/failure", data={"status": "429", "retry_after": "soon"}, headers={"Referer": base})
+    assert "Retry-After are numbers" in wrong.text

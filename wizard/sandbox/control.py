@@ -5,8 +5,9 @@ Users send every kind of message a LINE user can (``send``: text, sticker, image
 image, video, audio and file content is kept for ``GET /v2/bot/message/{id}/content``. Message events carry a
 ``markAsReadToken`` while Chat is on (``markAsReadMode`` manual: only then do reads need marking); the bot's
 ``POST /v2/bot/chat/markAsRead`` calls show in ``read_marks``. Each channel has a monthly message quota
-(``update(quota=…)``, default ``FREE_QUOTA``): push messages count, replies do not, per calendar month in Japan
-time (``month_bounds``).
+(``update(quota=…)`` or ``set_plan``, default ``FREE_QUOTA``): every friend a push, multicast, narrowcast or
+broadcast reached counts, replies do not, per calendar month in Japan time (``month_bounds``). ``make_friends``
+adds many friends at once (no webhooks), and ``received`` / ``sends`` show what the app sent to whom.
 
 One object serves the control page, the JSON control API, the ``flask sandbox`` commands and tests alike.
 Dicts use LINE's camelCase names (``channelId``, ``channelSecret``, ``botUserId``, ``basicId`` …).
@@ -558,7 +559,7 @@ def _channel_dict(row) -> dict:
         "tokensIssued": row["tokens_issued"],
         "quota": quota_of(row),
         "failure": {"status": row["fail_status"] if failing else None, "times": row["fail_times"],
-                    "delay": row["fail_delay"]},
+                    "delay": row["fail_delay"], "retryAfter": row["fail_retry_after"] if failing else None},
     }
 
 

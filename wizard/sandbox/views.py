@@ -290,11 +290,13 @@ def failure(channel_id):
     form = request.form
     status = form.get("status", "").strip()
     times = form.get("times", "").strip()
+    retry_after = form.get("retry_after", "").strip()
     try:
         sandbox().fail(channel_id, int(status) if status else None, times=int(times) if times else None,
-                       delay=float(form.get("delay", "").strip() or 0))
+                       delay=float(form.get("delay", "").strip() or 0),
+                       retry_after=int(retry_after) if retry_after else None)
     except ValueError:
-        raise SandboxError("status, times and delay are numbers") from None
+        raise SandboxError("status, times, delay and Retry-After are numbers") from None
     flash("Failure settings saved." if status or form.get("delay") else "LINE answers normally again.", "ok")
     return redirect(url_for(".channel", channel_id=channel_id))
 
