@@ -123,7 +123,8 @@ def test_rate_limit_and_server_errors_are_retried_with_the_same_key(sandbox, sho
     assert outgoing_sender.current().retryable(problem) is True
     sandbox.control.fail(channel["channelId"], 500, times=1)
     problem = problem_of(call, "multicast", users, TEXT, key)
-    assert (problem.code, problem.status) == ("line_error", 500) and outgoing_sender.current().retryable(problem) is True
+    assert (problem.code, problem.status) == ("line_error", 500)
+    assert outgoing_sender.current().retryable(problem) is True
     sandbox.control.fail(channel["channelId"], 503, times=1)
     assert problem_of(call, "broadcast", TEXT, key).status == 503
     # A refused request does not use up its key: the retry sends, once.

@@ -338,11 +338,8 @@ class Sandbox:
         narrowcast or broadcast reached; replies are free, and a friend who blocked the account is not sent
         anything, so not counted."""
         start, end = month_bounds(now() if at is None else at)
-        query = (select(func.coalesce(func.sum(sends.c.delivered), 0))
-                 .where(sends.c.channel_id == str(channel_id), sends.c.created_at >= start,
-                        sends.c.created_at < end))
-        with self.store.engine.begin() as conn:
-            return int(conn.execute(query).scalar() or 0)
+        return int(self.store.scalar(select(func.coalesce(func.sum(sends.c.delivered), 0)).where(
+            sends.c.channel_id == str(channel_id), sends.c.created_at >= start, sends.c.created_at < end)) or 0)
 
     def set_plan(self, channel_id, plan) -> dict:
         """The account's LINE Official Account plan (``PLANS``): its monthly message limit."""
@@ -446,6 +443,20 @@ class Sandbox:
         self.store.run(update(reply_tokens).where(reply_tokens.c.channel_id == channel_id)
                        .values(expires_at=now() - 1))
 
+    def user_count(self, channel_id) -> int:
+        """Users who ever added the account (friends and those who blocked it)."""
+        with self.store.engine.begin() as conn:
+            return int(conn.execute(select(func.count()).where(users.c.channel_id == str(channel_id))).scalar() or 0)
+
+    def received_counts(self, channel_id, user_ids) -> dict:
+        """``{user_id: messages received}`` for the given users (message objects that arrived)."""
+        if not user_ids:
+            return {}
+        rows = self.store.rows(select(messages.c.user_id, func.count().label("received"))
+                               .where(messages.c.channel_id == str(channel_id), messages.c.user_id.in_(user_ids),
+                                      messages.c.delivered.is_(True)).group_by(messages.c.user_id))
+        return {row["user_id"]: row["received"] for row in rows}
+
     def friend_count(self, channel_id) -> int:
         """Friends the account has now (blocked users not counted)."""
         with self.store.engine.begin() as conn:
@@ -547,7 +558,7 @@ def _channel_dict(row) -> dict:
         "tokensIssued": row["tokens_issued"],
         "quota": quota_of(row),
         "failure": {"status": row["fail_status"] if failing else None, "times": row["fail_times"],
-                    "delay": row["fail_delay"]},
+                    "delay": row["fail_delay"], "retryAfter": row["fail_retry_after"] if failing else None},
     }
 
 

@@ -143,7 +143,7 @@ def _record(channel, kind, recipients, items, retry_key, unit, targets, **progre
                              kind=kind, message=item, delivered=following, retry_key=retry_key,
                              request_id=request_id, created_at=at))
     delivered = sum(1 for following in recipients.values() if following)
-    with store().engine.begin() as conn:
+    with store().begin() as conn:
         if rows:
             conn.execute(insert(messages), rows)
         conn.execute(insert(sends).values(
@@ -157,7 +157,7 @@ def _send(kind, prepare):
     """Authenticate, refuse a repeated retry key, then ``prepare(channel, body)`` → ``(recipients, targets,
     extra)`` and record the send, all under the lock."""
     channel = _authenticated()
-    with _sending:
+    with _sending, store().transaction():
         retry_key = _retry_key()
         _refuse_repeat(channel, retry_key)
         body = _json_body()
