@@ -166,6 +166,10 @@ DEFAULTS = {
     # --- server (proxy) ---
     # Proxies in front (deploy/nginx.conf) whose X-Forwarded-For/-Proto are believed; gunicorn.conf.py says 1.
     "TRUSTED_PROXIES": 0,
+    # --- message templates (wizard/plans/media.py) ---
+    # The folder of the templates' pictures, served at PUBLIC_BASE_URL/media/ because LINE fetches them from
+    # there. None: instance/media. With several web machines, a folder they all share: any may be asked.
+    "MEDIA_DIR": None,
     "BABEL_DEFAULT_LOCALE": "zh_Hant_TW",
     "BABEL_DEFAULT_TIMEZONE": "Asia/Taipei",
     "LANGUAGES": ["zh_Hant_TW", "en"],

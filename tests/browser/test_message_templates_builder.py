@@ -2,6 +2,8 @@
 message_templates.js), an emoji goes in at the cursor, a chosen picture shows at once, nothing is wider than
 the screen, and the whole form is reachable by keyboard."""
 
+import re
+
 from playwright.sync_api import expect
 from PIL import Image
 
@@ -48,3 +50,32 @@ def test_the_preview_follows_the_typing_on_a_phone(page, owner, tmp_path):
     else:
         raise AssertionError("Tab never reached the save button")
     assert page.evaluate("document.activeElement.textContent").strip() == "請 LINE 檢查並儲存"
+
+
+def test_the_owner_builds_previews_and_saves_a_card_with_a_picture_and_a_button(app, page, line, tmp_path,
+                                                                                  screenshots):
+    sign_in(page, "owner-sunny-bakery@example.com", lang="zh_Hant_TW")
+    page.set_viewport_size({"width": 360, "height": 740})
+    page.goto(f"/c/{line.slug}/templates")
+    page.get_by_role("link", name="新增範本").click()
+    page.locator("#name").fill("春季新品")
+    page.get_by_role("button", name="移除").first.click()  # the text message the builder starts with
+    page.get_by_role("button", name="卡片", exact=True).click()
+    picture = tmp_path / "spring.jpg"
+    Image.new("RGB", (1200, 780), (0, 120, 0)).save(picture, "JPEG")
+    page.locator("#messages-0-cards-0-image").set_input_files(str(picture))
+    page.locator("#messages-0-cards-0-title").fill("春季新品")
+    page.locator("#messages-0-cards-0-text").fill("全館九折")
+    page.locator("#messages-0-cards-0-buttons-0-label").fill("看看")
+    page.locator("#messages-0-cards-0-buttons-0-value").fill("https://example.com/spring")
+    page.get_by_role("button", name="預覽", exact=True).last.click()
+    # The server's preview, after the round trip: the uploaded picture is ours now, served from /media/.
+    hero = page.locator('#preview [data-shows-picture="messages-0-cards-0"]')
+    expect(hero).to_have_attribute("src", re.compile(r"^/media/[A-Za-z0-9_-]{32}-preview\.jpg$"))
+    assert hero.evaluate("img => img.complete && img.naturalWidth") == 240
+    expect(page.locator('#preview [data-shows="messages-0-cards-0-buttons-0-label"]')).to_have_text("看看")
+    assert scroll_width(page) <= 360
+    page.screenshot(path=str(screenshots / "message-template-builder-360.png"), full_page=True)
+    page.get_by_role("button", name="請 LINE 檢查並儲存").click()
+    expect(page.locator(".flashes")).to_contain_text("範本「春季新品」已通過 LINE 檢查並儲存。")
+    expect(page.locator(".lt-row-name")).to_have_text("春季新品")
