@@ -168,6 +168,7 @@ def test_a_name_taken_or_missing_is_said_and_nothing_is_saved(app, client, shop)
     assert again.status_code == 400
     assert "There is a segment named “台北” already: choose another name." in html
     assert 'id="segment-name-error"' in html
+    assert 'value="NWT" checked' in html and names_on(html) == {"王阿明"}  # the filters it was asked to save
     empty = client.post(f"/c/{shop}/segments", data={"name": "", "city": "NWT"})
     assert empty.status_code == 400 and "Give the segment a name." in empty.get_data(as_text=True)
     bad = client.post(f"/c/{shop}/segments", data={"name": "壞的", "city": "XYZ"})
