@@ -83,7 +83,8 @@ def index(slug):
     return _index(shop, wanted)
 
 
-def _index(shop, wanted, save_form=None, rename_problem=None, code=200):
+def _index(shop, wanted, save_form=None, rename_problem=None, code=200, values=None):
+    """The list page; ``values``: what the builder's fields show (default: the query's)."""
     problems = list(wanted.problems) + list(wanted.filter_problems.values())
     try:
         page = contacts.list_contacts(shop, wanted)
@@ -96,7 +97,7 @@ def _index(shop, wanted, save_form=None, rename_problem=None, code=200):
         "contacts/index.html", shop=shop, page=page, wanted=wanted, problems=problems, name_of=contacts.name_of,
         unread=conversation.unread_counts([c.id for c in page.rows]), count_text=contacts.count_text,
         saved=saved, segment_args=segments.as_args, save_form=save_form or SegmentForm(formdata=None),
-        rename_problem=rename_problem, builder_values=request.args,
+        rename_problem=rename_problem, builder_values=request.args if values is None else values,
     ), 400 if problems or code == 400 else code
 
 
@@ -129,7 +130,7 @@ def save_segment(slug):
     if problems:
         form.name.errors = [str(problems.pop("name"))] if "name" in problems else []
         wanted.filter_problems = dict(wanted.filter_problems, **problems)
-        return _index(shop, wanted, save_form=form, code=400)
+        return _index(shop, wanted, save_form=form, code=400, values=request.form)
     audit.record("segment.saved", shop=shop, target=segment.name, filters=segments.codes(segment.filters))
     db.session.commit()
     flash(_("The segment “%(name)s” is saved: pick it under Saved segments.", name=segment.name), "success")
