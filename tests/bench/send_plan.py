@@ -33,6 +33,7 @@ import asyncio
 import gc
 import os
 import random
+import signal
 import subprocess
 import sys
 import tempfile
@@ -94,7 +95,25 @@ async def webhook_load(port, make_request, rate, stop, min_seconds):
     return results
 
 
+STARTED = []  # the processes this bench started, stopped however it ends
+
+
+def _stop_started():
+    from tests import topology
+    for process in reversed(STARTED):
+        topology.stop(process, seconds=10)
+    STARTED.clear()
+
+
 def main(argv=None):
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(2))  # `timeout` or Ctrl+C: stop what we started
+    try:
+        return _main(argv)
+    finally:
+        _stop_started()
+
+
+def _main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--contacts", type=int, default=100_000)
     parser.add_argument("--database-url", default=None, help="default: SQLite in a temporary directory")
@@ -129,6 +148,7 @@ def main(argv=None):
          "from wizard.sandbox import create_sandbox_app; logging.disable(logging.WARNING); "
          "run_simple('127.0.0.1', int(sys.argv[1]), create_sandbox_app(sys.argv[2]), threaded=True)",
          str(sandbox_port), sandbox_url], cwd=ROOT, start_new_session=True, stderr=subprocess.DEVNULL)
+    STARTED.append(sandbox)
     env = {"WIZARD_INSTANCE_PATH": str(instance), "WIZARD_DATABASE_URL": database_url,
            "WIZARD_SECRET_KEY": "bench", "WIZARD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
            "WIZARD_SANDBOX": "0", "WIZARD_LINE_API_HOST": f"http://127.0.0.1:{sandbox_port}",
@@ -167,11 +187,13 @@ def main(argv=None):
     made = time.perf_counter() - started
 
     server = topology.start_gunicorn(env, port, log=open(workdir / "gunicorn.log", "w"))
+    STARTED.append(server)
     flask = str(Path(python).parent / "flask")
     consumer_log = open(workdir / "consumer.log", "w")
     consumer = subprocess.Popen([flask, "--app", "wizard", "worker", "--threads", str(args.threads)], cwd=ROOT,
                                 start_new_session=True, env=os.environ.copy(), stdout=consumer_log,
                                 stderr=subprocess.STDOUT)
+    STARTED.append(consumer)
     deadline = time.monotonic() + 60
     while "Queue consumer running" not in (workdir / "consumer.log").read_text():
         if time.monotonic() > deadline or consumer.poll() is not None:
@@ -234,8 +256,7 @@ def main(argv=None):
     watcher.join()
     peak = peak_rss_mb(consumer.pid)
 
-    for process in (consumer, server, sandbox):
-        topology.stop(process)
+    _stop_started()
     received = {}
     for message in control.sent_messages(channel_id):
         if message["delivered"] and message["kind"] == "multicast":
