@@ -2,7 +2,7 @@
 killed with -9 and the database is cut once: every friend receives the message exactly once. And two
 consumers at once share LINE's rate limit and never send one chunk twice.
 
-The sandbox plays LINE over HTTP and answers slowly (0.3 s a call), so a kill often lands while a chunk is in
+The sandbox plays LINE over HTTP and answers slowly (1.5 s a call), so a kill often lands while a chunk is in
 LINE's hands. The database cut: on PostgreSQL the server ends every connection (as a failover does); on
 SQLite, which has no server to cut, another process holds the write lock longer than the consumers wait for
 it, so each write in that time fails ("database is locked") as it would with the file's disk gone.
@@ -22,7 +22,7 @@ from wizard.outgoing import batches
 
 pytestmark = pytest.mark.system  # consumers of their own, minutes: not in `make check`
 # Chunks of 500: enough of them that kills and the cut land in the middle of the run.
-FRIENDS = 8000
+FRIENDS = 10_000
 KILLS = 4
 # The consumers' sweep runs once a minute and re-queues the chunks of a killed consumer after their lease; on a
 # busy machine this bound still holds with room.
@@ -78,7 +78,8 @@ def _cut_the_database(db_url):
 
 def _statuses(app):
     with app.app_context():
-        found = dict(db.session.execute(select(OutgoingBatch.status, func.count()).group_by(OutgoingBatch.status)))
+        found = dict(db.session.execute(select(OutgoingBatch.status, func.count())
+                                        .group_by(OutgoingBatch.status)).all())
         db.session.remove()
     return found
 
@@ -99,7 +100,7 @@ def test_killed_consumers_and_a_cut_database_still_deliver_every_chunk_exactly_o
         app, sandbox, make_shop, db_url, tmp_path, told):  # noqa: F811
     line = Line(app, sandbox, make_shop, FRIENDS)
     chunks = line.add()
-    line.control.fail(line.id, None, delay=0.3)  # LINE answers slowly: kills land mid-call
+    line.control.fail(line.id, None, delay=1.5)  # LINE answers slowly: kills land mid-call
     consumers = Consumers(consumer_env(app, WORKER_LEASE_SECONDS=2, WORKER_POLL_SECONDS=0.2), tmp_path)
     rng = random.Random(16)
     try:
@@ -120,8 +121,10 @@ def test_killed_consumers_and_a_cut_database_still_deliver_every_chunk_exactly_o
     assert line.received() == {user: 1 for user in line.users}
     accepted = line.control.sends(line.id, limit=100)
     with app.app_context():
-        keys = set(db.session.scalars(select(OutgoingBatch.retry_key)))
+        keys, attempts = zip(*db.session.execute(select(OutgoingBatch.retry_key, OutgoingBatch.attempts)).all(),
+                             strict=True)
     assert sorted(send["retryKey"] for send in accepted) == sorted(keys)  # one accepted request per chunk
+    assert max(attempts) >= 2, "no kill or cut interrupted a chunk: the test proved nothing"
 
 
 RATE = 2  # multicast requests a second, for this test (LINE's is 200)

@@ -53,8 +53,8 @@ CHUNK = 500
 # The longest a worker waits for its pace slot while holding a chunk; a later slot sends the chunk back to
 # the queue until then.
 LONGEST_PACE_WAIT = 2.0
-# LINE's problem codes for the month's message limit (a 429 that no waiting cures).
-MONTHLY_LIMIT = {"monthly_limit", "quota_exceeded"}
+# The sender's problem code for the month's message limit (LINE's 429 that no waiting cures).
+MONTHLY_LIMIT = "monthly_limit"
 FINAL = (BatchStatus.SENT, BatchStatus.FAILED, BatchStatus.OVER_QUOTA, BatchStatus.CANCELLED)
 SENT, FAILED, OVER_QUOTA, CANCELLED = "sent", "failed", "over_quota", "cancelled"
 
@@ -291,7 +291,7 @@ def _failed(sender, row, claim, problem, opened=None):
     error = f"{problem.code} (status {problem.status}): {problem.detail or ''}"[:2000]
     # No answer seen (a timeout, LINE's 5xx), now or before: it may have gone out, and only the key resends.
     called_at = row.called_at if sender.maybe_arrived(problem) else opened
-    if problem.code in MONTHLY_LIMIT:
+    if problem.code == MONTHLY_LIMIT:
         now = utcnow()
         rest = list(db.session.scalars(select(OutgoingBatch.id).where(
             _run(row.owner, row.owner_id, row.run_key), OutgoingBatch.id != row.id, _not_asked())))
