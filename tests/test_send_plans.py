@@ -306,3 +306,35 @@ def test_a_scheduled_plan_can_be_changed_until_it_starts_and_not_after(app, plan
     html = response.get_data(as_text=True)
     assert "This plan has started (“Sent”): it can no longer be changed" in html
     assert plan_shop.plan(plan["id"])["name"] == "週年慶（延期）"
+
+
+def test_two_workers_starting_the_same_plan_at_once_start_it_once(app, plan_shop):
+    import threading
+    from wizard.plans import runs
+    friends = [plan_shop.friend(f"客人{n}") for n in range(5)]
+    plan_shop.friend("不要廣告", consent=False)
+    plan = plan_shop.post(**_marketing(plan_shop, plan_shop.template(OFFER))).get_json()
+    plan_shop.make_due(plan["id"])
+    ready = threading.Barrier(2)
+    started, errors = [], []
+
+    def worker():
+        with app.app_context():
+            ready.wait(timeout=10)
+            try:
+                started.append(runs.start(plan["id"]))
+            except Exception as exc:  # a busy database: that worker's minute is lost, the work is not
+                errors.append(type(exc).__name__)
+                db.session.rollback()
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len([run for run in started if run is not None]) == 1, (started, errors)
+    plan_shop.send()  # and a later minute finds nothing to start either
+    assert [plan_shop.received(user) for user in friends] == [[OFFER]] * 5
+    with app.app_context():
+        assert db.session.scalar(db.select(db.func.count(SendPlanRun.id))) == 1
+        assert db.session.scalar(db.select(db.func.count(SendPlanRecipient.id))) == 6

@@ -381,7 +381,12 @@ def resume(plan, actor):
     from . import runs
     sending = any(run.state in (PlanState.SENDING, PlanState.PAUSED) for run in plan.runs)
     back = PlanState.SCHEDULED if plan.repeat and not sending else PlanState.SENDING
-    _change(plan, (PlanState.PAUSED,), {"state": back},
+    values = {"state": back}
+    now = utcnow()
+    if plan.repeat and plan.send_at is not None and plan.send_at < now:
+        # The days it was paused are not sent late: the next run is the next one ahead.
+        values["send_at"] = schedule.next_occurrence(plan.repeat, plan.hour, now)
+    _change(plan, (PlanState.PAUSED,), values,
             _("Only a paused plan can be resumed; this one is “%(state)s”.", state=plan.state.label))
     for run in _open_runs(plan):
         runs.release(run)
