@@ -338,3 +338,28 @@ def test_two_workers_starting_the_same_plan_at_once_start_it_once(app, plan_shop
     with app.app_context():
         assert db.session.scalar(db.select(db.func.count(SendPlanRun.id))) == 1
         assert db.session.scalar(db.select(db.func.count(SendPlanRecipient.id))) == 6
+
+
+@pytest.mark.parametrize("status", [429, 500])
+def test_a_line_429_or_500_mid_plan_is_retried_and_everyone_gets_it_once(app, plan_shop, status):
+    from wizard.models import OutgoingBatch
+    friends = [plan_shop.friend(f"客人{n}") for n in range(3)]
+    plan_shop.friend("不要廣告", consent=False)
+    plan = plan_shop.post(**_marketing(plan_shop, plan_shop.template(OFFER))).get_json()
+    plan_shop.make_due(plan["id"])
+    retry_after = 1 if status == 429 else None
+    plan_shop.control.fail(plan_shop.id, status, times=1, retry_after=retry_after)
+    plan_shop.tick()  # LINE did not tell the quota: the plan waits for the next minute
+    assert plan_shop.plan(plan["id"])["state"] == "scheduled"
+    plan_shop.tick()
+    plan_shop.control.fail(plan_shop.id, status, times=1, retry_after=retry_after)
+    plan_shop.deliver()  # the multicast meets LINE's refusal
+    assert [plan_shop.received(user) for user in friends] == [[], [], []]
+    assert plan_shop.plan(plan["id"])["state"] == "sending"
+    with app.app_context():  # the Retry-After or the backoff has passed
+        db.session.execute(db.update(OutgoingBatch).values(next_attempt_at=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+    plan_shop.deliver()
+    assert [plan_shop.received(user) for user in friends] == [[OFFER]] * 3
+    plan = plan_shop.plan(plan["id"])
+    assert plan["state"] == "sent" and plan["sent"] == 3 and plan["failed"] == 0

@@ -31,7 +31,7 @@ from .. import queue
 from ..customers import segments
 from ..extensions import db
 from ..models import Contact, MessageTemplate, Outbox, SendPlan, SendPlanRecipient, SendPlanRun, Shop, utcnow
-from ..outgoing import batches, outbox, purposes
+from ..outgoing import batches, outbox, purposes, sender as senders
 from ..rows import insert_ignoring
 from ..statuses import OutboxStatus, PlanState, RecipientOutcome
 from . import plans, schedule, templates
@@ -91,6 +91,10 @@ def tick(now=None):
     for plan_id in due(now):
         try:
             run_id = start(plan_id, now)
+        except senders.current().failure as problem:  # LINE did not tell the quota: next minute
+            db.session.rollback()
+            log.warning("send plan %s waits: LINE answered %s; the next tick tries again", plan_id, problem.code)
+            continue
         except Exception:
             db.session.rollback()
             log.exception("send plan %s could not start; the next tick tries again", plan_id)
