@@ -133,9 +133,10 @@ def test_a_cancelled_plan_never_starts_and_cannot_be_cancelled_twice(app, plan_s
         assert db.session.scalar(db.select(db.func.count(SendPlanRun.id))) == 0
 
 
-def test_a_plan_paused_while_sending_waits_and_goes_on_when_resumed(app, plan_shop):
+@pytest.mark.parametrize("text", [OFFER, PERSONAL], ids=["multicast", "personal"])
+def test_a_plan_paused_while_sending_waits_and_goes_on_when_resumed(app, plan_shop, text):
     friends = [plan_shop.friend(f"客人{n}") for n in range(3)]
-    plan = plan_shop.post(**_marketing(plan_shop, plan_shop.template(OFFER))).get_json()
+    plan = plan_shop.post(**_marketing(plan_shop, plan_shop.template(text))).get_json()
     api = f"/api/v1/shops/{plan_shop.slug}/send-plans/{plan['id']}"
     response = plan_shop.client.post(api + "/pause")
     assert response.status_code == 409  # not sending yet: a scheduled one-off plan is cancelled or changed
@@ -151,7 +152,8 @@ def test_a_plan_paused_while_sending_waits_and_goes_on_when_resumed(app, plan_sh
     response = plan_shop.client.post(api + "/resume")
     assert response.status_code == 200 and response.get_json()["state"] == "sending"
     plan_shop.deliver()
-    assert [plan_shop.received(user) for user in friends] == [[OFFER]] * 3
+    assert [plan_shop.received(user) for user in friends] == [[text.replace("{name}", f"客人{n}")]
+                                                              for n in range(3)]
     assert plan_shop.plan(plan["id"])["state"] == "sent"
     assert plan_shop.client.post(api + "/resume").status_code == 409
 
@@ -363,3 +365,20 @@ def test_a_line_429_or_500_mid_plan_is_retried_and_everyone_gets_it_once(app, pl
     assert [plan_shop.received(user) for user in friends] == [[OFFER]] * 3
     plan = plan_shop.plan(plan["id"])
     assert plan["state"] == "sent" and plan["sent"] == 3 and plan["failed"] == 0
+
+
+@pytest.mark.parametrize("text", [OFFER, PERSONAL], ids=["multicast", "personal"])
+def test_a_plan_cancelled_while_sending_sends_nothing_more(app, plan_shop, text):
+    friends = [plan_shop.friend(f"客人{n}") for n in range(3)]
+    plan_shop.friend("不要廣告", consent=False)
+    plan = plan_shop.post(**_marketing(plan_shop, plan_shop.template(text))).get_json()
+    plan_shop.make_due(plan["id"])
+    plan_shop.tick()
+    response = plan_shop.client.post(f"/api/v1/shops/{plan_shop.slug}/send-plans/{plan['id']}/cancel")
+    assert response.status_code == 200 and response.get_json()["state"] == "cancelled"
+    plan_shop.deliver()
+    assert [plan_shop.received(user) for user in friends] == [[], [], []]
+    plan = plan_shop.plan(plan["id"])
+    assert plan["state"] == "cancelled" and plan["sent"] == 0 and plan["recipients"] == 3
+    html = plan_shop.client.get(f"/c/{plan_shop.slug}/plans/{plan['id']}").get_data(as_text=True)
+    assert '<dd data-count="cancelled">3</dd>' in html
