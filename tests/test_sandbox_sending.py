@@ -1,6 +1,7 @@
 """The sandbox as LINE sending to many: friends made in bulk, plans and their monthly limit, narrowcast's
 options and progress, retry keys under concurrency, and the control page showing what each user received."""
 import threading
+import time
 import uuid
 
 import pytest
@@ -213,3 +214,45 @@ def test_the_control_page_makes_line_answer_429_with_retry_after(sandbox, channe
     line.multicast(users, TEXT, retry_key=str(uuid.uuid4()))
     wrong = browser.post(base + "/failure", data={"status": "429", "retry_after": "soon"}, headers={"Referer": base})
     assert "Retry-After are numbers" in wrong.text
+
+
+def test_sending_to_many_on_each_database(db_url):
+    """Multicast, broadcast, retry keys, the quota and the statistics on the sandbox's own SQLite or PostgreSQL
+    store, and an older PostgreSQL table whose ``kind`` held only five characters is widened on opening."""
+    from sqlalchemy import text
+
+    from tests.servers import Served
+    from wizard.sandbox import create_sandbox_app
+    from wizard.sandbox.store import Store
+    if not db_url.startswith("sqlite"):
+        Store(db_url).close()
+        old = Store(db_url)
+        with old.engine.begin() as conn:
+            conn.execute(text("ALTER TABLE sandbox_messages ALTER COLUMN kind TYPE varchar(5)"))
+        old.close()
+    sandbox_app = create_sandbox_app(db_url)
+    served = Served(sandbox_app)
+    control = sandbox_app.control
+    try:
+        channel = control.create_channel()
+        line = LineClient(channel["channelId"], channel["channelSecret"], host=served.url)
+        users = control.make_friends(channel["channelId"], 600)
+        control.update(channel["channelId"], quota=1000)
+        key = str(uuid.uuid4())
+        first = line.multicast(users[:500], [CARD], retry_key=key, unit="mothers_day")
+        assert line.multicast(users[:500], [CARD], retry_key=key, unit="mothers_day") == first
+        with pytest.raises(LineProblem) as over:
+            line.broadcast(TEXT)
+        assert over.value.code == "monthly_limit"  # 500 used + 600 friends > 1,000
+        control.set_plan(channel["channelId"], "3000")
+        line.broadcast(TEXT, retry_key=str(uuid.uuid4()))
+        assert line.quota_consumption() == {"totalUsage": 1100}
+        assert len(control.received(channel["channelId"], users[0])) == 2
+        today = time.strftime("%Y%m%d", time.gmtime(time.time() + 9 * 3600))
+        stats = line.statistics_per_unit("mothers_day", today, today)
+        assert 0 < stats["overview"]["uniqueImpression"] <= 500
+    finally:
+        served.stop()
+        if not db_url.startswith("sqlite"):
+            control.store.drop()
+        control.close()
