@@ -161,6 +161,7 @@ def test_without_a_connected_line_account_nothing_is_saved(app, client, owner):
     html = page(response)
     assert response.status_code == 400
     assert "Connect the shop&#39;s LINE account first" in html
+    assert "The shop's LINE account is not connected yet" in html
     assert saved(app) == []
 
 
