@@ -6,6 +6,7 @@ message contents and sources are also validated against the schema their ``type`
 with plain HTTP here (not the SDK) so that error answers reach the validator untouched.
 """
 import os
+import time
 import uuid
 from pathlib import Path
 
@@ -170,7 +171,6 @@ def test_every_api_answer_matches_lines_spec(specs, sandbox, sink):
 
 def test_the_friend_count_matches_lines_spec_and_counts_first_adds_by_japan_day(specs, sandbox):
     """LINE's statistics: a day is counted once it is over in Japan; later blocks never lower the count."""
-    import time
     call = Checked(specs, sandbox.url)
     channel = sandbox.control.create_channel()
     token = requests.post(sandbox.url + "/oauth2/v3/token", timeout=10, data={
@@ -350,3 +350,98 @@ def test_the_validator_is_not_a_rubber_stamp(specs):
     with pytest.raises(ValidationError):
         validate_ref(specs["messaging"], "BotInfoResponse", {
             "userId": "U1", "basicId": "@1", "displayName": "x", "chatMode": "on", "markAsReadMode": "auto"})
+
+
+def test_sending_to_many_matches_lines_spec(specs, sandbox):
+    """Multicast, broadcast, narrowcast (and its progress), the validate endpoints, the aggregation units and the
+    per-unit statistics: each answer, error and retry-key repeat validates against LINE's specs."""
+    call = Checked(specs, sandbox.url)
+    channel = sandbox.control.create_channel()
+    channel_id = channel["channelId"]
+    auth = {"Authorization": f"Bearer {_token(sandbox, channel)}"}
+    users = sandbox.control.make_friends(channel_id, 3)
+    text = [{"type": "text", "text": "週年慶全館八折"}]
+    card = {"type": "flex", "altText": "週年慶", "contents": {"type": "bubble", "body": {
+        "type": "box", "layout": "vertical", "contents": [
+            {"type": "text", "text": "全館八折"},
+            {"type": "button", "action": {"type": "uri", "label": "選購", "uri": "https://shop.example.com"}}]}}}
+    broken = [{"type": "text", "text": ""}]
+
+    multicast, broadcast, narrowcast = "/v2/bot/message/multicast", "/v2/bot/message/broadcast", \
+        "/v2/bot/message/narrowcast"
+    key = {"X-Line-Retry-Key": str(uuid.uuid4())}
+    body = {"to": users, "messages": [card], "customAggregationUnits": ["sale_2026"]}
+    first = call("POST", multicast, 200, headers={**auth, **key}, json=body)
+    assert first.json() == {}
+    repeat = call("POST", multicast, 409, headers={**auth, **key}, json=body)
+    assert repeat.headers["X-Line-Accepted-Request-Id"] == first.headers["X-Line-Request-Id"]
+    details = call("POST", multicast, 400, headers=auth, json={"to": users, "messages": broken}).json()["details"]
+    assert details == [{"message": "May not be empty", "property": "messages[0].text"}]
+    too_many = call("POST", multicast, 400, headers=auth, json={"to": [users[0]] * 501, "messages": text})
+    assert too_many.json()["details"] == [{"message": "Size must be between 1 and 500", "property": "to"}]
+    call("POST", multicast, 401, json=body)
+
+    key = {"X-Line-Retry-Key": str(uuid.uuid4())}
+    sent = call("POST", broadcast, 200, headers={**auth, **key}, json={"messages": text})
+    assert call("POST", broadcast, 409, headers={**auth, **key}, json={"messages": text}).headers[
+        "X-Line-Accepted-Request-Id"] == sent.headers["X-Line-Request-Id"]
+    call("POST", broadcast, 400, headers=auth, json={"messages": text * 6})
+
+    key = {"X-Line-Retry-Key": str(uuid.uuid4())}
+    accepted = call("POST", narrowcast, 202, headers={**auth, **key}, json={"messages": text, "limit": {"max": 2}})
+    call("POST", narrowcast, 409, headers={**auth, **key}, json={"messages": text})
+    call("POST", narrowcast, 400, headers=auth, json={"messages": broken})
+    progress = "/v2/bot/message/progress/narrowcast"
+    done = call("GET", progress, 200, headers=auth, params={"requestId": accepted.headers["X-Line-Request-Id"]})
+    assert (done.json()["phase"], done.json()["successCount"], done.json()["targetCount"]) == ("succeeded", 2, 3)
+
+    # The month's limit: 3 + 3 + 2 used of 10; a multicast to 3 more would go over it.
+    assert sandbox.control.quota_consumption(channel_id) == 8
+    sandbox.control.update(channel_id, quota=10)
+    limit = call("POST", multicast, 429, headers=auth, json={"to": users, "messages": text})
+    assert limit.json() == {"message": "You have reached your monthly limit."}
+    call("POST", broadcast, 429, headers=auth, json={"messages": text})
+    call("POST", narrowcast, 429, headers=auth, json={"messages": text})
+    sandbox.control.set_plan(channel_id, "none")
+
+    # Injected faults reach the new endpoints too: 429 with Retry-After, then 500.
+    sandbox.control.fail(channel_id, 429, times=1, retry_after=30)
+    assert call("POST", multicast, 429, headers=auth, json=body).headers["Retry-After"] == "30"
+    sandbox.control.fail(channel_id, 500, times=1)
+    call("POST", broadcast, 500, headers=auth, json={"messages": text})
+
+    for kind in ("reply", "push", "multicast", "narrowcast", "broadcast"):
+        path = f"/v2/bot/message/validate/{kind}"
+        assert call("POST", path, 200, headers=auth, json={"messages": [card]}).json() == {}
+        call("POST", path, 400, headers=auth, json={"messages": broken})
+
+    info, names = "/v2/bot/message/aggregation/info", "/v2/bot/message/aggregation/list"
+    push = "/v2/bot/message/push"
+    call("POST", push, 200, headers=auth, json={"to": users[0], "messages": text,
+                                                 "customAggregationUnits": ["welcome"]})
+    assert call("GET", info, 200, headers=auth).json() == {"numOfCustomAggregationUnits": 2}
+    page = call("GET", names, 200, headers=auth, params={"limit": "1"}).json()
+    assert page["customAggregationUnits"] == ["sale_2026"] and page["next"]
+    rest = call("GET", names, 200, headers=auth, params={"limit": "1", "start": page["next"]}).json()
+    assert rest == {"customAggregationUnits": ["welcome"]}
+    call("GET", names, 400, headers=auth, params={"limit": "0"})
+
+    statistics = "/v2/bot/insight/message/event/aggregation"
+    today = time.strftime("%Y%m%d", time.gmtime(time.time() + 9 * 3600))
+    per_unit = call("GET", statistics, 200, spec="insight", headers=auth, params={
+        "customAggregationUnit": "sale_2026", "from": today, "to": today}).json()
+    assert per_unit["overview"]["uniqueImpression"] <= 3
+    assert [click["url"] for click in per_unit["clicks"]] == ["https://shop.example.com"]
+    call("GET", statistics, 400, spec="insight", headers=auth, params={
+        "customAggregationUnit": "sale_2026", "from": "20260101", "to": "20260301"})
+
+    assert call.seen == {
+        ("POST", multicast, 200), ("POST", multicast, 409), ("POST", multicast, 400), ("POST", multicast, 401),
+        ("POST", multicast, 429), ("POST", broadcast, 200), ("POST", broadcast, 409), ("POST", broadcast, 400),
+        ("POST", broadcast, 429), ("POST", broadcast, 500), ("POST", narrowcast, 202), ("POST", narrowcast, 409),
+        ("POST", narrowcast, 400), ("POST", narrowcast, 429), ("GET", progress, 200), ("POST", push, 200),
+        *{("POST", f"/v2/bot/message/validate/{kind}", status)
+          for kind in ("reply", "push", "multicast", "narrowcast", "broadcast") for status in (200, 400)},
+        ("GET", info, 200), ("GET", names, 200), ("GET", names, 400),
+        ("GET", statistics, 200), ("GET", statistics, 400),
+    }

@@ -330,7 +330,7 @@ def test_a_push_over_the_quota_is_warned_before_and_shown_as_not_sent(app, clien
         from wizard.outgoing import outbox
         outbox.send_due()
         row = db.session.scalar(db.select(Outbox).filter_by(purpose="typed"))
-        assert row.status == "failed" and row.error.startswith("quota_exceeded")
+        assert row.status == "failed" and row.error.startswith("monthly_limit")
     assert not any(m["delivered"] and m["message"].get("text") == "本月特價"
                    for m in line.control.sent_messages(line.id, user_id))
     html = page_of(client, contact_id)

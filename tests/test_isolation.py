@@ -5,11 +5,14 @@ API are tried against shop B. Each answers 403 or 404 and shop B is exactly as i
 CSRF protection is off in these tests (conftest), so a refusal here is the route's own access rule, never a
 missing token: the owner is a signed-in user who could have a valid token from their own pages.
 """
+from datetime import timedelta
+
 import pytest
 
 from tests.webhooks import make_channel
 from wizard.extensions import db
-from wizard.models import (Alert, AuditEntry, Channel, Invitation, Shop, ShopHealth, StepState, User, utcnow)
+from wizard.models import (Alert, AuditEntry, Channel, Invitation, MessageTemplate, Segment, SendPlan, Shop,
+                           ShopHealth, StepState, User, utcnow)
 from wizard.steps.registry import registry
 
 REFUSED = {401, 403, 404}
@@ -31,10 +34,20 @@ def two_shops(app, client, make_shop, make_user, login):
                                  detail={}))
         db.session.add(Alert(shop_id=shop.id, state="broken", reason="wrong_secret", open_reason="wrong_secret",
                              step="credentials", opened_at=now))
+        db.session.add(MessageTemplate(shop_id=shop.id, name="乙店的範本", messages=[{"type": "text", "text": "乙"}]))
+        db.session.flush()
+        template_id = db.session.scalar(db.select(MessageTemplate.id))
+        db.session.add(SendPlan(shop_id=shop.id, name="乙店的計畫", template_id=template_id, purpose="service",
+                                audience={"all": True, "filters": {}}, state="scheduled",
+                                send_at=now + timedelta(days=1)))
+        db.session.add(Segment(shop_id=shop.id, name="乙店的客群", filters={"city": ["TPE"]}))
         db.session.commit()
         alert_id = db.session.scalar(db.select(Alert.id))
+        plan_id = db.session.scalar(db.select(SendPlan.id))
+        segment_id = db.session.scalar(db.select(Segment.id))
     login(owner_a)
-    return {"a": slug_a, "b": slug_b, "alert_id": alert_id, "owner_b": owner_b}
+    return {"a": slug_a, "b": slug_b, "alert_id": alert_id, "owner_b": owner_b, "template_id": template_id,
+            "plan_id": plan_id, "segment_id": segment_id}
 
 
 def snapshot(app, slug):
@@ -56,6 +69,9 @@ def snapshot(app, slug):
             "audit": rows(AuditEntry, "id"),
             "invitations": rows(Invitation, "email", "revoked_at"),
             "owners": rows(User, "email", "password_hash", "deactivated_at"),
+            "templates": rows(MessageTemplate, "name", "messages", "updated_at"),
+            "send_plans": rows(SendPlan, "name", "state", "send_at", "updated_at"),
+            "segments": rows(Segment, "name", "filters", "updated_at"),
         }
 
 
@@ -71,7 +87,8 @@ def fillers(shops):
     """How to fill each argument a rule naming a shop may have: a list of values to try."""
     steps = [step.key for step in registry()]
     return {"slug": [shops["b"]], "key": steps + ["connected"], "fmt": ["svg", "png"],
-            "alert_id": [shops["alert_id"]]}
+            "alert_id": [shops["alert_id"]], "template_id": [shops["template_id"]],
+            "plan_id": [shops["plan_id"]], "segment_id": [shops["segment_id"]]}
 
 
 def shop_rules(app):

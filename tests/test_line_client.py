@@ -225,8 +225,9 @@ def test_expired_reply_token(sandbox, channel, line_client):
 def test_invalid_message_keeps_lines_words(sandbox, channel, line_client):
     token = sandbox.control.follow(channel["channelId"])["event"]["replyToken"]
     problem = problem_of(line_client.reply, token, [{"type": "text", "text": ""}])
-    assert (problem.code, problem.status) == ("line_error", 400)
+    assert (problem.code, problem.status) == ("messages_invalid", 400)
     assert problem.detail == "The request body has 1 error(s)"
+    assert problem.details == [{"property": "messages[0].text", "message": "May not be empty"}]
     # Nothing was sent, so the token is still good.
     line_client.reply(token, [{"type": "text", "text": "歡迎！"}])
 
@@ -300,7 +301,7 @@ def test_monthly_limit_is_not_a_rate_limit(sandbox, channel, line_client):
     user_id = sandbox.control.follow(channel["channelId"])["user"]["userId"]
     sandbox.control.update(channel["channelId"], quota=0)
     problem = problem_of(line_client.push, user_id, [{"type": "text", "text": "hi"}])
-    assert (problem.code, problem.status, problem.retry_after) == ("quota_exceeded", 429, None)
+    assert (problem.code, problem.status, problem.retry_after) == ("monthly_limit", 429, None)
     assert "limit" in problem.message
     sandbox.control.fail(channel["channelId"], 429, times=1, retry_after=30)
     problem = problem_of(line_client.push, user_id, [{"type": "text", "text": "hi"}])

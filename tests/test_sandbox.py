@@ -14,7 +14,7 @@ from wizard import create_app
 from wizard.line.client import LineClient
 from wizard.line.problems import LineProblem
 from wizard.sandbox import Sandbox, SandboxError, create_sandbox_app
-from wizard.sandbox.store import deliveries, messages
+from wizard.sandbox.store import deliveries, messages, sends
 
 ULID = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
@@ -435,9 +435,9 @@ def test_quota_counts_pushes_that_reach_friends_this_month(sandbox):
     # A push of last month (Japan time) no longer counts.
     from wizard.sandbox.control import month_bounds
     start, _ = month_bounds(time.time())
-    first = control.store.row(messages.select().where(messages.c.channel_id == channel_id,
-                                                      messages.c.kind == "push").order_by(messages.c.id))
-    control.store.run(update(messages).where(messages.c.request_id == first["request_id"])
+    first = control.store.row(sends.select().where(sends.c.channel_id == channel_id,
+                                                   sends.c.kind == "push").order_by(sends.c.id))
+    control.store.run(update(sends).where(sends.c.request_id == first["request_id"])
                       .values(created_at=start - 1))
     assert line.quota_consumption() == {"totalUsage": 1}
     assert control.quota_consumption(channel_id, at=start - 1) == 1
@@ -456,7 +456,7 @@ def test_push_at_the_monthly_limit_is_refused_and_replies_still_go(sandbox):
     line.push(user_id, text)
     with pytest.raises(LineProblem) as refused:
         line.push(user_id, text)
-    assert (refused.value.code, refused.value.status) == ("quota_exceeded", 429)
+    assert (refused.value.code, refused.value.status) == ("monthly_limit", 429)
     assert refused.value.detail == "You have reached your monthly limit."
     assert len(control.sent_messages(channel_id)) == 2  # the refused push went nowhere
     reply_token = control.say(channel_id, user_id, "還有嗎？")["event"]["replyToken"]

@@ -83,12 +83,24 @@ def create_app(test_config=None):
     app.register_blueprint(contact_form.bp)  # the customer data form (public, reached by a random link)
     from .views import contacts as contact_views
     app.register_blueprint(contact_views.bp)  # /c/…: a shop's contacts and conversations (owners and staff)
+    from .views import api_templates, media as media_views, message_templates
+    app.register_blueprint(message_templates.bp)  # /c/<slug>/templates: message templates (owners and staff)
+    app.register_blueprint(media_views.bp)  # /media/<name>: the templates' pictures, public (LINE fetches them)
+    app.register_blueprint(api_templates.bp)  # /api/v1/shops/<slug>/templates
+    csrf.exempt(api_templates.bp)
+    from .views import api_plans, send_plans
+    app.register_blueprint(send_plans.bp)  # /c/<slug>/plans: send plans (owners and staff)
+    app.register_blueprint(api_plans.bp)  # /api/v1/shops/<slug>/send-plans
     app.register_blueprint(health.bp)  # /healthz (alive), /readyz (database and queue answer)
     from . import metrics
     app.register_blueprint(metrics.bp)  # /metrics for Prometheus (METRICS_TOKEN, else loopback only)
     app.register_blueprint(errors.bp)  # the product's own 4xx/5xx pages; JSON for /api/ and the webhook
     csrf.exempt(receiver.bp)
     csrf.exempt(api.bp)
+    csrf.exempt(api_plans.bp)
+    from .views import api_audience
+    app.register_blueprint(api_audience.bp)  # /api/v1/shops/<slug>/audience/count (issue 16)
+    csrf.exempt(api_audience.bp)
 
     from . import cli
     cli.init_app(app)
@@ -102,10 +114,13 @@ def create_app(test_config=None):
     from . import jobs, queue  # noqa: F401  (jobs: attaches the task bodies to the queue's jobs)
     from .customers import rules
     from .line import sender as line_sender, worker
-    from .outgoing import outbox, sender
+    from .outgoing import batches, outbox, sender
     rules.register()
+    from .plans import runs as plan_runs
+    plan_runs.register()  # the send plans' outbox purpose and batch owner
     sender.use(line_sender.LineSender())
     worker.also_pending(outbox.send_due)
+    worker.also_pending(batches.send_due)  # multicast and broadcast chunks due (worker --once, tests)
     if app.config["WORKER_IN_PROCESS"]:
         queue.start_in_process(app)
     return app

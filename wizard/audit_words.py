@@ -35,6 +35,9 @@ ACTIONS = {
     "alert.emailed": _l("Alert e-mailed"),
     "contacts.exported": _l("Contacts exported (CSV)"),
     "contact.form_sent": _l("Customer form sent again"),
+    "segment.saved": _l("Segment saved"),
+    "segment.renamed": _l("Segment renamed"),
+    "segment.deleted": _l("Segment deleted"),
     # The console and the watch's alerts.
     "shop.assigned": _l("Staff assigned"),
     "shop.checked": _l("Checked now by staff"),
@@ -45,6 +48,16 @@ ACTIONS = {
     # The customers' side.
     "form_settings.saved": _l("Customer data form settings saved"),
     "contact.message_sent_again": _l("Message of unknown fate sent to the customer again"),
+    # Message templates (issue 16).
+    "message_template.created": _l("Message template created"),
+    "message_template.saved": _l("Message template changed"),
+    "message_template.deleted": _l("Message template deleted"),
+    # Send plans (plans/plans.py).
+    "send_plan.created": _l("Send plan created"),
+    "send_plan.edited": _l("Send plan changed"),
+    "send_plan.cancelled": _l("Send plan cancelled"),
+    "send_plan.paused": _l("Send plan paused"),
+    "send_plan.resumed": _l("Send plan resumed"),
 }
 # What an owner (or staff for the shop) confirmed by ticking a box (steps/confirmations.py).
 CONFIRMATIONS = {

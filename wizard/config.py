@@ -18,6 +18,9 @@ BACKOFF = {
     "content": (5, 15, 60, 300, 900, 3600),  # a picture, video, audio or file LINE could not give; then failed
     "profile": (30, 120, 600),  # a contact's LINE profile LINE would not give; then left
     "read_mark": (10, 60),  # a read mark LINE could not take; then left
+    # A multicast or broadcast chunk LINE could not take; then failed. The last try stays well inside the 24
+    # hours LINE remembers a retry key (a later repeat of a chunk LINE took would be delivered twice).
+    "batches": (5, 15, 60, 300, 900, 1800, 3600),
 }
 
 DEFAULTS = {
@@ -44,6 +47,10 @@ DEFAULTS = {
     # The event worker: how long a claimed event is reserved for one attempt; the longest an idle consumer
     # waits before it looks at the queue again (PostgreSQL and Redis wake it at once anyway).
     "WORKER_LEASE_SECONDS": 120,
+    # LINE's rate limits per channel, shared by every consumer (outgoing/pace.py): multicast 200 requests a
+    # second; broadcast (and narrowcast) 60 an hour.
+    "LINE_MULTICAST_PER_SECOND": 200.0,
+    "LINE_BROADCAST_PER_HOUR": 60.0,
     "WORKER_POLL_SECONDS": 1.0,
     # A new friend gets the customer data form at most once in this many hours.
     "FORM_RESEND_HOURS": 24,
@@ -159,6 +166,10 @@ DEFAULTS = {
     # --- server (proxy) ---
     # Proxies in front (deploy/nginx.conf) whose X-Forwarded-For/-Proto are believed; gunicorn.conf.py says 1.
     "TRUSTED_PROXIES": 0,
+    # --- message templates (wizard/plans/media.py) ---
+    # The folder of the templates' pictures, served at PUBLIC_BASE_URL/media/ because LINE fetches them from
+    # there. None: instance/media. With several web machines, a folder they all share: any may be asked.
+    "MEDIA_DIR": None,
     "BABEL_DEFAULT_LOCALE": "zh_Hant_TW",
     "BABEL_DEFAULT_TIMEZONE": "Asia/Taipei",
     "LANGUAGES": ["zh_Hant_TW", "en"],
@@ -172,6 +183,7 @@ _BOOLEAN = {"SANDBOX", "WORKER_IN_PROCESS", "TESTING", "SESSION_COOKIE_SECURE", 
 _NUMBER = {"LINE_TIMEOUT": float, "LINE_CONTENT_MAX_BYTES": int, "LINE_CONTENT_SHOP_QUOTA_BYTES": int,
            "WEBHOOK_TEST_COOLDOWN": int, "WEBHOOK_MAX_BYTES": int,
            "CHECK_MAX_AGE": int, "WORKER_LEASE_SECONDS": float, "WORKER_POLL_SECONDS": float,
+           "LINE_MULTICAST_PER_SECOND": float, "LINE_BROADCAST_PER_HOUR": float,
            "WORKER_THREADS": int, "WORKER_METRICS_PORT": int,
            "FORM_RESEND_HOURS": float, "QUOTA_CACHE_SECONDS": float, "QUOTA_WARN_PERCENT": float,
            "FORM_LINK_DAYS": float, "WEBHOOK_CHANNEL_CACHE_SECONDS": float,

@@ -14,7 +14,11 @@ this is the one module that imports every domain, so nothing else may import it.
 - ``check_shop``, ``notify_alerts`` and ``watch``: the drift watch (watch/drift.py, watch/alerts.py);
 - ``sweep`` (every minute): exactly one consumer runs each minute's sweep however many run, because the
   run must first advance that minute's slot in ``periodic_runs`` (queue.once_per_slot);
-- ``retention`` (nightly): deletes what outlived its retention setting (retention.py), on one consumer.
+- ``retention`` (nightly): deletes what outlived its retention setting (retention.py), on one consumer;
+- ``send_batches`` and ``send_batch``: a multicast's or broadcast's chunks (outgoing/batches.py), each
+  again after the backoff, LINE's Retry-After or its pace slot; the sweep re-queues those whose worker died;
+- ``send_plans`` (every minute, on one consumer): due send plans start, their outcomes are counted
+  (plans/runs.py); ``plan_statistics`` (hourly): LINE's statistics of recent plans (plans/statistics.py).
 """
 import logging
 
@@ -26,7 +30,8 @@ from .extensions import db
 from .line import quarantine, worker
 from .line.problems import retryable
 from .models import utcnow
-from .outgoing import outbox
+from .outgoing import batches, outbox
+from .plans import runs as plan_runs, statistics as plan_statistics
 from .watch import alerts, drift, evidence
 
 log = logging.getLogger(__name__)
@@ -134,6 +139,22 @@ def periodic_retention():
         retention.run()
 
 
+def periodic_send_plans():
+    """Due send plans start (each once: plans/runs.py claims them), on one consumer per minute."""
+    if queue.once_per_slot("send_plans", SWEEP_EVERY):
+        plan_runs.tick()
+
+
+queue.send_plans.runs(periodic_send_plans, here=plan_runs.tick)
+queue.start_plan.runs(plan_runs.start, here=plan_runs.start)
+
+
+@queue.plan_statistics.runs
+def periodic_plan_statistics():
+    if queue.once_per_slot("plan_statistics", 3600):
+        plan_statistics.refresh_due()
+
+
 def periodic_sweep():
     if queue.once_per_slot("sweep", SWEEP_EVERY):
         sweep()
@@ -153,6 +174,8 @@ def sweep():
         log.exception("quarantine sweep failed; the next sweep tries again")
     for outbox_id in outbox.recover_in_flight() + outbox.due_ids():
         queue.send_message(outbox_id)
+    for batch_id in batches.recover_in_flight() + batches.due_ids(limit=500):  # chunks whose worker died
+        queue.send_batch(batch_id)
     for content_id in content.due_ids(limit=500):  # content whose task was lost, or whose lease ran out
         queue.fetch_content(content_id)
     waiting = worker.waiting_work()
@@ -167,3 +190,20 @@ def sweep():
 
 queue.sweep.runs(periodic_sweep, here=sweep)
 
+
+@queue.send_batches.runs
+def send_batches(owner, owner_id):
+    """An owner's chunks that are due (a run just added or resumed): one task each, so every consumer's
+    threads share them."""
+    for batch_id in batches.due_ids(owner, owner_id):
+        queue.send_batch(batch_id)
+
+
+def send_batch(batch_id):
+    """One attempt at one chunk; again after the backoff, LINE's Retry-After or the channel's pace slot."""
+    outcome, delay = batches.send(batch_id)
+    if outcome in (batches.Outcome.RETRY, batches.Outcome.WAIT):
+        queue.send_batch(batch_id, delay=max(delay, 0.05))
+
+
+queue.send_batch.runs(send_batch, here=batches.send)

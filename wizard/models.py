@@ -14,7 +14,8 @@ from werkzeug.security import check_password_hash, generate_password_hash
 
 from . import crypto
 from .extensions import db
-from .statuses import ContentStatus, EventStatus, OutboxStatus, ShopState, status_type
+from .statuses import (BatchStatus, ContentStatus, EventStatus, OutboxStatus, PlanState, RecipientOutcome,
+                       ShopState, status_type)
 
 
 def utcnow() -> datetime:
@@ -729,3 +730,192 @@ class ConsumerHeartbeat(db.Model):
     beat_at: Mapped[datetime] = mapped_column(default=utcnow)
     threads: Mapped[int] = mapped_column(default=0)
     threads_alive: Mapped[int] = mapped_column(default=0)
+
+
+# ---- audiences (issue 16) ----
+
+class Segment(db.Model):
+    """A saved audience: the segment builder's filters (customers/segments.py, the API's keys, checked) under a
+    name the shop's people chose, for the contacts list and send plans to reuse."""
+
+    __tablename__ = "segments"
+    __table_args__ = (UniqueConstraint("shop_id", "name", name="uq_segment_name_per_shop"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    filters: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# An audience's "last message from them within N days" (customers/segments.py): the ids of the customers who
+# wrote to a channel since a time, read as one range of this index without touching the messages themselves.
+Index("ix_messages_from_customer", Message.channel_id, Message.direction, Message.sent_at, Message.contact_id)
+
+
+# ---- message templates (issue 16) ----
+class MessageTemplate(db.Model):
+    """A shop's 圖文訊息範本 (wizard/plans/templates.py): a name and one to five LINE message objects, kept as
+    LINE takes them (text with ``{name}`` still unfilled, image, Flex bubble or carousel), so a send plan hands
+    them to LINE after filling the name, and the API gives them back as they will go. Checked with LINE's
+    validate endpoint before every save; the name is unique in its shop (the owner picks a template by it)."""
+
+    __tablename__ = "message_templates"
+    __table_args__ = (UniqueConstraint("shop_id", "name", name="uq_message_template_name"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    messages: Mapped[list] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# ---- outgoing batches (issue 16) ----
+
+
+class OutgoingBatch(db.Model):
+    """One chunk of a multicast (at most 500 recipients) or one broadcast, written with its recipients and
+    its retry key before LINE is asked (outgoing/batches.py), so every attempt, by any worker, carries the
+    same key and LINE delivers the chunk once.
+
+    ``owner`` and ``owner_id`` name what it belongs to (a send plan: ``"send_plan"`` and the plan's id), and
+    ``run_key`` one sending of it (a birthday plan runs every day); ``seq`` numbers the chunks of the run.
+    ``recipients``: ``[[contact_id, line_user_id], ...]`` (None for a broadcast, which goes to every friend).
+    ``called_at`` is set (and committed) right before LINE is asked and cleared when LINE's answer proves
+    nothing went out: a chunk with it set may have arrived, and is only ever sent again with its key.
+    ``held_at`` (paused) and ``cancelled_at`` are the owner's; ``request_id`` is LINE's x-line-request-id.
+    """
+
+    __tablename__ = "outgoing_batches"
+    __table_args__ = (
+        UniqueConstraint("owner", "owner_id", "run_key", "seq", name="uq_outgoing_batches_run"),
+        Index("ix_outgoing_batches_due", "status", "next_attempt_at"),
+    )
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel_id: Mapped[int] = mapped_column(ForeignKey("channels.id", ondelete="CASCADE"), index=True)
+    owner: Mapped[str] = mapped_column(String(30))
+    owner_id: Mapped[int] = mapped_column(BigInteger)
+    run_key: Mapped[str] = mapped_column(String(64))
+    seq: Mapped[int]
+    kind: Mapped[str] = mapped_column(String(10))  # "multicast" or "broadcast"
+    recipients: Mapped[list | None] = mapped_column(JSON)
+    recipient_count: Mapped[int] = mapped_column(default=0)
+    messages: Mapped[list] = mapped_column(JSON)
+    unit: Mapped[str | None] = mapped_column(String(30))  # LINE's customAggregationUnits (one, ≤ 30 chars)
+    retry_key: Mapped[str] = mapped_column(String(36), unique=True)
+    status: Mapped[BatchStatus] = mapped_column(status_type(BatchStatus, 10, "ck_outgoing_batches_status"),
+                                                default=BatchStatus.QUEUED)
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    claimed_by: Mapped[str | None] = mapped_column(String(32))
+    claimed_until: Mapped[datetime | None]
+    called_at: Mapped[datetime | None]
+    held_at: Mapped[datetime | None]
+    cancelled_at: Mapped[datetime | None]
+    request_id: Mapped[str | None] = mapped_column(String(64))
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sent_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class OutgoingPace(db.Model):
+    """A rate limit shared by every consumer (outgoing/pace.py): ``key`` names a channel and a kind of call,
+    ``free_at_us`` the time (microseconds since the epoch) from which the next call may go."""
+
+    __tablename__ = "outgoing_pace"
+    key: Mapped[str] = mapped_column(String(60), primary_key=True)
+    free_at_us: Mapped[int] = mapped_column(BigInteger, default=0)
+
+# ---- send plans (issue 16) ----
+
+
+class SendPlan(db.Model):
+    """A send plan (plans/plans.py): a message template to an audience, for a purpose, at a time.
+
+    ``purpose``: "marketing" (only to contacts who gave marketing consent) or "service". ``audience``:
+    ``{"all": bool, "filters": {...}}`` in the filter keys of customers/segments.py (``segment_id``: the saved
+    segment it came from). ``send_at``: naive UTC (entered and shown in Taipei time), None for "now".
+    ``repeat``: None (once), "birthday" or "birthday_month" (every year, a run each Taipei day at ``hour``).
+    ``up_to_quota``: send to as many as the month's quota allows and record the rest over_quota, instead of
+    refusing. ``idempotency``: "<UTC date>|<Idempotency-Key>" of the API request that made it (one plan per key
+    and day). ``unit``: LINE's customAggregationUnits name its requests carry, for its statistics (``stats``,
+    read at ``stats_at``). ``cost_messages`` and ``quota_left``: the cost as last worked out (confirmation,
+    then the start)."""
+
+    __tablename__ = "send_plans"
+    __table_args__ = (UniqueConstraint("shop_id", "idempotency", name="uq_send_plans_idempotency"),
+                      Index("ix_send_plans_due", "state", "send_at"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(100))
+    template_id: Mapped[int | None] = mapped_column(index=True)
+    purpose: Mapped[str] = mapped_column(String(10))
+    audience: Mapped[dict] = mapped_column(JSON, default=dict)
+    segment_id: Mapped[int | None]
+    send_at: Mapped[datetime | None]
+    repeat: Mapped[str | None] = mapped_column(String(16))
+    hour: Mapped[int | None]
+    up_to_quota: Mapped[bool] = mapped_column(default=False)
+    state: Mapped[PlanState] = mapped_column(status_type(PlanState, 10, "ck_send_plans_state"),
+                                             default=PlanState.DRAFT)
+    reason: Mapped[str | None] = mapped_column(Text)
+    unit: Mapped[str | None] = mapped_column(String(30))
+    idempotency: Mapped[str | None] = mapped_column(String(140))
+    cost_messages: Mapped[int | None]
+    quota_left: Mapped[int | None]
+    stats: Mapped[dict | None] = mapped_column(JSON)
+    stats_at: Mapped[datetime | None]
+    created_by: Mapped[str | None] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    shop: Mapped[Shop] = relationship()
+    runs: Mapped[list["SendPlanRun"]] = relationship(back_populates="plan", cascade="all, delete-orphan",
+                                                     order_by="SendPlanRun.day")
+
+
+class SendPlanRun(db.Model):
+    """One day's sending of a plan: the only one of a one-off plan, one per Taipei day of a birthday plan.
+    Unique per (plan, day): whichever worker inserts it starts it, so a run happens once. Its counters are
+    raised by the deliveries' outcomes (plans/runs.py); ``reason`` says why it failed."""
+
+    __tablename__ = "send_plan_runs"
+    __table_args__ = (UniqueConstraint("plan_id", "day", name="uq_send_plan_runs_day"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    plan_id: Mapped[int] = mapped_column(ForeignKey("send_plans.id", ondelete="CASCADE"))
+    day: Mapped[date]
+    state: Mapped[PlanState] = mapped_column(status_type(PlanState, 10, "ck_send_plan_runs_state"),
+                                             default=PlanState.SENDING)
+    reason: Mapped[str | None] = mapped_column(Text)
+    personal: Mapped[bool] = mapped_column(default=False)
+    broadcast: Mapped[bool] = mapped_column(default=False)
+    recipients: Mapped[int] = mapped_column(default=0)
+    sent: Mapped[int] = mapped_column(default=0)
+    failed: Mapped[int] = mapped_column(default=0)
+    no_consent: Mapped[int] = mapped_column(default=0)
+    blocked: Mapped[int] = mapped_column(default=0)
+    over_quota: Mapped[int] = mapped_column(default=0)
+    cancelled: Mapped[int] = mapped_column(default=0)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    plan: Mapped[SendPlan] = relationship(back_populates="runs")
+
+
+class SendPlanRecipient(db.Model):
+    """One contact in one run, with what became of them: the proof of who got the plan, once (unique per run
+    and contact). ``outbox_id``: the message of a personal template ({name}), sent one by one."""
+
+    __tablename__ = "send_plan_recipients"
+    __table_args__ = (UniqueConstraint("run_id", "contact_id", name="uq_send_plan_recipients_contact"),
+                      Index("ix_send_plan_recipients_outcome", "run_id", "outcome"))
+    id: Mapped[int] = mapped_column(primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("send_plan_runs.id", ondelete="CASCADE"))
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"), index=True)
+    outcome: Mapped[RecipientOutcome] = mapped_column(
+        status_type(RecipientOutcome, 10, "ck_send_plan_recipients_outcome"), default=RecipientOutcome.PENDING)
+    outbox_id: Mapped[int | None] = mapped_column(index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -126,6 +126,16 @@ recheck_shop = Job("recheck_shop", EVIDENCE_NEXT)
 # Nightly from 03:00 in Taiwan (huey's crontab reads UTC; the next two hours stand in when no consumer ran at
 # 03:00): retention.py deletes what outlived its setting, on one consumer.
 retention = Job("retention", schedule=crontab(minute="0", hour="19-21"))
+# Multicast and broadcast chunks (outgoing/batches.py): after the webhook's effects and the evidence's
+# re-checks (a new friend's form never waits behind a send plan), before the drift watch's checks.
+SENDS_NEXT = 3
+send_batches = Job("send_batches", SENDS_NEXT)  # queue one send_batch per due chunk of an owner's runs
+send_batch = Job("send_batch", SENDS_NEXT)  # one attempt at one chunk
+# Send plans (wizard/plans/): each minute the due runs start, once (plans/runs.py); each hour the plans whose
+# LINE statistics are a day old are read again, for 14 days after a send (plans/statistics.py).
+send_plans = Job("send_plans", schedule=crontab(minute="*"))
+start_plan = Job("start_plan")  # a plan for "now", started at once instead of at the next minute
+plan_statistics = Job("plan_statistics", schedule=crontab(minute="17"))
 
 
 # ---- the app's huey -----------------------------------------------------------------------------------------

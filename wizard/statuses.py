@@ -78,7 +78,65 @@ class ContentStatus(StrEnum):
     EXPIRED = "expired"
 
 
-ENUMS = (ShopState, EventStatus, OutboxStatus, ContentStatus)
+class BatchStatus(StrEnum):
+    """A chunk of a multicast or broadcast (outgoing/batches.py): QUEUED (maybe until its next attempt, or held
+    while its owner pauses), SENDING (a worker holds it), SENT (LINE took it), FAILED (refused for good, or
+    retries used up), OVER_QUOTA (the month's messages were used up), CANCELLED (its owner cancelled it before
+    LINE was asked)."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    OVER_QUOTA = "over_quota"
+    CANCELLED = "cancelled"
+
+
+class PlanState(StrEnum):
+    """A send plan's (plans/plans.py): DRAFT (saved, not confirmed), SCHEDULED (confirmed; a birthday plan
+    stays here between its daily runs), SENDING (its run's messages are going out), PAUSED (the owner held
+    it), SENT, CANCELLED (before it started, or stopped by the owner), FAILED (``reason`` says why). A run
+    (SendPlanRun) uses the same words for its own day."""
+
+    DRAFT = "draft"
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    PAUSED = "paused"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+    FAILED = "failed"
+
+    @property
+    def label(self):
+        return _PLAN_LABELS[self]
+
+
+_PLAN_LABELS = {
+    PlanState.DRAFT: _l("Draft"),
+    PlanState.SCHEDULED: _l("Scheduled"),
+    PlanState.SENDING: _l("Sending"),
+    PlanState.PAUSED: _l("Paused"),
+    PlanState.SENT: _l("Sent"),
+    PlanState.CANCELLED: _l("Cancelled"),
+    PlanState.FAILED: _l("Failed"),
+}
+
+
+class RecipientOutcome(StrEnum):
+    """What became of one contact in one run of a send plan: PENDING (on its way), SENT (LINE accepted it),
+    left out for NO_CONSENT (marketing without the customer's consent), BLOCKED, OVER_QUOTA (beyond the
+    month's messages), FAILED (LINE refused it), CANCELLED (the owner stopped the plan first)."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    NO_CONSENT = "no_consent"
+    BLOCKED = "blocked"
+    OVER_QUOTA = "over_quota"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+ENUMS = (ShopState, EventStatus, OutboxStatus, ContentStatus, BatchStatus, PlanState, RecipientOutcome)
 
 
 def status_type(enum, length, constraint):

@@ -9,6 +9,10 @@ phone number is also compared the way numbers are stored (customers/fields.py ``
 The CSV is UTF-8 with a BOM (Excel in Taiwan reads the Chinese then), its column names in the page's
 language, and a cell that starts like a formula (= + - @, a tab or a carriage return) is prefixed with ' so
 Excel shows it as text instead of running it.
+
+The advanced search (顯示進階查詢) narrows the list, its count and the CSV with the segment builder's filters
+(customers/segments.py, the same as a send plan's audience): with them applied the list holds the friends they
+pick, blocked ones never, as a send would reach them.
 """
 import csv
 import io
@@ -16,12 +20,13 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import timezone
 
-from flask_babel import get_timezone, gettext as _, lazy_gettext as _l
+from flask_babel import get_timezone, gettext as _, lazy_gettext as _l, ngettext
 from sqlalchemy import DateTime, func, literal, or_, select, tuple_
 
 from ..extensions import db
 from ..models import Channel, Contact
 from ..rows import one_page
+from . import segments
 from .fields import CITIES, GENDERS, normalise_phone
 
 PER_PAGE = 50
@@ -37,6 +42,11 @@ class ContactFilter:
     q: str = ""
     page: int = 1
     problems: list = field(default_factory=list)
+    # The advanced search: asked for (``advanced=1`` or any filter chosen), its clean filters, and a message
+    # per refused filter (then none of them narrows the list: what the owner sees is never half of a choice).
+    advanced: bool = False
+    filters: dict = field(default_factory=dict)
+    filter_problems: dict = field(default_factory=dict)
 
     @classmethod
     def from_args(cls, args):
@@ -47,12 +57,23 @@ class ContactFilter:
             wanted.problems.append(_("“%(page)s” is not a page number: pages are numbered from 1.", page=raw[:20]))
         else:
             wanted.page = int(raw)
+        wanted.advanced = args.get("advanced") == "1" or any(
+            value.strip() for key in segments.KEYS for value in args.getlist(key))
+        if wanted.advanced:
+            clean, wanted.filter_problems = segments.check(segments.from_args(args))
+            if wanted.filter_problems:
+                wanted.advanced = False
+            else:
+                wanted.filters = clean
         return wanted
 
     def args(self, **changes):
         values = dict(q=self.q, page=self.page)
+        if self.advanced:
+            values.update(advanced="1", **segments.as_args(self.filters))
         values.update(changes)
-        return {key: value for key, value in values.items() if value and not (key == "page" and value == 1)}
+        return {key: value for key, value in values.items() if value not in (None, "", [])
+                and not (key == "page" and value == 1)}
 
 
 def _like(text):
@@ -60,16 +81,21 @@ def _like(text):
     return f"%{escaped}%"
 
 
-def _of_shop(shop):
+def _channel_ids(shop):
+    return list(db.session.scalars(select(Channel.id).where(Channel.shop_id == shop.id)))
+
+
+def _of_shop(shop, ids=None):
     """The shop's contacts, by its channels' ids: with one channel (most shops) ``channel_id = …`` lets the
     database read the page in order from ``ix_contacts_channel_recent`` and stop after 50 rows; a join on
     ``channels.shop_id`` made it sort every contact of the shop first (188 ms a page at 52,000 friends)."""
-    ids = list(db.session.scalars(select(Channel.id).where(Channel.shop_id == shop.id)))
+    ids = _channel_ids(shop) if ids is None else ids
     return select(Contact).where(Contact.channel_id == ids[0] if len(ids) == 1 else Contact.channel_id.in_(ids))
 
 
 def _filtered(shop, wanted):
-    query = _of_shop(shop)
+    ids = _channel_ids(shop)
+    query = _of_shop(shop, ids)
     if wanted.q:
         pattern = _like(wanted.q)
         wheres = [func.lower(Contact.display_name).like(pattern, escape="\\"),
@@ -80,6 +106,8 @@ def _filtered(shop, wanted):
         if phone and phone.isdecimal() and phone.isascii():
             wheres.append(Contact.phone.like(_like(phone), escape="\\"))
         query = query.where(or_(*wheres))
+    if wanted.advanced:
+        query = query.where(*segments.conditions(wanted.filters, ids))
     return query
 
 
@@ -99,6 +127,19 @@ def list_contacts(shop, wanted, per_page=PER_PAGE):
     """One page of the shop's contacts matching ``wanted``; BadRequest for a page past the last."""
     found, pages = one_page(_ordered(_filtered(shop, wanted)), wanted.page, per_page, BadRequest)
     return ContactPage(found.items, wanted.page, pages, found.total)
+
+
+def count_contacts(shop, wanted) -> int:
+    """How many contacts the list shows for ``wanted`` (all its pages): the advanced search's live count."""
+    return db.session.scalar(_filtered(shop, wanted).with_only_columns(func.count()).order_by(None))
+
+
+def count_text(total, wanted):
+    """The count as the page says it: with the advanced search, who it leaves out always."""
+    if wanted.advanced:
+        return ngettext("%(num)d contact matches (blocked ones are always left out)",
+                        "%(num)d contacts match (blocked ones are always left out)", total)
+    return ngettext("%(num)d contact", "%(num)d contacts", total)
 
 
 def contact_of_shop(shop, contact_id):

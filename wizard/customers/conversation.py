@@ -48,7 +48,8 @@ class Item:
 
     @property
     def quota_exceeded(self):
-        return self.outbox is not None and (self.outbox.error or "").startswith("quota_exceeded")
+        # "quota_exceeded" was the code's name before issue 16; rows written then keep it.
+        return self.outbox is not None and (self.outbox.error or "").startswith(("monthly_limit", "quota_exceeded"))
 
     @property
     def key(self):

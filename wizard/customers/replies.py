@@ -18,7 +18,7 @@ channel (``QUOTA_CACHE_SECONDS``) in this process, plus our own pushes LINE had 
 (sent since, or on their way): the page right after a push shows it used, not the 0 % read a moment before
 the push went out. The page the page shows it, warns from ``QUOTA_WARN_PERCENT`` on
 and, when the next message would be a push, before one the quota cannot take. LINE refusing a push for the
-quota (``quota_exceeded``) is final: the row is failed, shown as not sent.
+quota (``monthly_limit``) is final: the row is failed, shown as not sent.
 """
 import logging
 import threading

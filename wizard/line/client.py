@@ -7,8 +7,9 @@ until a minute before they expire; a cached token LINE rejects with 401 is dropp
 
 Every failure becomes a ``LineProblem`` with a named code (see ``problems.py``) and LINE's status and words:
 connection refused or unresolvable → ``line_unreachable``; no answer in ``timeout`` seconds → ``timeout``;
-429 → ``rate_limited`` (``quota_exceeded`` when a push meets the month's message limit: LINE's "You have
-reached your monthly limit."); 400 from the token endpoint → ``wrong_secret`` or ``unknown_channel``; 401 →
+429 → ``rate_limited`` (``monthly_limit`` when a send meets the month's message limit: LINE's "You have
+reached your monthly limit."); 400 naming message objects (``details``) → ``messages_invalid``, LINE's
+details kept on the problem; 400 from the token endpoint → ``wrong_secret`` or ``unknown_channel``; 401 →
 ``invalid_token``; 403 → ``forbidden``; 404 on the webhook endpoint → ``endpoint_not_set`` (LINE answers
 404 "Webhook endpoint not found" when no URL is set; it never answers an empty endpoint), elsewhere
 ``not_found``; 400 from mark-as-read → ``invalid_read_token``; anything else (5xx included) → ``line_error``.
@@ -34,9 +35,9 @@ from urllib.parse import urlsplit
 import urllib3
 from flask import current_app
 from linebot.v3 import insight, messaging, oauth
-from linebot.v3.messaging import (MarkMessagesAsReadByTokenRequest, MessagingApi, MessagingApiBlob,
-                                  PushMessageRequest, ReplyMessageRequest, SetWebhookEndpointRequest,
-                                  TestWebhookEndpointRequest)
+from linebot.v3.messaging import (BroadcastRequest, MarkMessagesAsReadByTokenRequest, MessagingApi,
+                                  MessagingApiBlob, MulticastRequest, PushMessageRequest, ReplyMessageRequest,
+                                  SetWebhookEndpointRequest, TestWebhookEndpointRequest)
 from linebot.v3.oauth import ChannelAccessToken
 
 from ..config import DEFAULTS
@@ -46,8 +47,11 @@ log = logging.getLogger(__name__)
 
 # Re-issue a cached token when less than this many seconds of its life remain.
 TOKEN_MARGIN = 60
-# LINE's answer (429) to a push once the month's message quota is used up.
+# LINE's answer (429) to a send once the month's message quota is used up.
 MONTHLY_LIMIT = "You have reached your monthly limit."
+# The sends LINE checks message objects for; ``validate`` asks LINE about the same kinds.
+SENDS = ("reply", "push", "multicast", "narrowcast", "broadcast")
+VALIDATE_OPERATIONS = tuple(f"validate_{kind}" for kind in SENDS)
 
 _cache: dict[tuple, tuple[str, float]] = {}
 _cache_lock = threading.Lock()
@@ -224,6 +228,69 @@ class LineClient:
             _request_timeout=self.timeout))
         return {"totalUsage": answer.total_usage}
 
+    def multicast(self, to: list[str], messages: list[dict], retry_key: str | None = None,
+                  unit: str | None = None) -> str:
+        """Send the same messages to up to 500 users; returns LINE's request ID (``X-Line-Request-Id``).
+
+        With ``retry_key`` (a UUID) LINE sends a repeated request once: its 409 for a key it already accepted
+        counts as success and gives the first request's ID (``X-Line-Accepted-Request-Id``). ``unit`` is the
+        ``customAggregationUnits`` name the per-unit statistics (``statistics_per_unit``) are asked by."""
+        body = _request(MulticastRequest, {"to": list(to), "messages": messages, **_units(unit)})
+        return self._send("multicast", lambda api: api.multicast_with_http_info(
+            body, x_line_retry_key=retry_key, _request_timeout=self.timeout), retry_key)
+
+    def broadcast(self, messages: list[dict], retry_key: str | None = None) -> str:
+        """Send to every friend of the account (each counts against the quota); as ``multicast`` otherwise.
+        LINE allows 60 broadcasts an hour per channel. A broadcast carries no aggregation unit: LINE's
+        per-unit statistics cover push and multicast only (its BroadcastRequest has no such field)."""
+        body = _request(BroadcastRequest, {"messages": messages})
+        return self._send("broadcast", lambda api: api.broadcast_with_http_info(
+            body, x_line_retry_key=retry_key, _request_timeout=self.timeout), retry_key)
+
+    def validate(self, kind: str, messages) -> list[dict]:
+        """LINE's verdict on message objects for a ``kind`` of send (reply, push, multicast, narrowcast,
+        broadcast) without sending them: ``[]`` when LINE accepts them, else LINE's ``details``
+        (``[{"property": "messages[0].text", "message": "…"}]``).
+
+        The messages go to LINE exactly as given, through the SDK's own HTTP client (``call_api``) rather than
+        its request models: those refuse a missing field before LINE can say which one, and naming the field
+        is the point of asking."""
+        if kind not in SENDS:
+            raise ValueError(f"kind is one of {', '.join(SENDS)}")
+
+        def ask(api):
+            return api.api_client.call_api(
+                f"/v2/bot/message/validate/{kind}", "POST", header_params={"Content-Type": "application/json"},
+                body={"messages": messages}, response_types_map={}, auth_settings=["Bearer"],
+                _request_timeout=self.timeout, _host=api.line_base_path)
+        try:
+            self._with_token(f"validate_{kind}", ask)
+        except LineProblem as problem:
+            if problem.code == "messages_invalid":
+                return problem.details
+            raise
+        return []
+
+    def statistics_per_unit(self, unit: str, day_from: str, day_to: str) -> dict:
+        """LINE's statistics of the sends named ``unit`` between two days (yyyyMMdd, Japan time; at most 30
+        days apart): ``{"overview": {"uniqueImpression", "uniqueClick", …}, "messages": [{"seq",
+        "impression", …}], "clicks": [{"seq", "url", "click", "uniqueClick", …}]}``; counts LINE does not
+        have (yet) are None."""
+        answer = self._with_token("statistics_per_unit", lambda api: api.get_statistics_per_unit(
+            unit, day_from, day_to, _request_timeout=self.timeout), api=self._insight)
+        return answer.to_dict()
+
+    def aggregation_units(self) -> list[str]:
+        """The ``customAggregationUnits`` names used this month (LINE allows a limited number a month)."""
+        names, start = [], None
+        while True:
+            answer = self._with_token("aggregation_units", lambda api, start=start: (
+                api.get_aggregation_unit_name_list(limit="100", start=start, _request_timeout=self.timeout)))
+            names.extend(answer.custom_aggregation_units or [])
+            if not answer.next:
+                return names
+            start = answer.next
+
     def message_content(self, message_id: str) -> tuple[bytes, str]:
         """(bytes, Content-Type) of an image, video, audio or file a user sent. ``not_found`` for an unknown
         (or expired) message, ``content_not_ready`` while LINE still prepares a video or audio (see
@@ -274,6 +341,19 @@ class LineClient:
             body, _request_timeout=self.timeout))
 
     # ---- plumbing ------------------------------------------------------------------------------------------
+
+    def _send(self, operation, call, retry_key) -> str:
+        """Run a send that returns LINE's request ID: the answer's ``X-Line-Request-Id``, or, when LINE refuses
+        a retry key it already accepted (409), the ``X-Line-Accepted-Request-Id`` of the request that used it."""
+        def send(api):
+            try:
+                answer = call(api)
+            except messaging.ApiException as exc:
+                if exc.status == 409 and retry_key:
+                    return _header(exc.headers, "X-Line-Accepted-Request-Id")
+                raise
+            return _header(answer.headers, "X-Line-Request-Id")
+        return self._with_token(operation, send)
 
     def _issue(self):
         config = oauth.Configuration(host=self.host)
@@ -345,20 +425,50 @@ def _from_answer(operation, exc) -> LineProblem:
         webhook = operation in ("get_webhook_endpoint", "test_webhook_endpoint")
         code = "endpoint_not_set" if webhook else "not_found"
     elif status == 429 and body.get("message") == MONTHLY_LIMIT:
-        code = "quota_exceeded"
+        code = "monthly_limit"
     elif status == 429:
         code = "rate_limited"
     elif status == 400 and operation == "mark_as_read":
         code = "invalid_read_token"
     elif status == 400 and operation in ("set_webhook_endpoint", "test_webhook_endpoint"):
         code = "invalid_url"
+    elif status == 400 and (operation in SENDS or operation in VALIDATE_OPERATIONS) and _details(body):
+        code = "messages_invalid"
     elif status == 400 and operation == "reply" and body.get("message") == "Invalid reply token":
         code = "invalid_reply_token"
     elif status == 400 and operation == "push" and body.get("message") == "Failed to send messages":
         code = "not_found"
     else:
         code = "line_error"
-    return LineProblem(code, status, detail, retry_after=_retry_after(exc.headers))
+    return LineProblem(code, status, detail, retry_after=_retry_after(exc.headers), details=_details(body))
+
+
+def _details(body) -> list[dict]:
+    """LINE's ``details`` of a refusal, as ``[{"property", "message"}]`` (strings, at most 100 of them)."""
+    found = body.get("details")
+    if not isinstance(found, list):
+        return []
+    return [{"property": str(item.get("property") or ""), "message": str(item.get("message") or "")}
+            for item in found[:100] if isinstance(item, dict)]
+
+
+def _header(headers, name) -> str:
+    """A header of LINE's answer (urllib3's headers ignore case); "" when LINE sent none."""
+    return str((headers or {}).get(name) or "")
+
+
+def _units(unit) -> dict:
+    return {"customAggregationUnits": [unit]} if unit else {}
+
+
+def _request(model, body):
+    """The SDK's request model for ``body``; what it refuses, LINE would refuse too (``messages_invalid``,
+    without LINE's details: ``validate`` asks LINE for them)."""
+    try:
+        return model.from_dict(body)
+    except ValueError as exc:
+        raise LineProblem("messages_invalid", None, f"The messages are not LINE message objects: "
+                                                    f"{type(exc).__name__}") from None
 
 
 def _retry_after(headers) -> float | None:

@@ -56,10 +56,14 @@ MESSAGES = {
         _l("The reply token was already used or has expired."),
         _l("A reply must follow the customer's action within about a minute; send a push message instead."),
     ),
-    "quota_exceeded": (
+    "monthly_limit": (
         _l("This month's message limit of the LINE Official Account is used up."),
         _l("LINE sends no more push messages this month. Raise the limit or change the plan in LINE Official "
            "Account Manager; replies to customers still go out."),
+    ),
+    "messages_invalid": (
+        _l("LINE did not accept these messages."),
+        _l("Correct the fields LINE named, then try again."),
     ),
     "content_not_ready": (
         _l("LINE is still preparing this video or audio."),
@@ -91,7 +95,7 @@ class LineProblem(Exception):
     """A failed call to LINE. ``status`` and ``detail`` are LINE's own words, kept for staff and logs."""
 
     def __init__(self, code: str, status: int | None = None, detail: str | None = None,
-                 retry_after: float | None = None):
+                 retry_after: float | None = None, details: list[dict] | None = None):
         assert code in MESSAGES, code
         super().__init__(f"{code} (status={status}): {detail or ''}")
         self.code = code
@@ -99,6 +103,8 @@ class LineProblem(Exception):
         self.detail = detail
         # Seconds LINE asked us to wait (its Retry-After header on 429 or 503), if it said.
         self.retry_after = retry_after
+        # LINE's ``details`` of a 400 (``[{"property", "message"}]``): which field of which message it refused.
+        self.details = list(details or [])
         self.at = datetime.now(timezone.utc).replace(tzinfo=None)
 
     @property
@@ -114,8 +120,9 @@ class LineProblem(Exception):
         return str(MESSAGES[self.code][1])
 
 
-# Worth another try later: LINE or the network is struggling, or our credentials are being fixed. Anything
-# else (400 unknown user, 403 not allowed, 404 …) would fail the same way again.
+# Worth another try later: LINE or the network is struggling (``rate_limited``: after ``retry_after``), or our
+# credentials are being fixed. Anything else (400 unknown user or invalid messages, 403 not allowed, 404, the
+# month's message limit …) would fail the same way again.
 _RETRYABLE = {"line_unreachable", "timeout", "rate_limited", "wrong_secret", "unknown_channel",
               "invalid_token"}
 

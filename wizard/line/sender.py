@@ -1,11 +1,19 @@
-"""LINE's implementation of the outgoing core's sender (wizard/outgoing/sender.py): reply and push through
-the LINE client, LINE's answers reduced to what the outbox decides on.
+"""LINE's implementation of the outgoing core's sender (wizard/outgoing/sender.py): reply, push, multicast and
+broadcast through the LINE client, plus what a send plan asks before it goes (validate, quota) and after
+(statistics), LINE's answers reduced to what the outgoing core decides on.
 
 It imports nothing of the outgoing core (the interface is a shape, not a base class): line/ stays below every
 domain, and the app factory hands this sender to the core.
 """
+from datetime import timedelta, timezone
+
 from .client import client_for
 from .problems import LineProblem, retryable
+
+# Japan time: LINE's statistics days and quota months.
+JST = timezone(timedelta(hours=9))
+# LINE's per-unit statistics cover at most 31 days (from, and up to 30 days later).
+STATISTICS_DAYS = 31
 
 
 class LineSender:
@@ -16,6 +24,39 @@ class LineSender:
 
     def push(self, channel, contact, messages, retry_key):
         return _sent_ids(client_for(channel).push(contact.line_user_id, messages, retry_key=retry_key))
+
+    def multicast(self, channel, user_ids, messages, retry_key, unit=None):
+        return client_for(channel).multicast(user_ids, messages, retry_key=retry_key, unit=unit)
+
+    def broadcast(self, channel, messages, retry_key, unit=None):
+        """``unit`` is accepted for the interface's sake and not sent: LINE counts per-unit statistics for
+        push and multicast only."""
+        return client_for(channel).broadcast(messages, retry_key=retry_key)
+
+    def validate(self, channel, kind, messages):
+        return client_for(channel).validate(kind, messages)
+
+    def quota(self, channel):
+        """``{"limit": int | None (no target limit), "used": int}`` for this month (two calls to LINE)."""
+        client = client_for(channel)
+        limit = client.quota()
+        used = client.quota_consumption()
+        return {"limit": limit["value"] if limit["type"] == "limited" else None,
+                "used": int(used["totalUsage"] or 0)}
+
+    def statistics(self, channel, unit, day_from, day_to):
+        """Impressions and clicks of the sends named ``unit`` between two dates (Japan time, LINE's days;
+        longer spans are cut to LINE's 31 days from ``day_from``): ``{"impressions", "unique_impressions",
+        "clicks", "unique_clicks"}``, 0 where LINE has no number (yet)."""
+        day_to = min(day_to, day_from + timedelta(days=STATISTICS_DAYS - 1))
+        answer = client_for(channel).statistics_per_unit(unit, f"{day_from:%Y%m%d}", f"{day_to:%Y%m%d}")
+        overview = answer.get("overview") or {}
+        return {
+            "impressions": sum(m.get("impression") or 0 for m in answer.get("messages") or []),
+            "unique_impressions": overview.get("uniqueImpression") or 0,
+            "clicks": sum(c.get("click") or 0 for c in answer.get("clicks") or []),
+            "unique_clicks": overview.get("uniqueClick") or 0,
+        }
 
     def token_refused(self, problem):
         """LINE refuses a used or expired reply token with 400: nothing went out."""

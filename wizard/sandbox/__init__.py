@@ -1,6 +1,7 @@
 """The LINE sandbox: a small separate WSGI app that imitates the LINE Platform over real HTTP.
 
-``create_sandbox_app(database_url)`` serves LINE's API paths (``platform``), a control page at ``/``
+``create_sandbox_app(database_url)`` serves LINE's API paths (``platform``, with ``sending`` to friends and the
+per-unit ``statistics``), a control page at ``/``
 (``views``) and a JSON control API under ``/_sandbox/api`` (``api``). Its state lives in its own database
 (``store``) so the ``flask sandbox …`` commands (``commands``) and a running sandbox see the same channels.
 ``control.Sandbox`` is the LINE side's Python interface; ``deliver`` signs and posts webhooks.
@@ -32,7 +33,8 @@ def create_sandbox_app(database_url: str, **options) -> Flask:
     app.json.sort_keys = False
     app.control = app.extensions["sandbox"] = Sandbox(database_url, **options)
 
-    from . import api, platform, views
+    # sending and statistics add their routes to LINE's blueprint (platform.bp) when imported.
+    from . import api, platform, sending, statistics, views  # noqa: F401
     app.register_blueprint(platform.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(views.bp)

@@ -41,7 +41,10 @@ def create_channel():
 
 @bp.get("/channels/<channel_id>")
 def show_channel(channel_id):
-    return jsonify(dict(sandbox().channel(channel_id), users=sandbox().users(channel_id)))
+    """The channel and its users (the newest ``limit``, 1,000 by default: a bench account has 100,000)."""
+    limit = request.args.get("limit", 1000, type=int)
+    return jsonify(dict(sandbox().channel(channel_id), users=sandbox().users(channel_id, limit),
+                        friends=sandbox().friend_count(channel_id)))
 
 
 @bp.patch("/channels/<channel_id>")
@@ -67,6 +70,33 @@ def follow(channel_id):
     return jsonify(sandbox().follow(channel_id, data.get("userId"), data.get("name"),
                                     data.get("language", "zh-TW"), deliver_event=data.get("deliver", True),
                                     at=data.get("at")))
+
+
+@bp.post("/channels/<channel_id>/friends")
+def make_friends(channel_id):
+    """``{"count": N, "name"?}``: N new friends at once, no webhooks (a bench's 100,000 customers); answers
+    ``{"userIds": [...]}`` in the order made."""
+    data = body()
+    made = sandbox().make_friends(channel_id, data.get("count"), name=data.get("name") or "好友")
+    return jsonify(userIds=made), 201
+
+
+@bp.put("/channels/<channel_id>/plan")
+def plan(channel_id):
+    """``{"plan": "free" | "3000" | "6000" | "none"}``: the account's plan, i.e. its monthly message limit."""
+    return jsonify(sandbox().set_plan(channel_id, body().get("plan")))
+
+
+@bp.get("/channels/<channel_id>/users/<user_id>/received")
+def received(channel_id, user_id):
+    """What one user received from the account, oldest first."""
+    return jsonify(sandbox().received(channel_id, user_id))
+
+
+@bp.get("/channels/<channel_id>/sends")
+def sends(channel_id):
+    """Send requests LINE accepted (push, multicast, narrowcast, broadcast), newest first."""
+    return jsonify(sandbox().sends(channel_id, request.args.get("limit", 20, type=int)))
 
 
 @bp.post("/channels/<channel_id>/unfollow")

@@ -13,6 +13,8 @@ from flask.cli import AppGroup
 
 from .control import UNSET, Sandbox, SandboxError
 
+# ``show`` prints at most this many users and messages (a bench account has 100,000 friends).
+SHOWN = 1000
 sandbox_cli = AppGroup("sandbox", help="Play the LINE side in the built-in sandbox.")
 
 
@@ -88,8 +90,8 @@ def set_channel(channel_id, endpoint, webhook_active, chat_mode, reissue_secret,
 def show(channel_id):
     """Print a channel, its friends and what was sent to them, as JSON."""
     with opened() as sandbox:
-        _print_json(dict(sandbox.channel(channel_id), users=sandbox.users(channel_id),
-                         sentMessages=sandbox.sent_messages(channel_id)))
+        _print_json(dict(sandbox.channel(channel_id), users=sandbox.users(channel_id, SHOWN),
+                         sentMessages=sandbox.sent_messages(channel_id, limit=SHOWN)))
 
 
 @sandbox_cli.command("follow")
@@ -122,3 +124,27 @@ def say(channel_id, text, user_id, as_json):
     """A friend sends a text message; the message webhook is sent."""
     with opened() as sandbox:
         _report(sandbox.say(channel_id, user_id, text), as_json)
+
+
+@sandbox_cli.command("friends")
+@click.argument("channel_id")
+@click.argument("count", type=click.IntRange(1, 1_000_000))
+@click.option("--ids", "print_ids", is_flag=True, help="Print the new user IDs, one a line.")
+def friends(channel_id, count, print_ids):
+    """COUNT users add the account at once, without webhooks (a bench's customers)."""
+    with opened() as sandbox:
+        made = sandbox.make_friends(channel_id, count)
+    click.echo(f"{len(made)} users added channel {channel_id}.", err=True)
+    if print_ids:
+        click.echo("\n".join(made))
+
+
+@sandbox_cli.command("plan")
+@click.argument("channel_id")
+@click.argument("plan", type=click.Choice(["free", "3000", "6000", "none"]))
+def plan(channel_id, plan):
+    """The account's plan: its monthly message limit (free: 200 messages)."""
+    with opened() as sandbox:
+        quota = sandbox.set_plan(channel_id, plan)["quota"]
+    click.echo(f"Channel {channel_id}: {quota['value'] if quota['type'] == 'limited' else 'no'} message limit "
+               "a month.", err=True)

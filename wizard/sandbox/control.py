@@ -5,8 +5,9 @@ Users send every kind of message a LINE user can (``send``: text, sticker, image
 image, video, audio and file content is kept for ``GET /v2/bot/message/{id}/content``. Message events carry a
 ``markAsReadToken`` while Chat is on (``markAsReadMode`` manual: only then do reads need marking); the bot's
 ``POST /v2/bot/chat/markAsRead`` calls show in ``read_marks``. Each channel has a monthly message quota
-(``update(quota=…)``, default ``FREE_QUOTA``): push messages count, replies do not, per calendar month in Japan
-time (``month_bounds``).
+(``update(quota=…)`` or ``set_plan``, default ``FREE_QUOTA``): every friend a push, multicast, narrowcast or
+broadcast reached counts, replies do not, per calendar month in Japan time (``month_bounds``). ``make_friends``
+adds many friends at once (no webhooks), and ``received`` / ``sends`` show what the app sent to whom.
 
 One object serves the control page, the JSON control API, the ``flask sandbox`` commands and tests alike.
 Dicts use LINE's camelCase names (``channelId``, ``channelSecret``, ``botUserId``, ``basicId`` …).
@@ -19,13 +20,17 @@ import time
 from sqlalchemy import delete, func, insert, select, update
 
 from . import deliver, ids, samples
-from .store import (Store, channels, contents, deliveries, messages, now, read_tokens, reply_tokens, tokens,
-                    users)
+from .store import (Store, channels, contents, deliveries, messages, now, read_tokens, reply_tokens, sends,
+                    tokens, users)
 
 UNSET = object()
 CHAT_MODES = ("chat", "bot")
 # LINE Official Account's free plan in Taiwan (輕用量): 200 messages a month. Paid plans raise it.
 FREE_QUOTA = 200
+# The plans the control side offers, by their monthly message limit ("none": no target limit).
+PLANS = {"free": 200, "3000": 3000, "6000": 6000, "none": None}
+# Friends made in bulk are written this many to a statement.
+BULK_BATCH = 5000
 # LINE's months, like its statistics, run on Japan time (UTC+9).
 JST = 9 * 3600
 # What a LINE user can send, and the fields each kind of message event carries besides id, type and tokens.
@@ -142,10 +147,11 @@ class Sandbox:
 
     # ---- users and what they do ----------------------------------------------------------------------------
 
-    def users(self, channel_id) -> list[dict]:
+    def users(self, channel_id, limit=None) -> list[dict]:
+        """The account's users, newest first (the first ``limit`` of them when given)."""
         self._channel_row(channel_id)
         rows = self.store.rows(select(users).where(users.c.channel_id == channel_id)
-                               .order_by(users.c.followed_at.desc()))
+                               .order_by(users.c.followed_at.desc(), users.c.user_id).limit(limit))
         return [_user_dict(row) for row in rows]
 
     def user(self, channel_id, user_id) -> dict:
@@ -191,6 +197,23 @@ class Sandbox:
         followers = sum(1 for row in rows if (row["first_followed_at"] or row["followed_at"] or until) < until)
         blocks = sum(1 for row in rows if not row["following"] and row["blocked_at"] and row["blocked_at"] < until)
         return {"followers": followers, "blocks": blocks, "targetedReaches": max(0, followers - blocks)}
+
+    def make_friends(self, channel_id, count, *, name="好友") -> list[str]:
+        """``count`` new users add the account at once, without webhooks (LINE would send ``count`` follow
+        events; a bench of 100,000 friends wants none of them): returns their user IDs, in the order made.
+        Written in batches of ``BULK_BATCH`` in one transaction, so a failure leaves no half of them."""
+        self._channel_row(channel_id)
+        if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= 1_000_000:
+            raise SandboxError("count is a whole number from 1 to 1000000")
+        at, made = now(), [ids.user_id() for _ in range(count)]
+        with self.store.engine.begin() as conn:
+            for start in range(0, count, BULK_BATCH):
+                conn.execute(insert(users), [
+                    dict(channel_id=str(channel_id), user_id=user_id, display_name=f"{name}{start + offset + 1}",
+                         picture_url=None, status_message=None, language="zh-TW", following=True,
+                         followed_at=at, blocked_at=None, first_followed_at=at)
+                    for offset, user_id in enumerate(made[start:start + BULK_BATCH])])
+        return made
 
     def unfollow(self, channel_id, user_id=None) -> dict:
         """The user (by default the friend who followed last) blocks the account; LINE sends an unfollow event
@@ -312,15 +335,18 @@ class Sandbox:
         return dict(quota_of(row), totalUsage=self.quota_consumption(channel_id, at))
 
     def quota_consumption(self, channel_id, at=None) -> int:
-        """Messages counted this (Japan-time calendar) month: one per push that reached a friend; replies are
-        free, and a push to a user who blocked the account is not delivered, so not counted."""
+        """Messages counted in the (Japan-time calendar) month of ``at``: one per friend each push, multicast,
+        narrowcast or broadcast reached; replies are free, and a friend who blocked the account is not sent
+        anything, so not counted."""
         start, end = month_bounds(now() if at is None else at)
-        query = (select(func.count(func.distinct(messages.c.request_id)))
-                 .where(messages.c.channel_id == str(channel_id), messages.c.kind == "push",
-                        messages.c.delivered.is_(True), messages.c.created_at >= start,
-                        messages.c.created_at < end))
-        with self.store.engine.begin() as conn:
-            return int(conn.execute(query).scalar() or 0)
+        return int(self.store.scalar(select(func.coalesce(func.sum(sends.c.delivered), 0)).where(
+            sends.c.channel_id == str(channel_id), sends.c.created_at >= start, sends.c.created_at < end)) or 0)
+
+    def set_plan(self, channel_id, plan) -> dict:
+        """The account's LINE Official Account plan (``PLANS``): its monthly message limit."""
+        if plan not in PLANS:
+            raise SandboxError(f"a plan is one of: {', '.join(PLANS)}")
+        return self.update(channel_id, quota=PLANS[plan])
 
     def redeliver(self, channel_id) -> dict:
         """Send the last event webhook again, marked ``isRedelivery`` as LINE's redelivery does."""
@@ -346,15 +372,36 @@ class Sandbox:
 
     # ---- what happened -------------------------------------------------------------------------------------
 
-    def sent_messages(self, channel_id, user_id=None) -> list[dict]:
-        """Messages our app sent by reply or push, oldest first: what customers received."""
-        query = select(messages).where(messages.c.channel_id == channel_id).order_by(messages.c.id)
+    def sent_messages(self, channel_id, user_id=None, limit=None) -> list[dict]:
+        """Messages our app sent (reply, push, multicast, narrowcast, broadcast), oldest first, one per
+        recipient and message object: what customers received (``delivered`` False: blocked, never seen).
+        With ``limit``, the newest ``limit`` of them (still oldest first)."""
+        query = select(messages).where(messages.c.channel_id == str(channel_id))
         if user_id:
             query = query.where(messages.c.user_id == user_id)
+        if limit:
+            rows = self.store.rows(query.order_by(messages.c.id.desc()).limit(limit))[::-1]
+        else:
+            rows = self.store.rows(query.order_by(messages.c.id))
         return [{
             "id": row["message_id"], "to": row["user_id"], "kind": row["kind"], "message": row["message"],
-            "delivered": row["delivered"], "retryKey": row["retry_key"], "at": row["created_at"],
-        } for row in self.store.rows(query)]
+            "delivered": row["delivered"], "retryKey": row["retry_key"], "requestId": row["request_id"],
+            "at": row["created_at"],
+        } for row in rows]
+
+    def received(self, channel_id, user_id) -> list[dict]:
+        """What one user received from the account, oldest first (blocked-time messages left out)."""
+        self._user_row(channel_id, user_id)
+        return [m for m in self.sent_messages(channel_id, user_id) if m["delivered"]]
+
+    def sends(self, channel_id, limit=20) -> list[dict]:
+        """Send requests LINE accepted (push, multicast, narrowcast, broadcast), newest first."""
+        self._channel_row(channel_id)
+        rows = self.store.rows(select(sends).where(sends.c.channel_id == str(channel_id))
+                               .order_by(sends.c.id.desc()).limit(limit))
+        return [{"requestId": row["request_id"], "kind": row["kind"], "retryKey": row["retry_key"],
+                 "unit": row["unit"], "messages": len(row["messages"]), "targets": row["targets"],
+                 "delivered": row["delivered"], "phase": row["phase"], "at": row["created_at"]} for row in rows]
 
     def deliveries(self, channel_id, limit=50) -> list[dict]:
         """Webhooks sent to the channel's endpoint, newest first, with the endpoint's answer."""
@@ -396,6 +443,26 @@ class Sandbox:
     def expire_reply_tokens(self, channel_id) -> None:
         self.store.run(update(reply_tokens).where(reply_tokens.c.channel_id == channel_id)
                        .values(expires_at=now() - 1))
+
+    def user_count(self, channel_id) -> int:
+        """Users who ever added the account (friends and those who blocked it)."""
+        with self.store.engine.begin() as conn:
+            return int(conn.execute(select(func.count()).where(users.c.channel_id == str(channel_id))).scalar() or 0)
+
+    def received_counts(self, channel_id, user_ids) -> dict:
+        """``{user_id: messages received}`` for the given users (message objects that arrived)."""
+        if not user_ids:
+            return {}
+        rows = self.store.rows(select(messages.c.user_id, func.count().label("received"))
+                               .where(messages.c.channel_id == str(channel_id), messages.c.user_id.in_(user_ids),
+                                      messages.c.delivered.is_(True)).group_by(messages.c.user_id))
+        return {row["user_id"]: row["received"] for row in rows}
+
+    def friend_count(self, channel_id) -> int:
+        """Friends the account has now (blocked users not counted)."""
+        with self.store.engine.begin() as conn:
+            return int(conn.execute(select(func.count()).where(users.c.channel_id == str(channel_id),
+                                                               users.c.following.is_(True))).scalar() or 0)
 
     def counts(self) -> dict:
         """Friends per channel, for the control page."""
@@ -492,7 +559,7 @@ def _channel_dict(row) -> dict:
         "tokensIssued": row["tokens_issued"],
         "quota": quota_of(row),
         "failure": {"status": row["fail_status"] if failing else None, "times": row["fail_times"],
-                    "delay": row["fail_delay"]},
+                    "delay": row["fail_delay"], "retryAfter": row["fail_retry_after"] if failing else None},
     }
 
 

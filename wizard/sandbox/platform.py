@@ -2,14 +2,15 @@
 
 Covered: ``POST /oauth2/v3/token`` (stateless tokens), ``GET /v2/bot/info``, ``GET|PUT
 /v2/bot/channel/webhook/endpoint``, ``POST /v2/bot/channel/webhook/test`` (really calls the URL; 60 an hour),
-``GET /v2/bot/profile/{userId}``, ``POST /v2/bot/message/reply`` and ``/push``, ``GET /v2/bot/message/quota``
+``GET /v2/bot/profile/{userId}``, ``POST /v2/bot/message/reply``, ``GET /v2/bot/message/quota``
 and ``/quota/consumption``, ``GET /v2/bot/message/{messageId}/content`` and ``/content/transcoding`` (LINE serves
 these two on api-data.line.me; the sandbox serves everything on one host), ``POST /v2/bot/chat/markAsRead`` (by
 token) and the corporate-only ``POST /v2/bot/message/markAsRead``, which answers 403 as LINE does for an
 account without that option.
 
-Push counts against the channel's monthly quota (one per push that reaches a friend, Japan-time calendar
-month); at the limit LINE answers 429 ``You have reached your monthly limit.``. A video or audio still being
+Push, multicast, narrowcast and broadcast (``sending``), the validate endpoints (``sending``, with the checks of
+``message_rules``) and the per-unit statistics (``statistics``) add their routes to this blueprint, so they
+answer with the same error bodies and request IDs. A video or audio still being
 prepared answers its content request with 202 and no body (LINE's behaviour, not in its spec: ask
 ``/content/transcoding`` first), and 404 once its preparation failed.
 
@@ -22,14 +23,13 @@ token endpoints, 400 ``invalid_client`` / ``invalid client_id``.
 import calendar
 import hashlib
 import hmac
-import threading
 import time
 import uuid
 
-from flask import Blueprint, current_app, jsonify, request, url_for
+from flask import Blueprint, current_app, g, jsonify, request, url_for
 from sqlalchemy import delete, insert, select, update
 
-from . import deliver, ids
+from . import deliver, ids, message_rules
 from .control import mark_as_read_mode, quota_of
 from .store import (channels, contents, messages, now, read_tokens, reply_tokens, tokens, users,
                     webhook_tests)
@@ -37,9 +37,6 @@ from .store import (channels, contents, messages, now, read_tokens, reply_tokens
 bp = Blueprint("line_platform", __name__)
 
 WEBHOOK_TESTS_PER_HOUR = 60
-RETRY_KEY_LIFETIME = 24 * 3600
-MESSAGE_TYPES = ["text", "image", "video", "audio", "location", "sticker", "imagemap", "template", "flex",
-                 "textV2", "coupon"]
 AUTH_REQUIRED = ("Authorization header required. "
                  "Must follow the scheme, 'Authorization: Bearer <ACCESS TOKEN>'")
 AUTH_FAILED = "Authentication failed. Confirm that the access token in the authorization header is valid."
@@ -75,7 +72,8 @@ def _answer_error(exc):
 
 @bp.after_request
 def _request_id(response):
-    response.headers["X-Line-Request-Id"] = str(uuid.uuid4())
+    # A send names the request it recorded (the ID a later 409 repeats as X-Line-Accepted-Request-Id).
+    response.headers["X-Line-Request-Id"] = g.get("line_request_id") or str(uuid.uuid4())
     return response
 
 
@@ -274,29 +272,15 @@ def profile(user_id):
     return jsonify(answer)
 
 
-def _message_errors(items):
-    if not isinstance(items, list) or not 1 <= len(items) <= 5:
-        return [{"message": "Size must be between 1 and 5", "property": "messages"}]
-    details = []
-    for index, item in enumerate(items):
-        kind = item.get("type") if isinstance(item, dict) else None
-        if kind not in MESSAGE_TYPES:
-            details.append({"message": f"Must be one of the following values: [{', '.join(MESSAGE_TYPES)}]",
-                            "property": f"messages[{index}].type"})
-        elif kind in ("text", "textV2"):
-            text = item.get("text")
-            if not isinstance(text, str) or not text:
-                details.append({"message": "May not be empty", "property": f"messages[{index}].text"})
-            elif len(text) > 5000:
-                details.append({"message": "Length must be between 0 and 5000",
-                                "property": f"messages[{index}].text"})
-    return details
+def body_errors(details):
+    return error(400, f"The request body has {len(details)} error(s)", details)
 
 
-def _check_messages(body):
-    details = _message_errors(body.get("messages"))
+def check_messages(body):
+    """LINE's 400 for message objects it would not send (``message_rules``)."""
+    details = message_rules.problems(body.get("messages"))
     if details:
-        raise error(400, f"The request body has {len(details)} error(s)", details)
+        raise body_errors(details)
 
 
 def _record(channel, user_id, kind, items, delivered, retry_key=None):
@@ -323,7 +307,7 @@ def reply():
     if not isinstance(token, str) or not token:
         raise error(400, "The request body has 1 error(s)",
                     [{"message": "May not be empty", "property": "replyToken"}])
-    _check_messages(body)
+    check_messages(body)
     found = store().row(select(reply_tokens).where(reply_tokens.c.token == token,
                                                    reply_tokens.c.channel_id == channel["channel_id"]))
     used_now = found and store().run(
@@ -334,52 +318,6 @@ def reply():
     user = store().row(select(users.c.following).where(users.c.channel_id == channel["channel_id"],
                                                        users.c.user_id == found["user_id"]))
     sent = _record(channel, found["user_id"], "reply", body["messages"], bool(user and user["following"]))
-    return jsonify(sentMessages=sent)
-
-
-# One retry key is checked and recorded under this lock, so two pushes racing with the same key deliver once,
-# as LINE guarantees (the sandbox serves from one process).
-_retry_keys = threading.Lock()
-
-
-@bp.post("/v2/bot/message/push")
-def push():
-    channel = _authenticated()
-    with _retry_keys:
-        return _push(channel)
-
-
-def _push(channel):
-    retry_key = request.headers.get("X-Line-Retry-Key")
-    if retry_key is not None:
-        try:
-            retry_key = str(uuid.UUID(retry_key))
-        except ValueError:
-            raise error(400, "The value of the X-Line-Retry-Key header is invalid") from None
-        earlier = store().rows(select(messages).where(messages.c.channel_id == channel["channel_id"],
-                                                      messages.c.retry_key == retry_key,
-                                                      messages.c.created_at > now() - RETRY_KEY_LIFETIME)
-                               .order_by(messages.c.id))
-        if earlier:
-            exc = error(409, "The retry key is already accepted",
-                        sentMessages=[{"id": row["message_id"]} for row in earlier])
-            exc.headers["X-Line-Accepted-Request-Id"] = earlier[0]["request_id"]
-            raise exc
-    body = _json_body()
-    to = body.get("to")
-    if not isinstance(to, str) or not to:
-        raise error(400, "The request body has 1 error(s)",
-                    [{"message": "May not be empty", "property": "to"}])
-    _check_messages(body)
-    user = store().row(select(users).where(users.c.channel_id == channel["channel_id"],
-                                           users.c.user_id == to))
-    if user is None:
-        raise error(400, "Failed to send messages")
-    quota = quota_of(channel)
-    if quota["type"] == "limited" and sandbox().quota_consumption(channel["channel_id"]) >= quota["value"]:
-        raise error(429, MONTHLY_LIMIT)
-    # As on LINE, a push to a user who blocked the account answers 200 but never arrives.
-    sent = _record(channel, to, "push", body["messages"], bool(user["following"]), retry_key)
     return jsonify(sentMessages=sent)
 
 

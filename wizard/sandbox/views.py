@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from flask import Blueprint, Response, current_app, flash, redirect, render_template, request, url_for
 from markupsafe import Markup, escape
 
-from .control import USER_MESSAGE_TYPES, SandboxError
+from .control import PLANS, USER_MESSAGE_TYPES, SandboxError
 
 bp = Blueprint("sandbox_views", __name__)
 
@@ -24,6 +24,10 @@ def sandbox():
 
 
 TIMEZONE = ZoneInfo("Asia/Taipei")
+# The channel page lists this many users and messages (a bench account has 100,000 friends).
+LISTED = 50
+PLAN_LABELS = [("free", "Free (輕用量): 200 messages a month"), ("3000", "中用量: 3,000 messages a month"),
+               ("6000", "高用量: 6,000 messages a month"), ("none", "No limit")]
 TIMEZONE_LABEL = "Taipei time, UTC+8"
 # An http(s) URL in a message text, up to the first space or character that cannot be part of one here:
 # quotes, angle brackets and the full-width punctuation of Chinese text. Trailing ASCII punctuation is
@@ -107,10 +111,14 @@ def channel(channel_id):
     except SandboxError as exc:
         return render_template("sandbox/index.html", channels=sandbox().channels(),
                                friends=sandbox().counts(), missing=str(exc)), 404
-    users = sandbox().users(channel_id)
+    users = sandbox().users(channel_id, LISTED)
     return render_template("sandbox/channel.html", channel=found, users=users,
                            names={user["userId"]: user["displayName"] for user in users},
-                           messages=sandbox().sent_messages(channel_id)[-50:][::-1],
+                           user_count=sandbox().user_count(channel_id),
+                           friend_count=sandbox().friend_count(channel_id),
+                           received_counts=sandbox().received_counts(channel_id, [u["userId"] for u in users]),
+                           sends=sandbox().sends(channel_id, 20), plans=PLAN_LABELS, plan_limits=PLANS,
+                           messages=sandbox().sent_messages(channel_id, limit=LISTED)[::-1],
                            deliveries=sandbox().deliveries(channel_id, 20),
                            quota=sandbox().quota(channel_id), message_types=USER_MESSAGE_TYPES,
                            read_marks=sandbox().read_marks(channel_id)[-20:][::-1],
@@ -212,16 +220,83 @@ def quota(channel_id):
     return redirect(url_for(".channel", channel_id=channel_id))
 
 
+@bp.post("/_sandbox/channels/<channel_id>/plan")
+def plan(channel_id):
+    """The account's plan: the free plan's 200 messages a month, 3,000, 6,000, or no limit."""
+    chosen = request.form.get("plan", "")
+    sandbox().set_plan(channel_id, chosen)
+    limit = PLANS[chosen]
+    flash(f"Plan changed: {f'{limit} messages a month' if limit is not None else 'no limit'}.", "ok")
+    return redirect(url_for(".channel", channel_id=channel_id))
+
+
+@bp.post("/_sandbox/channels/<channel_id>/friends")
+def make_friends(channel_id):
+    """Many users add the account at once (no webhooks are sent for them)."""
+    count = request.form.get("count", "").strip()
+    if not count.isdecimal():
+        raise SandboxError("how many friends? A whole number from 1 to 1000000")
+    made = sandbox().make_friends(channel_id, int(count))
+    flash(f"{len(made)} users added the account (no webhooks sent).", "ok")
+    return redirect(url_for(".channel", channel_id=channel_id))
+
+
+@bp.get("/_sandbox/channels/<channel_id>/user")
+def find_user(channel_id):
+    return redirect(url_for(".user", channel_id=channel_id, user_id=request.args.get("user_id", "").strip()))
+
+
+@bp.get("/_sandbox/channels/<channel_id>/users/<user_id>")
+def user(channel_id, user_id):
+    """What one user received from the account."""
+    found = sandbox().channel(channel_id)
+    return render_template("sandbox/user.html", channel=found, user=sandbox().user(channel_id, user_id),
+                           received=sandbox().received(channel_id, user_id))
+
+
+@bp.app_template_filter("flex_parts")
+def flex_parts(bubble):
+    """What a user sees of a Flex bubble, in order: texts, images and buttons (label and where it leads)."""
+    parts = []
+
+    def walk(node):
+        if isinstance(node, list):
+            for child in node:
+                walk(child)
+            return
+        if not isinstance(node, dict):
+            return
+        kind = node.get("type")
+        if kind == "text" and (node.get("text") or node.get("contents")):
+            text = node.get("text") or "".join(span.get("text", "") for span in node["contents"]
+                                               if isinstance(span, dict))
+            parts.append({"kind": "text", "text": text})
+        elif kind == "image" and node.get("url"):
+            parts.append({"kind": "image", "url": node["url"]})
+        elif kind == "button" and isinstance(node.get("action"), dict):
+            action = node["action"]
+            parts.append({"kind": "button", "label": action.get("label") or action.get("type"),
+                          "target": action.get("uri") or action.get("text") or action.get("data")})
+        else:
+            for block in ("header", "hero", "body", "footer", "contents"):
+                if block in node:
+                    walk(node[block])
+    walk(bubble)
+    return parts
+
+
 @bp.post("/_sandbox/channels/<channel_id>/failure")
 def failure(channel_id):
     form = request.form
     status = form.get("status", "").strip()
     times = form.get("times", "").strip()
+    retry_after = form.get("retry_after", "").strip()
     try:
         sandbox().fail(channel_id, int(status) if status else None, times=int(times) if times else None,
-                       delay=float(form.get("delay", "").strip() or 0))
+                       delay=float(form.get("delay", "").strip() or 0),
+                       retry_after=int(retry_after) if retry_after else None)
     except ValueError:
-        raise SandboxError("status, times and delay are numbers") from None
+        raise SandboxError("status, times, delay and Retry-After are numbers") from None
     flash("Failure settings saved." if status or form.get("delay") else "LINE answers normally again.", "ok")
     return redirect(url_for(".channel", channel_id=channel_id))
 

@@ -1,6 +1,9 @@
 """A shop's contacts and each contact's conversation, for the shop's owners and for staff.
 
-- ``/c/<slug>/contacts``: the list (search, pages), ``/c/<slug>/contacts.csv`` its export;
+- ``/c/<slug>/contacts``: the list (search, the advanced search's filters, pages), ``/c/<slug>/contacts.csv``
+  its export, ``/c/<slug>/contacts/count`` the advanced search's live count (static/js/segments.js);
+- ``POST /c/<slug>/segments`` saves the applied filters under a name, ``…/segments/<id>/rename`` and
+  ``…/segments/<id>/delete`` (customers/segments.py);
 - ``/c/contacts/<id>``: one contact with the conversation and the box to reply (opening it marks the
   customer's messages read on LINE); ``POST /c/contacts/<id>/reply`` sends what was typed;
 - ``/c/contacts/<id>/messages/<message id>/content``: a picture, video, sound or file the customer sent.
@@ -9,19 +12,20 @@ Not under /shops/ (the staff console's prefix, staff only): owners use these pag
 the contact alone, and the shop is the contact's: whoever may not see that shop gets 404, as for a contact
 that does not exist. The queries are customers/contacts.py's, shared with the CSV and the API.
 """
-from flask import Blueprint, Response, abort, flash, redirect, render_template, request, stream_with_context, url_for
+from flask import (Blueprint, Response, abort, flash, jsonify, redirect, render_template, request,
+                   stream_with_context, url_for)
 from flask_babel import gettext as _, lazy_gettext as _l
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy.orm import undefer
-from wtforms import HiddenField, TextAreaField
+from wtforms import HiddenField, StringField, TextAreaField
 
 from .. import audit, queue
-from ..customers import consent, contacts, conversation, replies
+from ..customers import consent, contacts, conversation, replies, segments
 from ..extensions import db
 from ..models import Channel, Contact, Message, MessageContent, Outbox, utcnow
 from ..statuses import ContentStatus, OutboxStatus
-from . import shop_for
+from . import checked_post, shop_for
 
 bp = Blueprint("contacts", __name__, url_prefix="/c")
 
@@ -50,6 +54,13 @@ def signed_in():
     pass
 
 
+@bp.app_context_processor
+def segment_builder_choices():
+    """The builder's lists for every page that includes it (contacts/_segment_builder.html), in its language:
+    registered with the blueprint, so another page (a send plan's form) gets them without asking."""
+    return {"segment_choices": segments.choices}
+
+
 def _contact(contact_id):
     """The contact and its shop, or 404 for a contact the person may not see (or none at all)."""
     contact = db.session.get(Contact, contact_id)
@@ -61,20 +72,112 @@ def _contact(contact_id):
     return contact, shop
 
 
+class SegmentForm(FlaskForm):
+    name = StringField(_l("Name of the segment"))
+
+
 @bp.get("/<slug>/contacts")
 def index(slug):
     shop = shop_for(slug)
     wanted = contacts.ContactFilter.from_args(request.args)
-    problems = list(wanted.problems)
+    return _index(shop, wanted)
+
+
+def _index(shop, wanted, save_form=None, rename_problem=None, code=200, values=None):
+    """The list page; ``values``: what the builder's fields show (default: the query's)."""
+    problems = list(wanted.problems) + list(wanted.filter_problems.values())
     try:
         page = contacts.list_contacts(shop, wanted)
     except contacts.BadRequest as exc:
         problems.append(str(exc))
         wanted.page = 1
         page = contacts.list_contacts(shop, wanted)
-    return render_template("contacts/index.html", shop=shop, page=page, wanted=wanted, problems=problems,
-                           name_of=contacts.name_of,
-                           unread=conversation.unread_counts([c.id for c in page.rows])), 400 if problems else 200
+    saved = segments.saved(shop)
+    return render_template(
+        "contacts/index.html", shop=shop, page=page, wanted=wanted, problems=problems, name_of=contacts.name_of,
+        unread=conversation.unread_counts([c.id for c in page.rows]), count_text=contacts.count_text,
+        saved=saved, segment_args=segments.as_args, save_form=save_form or SegmentForm(formdata=None),
+        rename_problem=rename_problem, builder_values=request.args if values is None else values,
+    ), 400 if problems or code == 400 else code
+
+
+@bp.get("/<slug>/contacts/count")
+def count(slug):
+    """The advanced search's count while the owner chooses (static/js/segments.js sends the form's fields as
+    they are): JSON ``{"contacts", "text"}``, or 400 with ``{"problems": {key: message}, "text"}`` in the
+    page's language. What the list would show if the form were sent now, so the two never disagree."""
+    shop = shop_for(slug)
+    wanted = contacts.ContactFilter.from_args(request.args)
+    if wanted.filter_problems:
+        problems = {key: str(message) for key, message in wanted.filter_problems.items()}
+        return jsonify(problems=problems, text=" ".join(problems.values())), 400
+    wanted.advanced = True  # the builder counts its audience: blocked friends never
+    total = contacts.count_contacts(shop, wanted)
+    response = jsonify(contacts=total, text=contacts.count_text(total, wanted))
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.post("/<slug>/segments")
+def save_segment(slug):
+    """The filters the list shows (hidden fields of the save form) under a new name."""
+    shop = shop_for(slug)
+    form = SegmentForm()
+    if not form.validate_on_submit():
+        abort(400)  # only a missing or stale CSRF token fails here
+    wanted = contacts.ContactFilter.from_args(request.form)
+    segment, problems = segments.save(shop, form.name.data, segments.from_args(request.form))
+    if problems:
+        form.name.errors = [str(problems.pop("name"))] if "name" in problems else []
+        wanted.filter_problems = dict(wanted.filter_problems, **problems)
+        return _index(shop, wanted, save_form=form, code=400, values=request.form)
+    audit.record("segment.saved", shop=shop, target=segment.name, filters=segments.codes(segment.filters))
+    db.session.commit()
+    flash(_("The segment “%(name)s” is saved: pick it under Saved segments.", name=segment.name), "success")
+    return redirect(_segment_url(shop, segment))
+
+
+def _segment_url(shop, segment):
+    return url_for(".index", slug=shop.slug, advanced="1", **segments.as_args(segment.filters)) + "#advanced"
+
+
+def _saved_one(shop, segment_id):
+    segment = segments.saved_one(shop, segment_id)
+    if segment is None:
+        abort(404)
+    return segment
+
+
+@bp.post("/<slug>/segments/<int:segment_id>/rename")
+def rename_segment(slug, segment_id):
+    shop = shop_for(slug)
+    segment = _saved_one(shop, segment_id)
+    form = SegmentForm()
+    if not form.validate_on_submit():
+        abort(400)
+    old = segment.name
+    problem = segments.rename(segment, shop, form.name.data)
+    if problem:
+        db.session.rollback()
+        return _index(shop, contacts.ContactFilter.from_args(request.args), rename_problem=(segment_id, problem),
+                      code=400)
+    audit.record("segment.renamed", shop=shop, target=segment.name, was=old)
+    db.session.commit()
+    flash(_("The segment “%(old)s” is now called “%(name)s”.", old=old, name=segment.name), "success")
+    return redirect(url_for(".index", slug=shop.slug) + "#saved-segments")
+
+
+@bp.post("/<slug>/segments/<int:segment_id>/delete")
+def delete_segment(slug, segment_id):
+    shop = shop_for(slug)
+    segment = _saved_one(shop, segment_id)
+    checked_post()
+    name = segment.name
+    segments.delete(segment)
+    audit.record("segment.deleted", shop=shop, target=name)
+    db.session.commit()
+    flash(_("The segment “%(name)s” is deleted.", name=name), "success")
+    return redirect(url_for(".index", slug=shop.slug) + "#saved-segments")
 
 
 @bp.get("/<slug>/contacts.csv")
@@ -83,7 +186,8 @@ def export(slug):
     wanted = contacts.ContactFilter.from_args(request.args)
     name = f"contacts-{shop.slug}-{utcnow():%Y%m%d-%H%M}.csv"
     # Every customer's personal data leaves the CRM in this file: who took it, and when, is on record.
-    audit.record("contacts.exported", shop=shop, target=name, search=wanted.q or None)
+    narrowed = {"filters": segments.codes(wanted.filters)} if wanted.advanced else {}
+    audit.record("contacts.exported", shop=shop, target=name, search=wanted.q or None, **narrowed)
     db.session.commit()
     # Streamed: the first bytes leave at once and the rows follow as they are read (customers/contacts.py);
     # stream_with_context keeps the request (locale, time zone, session) for the generator.

@@ -1,0 +1,387 @@
+"""A send plan's runs: starting one once, sending it through the outgoing core, and counting what became of
+each recipient.
+
+``tick`` (every minute, on one consumer) starts what is due: a one-off plan whose time came, a yearly plan's
+run of the day. A run starts in ONE transaction that first wins the plan with a conditional UPDATE (its state
+and ``send_at`` as read: a second worker, or a second tick, finds nothing to win) and then writes the run
+(unique per plan and Taipei day), every recipient with their outcome, and the deliveries: batches of ≤500 for
+multicast (outgoing/batches.py; broadcast when the plan is for all friends and every friend gets it), or one
+outbox row per contact for a personal template ({name}). A crash before the commit leaves nothing, and the
+next tick starts it; after it, the deliveries' own claims and retry keys take over.
+
+Who gets it is decided at the start, not when it was scheduled: the audience as it is now (customers/
+segments.py), never the blocked, for marketing only those whose consent holds now (withdrawn since: left out,
+counted no_consent), and no more than the month's quota allows (LINE's quota and consumption): over it the
+run is refused in words, or with "send only up to the quota" the first by contact id go and the rest are
+recorded over_quota.
+
+Outcomes come back from the deliveries: a batch's ``Owner`` callback (sent, failed, over_quota, cancelled;
+in the transaction that records it) and the outbox purpose ``send_plan``'s ``sent``; outbox rows that ended
+otherwise (refused, dead) are counted by ``reconcile``. A run with nothing pending is finished: sent, or
+failed with the reason when nothing went.
+"""
+import logging
+import uuid
+from datetime import timedelta
+
+from flask_babel import lazy_gettext as _l
+from sqlalchemy import func, or_, select, update
+
+from .. import queue
+from ..customers import segments
+from ..extensions import db
+from ..models import Contact, MessageTemplate, Outbox, SendPlan, SendPlanRecipient, SendPlanRun, Shop, utcnow
+from ..outgoing import batches, outbox, purposes, sender as senders
+from ..rows import insert_ignoring
+from ..statuses import OutboxStatus, PlanState, RecipientOutcome
+from . import plans, schedule, templates
+
+log = logging.getLogger(__name__)
+
+OWNER = "send_plan"
+PURPOSE = "send_plan"
+# A personal message held while its plan is paused waits this far ahead (resume brings it back to now).
+HELD_FOR = timedelta(days=3650)
+# The reasons an outbox row of a plan is refused when it would go (its error), and the outcome each is.
+REFUSED = {"send_plan:cancelled": RecipientOutcome.CANCELLED, "send_plan:no_consent": RecipientOutcome.NO_CONSENT,
+           "send_plan:blocked": RecipientOutcome.BLOCKED}
+RETRY_NAMESPACE = uuid.UUID("6f1d8a4e-4d0e-4d55-9a57-2f1b3c8e9a16")
+
+REASONS = {
+    "not_connected": _l("The shop's LINE account is not connected, so nothing was sent."),
+    "no_template": _l("The message template was deleted, so nothing was sent."),
+    "over_quota": _l("The month's messages would not have been enough (%(messages)d needed, %(left)d left), "
+                     "so nothing was sent. Choose “send only up to the quota”, or send next month."),
+    "monthly_limit": _l("LINE refused: this month's messages are used up."),
+    "failed": _l("LINE refused every message."),
+}
+
+
+def reason_text(reason):
+    """A stored reason ("code" or "code:messages:left") in the reader's words."""
+    if not reason:
+        return ""
+    code, *numbers = reason.split(":")
+    words = REASONS.get(code)
+    if words is None:
+        return reason
+    if numbers:
+        return str(words) % {"messages": int(numbers[0]), "left": int(numbers[1])}
+    return str(words)
+
+
+def _retry_key(run_id, contact_id):
+    return str(uuid.uuid5(RETRY_NAMESPACE, f"send_plan:{run_id}:{contact_id}"))
+
+
+# ---- starting ----------------------------------------------------------------------------------------------
+
+
+def due(now=None):
+    """The ids of plans whose run is due."""
+    now = now or utcnow()
+    return db.session.scalars(select(SendPlan.id).where(
+        SendPlan.state == PlanState.SCHEDULED,
+        or_(SendPlan.send_at.is_(None), SendPlan.send_at <= now)).order_by(SendPlan.id)).all()
+
+
+def tick(now=None):
+    """Start every due run, count the outcomes that came by the outbox, finish what is done."""
+    started = []
+    for plan_id in due(now):
+        try:
+            run_id = start(plan_id, now)
+        except senders.current().failure as problem:  # LINE did not tell the quota: next minute
+            db.session.rollback()
+            log.warning("send plan %s waits: LINE answered %s; the next tick tries again", plan_id, problem.code)
+            continue
+        except Exception:
+            db.session.rollback()
+            log.exception("send plan %s could not start; the next tick tries again", plan_id)
+            continue
+        if run_id is not None:
+            started.append(run_id)
+    reconcile()
+    return started
+
+
+def start(plan_id, now=None):
+    """Start the plan's due run (see the module's docstring). Returns the run's id, or None when there was
+    nothing to start (another worker won it, or a yearly plan's day had nobody)."""
+    now = now or utcnow()
+    plan = db.session.get(SendPlan, plan_id)
+    if plan is None or plan.state != PlanState.SCHEDULED or (plan.send_at is not None and plan.send_at > now):
+        return None
+    shop = db.session.get(Shop, plan.shop_id)
+    channel = shop.channel
+    day = schedule.local_day(plan.send_at or now)
+    wanted = plans.wanted_of(plan)
+    next_at = schedule.next_occurrence(plan.repeat, plan.hour, max(now, plan.send_at)) if plan.repeat else None
+    template = templates.get(shop, plan.template_id)
+    if channel is None or template is None:
+        return _fail_start(plan, "not_connected" if channel is None else "no_template", next_at, now)
+    found = plans.estimate(channel, wanted, now=now, with_quota=False)
+    found.limit, found.used = plans.read_quota(channel)  # LINE unreachable: raises, the next tick tries again
+    if found.over and not plan.up_to_quota:
+        return _fail_start(plan, f"over_quota:{found.messages}:{found.left}", next_at, now)
+    if plan.repeat and found.audience == 0:
+        _win(plan, next_at, PlanState.SCHEDULED, now)  # nobody's birthday today: no run
+        db.session.commit()
+        return None
+    if not _win(plan, next_at, PlanState.SCHEDULED if plan.repeat else PlanState.SENDING, now):
+        db.session.rollback()
+        return None
+    is_personal = templates.personal(template)
+    recipient_ids = plans.recipient_ids(channel.id, wanted, day).order_by(None)
+    recipients = db.session.execute(select(Contact.id, Contact.line_user_id)
+                                    .where(Contact.id.in_(recipient_ids)).order_by(Contact.id)).all()
+    sending = recipients[:found.sendable]
+    over = recipients[found.sendable:]
+    no_consent = db.session.scalars(select(Contact.id).where(
+        Contact.id.in_(plans.audience_ids(channel.id, wanted, day)), Contact.blocked_at.is_(None),
+        Contact.id.not_in(recipient_ids))).all()
+    blocked = _blocked_count(channel.id, wanted, day)
+    broadcast = (wanted.all and not plan.repeat and not no_consent and not over and not is_personal
+                 and bool(sending))
+    run = SendPlanRun(plan_id=plan.id, day=day, state=PlanState.SENDING, personal=is_personal,
+                      broadcast=broadcast, recipients=len(sending), no_consent=len(no_consent), blocked=blocked,
+                      over_quota=len(over), started_at=now)
+    db.session.add(run)
+    db.session.flush()
+    rows = ([{"run_id": run.id, "contact_id": c, "outcome": RecipientOutcome.PENDING, "at": now}
+             for c, _u in sending]
+            + [{"run_id": run.id, "contact_id": c, "outcome": RecipientOutcome.OVER_QUOTA, "at": now}
+               for c, _u in over]
+            + [{"run_id": run.id, "contact_id": c, "outcome": RecipientOutcome.NO_CONSENT, "at": now}
+               for c in no_consent])
+    for start_at in range(0, len(rows), 1000):
+        insert_ignoring(SendPlanRecipient, rows[start_at:start_at + 1000], ["run_id", "contact_id"])
+    plan.cost_messages, plan.quota_left = found.messages, found.left
+    if plan.started_at is None:
+        plan.started_at = now
+    queued = []
+    if not sending:
+        _finish(run, now)
+    elif is_personal:
+        for contact_id, _user in sending:
+            row = outbox.add(channel.id, contact_id, PURPOSE, retry_key=_retry_key(run.id, contact_id))
+            queued.append(row.id)
+            db.session.execute(update(SendPlanRecipient).where(
+                SendPlanRecipient.run_id == run.id, SendPlanRecipient.contact_id == contact_id)
+                .values(outbox_id=row.id).execution_options(synchronize_session=False))
+    else:
+        batches.add(channel.id, owner=OWNER, owner_id=run.id, run_key=f"run-{run.id}",
+                    recipients=None if broadcast else [(c, u) for c, u in sending],
+                    messages=templates.messages_for_all(template), unit=plan.unit)
+    db.session.commit()
+    _ring(run, queued)
+    return run.id
+
+
+def _ring(run, queued):
+    """After the commit: the deliveries are on record; wake whoever sends them (else the sweep does)."""
+    for outbox_id in queued:
+        queue.send_message.try_now(outbox_id, row=f"outbox {outbox_id}")
+    if queued or run.personal:
+        return
+    batches.wake(OWNER, run.id)  # never raises: a lost ring is found by the batches' sweep
+
+
+def _win(plan, next_at, state, now):
+    """The claim: the plan moves on from the ``send_at`` this worker read, or another worker did first."""
+    condition = (SendPlan.send_at.is_(None) if plan.send_at is None else SendPlan.send_at == plan.send_at)
+    values = {"state": state, "updated_at": now}
+    if plan.repeat:
+        values["send_at"] = next_at
+    won = db.session.execute(update(SendPlan).where(
+        SendPlan.id == plan.id, SendPlan.state == PlanState.SCHEDULED, condition).values(**values)
+        .execution_options(synchronize_session=False)).rowcount == 1
+    if won:
+        db.session.expire(plan, ["state", "send_at", "updated_at"])
+    return won
+
+
+def _fail_start(plan, reason, next_at, now):
+    """A run that cannot start: a one-off plan fails with the reason; a yearly plan keeps its next day and
+    shows the reason."""
+    state = PlanState.SCHEDULED if plan.repeat else PlanState.FAILED
+    if _win(plan, next_at, state, now):
+        db.session.execute(update(SendPlan).where(SendPlan.id == plan.id).values(
+            reason=reason, finished_at=None if plan.repeat else now).execution_options(synchronize_session=False))
+    db.session.commit()
+    return None
+
+
+def _blocked_count(channel_id, wanted, day):
+    """How many of the audience have blocked the account (never sent to): the contacts the plan's conditions
+    pick but for the block (customers/segments.py's conditions without its "not blocked" one)."""
+    clean, _problems = segments.check(wanted.filters if not wanted.all else {})
+    not_blocked = Contact.blocked_at.is_(None)
+    wheres = [where for where in segments.conditions(clean, [channel_id]) if not where.compare(not_blocked)]
+    query = select(func.count(Contact.id)).where(Contact.channel_id == channel_id, Contact.blocked_at.is_not(None),
+                                                 *wheres)
+    if wanted.repeat:
+        query = query.where(schedule.birthday_condition(wanted.repeat, day))
+    return db.session.scalar(query) or 0
+
+
+# ---- outcomes --------------------------------------------------------------------------------------------
+
+
+def _count(run_id, contact_ids, outcome, now):
+    """Record ``outcome`` for those of ``contact_ids`` still pending in the run (None: every pending one) and
+    raise the run's counter by as many: an outcome told twice counts once."""
+    where = [SendPlanRecipient.run_id == run_id, SendPlanRecipient.outcome == RecipientOutcome.PENDING]
+    if contact_ids is not None:
+        where.append(SendPlanRecipient.contact_id.in_(contact_ids))
+    changed = db.session.execute(update(SendPlanRecipient).where(*where).values(outcome=outcome, at=now)
+                                 .execution_options(synchronize_session=False)).rowcount
+    if changed:
+        column = getattr(SendPlanRun, str(outcome))
+        db.session.execute(update(SendPlanRun).where(SendPlanRun.id == run_id).values({column: column + changed})
+                           .execution_options(synchronize_session=False))
+    return changed
+
+
+def batch_outcome(batch, outcome, count, now):
+    """The batches' Owner callback: a chunk of a run was sent, failed, over the quota or cancelled."""
+    run_id = batch.owner_id
+    run = db.session.get(SendPlanRun, run_id)
+    if run is None:
+        return
+    contact_ids = None if run.broadcast else [int(pair[0]) for pair in (batch.recipients or [])]
+    _count(run_id, contact_ids, RecipientOutcome(outcome), now)
+    if outcome == RecipientOutcome.OVER_QUOTA:
+        db.session.execute(update(SendPlanRun).where(SendPlanRun.id == run_id).values(reason="monthly_limit")
+                           .execution_options(synchronize_session=False))
+    _finish_if_done(run_id, now)
+
+
+def _render(row, channel, contact):
+    run = _run_of(row)
+    plan = db.session.get(SendPlan, run.plan_id)
+    return templates.messages_for(db.session.get(MessageTemplate, plan.template_id), contact)
+
+
+def _run_of(row):
+    return db.session.scalar(select(SendPlanRun).join(SendPlanRecipient, SendPlanRecipient.run_id == SendPlanRun.id)
+                             .where(SendPlanRecipient.outbox_id == row.id))
+
+
+def _refuse(row, channel):
+    """A personal message of a plan, checked again as it goes: cancelled, blocked or no consent since."""
+    run = _run_of(row)
+    plan = db.session.get(SendPlan, run.plan_id) if run is not None else None
+    contact = db.session.get(Contact, row.contact_id)
+    if plan is None or plan.state == PlanState.CANCELLED or run.state == PlanState.CANCELLED:
+        return "send_plan:cancelled"
+    if contact.blocked:
+        return "send_plan:blocked"
+    if plan.purpose == "marketing" and not contact.marketing_consent:
+        return "send_plan:no_consent"
+    return None
+
+
+def _sent(row, contact, now):
+    run = _run_of(row)
+    if run is not None:
+        _count(run.id, [contact.id], RecipientOutcome.SENT, now)
+        _finish_if_done(run.id, now)
+
+
+def reconcile(now=None):
+    """Count the personal messages that ended without being sent (refused, dead, unknown), and finish runs
+    with nothing pending."""
+    now = now or utcnow()
+    rows = db.session.execute(
+        select(SendPlanRecipient.run_id, SendPlanRecipient.contact_id, Outbox.status, Outbox.error)
+        .join(Outbox, Outbox.id == SendPlanRecipient.outbox_id)
+        .join(SendPlanRun, SendPlanRun.id == SendPlanRecipient.run_id)
+        .where(SendPlanRun.state.in_((PlanState.SENDING, PlanState.PAUSED, PlanState.CANCELLED)),
+               SendPlanRecipient.outcome == RecipientOutcome.PENDING,
+               Outbox.status.in_((OutboxStatus.FAILED, OutboxStatus.DEAD, OutboxStatus.UNKNOWN)))).all()
+    runs = set()
+    for run_id, contact_id, _status, error in rows:
+        _count(run_id, [contact_id], REFUSED.get(error or "", RecipientOutcome.FAILED), now)
+        runs.add(run_id)
+    for run_id in db.session.scalars(select(SendPlanRun.id).where(SendPlanRun.state == PlanState.SENDING)):
+        runs.add(run_id)
+    for run_id in sorted(runs):
+        _finish_if_done(run_id, now)
+    db.session.commit()
+
+
+def _finish_if_done(run_id, now):
+    pending = db.session.scalar(select(func.count(SendPlanRecipient.id)).where(
+        SendPlanRecipient.run_id == run_id, SendPlanRecipient.outcome == RecipientOutcome.PENDING))
+    if not pending:
+        _finish(db.session.get(SendPlanRun, run_id), now)
+
+
+def _finish(run, now):
+    """A run with nothing pending: sent (some went), or failed with its reason (none went)."""
+    db.session.refresh(run)
+    if run.state not in (PlanState.SENDING, PlanState.PAUSED):
+        return
+    state = PlanState.FAILED if run.sent == 0 and (run.failed or run.over_quota) else PlanState.SENT
+    reason = run.reason or (("failed" if run.failed else "monthly_limit") if state == PlanState.FAILED else None)
+    run.state, run.reason, run.finished_at = state, reason, now
+    plan = db.session.get(SendPlan, run.plan_id)
+    if not plan.repeat and plan.state in (PlanState.SENDING, PlanState.PAUSED):
+        plan.state, plan.reason, plan.finished_at = state, reason, now
+
+
+# ---- pause, resume, cancel of a run -------------------------------------------------------------------------
+
+
+def _outbox_of(run):
+    return select(SendPlanRecipient.outbox_id).where(SendPlanRecipient.run_id == run.id,
+                                                     SendPlanRecipient.outbox_id.is_not(None))
+
+
+def hold(run):
+    """Pause: what is not yet with LINE waits (batches held; personal messages moved far ahead)."""
+    run.state = PlanState.PAUSED
+    if run.personal:
+        db.session.execute(update(Outbox).where(Outbox.id.in_(_outbox_of(run)), Outbox.status == OutboxStatus.QUEUED)
+                           .values(next_attempt_at=utcnow() + HELD_FOR).execution_options(synchronize_session=False))
+    else:
+        batches.hold(OWNER, run.id)
+
+
+def release(run):
+    run.state = PlanState.SENDING
+    if run.personal:
+        db.session.execute(update(Outbox).where(Outbox.id.in_(_outbox_of(run)), Outbox.status == OutboxStatus.QUEUED)
+                           .values(next_attempt_at=utcnow()).execution_options(synchronize_session=False))
+    else:
+        batches.release(OWNER, run.id)
+
+
+def after_release(plan):
+    """After a resume's commit: wake the senders of the plan's open runs."""
+    for run in plan.runs:
+        if run.state == PlanState.SENDING:
+            queued = db.session.scalars(_outbox_of(run)).all() if run.personal else []
+            _ring(run, [i for i in queued if db.session.get(Outbox, i).status == OutboxStatus.QUEUED])
+
+
+def stop(run):
+    """Cancel: what is not yet with LINE does not go (queued personal messages are refused now, chunks
+    cancelled by the batches); what is in flight or accepted stays sent. Their outcomes are counted as they
+    come (``reconcile``, the batches' callback)."""
+    now = utcnow()
+    if run.personal:
+        db.session.execute(update(Outbox).where(Outbox.id.in_(_outbox_of(run)), Outbox.status == OutboxStatus.QUEUED)
+                           .values(status=OutboxStatus.FAILED, error="send_plan:cancelled", updated_at=now)
+                           .execution_options(synchronize_session=False))
+    else:
+        batches.cancel(OWNER, run.id)
+    run.state, run.finished_at = PlanState.CANCELLED, now
+
+
+def register():
+    """The plans' registrations in the outgoing core (the app factory calls this)."""
+    purposes.register(purposes.Purpose(PURPOSE, render=_render, refuse=_refuse, sent=_sent))
+    batches.register(batches.Owner(OWNER, batch_outcome))
+
