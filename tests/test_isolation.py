@@ -9,7 +9,8 @@ import pytest
 
 from tests.webhooks import make_channel
 from wizard.extensions import db
-from wizard.models import (Alert, AuditEntry, Channel, Invitation, Shop, ShopHealth, StepState, User, utcnow)
+from wizard.models import (Alert, AuditEntry, Channel, Invitation, Segment, Shop, ShopHealth, StepState, User,
+                           utcnow)
 from wizard.steps.registry import registry
 
 REFUSED = {401, 403, 404}
@@ -31,10 +32,12 @@ def two_shops(app, client, make_shop, make_user, login):
                                  detail={}))
         db.session.add(Alert(shop_id=shop.id, state="broken", reason="wrong_secret", open_reason="wrong_secret",
                              step="credentials", opened_at=now))
+        db.session.add(Segment(shop_id=shop.id, name="乙店的台北客人", filters={"city": ["TPE"]}))
         db.session.commit()
         alert_id = db.session.scalar(db.select(Alert.id))
+        segment_id = db.session.scalar(db.select(Segment.id))
     login(owner_a)
-    return {"a": slug_a, "b": slug_b, "alert_id": alert_id, "owner_b": owner_b}
+    return {"a": slug_a, "b": slug_b, "alert_id": alert_id, "owner_b": owner_b, "segment_id": segment_id}
 
 
 def snapshot(app, slug):
@@ -56,6 +59,7 @@ def snapshot(app, slug):
             "audit": rows(AuditEntry, "id"),
             "invitations": rows(Invitation, "email", "revoked_at"),
             "owners": rows(User, "email", "password_hash", "deactivated_at"),
+            "segments": rows(Segment, "name", "filters"),
         }
 
 
@@ -71,7 +75,7 @@ def fillers(shops):
     """How to fill each argument a rule naming a shop may have: a list of values to try."""
     steps = [step.key for step in registry()]
     return {"slug": [shops["b"]], "key": steps + ["connected"], "fmt": ["svg", "png"],
-            "alert_id": [shops["alert_id"]]}
+            "alert_id": [shops["alert_id"]], "segment_id": [shops["segment_id"]]}
 
 
 def shop_rules(app):
