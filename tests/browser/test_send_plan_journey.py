@@ -176,6 +176,7 @@ def test_a_marketing_plan_reaches_the_consenting_friends_in_taipei_once(
     page.get_by_role("link", name="新增發送計畫").focus()
     page.keyboard.press("Enter")
     expect(page.locator("h1")).to_have_text("新增發送計畫")
+    expect(page).to_have_title("新增發送計畫 · 晴天烘焙坊")
     page.get_by_label("計畫名稱").fill("春季新品通知")
     page.locator("#template_id").select_option(label="春季新品")
     expect(page.locator('input[name=purpose][value=marketing]')).to_be_checked()  # marketing is the default
@@ -212,6 +213,9 @@ def test_a_marketing_plan_reaches_the_consenting_friends_in_taipei_once(
     expect(page).to_have_url(plan_url)
     status = page.locator(".plan-status")
     expect(status).to_have_attribute("data-state", "scheduled")
+    expect(status.locator("h2")).to_have_text("狀態： 已排程")
+    expect(status).to_contain_text(f"{send_at:%Y-%m-%d %H:%M} （台北時間）")
+    expect(page.locator('[data-results="not-started"]')).to_have_text("計畫開始發送後，這裡會顯示發送結果。")
     shots.take(page, "plan-scheduled")
     nobody_yet = {name: len(received(sandbox, channel_id, user)) for name, user in users.items()}
     assert nobody_yet == forms_only, f"nothing goes before its time: {nobody_yet}"
