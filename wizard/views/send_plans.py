@@ -18,6 +18,7 @@ from werkzeug.datastructures import MultiDict
 from .. import queue
 from ..customers import segments
 from ..models import utcnow
+from ..outgoing import sender as senders
 from ..plans import plans, runs, schedule, statistics, templates
 from ..statuses import PlanState
 from . import checked_post, shop_for
@@ -47,7 +48,6 @@ def _quota(shop):
     channel = shop.channel
     if channel is None:
         return None
-    from ..outgoing import sender as senders
     try:
         limit, used = plans.read_quota(channel)
     except senders.current().failure as problem:
