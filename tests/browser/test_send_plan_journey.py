@@ -176,7 +176,7 @@ def test_a_marketing_plan_reaches_the_consenting_friends_in_taipei_once(
     page.get_by_role("link", name="新增發送計畫").focus()
     page.keyboard.press("Enter")
     expect(page.locator("h1")).to_have_text("新增發送計畫")
-    expect(page).to_have_title("新增發送計畫 · 晴天烘焙坊")
+    expect(page).to_have_title("新增發送計畫 · 晴天烘焙坊 · LINE 串接精靈")
     page.get_by_label("計畫名稱").fill("春季新品通知")
     page.locator("#template_id").select_option(label="春季新品")
     expect(page.locator('input[name=purpose][value=marketing]')).to_be_checked()  # marketing is the default
