@@ -241,3 +241,50 @@ def test_a_worker_killed_after_line_took_a_chunk_never_sends_it_twice(app, line,
     row = chunks(app)[0]
     assert (row.status, row.attempts, row.request_id) == ("sent", 2, accepted["requestId"])  # LINE's 409 named it
     assert len(line.control.sends(line.id)) == 3
+
+
+def test_a_chunk_goes_out_while_every_other_thread_is_busy_with_a_flood_of_events(app, sandbox, make_shop, told):
+    """A consumer's threads are never all taken by events: while the events of a webhook flood hold every
+    drain (here a rule that waits, as a slow handler would), a send plan's chunk still goes out on the thread
+    drains leave free. Before, every thread drained and the plan started only once the flood was over."""
+    import threading
+    import time
+
+    from tests.test_extension_points import deliver, postback_event
+    from wizard import queue
+    from wizard.line import events
+
+    line = Line(app, sandbox, make_shop, 3)
+    entered, release = [], threading.Event()
+
+    @events.handles("postback")
+    def slow_rule(event, effects):
+        entered.append(event.source_user_id)
+        release.wait(60)
+        return "slow"
+
+    def until(condition, what, seconds=30):
+        deadline = time.monotonic() + seconds
+        while not condition():
+            assert time.monotonic() < deadline, f"waited {seconds} s for {what}"
+            time.sleep(0.05)
+
+    queue.start_in_process(app, threads=2)
+    try:
+        deliver(line, postback_event(line.users[0], "first"))
+        until(lambda: len(entered) == 1, "the first event's rule to start")
+        for user in line.users[1:]:  # each rings a drain of its own while the first still runs
+            deliver(line, postback_event(user, "more"))
+            time.sleep(0.3)
+        line.add()
+        with app.app_context():
+            batches.wake("test_plan", 1, app=app)
+        until(lambda: line.received() == {user: 1 for user in line.users}, "the chunk to reach every friend")
+        assert entered == [line.users[0]] and not release.is_set()  # the flood's events are still being run
+        release.set()
+        until(lambda: len(entered) == 3, "the other events to run once the first is done")
+    finally:
+        release.set()
+        queue.stop_in_process(app)
+        events.unregister("postback", slow_rule)
+    assert told == [(0, "sent", 3)]

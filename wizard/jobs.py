@@ -21,6 +21,7 @@ this is the one module that imports every domain, so nothing else may import it.
   (plans/runs.py); ``plan_statistics`` (hourly): LINE's statistics of recent plans (plans/statistics.py).
 """
 import logging
+import threading
 
 from flask import current_app
 
@@ -41,12 +42,39 @@ DRAIN_SECONDS = 20  # one drain task yields its consumer thread after this long,
 PROFILE = claims.backoff("profile")
 
 
+_draining = {}  # app id → drains running in this process (tests run several apps' consumers in one)
+_draining_lock = threading.Lock()
+
+
+def _drain_slot():
+    """Whether this task may drain: at most all but one of the consumer's threads drain at once, so a
+    backlog of events (a flood of webhooks) never holds every thread and a send plan's chunks, profiles and
+    the watch still get one. A task refused here has nothing to do: the drains running re-queue themselves
+    while work is left, and each checks for new work after leaving its slot."""
+    limit, app = max(1, queue.consumer_threads() - 1), id(current_app._get_current_object())
+    with _draining_lock:
+        if _draining.get(app, 0) >= limit:
+            return False
+        _draining[app] = _draining.get(app, 0) + 1
+        return True
+
+
+def _leave_drain_slot():
+    with _draining_lock:
+        _draining[id(current_app._get_current_object())] -= 1
+
+
 @queue.drain_events.runs
 def drain_events():
     huey = queue.instance()
     huey.get(queue.WAKE_FLAG)  # down before the first claim: anything committed from now on rings again
-    if worker.drain(after_commit=enqueue_effects, stop_after=DRAIN_SECONDS):
-        evidence.ring()  # deliveries may clear a shop recorded broken (watch/evidence.py)
+    if not _drain_slot():
+        return  # the flag is down, so what is committed after the running drains' last look rings again
+    try:
+        if worker.drain(after_commit=enqueue_effects, stop_after=DRAIN_SECONDS):
+            evidence.ring()  # deliveries may clear a shop recorded broken (watch/evidence.py)
+    finally:
+        _leave_drain_slot()  # before the look below: an event committed after it rings a drain that may run
     if worker.waiting_work():
         queue.drain_events()  # more than one drain's share, or new arrivals: keep going on any consumer
     else:

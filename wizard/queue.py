@@ -382,9 +382,18 @@ class AnnouncingConsumer(BeatingConsumer):
 
 
 def consumer_options(app, threads=None, periodic=True):
-    return dict(workers=int(threads or app.config["WORKER_THREADS"]), worker_type="thread",
+    """huey's consumer options; the number of threads is kept on the app too (``consumer_threads``): the
+    drains leave one of them free (jobs.py)."""
+    app.extensions["wizard_consumer_threads"] = workers = int(threads or app.config["WORKER_THREADS"])
+    return dict(workers=workers, worker_type="thread",
                 periodic=periodic, initial_delay=0.05, backoff=1.5,
                 max_delay=float(app.config["WORKER_POLL_SECONDS"]), check_worker_health=True)
+
+
+def consumer_threads(app=None):
+    """How many threads this process's consumer runs (the configured number before one started)."""
+    app = app or current_app
+    return app.extensions.get("wizard_consumer_threads") or int(app.config["WORKER_THREADS"])
 
 
 def start_in_process(app, threads=None):
