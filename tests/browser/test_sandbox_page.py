@@ -93,7 +93,7 @@ def test_sandbox_pages_never_scroll_sideways_on_a_phone(sandbox_page, busy_chann
     # A refused action's message (with a long ID in it) does not widen the page either.
     page.set_viewport_size(PHONE)
     page.locator("#follow_user").fill(page.locator(".cards code").first.inner_text())
-    page.get_by_role("button", name="Add friend").click()
+    page.get_by_role("button", name="Add friend", exact=True).click()
     expect(page.locator(".flash-error")).to_contain_text("is already a friend")
     fits(page, "channel page with an error")
 
