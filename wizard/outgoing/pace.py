@@ -16,6 +16,7 @@ from typing import NamedTuple
 
 from flask import current_app
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 
 from ..extensions import db
 from ..models import OutgoingPace
@@ -66,10 +67,16 @@ def reserve(channel_id, kind, longest) -> Slot:
         if wait > longest:
             db.session.commit()  # ends the read's transaction: nothing is held while the caller waits
             return Slot(False, wait, start)
-        taken = db.session.execute(update(OutgoingPace).where(
-            OutgoingPace.key == key, OutgoingPace.free_at_us == free_at).values(free_at_us=start + step)
-            .execution_options(synchronize_session=False)).rowcount
-        db.session.commit()
+        try:
+            taken = db.session.execute(update(OutgoingPace).where(
+                OutgoingPace.key == key, OutgoingPace.free_at_us == free_at).values(free_at_us=start + step)
+                .execution_options(synchronize_session=False)).rowcount
+            db.session.commit()
+        except OperationalError:
+            # SQLite: another consumer wrote since this transaction read, so it may not write now ("database
+            # is locked" at once, whatever the busy timeout). Nothing was taken: read again, like a lost race.
+            db.session.rollback()
+            taken = 0
         if taken == 1:
             return Slot(True, wait, start)
     return Slot(False, interval(kind), _now_us() + step)  # crowded out every time: come back after one interval
