@@ -74,7 +74,13 @@ def rail_state(page, key):
 
 
 def scroll_width(page):
-    return page.evaluate("document.documentElement.scrollWidth")
+    """How wide the page lays out, measured once its stylesheet and fonts are in.
+
+    A click that submits a form resolves as soon as the new page's elements exist; measured then, before
+    ``app.css`` has arrived, an unstyled form is wider than a phone (seen once as 376 px on a busy machine).
+    """
+    page.wait_for_load_state("load")
+    return page.evaluate("document.fonts.ready.then(() => document.documentElement.scrollWidth)")
 
 
 def focus_ring(page):
