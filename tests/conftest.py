@@ -16,8 +16,8 @@ Why the harness looks like this (a developer waits for it, so every test pays on
   and free ports.
 - Markers: ``browser`` (tests/browser) and ``system`` (the slow multi-process tests, SYSTEM_MODULES and
   SYSTEM_TESTS);
-  ``make check`` runs everything else. Under ``--dist worksteal`` the system tests start first, spread over
-  the workers, so the run never waits at its end for one of them.
+  ``make check`` runs everything else. Under ``--dist worksteal`` the system and browser tests start first,
+  spread over the workers, so the run never waits at its end for one of them.
 - ``environment_kept``: whatever a test puts in ``os.environ`` is gone after it, so the order never matters.
 """
 import os
@@ -62,8 +62,9 @@ SYSTEM_TESTS = {"test_metrics_add_up_every_gunicorn_worker", "test_broken_chunke
                 "test_the_dev_server_refuses_to_start_outside_the_embedded_default",
                 "test_a_worker_killed_mid_event_loses_nothing_and_doubles_nothing",
                 "test_a_worker_killed_after_line_took_the_form_never_sends_it_twice"}
-# The system tests that take minutes: under pytest-xdist each starts first on a worker of its own.
-SLOWEST_MODULES = {"test_faults", "test_runbook", "test_production", "test_migration_under_traffic"}
+# The tests that take minutes: under pytest-xdist each starts first on a worker of its own.
+SLOWEST_MODULES = {"test_faults", "test_runbook", "test_production", "test_migration_under_traffic",
+                   "test_batches_faults", "test_send_plan_journey"}
 # The modules whose tests build the schema their own way (migrations): after one of them the next test on
 # that worker's PostgreSQL database builds the schema again.
 SCHEMA_MODULES = {"test_migrations", "test_migration_under_traffic", "test_runbook", "test_production",
@@ -80,20 +81,25 @@ def pytest_collection_modifyitems(config, items):
     _start_system_tests_first(config, items)
 
 
+def _slow(item):
+    return item.get_closest_marker("system") or item.get_closest_marker("browser")
+
+
 def _start_system_tests_first(config, items):
     """Under ``--dist worksteal`` each worker starts with an equal slice of the (shuffled) list and idle workers
-    steal from the end of the longest queue. A slow system test left near the end of a slice would start last
-    and make the whole run wait for it; so the system tests are dealt out, one at a time, to the start of every
-    worker's slice. Every worker computes the same order from the same seed, as pytest-xdist requires."""
+    steal from the end of the longest queue. A slow test (system or browser) left near the end of a slice would
+    start last and make the whole run wait for it; so the slow tests are dealt out, one at a time, to the start
+    of every worker's slice, the slowest modules first. Every worker computes the same order from the same
+    seed, as pytest-xdist requires."""
     workers = getattr(config, "workerinput", {}).get("workercount", 0)
     if workers < 2 or config.getoption("dist", None) != "worksteal":
         return
-    system = [item for item in items if item.get_closest_marker("system")]
+    system = [item for item in items if _slow(item)]
     if not system:
         return
     # The slowest first, so that they are the first test of a worker each.
     system.sort(key=lambda item: _module_name(item) not in SLOWEST_MODULES)
-    rest = [item for item in items if not item.get_closest_marker("system")]
+    rest = [item for item in items if not _slow(item)]
     slices = [[] for _ in range(workers)]
     for number, item in enumerate(system):
         slices[number % workers].append(item)
