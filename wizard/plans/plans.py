@@ -192,7 +192,8 @@ class Estimate:
     left_out_names: list = field(default_factory=list)
     broadcast_wanted: bool = False
     reach: int | None = None  # friends a broadcast reaches (broadcast plans only)
-    reach_line: int | None = None  # LINE's count of them, with the contacts who became friends after it
+    reach_counted: int | None = None  # LINE's count of them (followers - blocks) on ``reach_day``
+    reach_line: int | None = None  # that, with the contacts who became friends after it
     reach_day: object = None  # the (Japan) day LINE counted, or None: no count at all
     reach_latest: bool = False  # LINE's count is yesterday's, the newest LINE makes
     reach_error: str | None = None  # LINE could not tell (the sender's problem code)
@@ -285,7 +286,7 @@ def broadcast_reach(channel, found):
     if friends is not None:
         since = db.session.scalar(select(func.count(Contact.id)).where(
             Contact.channel_id == channel.id, Contact.blocked_at.is_(None), Contact.followed_at >= until)) or 0
-        found.reach_line, found.reach_day = friends + since, day
+        found.reach_counted, found.reach_line, found.reach_day = friends, friends + since, day
     found.reach = max(found.recipients, found.reach_line or 0)
     return found
 
