@@ -28,7 +28,8 @@ A chunk's life (``OutgoingBatch.status``):
   queue until then instead of holding a thread.
 
 Who a chunk belongs to (a send plan) is an ``Owner`` registered here by name; it hears each chunk's outcome
-(``sent``, ``failed``, ``over_quota``, ``cancelled``) in the transaction that records it. Chunks are claimed
+(``sent``, ``failed``, ``over_quota``, ``cancelled``) in the transaction that records it, and may take people
+out of a multicast chunk right before LINE is first asked for it (``recheck``). Chunks are claimed
 and finished through wizard/claims.py; the channel is reached through the registered sender (sender.py).
 """
 import logging
