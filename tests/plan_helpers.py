@@ -2,6 +2,7 @@
 make friends (in LINE's sandbox and as contacts), templates and plans (through the API), let the plans' minute
 pass (``send``), and read what each customer received from the sandbox."""
 import secrets
+import time
 from datetime import datetime, timedelta
 
 import pytest
@@ -19,16 +20,24 @@ class PlanShop:
         self.app, self.client, self.control, self.channel, self.slug = app, client, control, channel, slug
         self.id = channel["channel_id"]
 
-    def friend(self, name, *, consent=True, city="TPE", birthday=None, form=True):
-        """A LINE friend of the shop's account and the contact the CRM made of them; returns the user id."""
-        user_id = self.control.follow(self.id, name=name, deliver_event=False)["user"]["userId"]
+    def friend(self, name, *, consent=True, city="TPE", birthday=None, form=True, days_ago=0):
+        """A LINE friend of the shop's account (since ``days_ago``) and the contact the CRM made of them;
+        returns the user id."""
+        user_id = self.stranger(name, days_ago=days_ago)
         with self.app.app_context():
             db.session.add(Contact(
                 channel_id=self.channel["id"], line_user_id=user_id, display_name=name, customer_name=name,
-                city=city, birthday=birthday, marketing_consent=consent, followed_at=utcnow(),
+                city=city, birthday=birthday, marketing_consent=consent,
+                followed_at=utcnow() - timedelta(days=days_ago),
                 form_filled_at=utcnow() if form else None, marketing_consent_at=utcnow() if consent else None))
             db.session.commit()
         return user_id
+
+    def stranger(self, name, *, days_ago=0):
+        """A LINE friend of the shop's account the CRM has no record of (they added the account before its
+        webhook was connected); returns the user id."""
+        at = time.time() - days_ago * 86400
+        return self.control.follow(self.id, name=name, deliver_event=False, at=at)["user"]["userId"]
 
     def change(self, user_id, **values):
         with self.app.app_context():

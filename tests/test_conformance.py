@@ -195,6 +195,11 @@ def test_the_friend_count_matches_lines_spec_and_counts_first_adds_by_japan_day(
         "status": "unready"}
     call("GET", path, 400, spec="insight", params={"date": "2026-12-01"}, headers=auth)
     call("GET", path, 401, spec="insight", params={"date": day(1)})
+    # LINE counts a finished day some hours after it ends: until then that day is unready too.
+    sandbox.control.update(channel["channelId"], insight_lag=2 * 86400)
+    assert call("GET", path, 200, spec="insight", params={"date": day(1)}, headers=auth).json() == {
+        "status": "unready"}
+    assert call("GET", path, 200, spec="insight", params={"date": day(3)}, headers=auth).json()["status"] == "ready"
     assert call.seen == {("GET", path, 200), ("GET", path, 400), ("GET", path, 401)}
 
 

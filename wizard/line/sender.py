@@ -1,11 +1,11 @@
 """LINE's implementation of the outgoing core's sender (wizard/outgoing/sender.py): reply, push, multicast and
-broadcast through the LINE client, plus what a send plan asks before it goes (validate, quota) and after
+broadcast through the LINE client, plus what a send plan asks before it goes (validate, quota, reach) and after
 (statistics), LINE's answers reduced to what the outgoing core decides on.
 
 It imports nothing of the outgoing core (the interface is a shape, not a base class): line/ stays below every
 domain, and the app factory hands this sender to the core.
 """
-from datetime import timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 
 from .client import client_for
 from .problems import LineProblem, retryable
@@ -14,6 +14,9 @@ from .problems import LineProblem, retryable
 JST = timezone(timedelta(hours=9))
 # LINE's per-unit statistics cover at most 31 days (from, and up to 30 days later).
 STATISTICS_DAYS = 31
+# The days back ``reach`` asks LINE's friend count for: yesterday, else the day before (LINE counts a day some
+# hours after it ends). Each is a call of the follower insight, which LINE allows 60 times an hour.
+REACH_DAYS = (1, 2)
 
 
 class LineSender:
@@ -43,6 +46,25 @@ class LineSender:
         used = client.quota_consumption()
         return {"limit": limit["value"] if limit["type"] == "limited" else None,
                 "used": int(used["totalUsage"] or 0)}
+
+    def reach(self, channel, now=None):
+        """How many friends a broadcast reaches, as LINE last counted them (the follower insight): yesterday's
+        count (Japan time), else the day before's (``latest`` False), else ``friends`` None.
+
+        A broadcast goes to every friend who has not blocked the account, and LINE counts each against the
+        month: ``followers`` (first adds, never lowered) minus ``blocks``. Not ``targetedReaches``: those are
+        only the friends whose age, gender and region LINE is sure of, fewer than a broadcast reaches. Friends
+        who deleted their LINE account stay in ``followers``: the number errs on the safe side of the quota."""
+        today = (now or datetime.now(timezone.utc)).astimezone(JST).date()
+        client = client_for(channel)
+        for back in REACH_DAYS:
+            day = today - timedelta(days=back)
+            answer = client.followers(f"{day:%Y%m%d}")
+            if answer["status"] == "ready" and answer["followers"] is not None:
+                until = datetime.combine(day + timedelta(days=1), time.min, JST).astimezone(timezone.utc)
+                return {"friends": max(int(answer["followers"]) - int(answer["blocks"] or 0), 0), "day": day,
+                        "until": until.replace(tzinfo=None), "latest": back == REACH_DAYS[0]}
+        return {"friends": None, "day": None, "until": None, "latest": False}
 
     def statistics(self, channel, unit, day_from, day_to):
         """Impressions and clicks of the sends named ``unit`` between two dates (Japan time, LINE's days;

@@ -15,16 +15,21 @@ A chunk's life (``OutgoingBatch.status``):
   same recipients with the same key: if LINE took an earlier try (the worker was killed, the database went
   away, the answer was lost), it answers 409 and the chunk is recorded sent; nobody gets it twice.
 - ``called_at`` is committed right before LINE is asked and cleared when LINE's answer proves nothing went
-  out (a 429, a refusal). A chunk whose fate is open (it is set) is only ever settled by sending it again with
-  its key, soon: LINE remembers a key 24 hours and the backoff ends well within that. So ``hold`` (pause) and
-  ``cancel`` stop the chunks LINE has not been asked for, and let a chunk that may have arrived be settled.
+  out (a 429, a refusal). While it is unset the key has not been used, so the owner may still take people
+  out of the chunk (``Owner.recheck``: who blocked the account or withdrew consent since the run was
+  written); once it is set the chunk's recipients never change again: whatever LINE took under the key is
+  settled only by the same key with the same recipients. A chunk whose fate is open (it is set) is only
+  ever settled by sending it again with its key, soon: LINE remembers a key 24 hours and the backoff ends
+  well within that. So ``hold`` (pause) and ``cancel`` stop the chunks LINE has not been asked for, and let
+  a chunk that may have arrived be settled.
 - The month's limit (LINE's 429 "You have reached your monthly limit.") ends the chunk and every chunk of its
   run not yet asked as ``over_quota``: the owner is told who was left out.
 - LINE's rate limits hold across every consumer (pace.py); a chunk whose slot is far away goes back to the
   queue until then instead of holding a thread.
 
 Who a chunk belongs to (a send plan) is an ``Owner`` registered here by name; it hears each chunk's outcome
-(``sent``, ``failed``, ``over_quota``, ``cancelled``) in the transaction that records it. Chunks are claimed
+(``sent``, ``failed``, ``over_quota``, ``cancelled``) in the transaction that records it, and may take people
+out of a multicast chunk right before LINE is first asked for it (``recheck``). Chunks are claimed
 and finished through wizard/claims.py; the channel is reached through the registered sender (sender.py).
 """
 import logging
@@ -62,9 +67,15 @@ SENT, FAILED, OVER_QUOTA, CANCELLED = "sent", "failed", "over_quota", "cancelled
 @dataclass(frozen=True)
 class Owner:
     """What chunks belong to (``name``, e.g. ``"send_plan"``): ``outcome(batch, outcome, count, now)`` records
-    what a chunk's end means to it (``count``: its recipients; for a broadcast, the friends we know of)."""
+    what a chunk's end means to it (``count``: its recipients; for a broadcast, the friends we know of).
+
+    ``recheck(batch)`` (optional) is asked right before LINE is first asked for a multicast chunk, while its
+    ``called_at`` is unset: the contact ids that must no longer get it (they blocked the account, withdrew
+    consent); it records why in the caller's transaction, and ``send`` drops them from the chunk in the same
+    commit. A chunk left with nobody ends sent without a call."""
     name: str
     outcome: Callable
+    recheck: Callable | None = None
 
 
 OWNERS: dict[str, Owner] = {}
@@ -241,6 +252,11 @@ def send(batch_id):
     if wait > 0:
         time.sleep(wait)
     opened = row.called_at  # an earlier try whose fate is open: whatever LINE says now, it may have arrived
+    if opened is None and not _recheck(row, claim):
+        return Outcome.SKIPPED, None  # the claim was lost meanwhile: nothing dropped, nothing sent
+    if not row.recipients and row.kind == "multicast":  # everyone was dropped: nothing to ask LINE
+        _settle(row, claim, BatchStatus.SENT, SENT, error="nobody left to send to")
+        return Outcome.SENT, None
     if not _calling(row, claim):
         return _stopped(row, claim)
     sender = senders.current()
@@ -256,6 +272,33 @@ def send(batch_id):
                error=None):
         return Outcome.SENT, None
     return Outcome.SKIPPED, None
+
+
+def _recheck(row, claim):
+    """Before the first call (``called_at`` unset, so the retry key is unused): drop from a multicast chunk
+    those its owner says must not get it now (``Owner.recheck``), and commit that with the owner's record of
+    why, only while the claim is ours and LINE has not been asked. False: the claim was lost (nothing kept)."""
+    owner = OWNERS.get(row.owner)
+    if row.kind != "multicast" or owner is None or owner.recheck is None:
+        return True
+    drop = {int(contact_id) for contact_id in owner.recheck(row) or ()}
+    if not drop:
+        db.session.commit()
+        return True
+    keep = [pair for pair in row.recipients if int(pair[0]) not in drop]
+    b = OutgoingBatch
+    done = db.session.execute(update(b).where(b.id == row.id, b.claimed_by == claim, b.called_at.is_(None)).values(
+        recipients=keep, recipient_count=len(keep), updated_at=utcnow())
+        .execution_options(synchronize_session=False)).rowcount
+    if done != 1:
+        db.session.rollback()
+        return False
+    db.session.commit()
+    set_committed_value(row, "recipients", keep)
+    set_committed_value(row, "recipient_count", len(keep))
+    log.info("batch %s of %s %s: %s recipients dropped before the call", row.id, row.owner, row.owner_id,
+             len(drop))
+    return True
 
 
 def _calling(row, claim):

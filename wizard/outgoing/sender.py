@@ -13,6 +13,10 @@ once for every channel:
 - ``validate(channel, kind, messages)`` asks whether the channel would send the messages by ``kind`` (reply,
   push, multicast, narrowcast, broadcast): ``[]`` or its details ``[{"property", "message"}]``;
 - ``quota(channel)``: this month's ``{"limit": int | None (none), "used": int}``;
+- ``reach(channel)``: how many friends a broadcast reaches, as the channel last counted them: ``{"friends":
+  int | None, "day": date | None, "until": naive UTC datetime | None, "latest": bool}``: the count of ``day``
+  (the channel's own calendar), which ended at ``until``; ``latest`` when it is the newest day the channel
+  counts; ``friends`` None when the channel has no count ready;
 - ``statistics(channel, unit, day_from, day_to)``: ``{"impressions", "unique_impressions", "clicks",
   "unique_clicks"}`` of the sends named ``unit`` (0 where the channel has no number yet);
 - all raise ``failure`` (an exception class) with ``code``, ``status``, ``detail`` and ``retry_after``
@@ -43,6 +47,8 @@ class Sender(Protocol):
     def validate(self, channel, kind: str, messages: list[dict]) -> list[dict]: ...
 
     def quota(self, channel) -> dict: ...
+
+    def reach(self, channel) -> dict: ...
 
     def statistics(self, channel, unit: str, day_from, day_to) -> dict: ...
 

@@ -4,6 +4,7 @@
   problem in the reader's language; nothing is written while there is one;
 - ``estimate(plan-like)``: who would get it now, who is left out and why, and what it costs against the
   month's quota (LINE's quota and consumption, through the sender), so the owner sees it before confirming;
+  a service plan to all friends goes by broadcast and costs what LINE counts of its friends (``Estimate``);
 - ``create`` / ``update`` / ``schedule`` / ``cancel`` / ``pause`` / ``resume``: each a conditional UPDATE on
   the plan's state, so an owner's click and the worker that starts the plan (plans/runs.py) never both win:
   a plan can be edited or cancelled only until it starts, paused and resumed only while it sends;
@@ -12,7 +13,7 @@
 The state words (statuses.py ``PlanState``) are the owner's; ``reason`` says in words why a plan failed.
 """
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 from flask_babel import gettext as _
 from sqlalchemy import func, select, update
@@ -21,7 +22,7 @@ from sqlalchemy.exc import IntegrityError
 from .. import audit
 from ..customers import contacts as contact_names, segments
 from ..extensions import db
-from ..models import Contact, SendPlan, SendPlanRun, iso_utc, utcnow
+from ..models import Contact, MessageTemplate, SendPlan, SendPlanRun, iso_utc, utcnow
 from ..outgoing import sender as senders
 from ..statuses import PlanState
 from . import schedule, templates
@@ -171,7 +172,17 @@ def check(shop, data, now=None):
 @dataclass
 class Estimate:
     """Who a plan reaches now and what that costs. ``limit`` None: no monthly limit; ``quota_error``: LINE
-    could not tell (the plan is not refused for it; the start checks again)."""
+    could not tell (the plan is not refused for it; the start checks again).
+
+    A service plan to all friends (not naming each customer) goes by broadcast (``broadcast_wanted``): LINE
+    sends it to every friend of the account, those the CRM has no record of too (friends added before the
+    webhook was connected), and counts each against the month. Its cost is then ``reach``, LINE's own count of
+    its friends (``broadcast_reach``), not the contacts we know. A marketing plan never goes by broadcast: the
+    consent it needs is each person's, so it goes by multicast to those who gave it.
+
+    Over the quota a broadcast cannot be cut short; with "send only up to the quota" such a plan goes by
+    multicast to the contacts we know instead, as many as the quota allows (``sendable``), and the friends we
+    have no record of (``unknown``) do not get it."""
     audience: int = 0
     no_consent: int = 0
     recipients: int = 0
@@ -179,11 +190,20 @@ class Estimate:
     used: int | None = None
     quota_error: str | None = None
     left_out_names: list = field(default_factory=list)
+    broadcast_wanted: bool = False
+    reach: int | None = None  # friends a broadcast reaches (broadcast plans only)
+    reach_counted: int | None = None  # LINE's count of them (followers - blocks) on ``reach_day``
+    reach_line: int | None = None  # that, with the contacts who became friends after it
+    reach_day: object = None  # the (Japan) day LINE counted, or None: no count at all
+    reach_latest: bool = False  # LINE's count is yesterday's, the newest LINE makes
+    reach_error: str | None = None  # LINE could not tell (the sender's problem code)
 
     @property
     def messages(self):
         """What LINE counts against the month: one per recipient per request (multicast, push or broadcast
-        alike), however many message bubbles the template has."""
+        alike), however many message bubbles the template has; a broadcast: one per friend it reaches."""
+        if self.broadcast_wanted and self.reach is not None:
+            return self.reach
         return self.recipients
 
     @property
@@ -197,18 +217,78 @@ class Estimate:
         return self.left is not None and self.messages > self.left
 
     @property
-    def over_by(self):
-        return max(self.messages - self.left, 0) if self.left is not None else 0
+    def broadcast(self):
+        """The run goes by broadcast: a broadcast plan within the quota (over it, multicast up to the quota)."""
+        return self.broadcast_wanted and not self.over
+
+    @property
+    def unknown(self):
+        """Friends a broadcast would reach whom the CRM has no record of (so cannot send to one by one)."""
+        return max(self.reach - self.recipients, 0) if self.broadcast_wanted and self.reach is not None else 0
 
     @property
     def sendable(self):
+        """The contacts who get it: every recipient, or as many as the quota allows (by contact id)."""
         return min(self.recipients, self.left) if self.left is not None else self.recipients
+
+    @property
+    def over_by(self):
+        """Who would not get it with "send only up to the quota" (friends without a record included)."""
+        return self.messages - self.sendable if self.over else 0
+
+    @property
+    def over_known(self):
+        """Of ``over_by``, the contacts we know (their names are listed)."""
+        return self.recipients - self.sendable
 
 
 def read_quota(channel):
     """(limit or None, used) of this month, from LINE through the sender; raises the sender's failure."""
     answer = senders.current().quota(channel)
     return answer.get("limit"), int(answer.get("used") or 0)
+
+
+def by_broadcast(wanted, template) -> bool:
+    """The rule: only a service plan to all friends, sent the same to everyone (a template naming each
+    customer goes one by one) and not yearly (a birthday plan picks its day's customers), goes by broadcast."""
+    return (wanted.purpose == "service" and wanted.all and not wanted.repeat and template is not None
+            and not templates.personal(template))
+
+
+def _last_reading(channel):
+    """The friend count the daily checks (the watch) last kept for the channel: (friends, day, until) or None."""
+    reading = (channel.check_results or {}).get("followers")
+    try:
+        friends = int(reading["followers"]) - int(reading.get("blocks") or 0)
+        day = date.fromisoformat(reading["date"])
+        until = datetime.fromisoformat(str(reading["at"]).rstrip("Z"))
+    except (TypeError, KeyError, ValueError):
+        return None
+    return max(friends, 0), day, until
+
+
+def broadcast_reach(channel, found):
+    """Fill ``found.reach``: how many friends a broadcast reaches, what it costs against the month.
+
+    LINE's count (the sender's ``reach``: yesterday's, LINE counts each day once it is over) plus the contacts
+    who became friends since, and never fewer than the contacts we know. When LINE has no count of yesterday
+    yet (``unready``) or cannot be asked (its 60 calls an hour), the last count known (LINE's day before, else
+    the daily checks' reading) is used the same way, and ``reach_latest`` is False: the page says so."""
+    try:
+        counted = senders.current().reach(channel)
+    except senders.current().failure as problem:
+        counted, found.reach_error = {"friends": None}, problem.code
+    if counted.get("friends") is not None:
+        friends, day, until = counted["friends"], counted["day"], counted["until"]
+        found.reach_latest = bool(counted.get("latest"))
+    else:
+        friends, day, until = _last_reading(channel) or (None, None, None)
+    if friends is not None:
+        since = db.session.scalar(select(func.count(Contact.id)).where(
+            Contact.channel_id == channel.id, Contact.blocked_at.is_(None), Contact.followed_at >= until)) or 0
+        found.reach_counted, found.reach_line, found.reach_day = friends, friends + since, day
+    found.reach = max(found.recipients, found.reach_line or 0)
+    return found
 
 
 def audience_ids(channel_id, wanted, day=None):
@@ -231,7 +311,9 @@ def recipient_ids(channel_id, wanted, day=None):
 
 
 def estimate(channel, wanted, now=None, with_quota=True) -> Estimate:
-    """Who gets the plan if it went now (a yearly plan: on today's Taipei date), and its cost."""
+    """Who gets the plan if it went now (a yearly plan: on today's Taipei date), and its cost (a broadcast's:
+    LINE's count of the friends it reaches, ``broadcast_reach``). ``with_quota`` False: the caller reads the
+    quota itself (the start, which must not go on without it)."""
     now = now or utcnow()
     day = schedule.local_day(now)
     found = Estimate()
@@ -243,6 +325,10 @@ def estimate(channel, wanted, now=None, with_quota=True) -> Estimate:
     found.recipients = db.session.scalar(select(func.count()).select_from(
         recipient_ids(channel.id, wanted, day).order_by(None).subquery())) or 0
     found.no_consent = found.audience - found.recipients
+    template = db.session.get(MessageTemplate, wanted.template_id) if wanted.template_id is not None else None
+    found.broadcast_wanted = by_broadcast(wanted, template) and found.recipients > 0
+    if found.broadcast_wanted:
+        broadcast_reach(channel, found)
     if with_quota:
         try:
             found.limit, found.used = read_quota(channel)
@@ -261,6 +347,12 @@ def quota_problem(found: Estimate, wanted) -> str | None:
     """The refusal of a plan over the month's quota, unless the owner chose to send only up to it."""
     if not found.over or wanted.up_to_quota or wanted.repeat:
         return None
+    if found.broadcast_wanted:
+        return _("This plan goes to every friend by broadcast: %(messages)d messages, and %(left)d are left this "
+                 "month. A broadcast cannot stop at the quota: choose “send only up to the quota” and it goes "
+                 "only to the customers the CRM knows, as many as the quota allows (%(out)d friends would not "
+                 "get it), or make the audience smaller.", messages=found.messages, left=found.left,
+                 out=found.over_by)
     return _("This plan needs %(messages)d messages and %(left)d are left this month: choose “send only up to "
              "the quota” (%(out)d customers would not get it), or make the audience smaller.",
              messages=found.messages, left=found.left, out=found.over_by)

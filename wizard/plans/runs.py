@@ -5,15 +5,21 @@ each recipient.
 run of the day. A run starts in ONE transaction that first wins the plan with a conditional UPDATE (its state
 and ``send_at`` as read: a second worker, or a second tick, finds nothing to win) and then writes the run
 (unique per plan and Taipei day), every recipient with their outcome, and the deliveries: batches of ≤500 for
-multicast (outgoing/batches.py; broadcast when the plan is for all friends and every friend gets it), or one
-outbox row per contact for a personal template ({name}). A crash before the commit leaves nothing, and the
-next tick starts it; after it, the deliveries' own claims and retry keys take over.
+multicast (outgoing/batches.py; a broadcast only for a service plan to all friends within the quota,
+``by_broadcast``), or one outbox row per contact for a personal template ({name}). A crash before the commit
+leaves nothing, and the next tick starts it; after it, the deliveries' own claims and retry keys take over.
 
 Who gets it is decided at the start, not when it was scheduled: the audience as it is now (customers/
 segments.py), never the blocked, for marketing only those whose consent holds now (withdrawn since: left out,
 counted no_consent), and no more than the month's quota allows (LINE's quota and consumption): over it the
 run is refused in words, or with "send only up to the quota" the first by contact id go and the rest are
-recorded over_quota.
+recorded over_quota. A broadcast costs LINE's count of the account's friends (plans.broadcast_reach) and
+cannot stop at the quota: over it, "send only up to the quota" sends by multicast to the contacts the CRM
+knows, up to the quota; the friends it has no record of do not get it (the confirmation says how many).
+
+Who gets a multicast chunk is checked once more right before LINE is asked for it (``recheck``, the batches'
+Owner hook): a contact who blocked the account, or withdrew marketing consent, since the start (a paused plan
+can wait days) is dropped from the chunk and counted blocked or no_consent.
 
 Outcomes come back from the deliveries: a batch's ``Owner`` callback (sent, failed, over_quota, cancelled;
 in the transaction that records it) and the outbox purpose ``send_plan``'s ``sent``; outbox rows that ended
@@ -154,8 +160,7 @@ def start(plan_id, now=None):
         SendPlanRecipient, SendPlanRecipient.contact_id == Contact.id).where(
         SendPlanRecipient.run_id == run.id, SendPlanRecipient.outcome == RecipientOutcome.PENDING)
         .order_by(Contact.id)).all()
-    run.broadcast = (wanted.all and not plan.repeat and not run.no_consent and not run.over_quota
-                     and not is_personal and bool(sending))
+    run.broadcast = by_broadcast(found, run)
     plan.cost_messages, plan.quota_left = found.messages, found.left
     if plan.started_at is None:
         plan.started_at = now
@@ -176,6 +181,15 @@ def start(plan_id, now=None):
     db.session.commit()
     _ring(run, queued)
     return run.id
+
+
+def by_broadcast(found, run):
+    """Whether a run goes by broadcast (to every friend of the account, those the CRM has no record of too):
+    only as the estimate decided (``plans.Estimate.broadcast``: a service plan to all friends, the same for
+    everyone, within the quota), and only when the run left none of the contacts out and has someone to send
+    to. Marketing never goes by broadcast: consent is each person's, so it goes by multicast to those who
+    gave it."""
+    return found.broadcast and not run.no_consent and not run.over_quota and run.recipients > 0
 
 
 def _ring(run, queued):
@@ -270,6 +284,30 @@ def batch_outcome(batch, outcome, count, now):
         db.session.execute(update(SendPlanRun).where(SendPlanRun.id == run_id).values(reason="monthly_limit")
                            .execution_options(synchronize_session=False))
     _finish_if_done(run_id, now)
+
+
+def recheck(batch):
+    """The batches' Owner hook, right before LINE is asked for a multicast chunk (its ``called_at`` still
+    unset): the chunk's contacts who blocked the account since the start, or (marketing) no longer consent,
+    counted blocked or no_consent in the caller's transaction; returns their ids, which the batches drop
+    from the chunk in the same commit. A contact whose record is gone (erased) is dropped too."""
+    run = db.session.get(SendPlanRun, batch.owner_id)
+    if run is None or not batch.recipients:
+        return []
+    plan = db.session.get(SendPlan, run.plan_id)
+    wanted = {int(pair[0]) for pair in batch.recipients}
+    rows = db.session.execute(select(Contact.id, Contact.blocked_at, Contact.marketing_consent)
+                              .where(Contact.id.in_(wanted))).all()
+    blocked = [contact_id for contact_id, blocked_at, _consent in rows if blocked_at is not None]
+    no_consent = [contact_id for contact_id, blocked_at, consent in rows
+                  if blocked_at is None and plan.purpose == "marketing" and not consent]
+    now = utcnow()
+    if blocked:
+        _count(run.id, blocked, RecipientOutcome.BLOCKED, now)
+    if no_consent:
+        _count(run.id, no_consent, RecipientOutcome.NO_CONSENT, now)
+    gone = wanted - {contact_id for contact_id, _b, _c in rows}
+    return sorted(set(blocked) | set(no_consent) | gone)
 
 
 def _render(row, channel, contact):
@@ -398,5 +436,5 @@ def stop(run):
 def register():
     """The plans' registrations in the outgoing core (the app factory calls this)."""
     purposes.register(purposes.Purpose(PURPOSE, render=_render, refuse=_refuse, sent=_sent))
-    batches.register(batches.Owner(OWNER, batch_outcome))
+    batches.register(batches.Owner(OWNER, batch_outcome, recheck=recheck))
 

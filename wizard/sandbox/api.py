@@ -54,7 +54,8 @@ def update_channel(channel_id):
         channel_id, endpoint=data["endpoint"] if "endpoint" in data else UNSET,
         webhook_active=data.get("webhookActive"), chat_mode=data.get("chatMode"),
         reissue_secret=bool(data.get("reissueSecret")), display_name=data.get("displayName"),
-        quota=data["quota"] if "quota" in data else UNSET)
+        quota=data["quota"] if "quota" in data else UNSET,
+        insight_lag=data["insightLag"] if "insightLag" in data else UNSET)
     return jsonify(channel)
 
 

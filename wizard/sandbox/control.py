@@ -110,12 +110,21 @@ class Sandbox:
         return [_channel_dict(row) for row in rows]
 
     def update(self, channel_id, *, endpoint=UNSET, webhook_active=None, chat_mode=None, reissue_secret=False,
-               display_name=None, quota=UNSET) -> dict:
+               display_name=None, quota=UNSET, insight_lag=UNSET) -> dict:
         """Change the channel as its owner would in LINE's consoles; an endpoint of "" or None removes it.
         ``quota``: messages a month (an int, 0 or more; the plan plus additional messages), or None for no
-        target limit (LINE's quota type ``none``)."""
+        target limit (LINE's quota type ``none``). ``insight_lag``: seconds after a day ends (Japan time)
+        until LINE has counted its friends (the follower insight answers ``unready`` until then), None: at once."""
         self._channel_row(channel_id)
         values = {}
+        if insight_lag is not UNSET:
+            try:
+                lag = None if insight_lag is None else float(insight_lag)
+            except (TypeError, ValueError):
+                raise SandboxError("the insight lag is a number of seconds, or none") from None
+            if isinstance(insight_lag, bool) or (lag is not None and not 0 <= lag <= 30 * 86400):
+                raise SandboxError("the insight lag is a number of seconds, or none")
+            values["insight_lag"] = lag
         if quota is not UNSET:
             if quota is None:
                 values.update(quota_type="none", quota_value=None)
@@ -558,6 +567,7 @@ def _channel_dict(row) -> dict:
         "markAsReadMode": mark_as_read_mode(row["chat_mode"]),
         "tokensIssued": row["tokens_issued"],
         "quota": quota_of(row),
+        "insightLag": row.get("insight_lag"),
         "failure": {"status": row["fail_status"] if failing else None, "times": row["fail_times"],
                     "delay": row["fail_delay"], "retryAfter": row["fail_retry_after"] if failing else None},
     }

@@ -234,7 +234,9 @@ JST = 9 * 3600  # LINE's statistics run on Japan time (UTC+9)
 @bp.get("/v2/bot/insight/followers")
 def number_of_followers():
     """Friends as of the end of ``date`` (yyyyMMdd, Japan time). As on LINE, a day is counted once it is over:
-    today's (or a later) date is ``unready``; the friend count only ever grows (blocks are counted apart)."""
+    today's (or a later) date is ``unready``, and so is a finished day for the channel's ``insight_lag``
+    seconds after it ended (LINE counts it some hours later); the friend count only ever grows (blocks are
+    counted apart)."""
     channel = _authenticated()
     value = request.args.get("date")
     today = time.strftime("%Y%m%d", time.gmtime(now() + JST))
@@ -247,9 +249,9 @@ def number_of_followers():
     if day is None:
         raise error(400, "The request parameter 'date' is invalid", [
             {"message": "must be yyyyMMdd", "property": "date"}])
-    if value >= today:
-        return jsonify(status="unready")
     until = calendar.timegm(day) + 86400 - JST
+    if value >= today or until + (channel["insight_lag"] or 0) > now():
+        return jsonify(status="unready")
     return jsonify(status="ready", **sandbox().follower_counts(channel["channel_id"], until))
 
 

@@ -40,6 +40,9 @@ channels = Table(
     # with quota_value messages a month. NULL (a channel made before quotas existed) means the defaults.
     Column("quota_type", String(7)),
     Column("quota_value", Integer),
+    # How long after a (Japan-time) day ends LINE has counted its friends (GET /v2/bot/insight/followers answers
+    # ``unready`` until then): seconds; NULL means at once.
+    Column("insight_lag", Float),
 )
 
 users = Table(
