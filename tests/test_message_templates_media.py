@@ -356,3 +356,43 @@ def test_the_hourly_job_runs_the_cleanup(app, make_shop):
         db.session.commit()
         jobs.periodic_media_cleanup()  # the same hour: another consumer's run does nothing
     assert _names(app) == {_base(fresh)}
+
+
+def test_a_template_saved_while_the_cleanup_looks_keeps_its_picture(app, make_shop, db_url):
+    """The save marks its pictures used (``media.take``) in its own transaction; the cleanup, which saw the
+    picture unused a moment before, deletes only what is still unused when it writes. On PostgreSQL its delete
+    is made to wait for the save's commit (polled in pg_stat_activity), then finds the picture taken."""
+    import threading
+    slug, _ = make_shop()
+    address = _stored(app, slug, (5, 5, 5))
+    two_days_ago = utcnow() - timedelta(days=2)
+    with app.app_context():
+        db.session.execute(db.update(MediaUpload).values(created_at=two_days_ago, touched_at=two_days_ago))
+        db.session.commit()
+    outcome = {}
+
+    def cleanup():
+        with app.app_context():
+            outcome.update(media.clean_up())
+
+    with app.app_context():
+        shop = db.session.scalar(db.select(Shop).filter_by(slug=slug))
+        messages = [{"type": "image", "originalContentUrl": address, "previewImageUrl": media.preview_of(address)}]
+        assert media.take(shop, messages) == {}  # the save's write, not yet committed
+        db.session.add(MessageTemplate(shop_id=shop.id, name="圖", messages=messages))
+        db.session.flush()
+        looking = threading.Thread(target=cleanup, daemon=True)
+        looking.start()
+        if db_url.startswith("postgresql"):
+            deadline = utcnow() + timedelta(seconds=60)
+            with db.engine.connect() as watcher:
+                while not watcher.execute(db.text(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE 'DELETE FROM media_uploads%'")).scalar():
+                    assert utcnow() < deadline, "the cleanup's delete never waited for the save"
+                    watcher.rollback()
+        db.session.commit()
+    looking.join(timeout=120)
+    assert not looking.is_alive(), "the cleanup did not finish"
+    assert outcome == {"pictures": 0, "files": 0}
+    assert _names(app) == {_base(address)} and len(files(app)) == 2

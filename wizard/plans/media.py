@@ -25,6 +25,7 @@ shop deleted) is deleted a day after it was written.
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import secrets
@@ -50,6 +51,8 @@ IN_TEXT = re.compile(r"/media/([A-Za-z0-9_-]{32})(?:-preview)?\.jpg")
 KEEP_UNUSED = timedelta(days=1)  # an upload no template took (the owner chose another, or left)
 KEEP_AFTER_USE = timedelta(days=30)  # a picture a template used: its messages may still be opened
 BATCH = 200
+
+log = logging.getLogger(__name__)
 
 
 class Refused(ValueError):
@@ -322,20 +325,25 @@ def clean_up(now=None) -> dict:
     returns ``{"pictures", "files"}``, how many went. Safe to run at any time, by any number of consumers."""
     now = now or utcnow()
     used = sorted(in_use())
+    # Each read ends before the writes that follow it (SQLite refuses a write in a transaction whose reads
+    # another writer has overtaken): the writes carry their own conditions instead.
+    db.session.rollback()
     for start in range(0, len(used), 500):  # in use now: kept at least as long again as from now
         db.session.execute(update(MediaUpload).where(MediaUpload.name.in_(used[start:start + 500]))
                            .values(touched_at=now, used=True).execution_options(synchronize_session=False))
-    db.session.commit()
+        db.session.commit()
     pictures, last = 0, 0
     while True:
         rows = db.session.execute(select(MediaUpload.id, MediaUpload.name)
                                   .where(MediaUpload.id > last, _expired(now))
                                   .order_by(MediaUpload.id).limit(BATCH)).all()
+        db.session.rollback()
         if not rows:
             break
         last, gone = rows[-1].id, []
         for row in rows:
-            # The condition again, in the delete: a template saved since the look above has touched it.
+            # The condition again, in the delete: a template saved since the look above has touched it (on
+            # PostgreSQL the delete waits for that save's commit, then sees its touch).
             if db.session.execute(delete(MediaUpload).where(MediaUpload.id == row.id, _expired(now))
                                   .execution_options(synchronize_session=False)).rowcount:
                 gone.append(row.name)
@@ -344,7 +352,11 @@ def clean_up(now=None) -> dict:
             for suffix in (".jpg", "-preview.jpg"):
                 (folder() / f"{base}{suffix}").unlink(missing_ok=True)
         pictures += len(gone)
-    return {"pictures": pictures, "files": _without_rows(now)}
+    counts = {"pictures": pictures, "files": _without_rows(now)}
+    if any(counts.values()):
+        log.info("templates' pictures nothing uses: %(pictures)d deleted, and %(files)d files without a row",
+                 counts)
+    return counts
 
 
 def _without_rows(now) -> int:
