@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import secrets
+import threading
 from datetime import timedelta, timezone
 from pathlib import Path
 
@@ -51,6 +52,9 @@ IN_TEXT = re.compile(r"/media/([A-Za-z0-9_-]{32})(?:-preview)?\.jpg")
 KEEP_UNUSED = timedelta(days=1)  # an upload no template took (the owner chose another, or left)
 KEEP_AFTER_USE = timedelta(days=30)  # a picture a template used: its messages may still be opened
 BATCH = 200
+# Pictures made at once in one process: a 40-megapixel PNG takes about 300 MB while it is made smaller (a phone's
+# 12-megapixel photo about 50 MB), so a process's threads, each with such an upload, never hold more than this.
+_AT_ONCE = threading.BoundedSemaphore(2)
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +83,12 @@ def save(stream, shop) -> dict:
     digest = hashlib.sha256(data).hexdigest()
     name = _again(shop, digest)
     if name is None:
-        picture = _on_white(_decode(data))
-        original = _jpeg(_fit(picture, ORIGINAL_SIDE), quality=88)
-        preview = _jpeg(_fit(picture, PREVIEW_SIDE), quality=80)
+        # Made smaller first, then laid on white (resampling keeps transparent edges right), and the preview
+        # from that: a 40-megapixel picture is held whole in memory once, never copied at full size.
+        with _AT_ONCE:
+            picture = _on_white(_fit(_decode(data), ORIGINAL_SIDE))
+            original = _jpeg(picture, quality=88)
+            preview = _jpeg(_fit(picture, PREVIEW_SIDE), quality=80)
         _check_room(shop, len(original) + len(preview))
         name = secrets.token_urlsafe(24)
         paths = [folder() / f"{name}.jpg", folder() / f"{name}-preview.jpg"]
@@ -119,20 +126,21 @@ def _decode(data):
     from PIL import Image, ImageOps, UnidentifiedImageError
     too_many = _("The picture has too many pixels; choose one of at most 40 megapixels.")
     try:
-        with Image.open(io.BytesIO(data)) as probe:
-            if probe.format not in ACCEPTED:
-                raise Refused(_("LINE takes JPEG and PNG pictures only; this file is %(kind)s.",
-                                kind=probe.format or "?"))
-            if probe.width * probe.height > MAX_PIXELS:
-                raise Refused(too_many)
-            if probe.format in ("JPEG", "MPO"):
-                # The decoder scales by 1/2, 1/4 or 1/8 while it reads, as far as the result stays at least as
-                # large as what is kept: a 40-megapixel photo never sits in memory whole.
-                scale = ORIGINAL_SIDE / max(probe.size)
-                if scale < 1:
-                    probe.draft("RGB", (int(probe.width * scale), int(probe.height * scale)))
-            probe.load()  # an MPO's first frame: the photo
-            return ImageOps.exif_transpose(probe)
+        probe = Image.open(io.BytesIO(data))  # in memory: nothing to close
+        if probe.format not in ACCEPTED:
+            raise Refused(_("LINE takes JPEG and PNG pictures only; this file is %(kind)s.",
+                            kind=probe.format or "?"))
+        if probe.width * probe.height > MAX_PIXELS:
+            raise Refused(too_many)
+        if probe.format in ("JPEG", "MPO"):
+            # The decoder scales by 1/2, 1/4 or 1/8 while it reads, as far as the result stays at least as
+            # large as what is kept: a 40-megapixel photo never sits in memory whole.
+            scale = ORIGINAL_SIDE / max(probe.size)
+            if scale < 1:
+                probe.draft("RGB", (int(probe.width * scale), int(probe.height * scale)))
+        probe.load()  # an MPO's first frame: the photo
+        ImageOps.exif_transpose(probe, in_place=True)
+        return probe
     except Refused:
         raise
     except Image.DecompressionBombError:  # Pillow's own limit, met before ours when the header says more
@@ -152,12 +160,11 @@ def _on_white(picture):
 
 
 def _fit(picture, side):
+    """``picture`` at most ``side`` px a side (a new image; the same one when it is small enough)."""
     if max(picture.size) <= side:
         return picture
-    from PIL import Image
-    copy = picture.copy()
-    copy.thumbnail((side, side), Image.Resampling.LANCZOS)
-    return copy
+    from PIL import ImageOps
+    return ImageOps.contain(picture, (side, side), ImageOps.Image.Resampling.LANCZOS)
 
 
 def _jpeg(picture, quality) -> bytes:
