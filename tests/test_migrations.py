@@ -1,6 +1,8 @@
 """The migrations build exactly the tables the models describe, so ``make run``'s ``db upgrade`` and
 production upgrades create the same schema the tests run on."""
+import json
 import logging
+from pathlib import Path
 
 import pytest
 from alembic.autogenerate import compare_metadata
@@ -85,6 +87,48 @@ def test_a_form_link_sent_before_the_upgrade_still_opens_the_customers_form(app,
         db.session.remove()
     assert client.get("/form/an-old-form-token-sent-before").status_code == 200
     with app.app_context():
+        downgrade(revision="base")
+        with db.engine.begin() as connection:
+            connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+
+
+def test_pictures_templates_used_before_the_upgrade_are_still_served_after_it(app, client, logging_kept):
+    """Issue 17 serves only pictures with a row in media_uploads: the upgrade writes the rows of the pictures
+    templates already use (their shop, their files' size), so LINE keeps finding them; others get no row."""
+    from datetime import datetime
+    folder = Path(app.instance_path) / "media"
+    folder.mkdir(parents=True, exist_ok=True)
+    used, stray = "U" * 32, "S" * 32
+    for base in (used, stray):
+        (folder / f"{base}.jpg").write_bytes(b"j" * 300)
+        (folder / f"{base}-preview.jpg").write_bytes(b"p" * 20)
+    address = f"{app.config['PUBLIC_BASE_URL']}/media/{used}.jpg"
+    with app.app_context():
+        db.drop_all()
+        with db.engine.begin() as connection:
+            connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+        upgrade(revision="i16d_merge_issue16")
+        with db.engine.begin() as connection:
+            connection.execute(db.text(
+                "INSERT INTO shops (id, slug, name, line_module_enabled, confirmations, created_at) "
+                "VALUES (1, 'sunny-bakery', 'Sunny', true, '{}', :at)"), {"at": datetime(2026, 12, 1)})
+            connection.execute(db.text(
+                "INSERT INTO message_templates (shop_id, name, messages, created_at, updated_at) "
+                "VALUES (1, '春季', :messages, :at, :at)"),
+                {"messages": json.dumps([{"type": "image", "originalContentUrl": address,
+                                          "previewImageUrl": address[:-4] + "-preview.jpg"}]),
+                 "at": datetime(2026, 12, 1)})
+        upgrade()
+        from wizard.models import MediaUpload
+        [row] = db.session.scalars(db.select(MediaUpload)).all()
+        assert (row.shop_id, row.name, row.size, row.used) == (1, used, 320, True)
+        db.session.remove()
+    assert client.get(f"/media/{used}.jpg").status_code == 200
+    assert client.get(f"/media/{used}-preview.jpg").status_code == 200
+    assert client.get(f"/media/{stray}.jpg").status_code == 404
+    with app.app_context():
+        downgrade(revision="i16d_merge_issue16")
+        assert "media_uploads" not in db.inspect(db.engine).get_table_names()
         downgrade(revision="base")
         with db.engine.begin() as connection:
             connection.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")

@@ -358,3 +358,59 @@ def test_one_webhook_is_followed_by_its_nginx_request_id_and_no_token_is_logged(
     assert found[("wizard_http_requests_total", webhook)] == 1
     assert found[("wizard_http_request_duration_seconds_count", (("route", "/line/webhook/<token>"),))] == 1
     assert found[("wizard_consumers_alive", ())] == 1
+
+
+def _noise_jpeg(megabytes):
+    """A real JPEG of at least ``megabytes`` MB, as a phone's detailed photo is (noise compresses as badly)."""
+    import io
+
+    from PIL import Image
+    side = int((megabytes * 1024 * 1024 / 0.9) ** 0.5)  # about 1.2 bytes a pixel
+    data = io.BytesIO()
+    Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(data, "JPEG", quality=95)
+    assert megabytes * 1024 * 1024 < len(data.getvalue()) < 10 * 1024 * 1024, len(data.getvalue())
+    return data.getvalue()
+
+
+def test_a_phone_photo_of_3_mb_goes_through_nginx_and_a_larger_body_gets_the_apps_page(production):
+    """deploy/nginx.conf takes 11 MB on the template builder's pages only: a 3 MB photo is uploaded, resized and
+    served back to LINE through nginx; 12 MB gets the app's 413 page in the owner's language (not nginx's
+    English one) and stores nothing; every other route keeps the 1 MB limit (the webhook's)."""
+    from wizard.models import MediaUpload
+    env = production
+    owner = Owner(env, "shop-a")
+    owner.sign_in()
+    builder = f"{env.url}/c/shop-a/templates/new"
+    token = owner._token("/c/shop-a/templates/new?lang=en")
+    form = {"csrf_token": token, "name": "照片", "messages-0-kind": "image", "action": "preview"}
+    photo = _noise_jpeg(3)
+    response = owner.web.post(builder, data=form, files={"messages-0-image": ("photo.jpg", photo, "image/jpeg")},
+                              headers={"Referer": builder}, timeout=60)
+    assert response.status_code == 200, response.text[:500]
+    address = re.search(r'name="messages-0-url" value="([^"]+)"', response.text).group(1)
+    assert address.startswith(f"{env.url}/media/")
+    served = requests.get(address, verify=env.certificate, timeout=10)  # as LINE fetches it: no session
+    assert served.status_code == 200 and served.headers["Content-Type"] == "image/jpeg"
+    assert served.headers["X-Content-Type-Options"] == "nosniff"
+    assert len(served.content) < len(photo)  # resized for LINE (at most 2048 px a side)
+
+    response = owner.web.post(builder, data=form, headers={"Referer": builder}, timeout=60,
+                              files={"messages-0-image": ("huge.jpg", os.urandom(12 * 1024 * 1024), "image/jpeg")})
+    assert response.status_code == 413
+    assert "This picture is too large" in response.text and "at most 10 MB" in response.text, response.text[:500]
+    assert f'href="{builder}"' in response.text  # back to the builder
+    owner.web.get(f"{env.url}/?lang=zh_Hant_TW", timeout=10)
+    response = owner.web.post(builder, data=form, headers={"Referer": builder}, timeout=60,
+                              files={"messages-0-image": ("huge.jpg", os.urandom(12 * 1024 * 1024), "image/jpeg")})
+    assert response.status_code == 413 and "這張圖片太大了" in response.text, response.text[:500]
+    # nginx refused them (gunicorn never read 12 MB) and asked the app for its page.
+    asked = [(line.get("method"), line.get("path"), line.get("status")) for line in _json_lines(env.log.read_text())]
+    assert asked.count(("GET", "/too-large", 413)) == 2 and ("POST", "/c/shop-a/templates/new", 413) not in asked
+
+    # Elsewhere nginx still refuses more than 1 MB before gunicorn sees it.
+    response = requests.post(f"{env.url}/line/webhook/some-token", data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
+                             verify=env.certificate, timeout=30, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413
+    with env.app.app_context():
+        assert db.session.scalar(db.select(db.func.count()).select_from(MediaUpload)) == 1
+        db.session.remove()

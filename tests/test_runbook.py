@@ -11,6 +11,7 @@ steadily through nginx over TLS, the test deploys a migration (``flask db upgrad
 Bounded: one gunicorn and one nginx per test, a restart takes the app's import time (about 10 s on a busy
 2-core machine), every wait polls with a deadline and says what it waited for.
 """
+import contextlib
 import os
 import shutil
 import subprocess
@@ -317,12 +318,12 @@ def _sign_in(web, url, email, password, **headers):
                     data={"email": email, "password": password, "csrf_token": token}).status_code
 
 
-def test_behind_the_load_balancer_one_address_guessing_passwords_does_not_lock_out_another(tmp_path):
-    """deploy/loadbalancer.conf → deploy/nginx.conf → gunicorn with WIZARD_TRUSTED_PROXIES=2, one of the two
-    web machines down. The app must see each client's own address: with nginx's old `X-Forwarded-For
-    $remote_addr` every client was 127.0.0.1, and one address guessing passwords locked out staff elsewhere.
-    The guesser also writes the staff's address into X-Forwarded-For itself; that entry must count for nothing."""
-    from wizard.accounts import create_user
+@contextlib.contextmanager
+def _behind_the_balancer(tmp_path):
+    """deploy/loadbalancer.conf → deploy/nginx.conf → gunicorn with WIZARD_TRUSTED_PROXIES=2, the first of the
+    two web machines down; staff@example.com and a shop (sunny-bakery) exist. Yields the balancer's URL and
+    the certificate's path."""
+    from wizard.accounts import create_shop, create_user
     balancer_port, machine_port, gunicorn_port = topology.free_port(), topology.free_port(), topology.free_port()
     url = f"https://127.0.0.1:{balancer_port}"
     env = {"WIZARD_INSTANCE_PATH": str(tmp_path / "instance"), "WIZARD_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}",
@@ -333,6 +334,8 @@ def test_behind_the_load_balancer_one_address_guessing_passwords_does_not_lock_o
     with app.app_context():
         db.create_all()
         create_user("staff@example.com", PASSWORD, True)
+        create_user("owner@example.com", PASSWORD)
+        create_shop("sunny-bakery", "晴天烘焙坊", "owner@example.com")
         db.session.commit()
         db.engine.dispose()
     certificate, key = topology.self_signed_certificate(tmp_path)
@@ -350,16 +353,48 @@ def test_behind_the_load_balancer_one_address_guessing_passwords_does_not_lock_o
             processes.append(topology.start_gunicorn(env, gunicorn_port, log=log))
         processes.append(topology.start_nginx(machine_conf, machine_port))
         processes.append(topology.start_nginx(balancer_conf, balancer_port))
-
-        guesser = _browser(url, str(certificate), "127.0.0.5")
-        refused = [_sign_in(guesser, url, f"guess{n}@example.com", "wrong password", **{
-            "X-Forwarded-For": "127.0.0.6"}) for n in range(22)]
-        staff = _browser(url, str(certificate), "127.0.0.6")
-        assert _sign_in(staff, url, "staff@example.com", PASSWORD) == 302
+        yield url, str(certificate)
     finally:
         for process in reversed(processes):
             topology.stop(process)
+
+
+def test_behind_the_load_balancer_one_address_guessing_passwords_does_not_lock_out_another(tmp_path):
+    """The app must see each client's own address: with nginx's old `X-Forwarded-For $remote_addr` every client
+    was 127.0.0.1, and one address guessing passwords locked out staff elsewhere. The guesser also writes the
+    staff's address into X-Forwarded-For itself; that entry must count for nothing."""
+    with _behind_the_balancer(tmp_path) as (url, certificate):
+        guesser = _browser(url, certificate, "127.0.0.5")
+        refused = [_sign_in(guesser, url, f"guess{n}@example.com", "wrong password", **{
+            "X-Forwarded-For": "127.0.0.6"}) for n in range(22)]
+        staff = _browser(url, certificate, "127.0.0.6")
+        assert _sign_in(staff, url, "staff@example.com", PASSWORD) == 302
     assert set(refused) <= {200, 429} and refused[0] == 200, refused  # wrong passwords: the form again, or wait
+
+
+def test_behind_the_load_balancer_a_3_mb_photo_reaches_the_template_builder(tmp_path):
+    """Both nginx configurations take 11 MB on the template builder's pages (1 MB elsewhere): a 3 MB phone photo
+    is uploaded and served back as LINE fetches it; 12 MB gets the app's page, in the owner's language."""
+    from tests.test_production import _noise_jpeg
+    with _behind_the_balancer(tmp_path) as (url, certificate):
+        owner = _browser(url, certificate, "127.0.0.7")
+        assert _sign_in(owner, url, "owner@example.com", PASSWORD) == 302
+        builder = f"{url}/c/sunny-bakery/templates/new"
+        page = owner.get(builder + "?lang=en", timeout=30).text
+        token = page.split('name="csrf_token"', 1)[1].split('value="', 1)[1].split('"', 1)[0]
+        form = {"csrf_token": token, "name": "照片", "messages-0-kind": "image", "action": "preview"}
+        response = owner.post(builder, data=form, timeout=60,
+                              files={"messages-0-image": ("photo.jpg", _noise_jpeg(3), "image/jpeg")})
+        assert response.status_code == 200, response.text[:500]
+        address = response.text.split('name="messages-0-url" value="', 1)[1].split('"', 1)[0]
+        assert address.startswith(f"{url}/media/")
+        served = requests.get(address, verify=certificate, timeout=10)
+        assert served.status_code == 200 and served.headers["Content-Type"] == "image/jpeg"
+        response = owner.post(builder, data=form, timeout=60,
+                              files={"messages-0-image": ("huge.jpg", os.urandom(12 * 1024 * 1024), "image/jpeg")})
+        assert response.status_code == 413 and "This picture is too large" in response.text, response.text[:500]
+        response = owner.post(f"{url}/c/sunny-bakery/contacts", data={"x": "y" * (2 * 1024 * 1024)}, timeout=60)
+        assert response.status_code == 413  # elsewhere 1 MB, as before
 
 
 def test_a_restart_whose_new_workers_cannot_start_is_backed_out_and_systemd_learns_the_new_master(tmp_path):

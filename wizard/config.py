@@ -170,6 +170,15 @@ DEFAULTS = {
     # The folder of the templates' pictures, served at PUBLIC_BASE_URL/media/ because LINE fetches them from
     # there. None: instance/media. With several web machines, a folder they all share: any may be asked.
     "MEDIA_DIR": None,
+    # Per shop at most this many bytes and pictures stored (the original and its preview count together); past
+    # either, an upload is refused with a message. Pictures no template uses go by themselves (plans/media.py).
+    "MEDIA_SHOP_QUOTA_BYTES": 200 * 1024 * 1024,
+    "MEDIA_SHOP_MAX_PICTURES": 2000,
+    # --- requests ---
+    # The largest request body the app reads (Flask's own setting): a template's picture (at most 10 MB, LINE's
+    # limit) with the rest of its form. Larger gets the 413 page in the visitor's language, before anything is
+    # read or spooled to disk; deploy/nginx.conf lets 11 MB through on the builder's pages only.
+    "MAX_CONTENT_LENGTH": 12 * 1024 * 1024,
     "BABEL_DEFAULT_LOCALE": "zh_Hant_TW",
     "BABEL_DEFAULT_TIMEZONE": "Asia/Taipei",
     "LANGUAGES": ["zh_Hant_TW", "en"],
@@ -182,6 +191,7 @@ _BOOLEAN = {"SANDBOX", "WORKER_IN_PROCESS", "TESTING", "SESSION_COOKIE_SECURE", 
             "RATELIMIT_SWALLOW_ERRORS", "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED"}
 _NUMBER = {"LINE_TIMEOUT": float, "LINE_CONTENT_MAX_BYTES": int, "LINE_CONTENT_SHOP_QUOTA_BYTES": int,
            "WEBHOOK_TEST_COOLDOWN": int, "WEBHOOK_MAX_BYTES": int,
+           "MEDIA_SHOP_QUOTA_BYTES": int, "MEDIA_SHOP_MAX_PICTURES": int, "MAX_CONTENT_LENGTH": int,
            "CHECK_MAX_AGE": int, "WORKER_LEASE_SECONDS": float, "WORKER_POLL_SECONDS": float,
            "LINE_MULTICAST_PER_SECOND": float, "LINE_BROADCAST_PER_HOUR": float,
            "WORKER_THREADS": int, "WORKER_METRICS_PORT": int,

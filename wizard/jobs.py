@@ -18,7 +18,9 @@ this is the one module that imports every domain, so nothing else may import it.
 - ``send_batches`` and ``send_batch``: a multicast's or broadcast's chunks (outgoing/batches.py), each
   again after the backoff, LINE's Retry-After or its pace slot; the sweep re-queues those whose worker died;
 - ``send_plans`` (every minute, on one consumer): due send plans start, their outcomes are counted
-  (plans/runs.py); ``plan_statistics`` (hourly): LINE's statistics of recent plans (plans/statistics.py).
+  (plans/runs.py); ``plan_statistics`` (hourly): LINE's statistics of recent plans (plans/statistics.py);
+- ``media_cleanup`` (hourly, on one consumer): the templates' pictures nothing uses any more are deleted
+  (plans/media.py).
 """
 import logging
 import threading
@@ -32,7 +34,7 @@ from .line import quarantine, worker
 from .line.problems import retryable
 from .models import utcnow
 from .outgoing import batches, outbox
-from .plans import runs as plan_runs, statistics as plan_statistics
+from .plans import media, runs as plan_runs, statistics as plan_statistics
 from .watch import alerts, drift, evidence
 
 log = logging.getLogger(__name__)
@@ -181,6 +183,12 @@ queue.start_plan.runs(plan_runs.start, here=plan_runs.start)
 def periodic_plan_statistics():
     if queue.once_per_slot("plan_statistics", 3600):
         plan_statistics.refresh_due()
+
+
+@queue.media_cleanup.runs
+def periodic_media_cleanup():
+    if queue.once_per_slot("media_cleanup", 3600):
+        media.clean_up()
 
 
 def periodic_sweep():

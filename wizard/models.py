@@ -770,6 +770,27 @@ class MessageTemplate(db.Model):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class MediaUpload(db.Model):
+    """A picture uploaded for a shop's message templates (plans/media.py), stored as two files in MEDIA_DIR,
+    ``<name>.jpg`` and ``<name>-preview.jpg``. Only a picture with a row is served, and a template may use only
+    its own shop's. ``size``: both files' bytes (the shop's limit counts it); ``digest``: SHA-256 of the file
+    as uploaded, so the same file chosen again is the same picture. ``touched_at``: the last time anything
+    used it (its upload, a template's save, the hourly cleanup finding it in use), which the cleanup's delete
+    checks again, so a picture a template takes while the cleanup looks is never deleted; ``used``: it was
+    once in a saved template (kept longer after that: its messages may still be opened)."""
+
+    __tablename__ = "media_uploads"
+    __table_args__ = (Index("ix_media_uploads_shop_digest", "shop_id", "digest"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    shop_id: Mapped[int] = mapped_column(ForeignKey("shops.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    size: Mapped[int] = mapped_column(BigInteger, default=0)
+    digest: Mapped[str | None] = mapped_column(String(64))
+    used: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    touched_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
 # ---- outgoing batches (issue 16) ----
 
 

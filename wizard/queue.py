@@ -136,6 +136,8 @@ send_batch = Job("send_batch", SENDS_NEXT)  # one attempt at one chunk
 send_plans = Job("send_plans", schedule=crontab(minute="*"))
 start_plan = Job("start_plan")  # a plan for "now", started at once instead of at the next minute
 plan_statistics = Job("plan_statistics", schedule=crontab(minute="17"))
+# Each hour, the templates' pictures that nothing uses any more are deleted (plans/media.py), on one consumer.
+media_cleanup = Job("media_cleanup", schedule=crontab(minute="41"))
 
 
 # ---- the app's huey -----------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from ..extensions import db
 from ..models import MessageTemplate
 from ..outgoing import sender
-from . import cards
+from . import cards, media
 
 MAX_MESSAGES = 5
 MAX_NAME = 100
@@ -196,7 +196,8 @@ def drafts_of(messages):
 
 def check_drafts(drafts, own_picture):
     """Our checks of the builder's drafts, in the user's language: {form field: message}. ``own_picture(url)``
-    says whether a picture's address is one of the shop's uploads (a form cannot point LINE elsewhere)."""
+    says whether a picture's address is one of the shop's uploads still stored (``media.owned``): a form
+    cannot point LINE elsewhere, nor at another shop's picture."""
     problems = {}
     if not drafts:
         problems["messages"] = _("Add at least one message.")
@@ -312,7 +313,9 @@ def save(shop, name, messages, template=None):
     """Create (``template`` None) or change a template of ``shop``, in the caller's transaction (it commits).
     Raises ``Refused`` with every problem found, after which nothing has changed: the name (given, not too
     long, not another template's), the messages' shape, then LINE's validate endpoint (a push's rules: what a
-    send plan sends). Without a connected LINE channel nothing can be checked, so nothing is saved."""
+    send plan sends) and our pictures (each one of the shop's, still stored: plans/media.py). Without a
+    connected LINE channel nothing can be checked, so nothing is saved. The pictures are marked used last,
+    right before the write, so the hourly cleanup cannot take one away from a template being saved."""
     name = (name or "").strip()
     problems = {}
     if not name:
@@ -325,8 +328,14 @@ def save(shop, name, messages, template=None):
     shape = check_messages(messages)
     # LINE is asked whenever the messages have a shape it can judge, so one answer lists every problem.
     problems.update(shape or _line_check(shop, messages))
+    if not shape:
+        for where, text in media.problems_in(shop, messages).items():
+            problems[where] = f"{problems[where]} {text}" if where in problems else text
     if problems:
         raise Refused(problems, duplicate=duplicate and len(problems) == 1)
+    gone = media.take(shop, messages)
+    if gone:  # the cleanup deleted a picture since the look above
+        raise Refused(gone)
     if template is None:
         template = MessageTemplate(shop_id=shop.id, name=name, messages=messages)
         db.session.add(template)

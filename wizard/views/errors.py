@@ -1,5 +1,5 @@
 """The product's own error pages (400, 403, 404, 405, 413, 500, 503, an expired form), in the visitor's
-language.
+language. A 413 on the template builder says what the limit for a picture is.
 
 Werkzeug's default pages are bare English and lead nowhere; a shop owner who follows an old link or leaves a
 form open too long gets a page of this site that says what happened in plain words and offers a way back.
@@ -13,7 +13,7 @@ import logging
 import sqlite3
 from urllib.parse import urlsplit
 
-from flask import Blueprint, current_app, render_template, request, session
+from flask import Blueprint, abort, current_app, render_template, request, session
 from flask_babel import force_locale, gettext as _, lazy_gettext as _l
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.exc import OperationalError
@@ -43,6 +43,12 @@ PAGES = {
           _l("This is not your fault. Please try again in a moment; if it keeps happening, tell the "
              "onboarding staff.")),
 }
+# A 413 on the template builder (a picture over the request limit, MAX_CONTENT_LENGTH, or nginx's on its way:
+# deploy/nginx.conf sends its own 413 to ``/too-large``, so the owner gets this page, not nginx's English one).
+PICTURE_TOO_LARGE = (_l("This picture is too large"),
+                     _l("A picture may be at most 10 MB (LINE's limit). Choose a smaller one, or save it at a "
+                        "lower resolution, and try again. Nothing was saved."))
+PICTURE_PAGES = ("message_templates.", "errors.too_large")
 EXPIRED_FORM = (_l("This form has expired"),
                 _l("The page was open for a long time, or you signed in or out meanwhile. Go back, reload "
                    "the page and send the form again."))
@@ -65,6 +71,13 @@ def http_error(error):
         with force_locale(_visit_locale()):
             words = _("Something went wrong on our side")
         return words, error.code, {"Content-Type": "text/plain; charset=utf-8"}
+
+
+@bp.get("/too-large")
+def too_large():
+    """nginx's ``error_page 413`` for the builder's pages (deploy/nginx.conf): the 413 page in the visitor's
+    language (their session comes along), with the way back to the page they came from."""
+    abort(413)
 
 
 def _visit_locale():
@@ -108,6 +121,8 @@ def _json(error):
 def _page(error):
     if isinstance(error, CSRFError):
         title, text = EXPIRED_FORM
+    elif error.code == 413 and (request.endpoint or "").startswith(PICTURE_PAGES):
+        title, text = PICTURE_TOO_LARGE
     else:
         title, text = PAGES.get(error.code, (_l("This request could not be completed"),
                                              _l("Please go back and try again.")))

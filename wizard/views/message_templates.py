@@ -90,12 +90,12 @@ def _builder(shop, template):
         return _page(shop, template, name, drafts, problems)
     checked_post()
     name = request.form.get("name", "")
-    drafts = _read(request.form, request.files, problems)
+    drafts = _read(shop, request.form, request.files, problems)
     action = request.form.get("action", "preview")
     if action != "save":
         _apply(action, drafts)
         return _page(shop, template, name, drafts, problems, previewed=True)
-    problems.update(templates.check_drafts(drafts, lambda url: media.name_of(url) is not None))
+    problems.update(templates.check_drafts(drafts, lambda url: media.owned(shop, url)))
     if not name.strip():
         problems["name"] = _("Give the template a name.")
     if problems:
@@ -114,9 +114,10 @@ def _builder(shop, template):
     return redirect(url_for(".index", slug=shop.slug))
 
 
-def _read(form, files, problems):
-    """The drafts the posted form describes; a picture chosen in it is uploaded now (its problem, if any,
-    goes next to its field)."""
+def _read(shop, form, files, problems):
+    """The drafts the posted form describes; a picture chosen in it is uploaded now, as the shop's (its
+    problem, if any, goes next to its field). The same file posted again is the picture stored the first
+    time (plans/media.py), so pressing buttons with a picture chosen stores it once."""
     drafts = []
     for n in range(MAX_SLOTS):
         kind = form.get(f"messages-{n}-kind")
@@ -128,7 +129,7 @@ def _read(form, files, problems):
         elif kind == "image":
             # The preview's address is derived from the picture's, never taken from the form.
             url = form.get(f"{prefix}-url", "")
-            uploaded = _upload(files.get(f"{prefix}-image"), problems, f"messages.{n}.image")
+            uploaded = _upload(shop, files.get(f"{prefix}-image"), problems, f"messages.{n}.image")
             if uploaded:
                 url = uploaded["url"]
             drafts.append({"kind": "image", "url": url, "preview": media.preview_of(url) or ""})
@@ -137,7 +138,7 @@ def _read(form, files, problems):
             for c in range(cards.MAX_CARDS + 1):
                 if f"{prefix}-cards-{c}-title" not in form:
                     break
-                many.append(_card(form, files, problems, f"{prefix}-cards-{c}"))
+                many.append(_card(shop, form, files, problems, f"{prefix}-cards-{c}"))
             drafts.append({"kind": "card", "card": many[0] if many else cards.empty_card()} if kind == "card"
                           else {"kind": "carousel", "cards": many})
         elif kind == "other":
@@ -150,10 +151,10 @@ def _read(form, files, problems):
     return drafts
 
 
-def _card(form, files, problems, prefix):
+def _card(shop, form, files, problems, prefix):
     card = {"image": form.get(f"{prefix}-picture", ""), "title": form.get(f"{prefix}-title", "").strip(),
             "text": form.get(f"{prefix}-text", "").strip(), "buttons": []}
-    uploaded = _upload(files.get(f"{prefix}-image"), problems, prefix.replace("-", ".") + ".image")
+    uploaded = _upload(shop, files.get(f"{prefix}-image"), problems, prefix.replace("-", ".") + ".image")
     if uploaded:
         card["image"] = uploaded["url"]
     for b in range(cards.MAX_BUTTONS):
@@ -165,11 +166,11 @@ def _card(form, files, problems, prefix):
     return card
 
 
-def _upload(file, problems, key):
+def _upload(shop, file, problems, key):
     if file is None or not file.filename:
         return None
     try:
-        return media.save(file.stream)
+        return media.save(file.stream, shop)
     except media.Refused as exc:
         problems[key] = str(exc)
         return None
