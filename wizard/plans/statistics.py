@@ -34,14 +34,15 @@ def _counted_runs():
 def _recent_multicast(now):
     """A run of the plan LINE counts that started within the last 14 days."""
     return exists().where(SendPlanRun.plan_id == SendPlan.id, *_counted_runs(),
-                          SendPlanRun.started_at >= now - timedelta(days=DAYS))
+                          SendPlanRun.started_at.between(now - timedelta(days=DAYS), now))
 
 
 def since(plan, now):
     """When the span of the plan's numbers begins: the start of its earliest counted run within the last 14
     days (None: no such run)."""
     return db.session.scalar(select(func.min(SendPlanRun.started_at)).where(
-        SendPlanRun.plan_id == plan.id, *_counted_runs(), SendPlanRun.started_at >= now - timedelta(days=DAYS)))
+        SendPlanRun.plan_id == plan.id, *_counted_runs(),
+        SendPlanRun.started_at.between(now - timedelta(days=DAYS), now)))
 
 
 def counted(plan) -> bool:

@@ -61,7 +61,7 @@ class InUse(Exception):
     def message(self):
         return _("Send plans that have not finished use this template: %(plans)s. Cancel them, or wait until "
                  "they have sent (a scheduled plan can be changed to another template); then delete it.",
-                 plans="、".join(f"“{plan.name}”" for plan in self.plans))
+                 plans=_(", ").join(_("“%(name)s”", name=plan.name) for plan in self.plans))
 
 
 class Personal(ValueError):
