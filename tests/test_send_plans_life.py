@@ -160,6 +160,19 @@ def test_a_scheduled_plan_edited_only_in_its_name_stays_scheduled(app, plan_shop
     assert plan_shop.received(mei) == [OFFER]
 
 
+def test_a_birthday_plan_edited_only_in_its_name_stays_scheduled_and_a_new_hour_needs_confirming(app, plan_shop):
+    plan = plan_shop.post(name="生日祝福", template_id=plan_shop.template(GREETING), purpose="service",
+                          audience={"all": True}, repeat="birthday", hour=10).get_json()
+    edit = f"/c/{plan_shop.slug}/plans/{plan['id']}/edit"
+    form = _edit_form(plan_shop, plan["id"], name="生日快樂", audience="all", when="birthday", hour="10")
+    assert plan_shop.client.post(edit, data=form).headers["Location"].endswith(f"/plans/{plan['id']}")
+    edited = plan_shop.plan(plan["id"])
+    assert edited["state"] == "scheduled" and edited["name"] == "生日快樂" and edited["send_at"] == plan["send_at"]
+    form = _edit_form(plan_shop, plan["id"], name="生日快樂", audience="all", when="birthday", hour="11")
+    assert plan_shop.client.post(edit, data=form).headers["Location"].endswith("/confirm")
+    assert plan_shop.plan(plan["id"])["state"] == "draft"
+
+
 def test_a_scheduled_plan_whose_audience_changed_is_a_draft_the_pages_mark(app, plan_shop):
     plan_shop.friend("林小美")
     local = (utcnow() + timedelta(hours=8, days=2)).replace(second=0, microsecond=0)

@@ -393,7 +393,9 @@ def needs_confirming(plan, wanted) -> bool:
     """Does this edit of a scheduled plan change who gets it, what it costs or when (anything but its name
     and template)? Such an edit takes it back to a draft to be confirmed again."""
     before = wanted_of(plan)
-    return any(getattr(before, key) != getattr(wanted, key) for key in RECONFIRM)
+    # A yearly plan's send_at is its next run, worked out from repeat and hour (compared instead).
+    keys = [key for key in RECONFIRM if not (key == "send_at" and wanted.repeat)]
+    return any(getattr(before, key) != getattr(wanted, key) for key in keys)
 
 
 def update_plan(plan, wanted, actor, *, state=None, found=None, now=None):
@@ -403,8 +405,10 @@ def update_plan(plan, wanted, actor, *, state=None, found=None, now=None):
     values = _values(wanted, now)
     if state is not None:
         values["state"] = state
-        values["reason"] = UNCONFIRMED if (state == PlanState.DRAFT and plan.state == PlanState.SCHEDULED) else (
-            plan.reason if state == PlanState.DRAFT else None)
+    if state == PlanState.SCHEDULED:
+        values["reason"] = None
+    elif state == PlanState.DRAFT and plan.state == PlanState.SCHEDULED:
+        values["reason"] = UNCONFIRMED
     if found is not None:
         values.update(cost_messages=found.messages, quota_left=found.left)
     # Kept as it is: only while it still is what this request read (a scheduled plan that started meanwhile
