@@ -79,11 +79,12 @@ def _shop_for_caller(slug):
     caller = _caller()
     if caller is None:
         return None, None, _unauthorized()
+    shop = shop_for(slug, caller)  # first: another shop's owner gets its 404, whatever the request's origin
     if not _origin_proven():
         return None, None, problems_answer({"X-CSRFToken": (
             "Send a JSON object (Content-Type: application/json), or the page's CSRF token in the X-CSRFToken "
             "header: a signed-in session changes nothing through the API without one of them.")}, error="csrf")
-    return caller, shop_for(slug, caller), None
+    return caller, shop, None
 
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
