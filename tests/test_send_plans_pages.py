@@ -229,3 +229,16 @@ def test_a_saved_segment_is_deleted_only_after_a_question(app, plan_shop):
     assert plan_shop.client.post(delete, data={"csrf_token": _token(plan_shop)}).status_code == 302
     with app.app_context():
         assert db.session.get(Segment, segment) is None
+
+
+def test_a_draft_whose_template_was_deleted_asks_for_another_before_it_is_confirmed(app, plan_shop):
+    plan_shop.friend("林小美")
+    confirm = _draft(plan_shop)
+    plan_id = int(confirm.split("/plans/")[1].split("/")[0])
+    template = plan_shop.plan(plan_id)["template_id"]
+    # A draft does not keep its template from being deleted (only a plan that will send does).
+    assert plan_shop.client.delete(f"/api/v1/shops/{plan_shop.slug}/templates/{template}", json={}).status_code == 204
+    html = plan_shop.client.get(confirm).get_data(as_text=True)
+    assert "message template was deleted: choose another one with “Change the plan”." in html
+    response = plan_shop.client.post(confirm, data={"csrf_token": _token(plan_shop)})
+    assert response.status_code == 409 and plan_shop.plan(plan_id)["state"] == "draft"

@@ -36,6 +36,8 @@ PURPOSES = ("marketing", "service")
 MAX_NAME = 100
 # How far ahead a one-off plan may be set (LINE keeps a retry key a day; a plan a year out is a mistake).
 MAX_AHEAD = timedelta(days=366)
+# A one-off time this close behind now is still "now" (the owner pressed the button in that minute).
+LATE_BY = timedelta(minutes=1)
 # The API's Idempotency-Key: the same key within this long returns the first plan.
 IDEMPOTENCY_WINDOW = timedelta(days=1)
 MAX_KEY = 100
@@ -174,7 +176,7 @@ def check(shop, data, now=None):
             problems["send_at"] = _("“%(value)s” is not a date and time: write it like 2026-12-24 18:00.",
                                     value=str(data["send_at"])[:40])
         else:
-            if at < now - timedelta(minutes=1):
+            if at < now - LATE_BY:
                 problems["send_at"] = _("That time has passed: choose a later one, or send now.")
             elif at > now + MAX_AHEAD:
                 problems["send_at"] = _("That is more than a year ahead: choose an earlier time.")
@@ -226,6 +228,13 @@ class Estimate:
     @property
     def sendable(self):
         return min(self.recipients, self.left) if self.left is not None else self.recipients
+
+
+def time_passed(plan, now=None) -> bool:
+    """Has a one-off plan's time gone by (a draft saved for 18:00 and confirmed at 19:00)? Confirming it
+    would send it at once, not at the time it says, so the owner chooses a new time instead."""
+    now = now or utcnow()
+    return not plan.repeat and plan.send_at is not None and plan.send_at < now - LATE_BY
 
 
 def channel_of(shop):

@@ -15,8 +15,6 @@
 The shop comes through ``shop_for`` (owners their own, staff any, 404 otherwise); a plan of another shop is
 a 404 too. The rules and words are plans/plans.py's, shared with the API (views/api_plans.py).
 """
-from datetime import timedelta
-
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 from flask_babel import gettext as _, ngettext
 from flask_login import current_user, login_required
@@ -234,14 +232,10 @@ def confirm(slug, plan_id):
                            **_common(shop)), 409 if problem else 200
 
 
-# A one-off time this close behind now is still "now" (the API's check allows the same minute).
-LATE_BY = timedelta(minutes=1)
-
-
 def _blocker(shop, plan):
     """Why this draft cannot be confirmed as it is, in words, or None: its one-off time has passed since it
     was saved (confirming would send it at once, not at the time it says), or its template was deleted."""
-    if not plan.repeat and plan.send_at is not None and plan.send_at < utcnow() - LATE_BY:
+    if plans.time_passed(plan):
         return _("The time this plan was to go out (%(time)s, Taipei time) has passed: choose a new time with "
                  "“Change the plan”.", time=schedule.to_local(plan.send_at).strftime("%Y-%m-%d %H:%M"))
     if templates.get(shop, plan.template_id) is None:
