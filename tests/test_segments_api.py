@@ -73,8 +73,10 @@ def test_a_body_without_filters_is_refused(client, shop, body, key):
 
 
 def test_a_body_that_is_not_json_is_refused(client, shop):
+    page = client.get(f"/c/{shop}/contacts").get_data(as_text=True)
+    token = page.split('name="csrf_token" value="')[1].split('"')[0]
     response = client.post(f"/api/v1/shops/{shop}/audience/count", data="filters=city",
-                           content_type="application/x-www-form-urlencoded")
+                           content_type="application/x-www-form-urlencoded", headers={"X-CSRFToken": token})
     assert response.status_code == 400
     assert response.get_json()["problems"] == {
         "body": "Send a JSON object (Content-Type: application/json) with “filters”."}

@@ -121,12 +121,12 @@ def test_over_the_quota_is_refused_then_sent_up_to_it_with_the_rest_listed(app, 
 def test_a_cancelled_plan_never_starts_and_cannot_be_cancelled_twice(app, plan_shop):
     mei = plan_shop.friend("林小美")
     plan = plan_shop.post(**_marketing(plan_shop, plan_shop.template(OFFER))).get_json()
-    response = plan_shop.client.post(f"/api/v1/shops/{plan_shop.slug}/send-plans/{plan['id']}/cancel")
+    response = plan_shop.client.post(f"/api/v1/shops/{plan_shop.slug}/send-plans/{plan['id']}/cancel", json={})
     assert response.status_code == 200 and response.get_json()["state"] == "cancelled"
     plan_shop.make_due(plan["id"])
     plan_shop.send()
     assert plan_shop.received(mei) == []
-    response = plan_shop.client.post(f"/api/v1/shops/{plan_shop.slug}/send-plans/{plan['id']}/cancel")
+    response = plan_shop.client.post(f"/api/v1/shops/{plan_shop.slug}/send-plans/{plan['id']}/cancel", json={})
     assert response.status_code == 409
     assert response.get_json()["message"] == "Nothing is left to cancel: the plan is “Cancelled”."
     with app.app_context():
@@ -138,24 +138,24 @@ def test_a_plan_paused_while_sending_waits_and_goes_on_when_resumed(app, plan_sh
     friends = [plan_shop.friend(f"客人{n}") for n in range(3)]
     plan = plan_shop.post(**_marketing(plan_shop, plan_shop.template(text))).get_json()
     api = f"/api/v1/shops/{plan_shop.slug}/send-plans/{plan['id']}"
-    response = plan_shop.client.post(api + "/pause")
+    response = plan_shop.client.post(api + "/pause", json={})
     assert response.status_code == 409  # not sending yet: a scheduled one-off plan is cancelled or changed
     plan_shop.make_due(plan["id"])
     plan_shop.tick()
     assert plan_shop.plan(plan["id"])["state"] == "sending"
-    response = plan_shop.client.post(api + "/pause")
+    response = plan_shop.client.post(api + "/pause", json={})
     assert response.status_code == 200 and response.get_json()["state"] == "paused"
     plan_shop.deliver()
     assert [plan_shop.received(user) for user in friends] == [[], [], []]
     html = plan_shop.client.get(f"/c/{plan_shop.slug}/plans/{plan['id']}").get_data(as_text=True)
     assert "Paused" in html and ">Resume</button>" in html
-    response = plan_shop.client.post(api + "/resume")
+    response = plan_shop.client.post(api + "/resume", json={})
     assert response.status_code == 200 and response.get_json()["state"] == "sending"
     plan_shop.deliver()
     assert [plan_shop.received(user) for user in friends] == [[text.replace("{name}", f"客人{n}")]
                                                               for n in range(3)]
     assert plan_shop.plan(plan["id"])["state"] == "sent"
-    assert plan_shop.client.post(api + "/resume").status_code == 409
+    assert plan_shop.client.post(api + "/resume", json={}).status_code == 409
 
 
 def test_a_birthday_plan_runs_on_the_right_taipei_day_including_29_february(app, plan_shop):
@@ -274,7 +274,7 @@ def test_staff_acting_for_a_shop_see_the_banner_and_their_plans_are_audited(app,
     response = staff.post(f"/api/v1/shops/{plan_shop.slug}/send-plans", json=_marketing(plan_shop, template))
     assert response.status_code == 201
     plan_id = response.get_json()["id"]
-    assert staff.post(f"/api/v1/shops/{plan_shop.slug}/send-plans/{plan_id}/cancel").status_code == 200
+    assert staff.post(f"/api/v1/shops/{plan_shop.slug}/send-plans/{plan_id}/cancel", json={}).status_code == 200
     with app.app_context():
         entries = db.session.execute(db.select(AuditEntry.action, AuditEntry.actor)
                                      .where(AuditEntry.action.like("send_plan.%")).order_by(AuditEntry.id)).all()
@@ -374,7 +374,7 @@ def test_a_plan_cancelled_while_sending_sends_nothing_more(app, plan_shop, text)
     plan = plan_shop.post(**_marketing(plan_shop, plan_shop.template(text))).get_json()
     plan_shop.make_due(plan["id"])
     plan_shop.tick()
-    response = plan_shop.client.post(f"/api/v1/shops/{plan_shop.slug}/send-plans/{plan['id']}/cancel")
+    response = plan_shop.client.post(f"/api/v1/shops/{plan_shop.slug}/send-plans/{plan['id']}/cancel", json={})
     assert response.status_code == 200 and response.get_json()["state"] == "cancelled"
     plan_shop.deliver()
     assert [plan_shop.received(user) for user in friends] == [[], [], []]

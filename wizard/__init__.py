@@ -65,7 +65,8 @@ def create_app(test_config=None):
     with app.app_context():
         tune_sqlite(db.engine)
     from .line import receiver
-    from .views import api, auth, shops, wizard
+    from .views import BoundedInt, api, auth, shops, wizard
+    app.url_map.converters["int"] = BoundedInt  # before any route: every <int:id> stops at the largest id
     app.register_blueprint(auth.bp)
     app.register_blueprint(shops.bp)
     from .views import shop

@@ -33,6 +33,11 @@ def iso_utc(value: datetime | None) -> str | None:
     return value.isoformat() + "Z" if value else None
 
 
+# The largest id a lookup may ask for: SQLite's integers are 64-bit, and the driver raises OverflowError for a
+# larger Python int instead of finding nothing. URLs (views' ``int`` converter) and JSON ids stop here.
+LARGEST_ID = 2**63 - 1
+
+
 class User(UserMixin, db.Model):
     """Staff see every shop; an owner (``is_staff`` false) sees only ``shop``."""
 

@@ -8,7 +8,7 @@ The filters are the API's keys exactly (issue 16), as JSON values:
     birthday_month       list of months 1-12
     age_min, age_max     whole years, as old as the customer is today in Taipei
     form_filled          true: filled in the customer data form; false: not (yet)
-    friend_since_from,   dates (2026-03-01), Taipei days, both ends included
+    friend_since_from,   dates (2026-03-01) from 1900 to 2100, Taipei days, both ends included
     friend_since_to
     messaged_within_days the customer's last message to us came within these many days (24 hours each)
 
@@ -45,6 +45,8 @@ LIST_KEYS = ("city", "gender", "birthday_month")
 OLDEST_AGE = 150
 MOST_DAYS = 3650
 NAME_LENGTH = 60
+# The dates a filter may name (friend since): anything else is a typing mistake.
+FIRST_DAY, LAST_DAY = date(1900, 1, 1), date(2100, 12, 31)
 
 
 class BadFilters(ValueError):
@@ -69,6 +71,12 @@ def _date(value):
         return date.fromisoformat(unicodedata.normalize("NFKC", value).strip())
     except ValueError:
         return None
+
+
+def _in_range(day):
+    """A date the filters take: 1900-2100 (beyond, a typing mistake, and 0001-01-01 or 9999-12-31 overflow
+    when the day is turned into UTC times)."""
+    return FIRST_DAY <= day <= LAST_DAY
 
 
 def _shown(value):
@@ -141,6 +149,9 @@ def check(filters):
             day = _date(given[key])
             if day is None:
                 problems[key] = _("“%(value)s” is not a date: write it as 2026-03-01.", value=_shown(given[key]))
+            elif not _in_range(day):
+                problems[key] = _("“%(value)s” is out of range: choose a date from %(first)s to %(last)s.",
+                                  value=_shown(given[key]), first=FIRST_DAY.isoformat(), last=LAST_DAY.isoformat())
             else:
                 clean[key] = day.isoformat()
     if clean.get("friend_since_from", "") > clean.get("friend_since_to", "9999"):

@@ -1,16 +1,21 @@
 """A send plan's life as the owner sees it: what they may ask for, what it will cost, and what they may do to it.
 
-- ``check(shop, data)``: the plan an owner (page) or a program (API) asks for, cleaned, with a message per
-  problem in the reader's language; nothing is written while there is one;
-- ``estimate(plan-like)``: who would get it now, who is left out and why, and what it costs against the
-  month's quota (LINE's quota and consumption, through the sender), so the owner sees it before confirming;
-  a service plan to all friends goes by broadcast and costs what LINE counts of its friends (``Estimate``);
-- ``create`` / ``update`` / ``schedule`` / ``cancel`` / ``pause`` / ``resume``: each a conditional UPDATE on
-  the plan's state, so an owner's click and the worker that starts the plan (plans/runs.py) never both win:
-  a plan can be edited or cancelled only until it starts, paused and resumed only while it sends;
-- ``as_json``: the API's shape, exactly as issue 16 gives it.
+- ``check(shop, data)``: the plan an owner (page) or a program (API) asks for, cleaned (``Wanted``), with a
+  message per problem in the reader's language; nothing is written while there is one;
+- ``channel_of(shop)``: the one scope of every audience count and send: the shop's connected channel;
+- ``estimate(channel, wanted)``: who would get it now, who is left out and why, and what it costs against
+  the month's quota (LINE's quota and consumption, through the sender), so the owner sees it before
+  confirming; ``quota_problem`` refuses a plan over it; a service plan to all friends goes by broadcast and
+  costs what LINE counts of its friends (``Estimate``);
+- ``create``: INSERTs the plan (scheduled, or a draft the owner then confirms), once per Idempotency-Key;
+- ``update_plan`` / ``cancel`` / ``pause`` / ``resume``: each a conditional UPDATE on the plan's state, so an
+  owner's click and the worker that starts the plan (plans/runs.py) never both win: a plan can be edited only
+  until it starts, cancelled until it has finished, paused and resumed only while it sends (a yearly plan
+  also between runs). A refusal is worded from the state the plan is in when it is refused, re-read then;
+- ``totals`` and ``as_json``: the counts the pages show and the API's shape, exactly as issue 16 gives it.
 
-The state words (statuses.py ``PlanState``) are the owner's; ``reason`` says in words why a plan failed.
+The state words (statuses.py ``PlanState``) are the owner's; ``reason`` says in words why a plan failed, or
+that an edit took it back to a draft (``UNCONFIRMED``).
 """
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
@@ -22,15 +27,18 @@ from sqlalchemy.exc import IntegrityError
 from .. import audit
 from ..customers import contacts as contact_names, segments
 from ..extensions import db
-from ..models import Contact, MessageTemplate, SendPlan, SendPlanRun, iso_utc, utcnow
+from ..line.problems import MESSAGES as LINE_PROBLEMS
+from ..models import LARGEST_ID, Contact, MessageTemplate, SendPlan, SendPlanRecipient, SendPlanRun, iso_utc, utcnow
 from ..outgoing import sender as senders
-from ..statuses import PlanState
+from ..statuses import PlanState, RecipientOutcome
 from . import schedule, templates
 
 PURPOSES = ("marketing", "service")
 MAX_NAME = 100
 # How far ahead a one-off plan may be set (LINE keeps a retry key a day; a plan a year out is a mistake).
 MAX_AHEAD = timedelta(days=366)
+# A one-off time this close behind now is still "now" (the owner pressed the button in that minute).
+LATE_BY = timedelta(minutes=1)
 # The API's Idempotency-Key: the same key within this long returns the first plan.
 IDEMPOTENCY_WINDOW = timedelta(days=1)
 MAX_KEY = 100
@@ -67,22 +75,36 @@ def _segment(shop, segment_id):
 
 
 def _int(value):
+    """A whole number from JSON or a form field, else None (a bool, text that is not one, or an int past the
+    largest id the database holds)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value
+        return value if abs(value) <= LARGEST_ID else None
     if isinstance(value, str) and value.strip().isdecimal() and len(value.strip()) < 10:
         return int(value.strip())
     return None
 
 
+# The years a time may name: outside them a date is a typing mistake (and 0001 or 9999 overflow when moved to
+# UTC); send_at is refused more narrowly still (past, or more than MAX_AHEAD ahead).
+FIRST_YEAR, LAST_YEAR = 1900, 2100
+
+
+class OutOfRange(ValueError):
+    """A time that reads as one but lies outside FIRST_YEAR-LAST_YEAR."""
+
+
 def parse_time(value, now=None):
     """An ISO 8601 time: with an offset it is read as given, without one as Taipei time (as the owner
-    enters it). Returns naive UTC, or raises ValueError."""
+    enters it). Returns naive UTC; raises ValueError for text that is no time, ``OutOfRange`` for a year
+    outside 1900-2100."""
     text = str(value).strip().replace(" ", "T", 1)
     if text.endswith("Z"):
         text = text[:-1] + "+00:00"
     moment = datetime.fromisoformat(text)
+    if not FIRST_YEAR <= moment.year <= LAST_YEAR:
+        raise OutOfRange(text)
     if moment.tzinfo is None:
         return schedule.to_utc(moment)
     return moment.astimezone(timezone.utc).replace(tzinfo=None)
@@ -148,11 +170,14 @@ def check(shop, data, now=None):
     elif data.get("send_at") not in (None, ""):
         try:
             at = parse_time(data["send_at"])
-        except (TypeError, ValueError):
+        except OutOfRange:
+            problems["send_at"] = _("“%(value)s” is not a time a plan can be sent at: choose a date and time "
+                                    "within the next year.", value=str(data["send_at"])[:40])
+        except (TypeError, ValueError, OverflowError):
             problems["send_at"] = _("“%(value)s” is not a date and time: write it like 2026-12-24 18:00.",
                                     value=str(data["send_at"])[:40])
         else:
-            if at < now - timedelta(minutes=1):
+            if at < now - LATE_BY:
                 problems["send_at"] = _("That time has passed: choose a later one, or send now.")
             elif at > now + MAX_AHEAD:
                 problems["send_at"] = _("That is more than a year ahead: choose an earlier time.")
@@ -240,6 +265,33 @@ class Estimate:
     def over_known(self):
         """Of ``over_by``, the contacts we know (their names are listed)."""
         return self.recipients - self.sendable
+
+
+def time_passed(plan, now=None) -> bool:
+    """Has a one-off plan's time gone by (a draft saved for 18:00 and confirmed at 19:00)? Confirming it
+    would send it at once, not at the time it says, so the owner chooses a new time instead."""
+    now = now or utcnow()
+    return not plan.repeat and plan.send_at is not None and plan.send_at < now - LATE_BY
+
+
+def channel_of(shop):
+    """The channel a shop's plans send through, and so the scope of every audience count (the plan form's
+    live count, the confirmation, the API's audience count and the run): the connected one, None while none
+    is. The contacts list shows the friends of every channel the shop ever had; a plan reaches only these."""
+    return shop.channel
+
+
+def audience_count(shop, clean):
+    """How many friends clean filters pick on the channel the shop's plans send through (blocked never);
+    None while no channel is connected."""
+    channel = channel_of(shop)
+    return None if channel is None else segments.count(channel.id, clean)
+
+
+def problem_words(code):
+    """A LINE problem's code (what the sender's failure carries) as the reader's words."""
+    words = LINE_PROBLEMS.get(code)
+    return str(words[0]) if words else _("LINE answered with an error.")
 
 
 def read_quota(channel):
@@ -413,56 +465,89 @@ def create(shop, wanted, actor, *, state=PlanState.SCHEDULED, key=None, found=No
 
 def _change(plan, allowed, values, refusal):
     """Apply ``values`` to the plan only while its state is one of ``allowed`` (re-read by the UPDATE itself:
-    the worker starting it meanwhile wins, and this answers ``refusal``)."""
+    the worker starting it meanwhile wins). Refused: ``Refused`` with ``refusal(state)``, the words for the
+    state the plan is in now (read again after the UPDATE found it elsewhere, never the state this request
+    read before)."""
     done = db.session.execute(update(SendPlan).where(SendPlan.id == plan.id, SendPlan.state.in_(allowed))
                               .values(updated_at=utcnow(), **values)
                               .execution_options(synchronize_session=False)).rowcount
     if done != 1:
         db.session.rollback()
-        raise Refused(refusal)
+        now_in = db.session.scalar(select(SendPlan.state).where(SendPlan.id == plan.id))
+        raise Refused(refusal(now_in or PlanState.CANCELLED))
     db.session.expire(plan)
 
 
-def started_refusal(plan):
+def started_refusal(state):
+    """Why a plan in ``state`` can no longer be changed."""
     return _("This plan has started (“%(state)s”): it can no longer be changed; you can pause it while "
-             "it sends.", state=plan.state.label)
+             "it sends.", state=PlanState(state).label)
+
+
+# A plan's ``reason`` after an edit took a scheduled plan back to a draft: it waits for the owner's confirmation.
+UNCONFIRMED = "unconfirmed"
+# What, changed, needs the owner to look at the cost again: who gets it, what it costs, when it goes.
+RECONFIRM = ("purpose", "all", "filters", "segment_id", "send_at", "repeat", "hour", "up_to_quota")
+
+
+def needs_confirming(plan, wanted) -> bool:
+    """Does this edit of a scheduled plan change who gets it, what it costs or when (anything but its name
+    and template)? Such an edit takes it back to a draft to be confirmed again."""
+    before = wanted_of(plan)
+    # A yearly plan's send_at is its next run, worked out from repeat and hour (compared instead).
+    keys = [key for key in RECONFIRM if not (key == "send_at" and wanted.repeat)]
+    return any(getattr(before, key) != getattr(wanted, key) for key in keys)
 
 
 def update_plan(plan, wanted, actor, *, state=None, found=None, now=None):
-    """Edit a draft or scheduled plan (and maybe schedule it); refused once it has started."""
+    """Edit a draft or scheduled plan (``state``: what it becomes; None: it stays as it is), refused once it
+    has started. A plan scheduled again loses the "unconfirmed" mark; one taken back to a draft gets it."""
     now = now or utcnow()
     values = _values(wanted, now)
     if state is not None:
         values["state"] = state
+    if state == PlanState.SCHEDULED:
+        values["reason"] = None
+    elif state == PlanState.DRAFT and plan.state == PlanState.SCHEDULED:
+        values["reason"] = UNCONFIRMED
     if found is not None:
         values.update(cost_messages=found.messages, quota_left=found.left)
-    _change(plan, EDITABLE, values, started_refusal(plan))
+    # Kept as it is: only while it still is what this request read (a scheduled plan that started meanwhile
+    # is refused); made a draft or scheduled: from either editable state.
+    allowed = EDITABLE if state is not None else tuple(s for s in EDITABLE if s == plan.state)
+    _change(plan, allowed, values, started_refusal)
     audit.record("send_plan.edited", shop=plan.shop_id, actor=actor, target=plan.name, plan=plan.id)
     db.session.commit()
 
 
+# Every state a plan can be cancelled from: before it starts nothing goes; once sending, the rest stops.
+CANCELLABLE = (PlanState.DRAFT, PlanState.SCHEDULED, PlanState.SENDING, PlanState.PAUSED)
+
+
 def cancel(plan, actor):
     """Stop the plan: before it starts nothing goes; a yearly plan makes no more runs; a run that is sending
-    stops (what LINE has accepted stays sent, the rest is recorded cancelled)."""
+    stops (what LINE has accepted stays sent, the rest is recorded cancelled). Allowed from every unfinished
+    state whatever this request read: a worker starting the plan in the same moment does not make the cancel
+    fail, its run is stopped."""
     from . import runs
-    if plan.state in (PlanState.SENDING, PlanState.PAUSED) or (plan.repeat and plan.state == PlanState.SCHEDULED):
-        allowed = (PlanState.SCHEDULED, PlanState.SENDING, PlanState.PAUSED)
-    else:
-        allowed = EDITABLE
-    _change(plan, allowed, {"state": PlanState.CANCELLED, "finished_at": utcnow()},
-            _("Nothing is left to cancel: the plan is “%(state)s”.", state=plan.state.label))
+    _change(plan, CANCELLABLE, {"state": PlanState.CANCELLED, "finished_at": utcnow()},
+            lambda state: _("Nothing is left to cancel: the plan is “%(state)s”.", state=PlanState(state).label))
     for run in _open_runs(plan):
         runs.stop(run)
     audit.record("send_plan.cancelled", shop=plan.shop_id, actor=actor, target=plan.name, plan=plan.id)
     db.session.commit()
 
 
+def _pausable(plan):
+    return (PlanState.SENDING, PlanState.SCHEDULED) if plan.repeat else (PlanState.SENDING,)
+
+
 def pause(plan, actor):
     """Hold a plan while it sends (what is not yet with LINE waits), or a yearly plan between runs."""
     from . import runs
-    allowed = (PlanState.SENDING, PlanState.SCHEDULED) if plan.repeat else (PlanState.SENDING,)
-    _change(plan, allowed, {"state": PlanState.PAUSED},
-            _("Only a plan that is sending can be paused; this one is “%(state)s”.", state=plan.state.label))
+    _change(plan, _pausable(plan), {"state": PlanState.PAUSED},
+            lambda state: _("Only a plan that is sending can be paused; this one is “%(state)s”.",
+                            state=PlanState(state).label))
     for run in _open_runs(plan):
         runs.hold(run)
     audit.record("send_plan.paused", shop=plan.shop_id, actor=actor, target=plan.name, plan=plan.id)
@@ -470,16 +555,18 @@ def pause(plan, actor):
 
 
 def resume(plan, actor):
+    """Let a paused plan go on: its held run sends again. A one-off plan is sending again; a yearly plan is
+    scheduled again (statuses.py: it stays scheduled between runs, and only a one-off plan follows its run to
+    sent or failed), its held run sending, and its next run the next one ahead: the days it was paused are
+    not sent late."""
     from . import runs
-    sending = any(run.state in (PlanState.SENDING, PlanState.PAUSED) for run in plan.runs)
-    back = PlanState.SCHEDULED if plan.repeat and not sending else PlanState.SENDING
-    values = {"state": back}
+    values = {"state": PlanState.SCHEDULED if plan.repeat else PlanState.SENDING}
     now = utcnow()
     if plan.repeat and plan.send_at is not None and plan.send_at < now:
-        # The days it was paused are not sent late: the next run is the next one ahead.
         values["send_at"] = schedule.next_occurrence(plan.repeat, plan.hour, now)
     _change(plan, (PlanState.PAUSED,), values,
-            _("Only a paused plan can be resumed; this one is “%(state)s”.", state=plan.state.label))
+            lambda state: _("Only a paused plan can be resumed; this one is “%(state)s”.",
+                            state=PlanState(state).label))
     for run in _open_runs(plan):
         runs.release(run)
     audit.record("send_plan.resumed", shop=plan.shop_id, actor=actor, target=plan.name, plan=plan.id)
@@ -508,6 +595,8 @@ def of_shop(shop, plan_id):
 
 @dataclass
 class Totals:
+    """A plan's counts over its runs. ``recipients``: those it was to be sent to (the left out are counted
+    apart: no_consent, blocked, over_quota); ``pending``: of those, the ones without a final outcome yet."""
     recipients: int = 0
     sent: int = 0
     failed: int = 0
@@ -515,10 +604,13 @@ class Totals:
     blocked: int = 0
     over_quota: int = 0
     cancelled: int = 0
+    pending: int = 0
 
     @property
     def done(self):
-        return self.sent + self.failed + self.over_quota + self.cancelled
+        """How many of the recipients have their outcome (sent, failed, refused or cancelled): the x of the
+        page's "x of y done". Never those left out before sending, who were never to be sent to."""
+        return max(self.recipients - self.pending, 0)
 
 
 def totals(plan) -> Totals:
@@ -527,6 +619,10 @@ def totals(plan) -> Totals:
     for run in plan.runs:
         for name in ("recipients", "sent", "failed", "no_consent", "blocked", "over_quota", "cancelled"):
             setattr(found, name, getattr(found, name) + getattr(run, name))
+    open_runs = [run.id for run in plan.runs if run.state in (PlanState.SENDING, PlanState.PAUSED)]
+    if open_runs:
+        found.pending = db.session.scalar(select(func.count(SendPlanRecipient.id)).where(
+            SendPlanRecipient.run_id.in_(open_runs), SendPlanRecipient.outcome == RecipientOutcome.PENDING)) or 0
     return found
 
 

@@ -50,11 +50,17 @@ HELD_FOR = timedelta(days=3650)
 # The reasons an outbox row of a plan is refused when it would go (its error), and the outcome each is.
 REFUSED = {"send_plan:cancelled": RecipientOutcome.CANCELLED, "send_plan:no_consent": RecipientOutcome.NO_CONSENT,
            "send_plan:blocked": RecipientOutcome.BLOCKED}
+# A personal message whose plan's template was deleted after the run started: failed, and the run says why.
+TEMPLATE_GONE = "send_plan:no_template"
+# The run's reason for such a refusal (REASONS).
+REASON_OF_REFUSAL = {TEMPLATE_GONE: "template_deleted"}
 RETRY_NAMESPACE = uuid.UUID("6f1d8a4e-4d0e-4d55-9a57-2f1b3c8e9a16")
 
 REASONS = {
     "not_connected": _l("The shop's LINE account is not connected, so nothing was sent."),
     "no_template": _l("The message template was deleted, so nothing was sent."),
+    "template_deleted": _l("The message template was deleted while the plan was sending: the messages not yet "
+                           "sent then were not sent (counted as failed)."),
     "over_quota": _l("The month's messages would not have been enough (%(messages)d needed, %(left)d left), "
                      "so nothing was sent. Choose “send only up to the quota”, or send next month."),
     "monthly_limit": _l("LINE refused: this month's messages are used up."),
@@ -311,6 +317,8 @@ def recheck(batch):
 
 
 def _render(row, channel, contact):
+    """The plan's template for this contact. ``_refuse`` ran first in the same transaction and refused a row
+    whose template is gone, so the template is there."""
     run = _run_of(row)
     plan = db.session.get(SendPlan, run.plan_id)
     return templates.messages_for(db.session.get(MessageTemplate, plan.template_id), contact)
@@ -322,12 +330,16 @@ def _run_of(row):
 
 
 def _refuse(row, channel):
-    """A personal message of a plan, checked again as it goes: cancelled, blocked or no consent since."""
+    """A personal message of a plan, checked again as it goes: cancelled, template deleted, blocked or no
+    consent since. A refusal ends the outbox row (failed, with the code as its error); ``reconcile`` counts
+    it."""
     run = _run_of(row)
     plan = db.session.get(SendPlan, run.plan_id) if run is not None else None
     contact = db.session.get(Contact, row.contact_id)
     if plan is None or plan.state == PlanState.CANCELLED or run.state == PlanState.CANCELLED:
         return "send_plan:cancelled"
+    if plan.template_id is None or db.session.get(MessageTemplate, plan.template_id) is None:
+        return TEMPLATE_GONE
     if contact.blocked:
         return "send_plan:blocked"
     if plan.purpose == "marketing" and not contact.marketing_consent:
@@ -356,6 +368,9 @@ def reconcile(now=None):
     runs = set()
     for run_id, contact_id, _status, error in rows:
         _count(run_id, [contact_id], REFUSED.get(error or "", RecipientOutcome.FAILED), now)
+        if error in REASON_OF_REFUSAL:
+            db.session.execute(update(SendPlanRun).where(SendPlanRun.id == run_id, SendPlanRun.reason.is_(None))
+                               .values(reason=REASON_OF_REFUSAL[error]).execution_options(synchronize_session=False))
         runs.add(run_id)
     for run_id in db.session.scalars(select(SendPlanRun.id).where(SendPlanRun.state == PlanState.SENDING)):
         runs.add(run_id)

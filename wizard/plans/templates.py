@@ -21,8 +21,9 @@ from flask_babel import gettext as _
 from sqlalchemy.exc import IntegrityError
 
 from ..extensions import db
-from ..models import MessageTemplate
+from ..models import LARGEST_ID, MessageTemplate, SendPlan
 from ..outgoing import sender
+from ..statuses import PlanState
 from . import cards, media
 
 MAX_MESSAGES = 5
@@ -35,6 +36,8 @@ EMOJI_PRODUCT = "5ac1bfd5040ab15980c9b435"
 EMOJI_IDS = [f"{n:03d}" for n in range(1, 41)]
 EMOJI_TOKEN = re.compile(r"\{emoji:(?:([0-9a-f]{24})/)?(\d{3})\}")
 KINDS = ("text", "image", "card", "carousel")
+# The plans a template cannot be deleted from under: they will still send it.
+LIVE_PLAN_STATES = (PlanState.SCHEDULED, PlanState.SENDING, PlanState.PAUSED)
 
 
 class Refused(Exception):
@@ -45,6 +48,20 @@ class Refused(Exception):
         super().__init__(" ".join(problems.values()))
         self.problems = problems
         self.duplicate = duplicate
+
+
+class InUse(Exception):
+    """A template that send plans still send (``plans``): deleting it would leave them nothing to send."""
+
+    def __init__(self, plans):
+        self.plans = list(plans)
+        super().__init__(self.message)
+
+    @property
+    def message(self):
+        return _("Send plans that have not finished use this template: %(plans)s. Cancel them, or wait until "
+                 "they have sent (a scheduled plan can be changed to another template); then delete it.",
+                 plans=_(", ").join(_("“%(name)s”", name=plan.name) for plan in self.plans))
 
 
 class Personal(ValueError):
@@ -60,8 +77,13 @@ def for_shop(shop):
 
 def get(shop, template_id):
     """The shop's template with this id, or None (also for another shop's: its id says nothing)."""
-    template = db.session.get(MessageTemplate, template_id) if isinstance(template_id, int) else None
+    template = db.session.get(MessageTemplate, template_id) if _an_id(template_id) else None
     return template if template is not None and template.shop_id == shop.id else None
+
+
+def _an_id(value):
+    """An int that can be an id (a bool or one past what the database holds is none)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 < value <= LARGEST_ID
 
 
 def as_json(template):
@@ -379,5 +401,18 @@ def _line_check(shop, messages):
     return problems
 
 
+def live_plans(template):
+    """The send plans that will still send this template (scheduled, sending or paused), by name."""
+    return db.session.scalars(db.select(SendPlan).where(
+        SendPlan.shop_id == template.shop_id, SendPlan.template_id == template.id,
+        SendPlan.state.in_(LIVE_PLAN_STATES)).order_by(SendPlan.name, SendPlan.id)).all()
+
+
 def delete(template):
+    """Delete the template (the caller commits), unless a plan that has not finished still sends it: then
+    ``InUse`` names those plans and nothing changes. (A plan that starts using it in the same moment is not
+    stopped here: its messages are refused as they go, plans/runs.py ``_refuse``.)"""
+    using = live_plans(template)
+    if using:
+        raise InUse(using)
     db.session.delete(template)

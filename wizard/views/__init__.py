@@ -3,14 +3,26 @@
 - ``staff_only(bp)``: the rule for the staff pages: signed in, and staff (403 else);
 - ``shop_for(slug)``: the one gate for every route that names a shop: its owner or staff get the shop, anyone
   else a 404, the same as for a shop that does not exist, so slugs cannot be probed (flaskr's ``get_post``);
-- ``checked_post()`` refuses a POST without a valid CSRF token (400) for forms that have no fields of their own.
+- ``checked_post()`` refuses a POST without a valid CSRF token (400) for forms that have no fields of their own;
+- ``acting_for(shop)``: the shop for the acting-for banner when staff act for it (owners see none);
+- ``BoundedInt``: the app's ``<int:…>`` URL converter (the factory registers it before any blueprint): an id
+  past ``LARGEST_ID`` is a 404 like any id that does not exist, not SQLite's OverflowError (a 500).
 """
 from flask import abort
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
+from werkzeug.routing import IntegerConverter
 
 from ..extensions import db
-from ..models import Shop
+from ..models import LARGEST_ID, Shop
+
+
+class BoundedInt(IntegerConverter):
+    """Werkzeug's ``int`` with a ceiling: ``/c/<slug>/plans/99999999999999999999`` matches no route (404)."""
+
+    def __init__(self, map, *args, **kwargs):
+        kwargs.setdefault("max", LARGEST_ID)
+        super().__init__(map, *args, **kwargs)
 
 
 def staff_only(bp):
@@ -34,6 +46,11 @@ def shop_for(slug, user=None):
     if not user.can_see(shop):
         abort(404, description)
     return shop
+
+
+def acting_for(shop):
+    """The shop staff act for (the banner ``wizard/_acting.html`` shows), None for its owner."""
+    return shop if current_user.is_staff else None
 
 
 def checked_post():

@@ -3,9 +3,20 @@
 
 A request is let in by the session (the shop's owner, or staff) or by a staff API token sent as
 ``Authorization: Bearer …`` (made on /shops/tokens/, or printed by ``flask --app wizard user token EMAIL``).
+
+The API's blueprints are exempt from the pages' CSRF check (a program with a token has no form to carry
+one), so a session caller's request that changes anything (POST, PUT, DELETE) must prove it comes from our
+own pages or a program, not from another site's form riding on the cookie: it sends the CSRF token as
+``X-CSRFToken`` or a JSON body (``Content-Type: application/json``, which another site's page cannot send
+without the browser asking us first). SameSite=Lax alone does not cover a same-site page or an old browser.
+Bearer-token callers carry no cookie and are unchanged.
+
+``problems_answer(problems, status, error)`` is the one shape of a refused request for every API blueprint:
+``{"error", "message", "problems": {key: message}}``.
 """
 from flask import Blueprint, jsonify, request
 from flask_login import current_user
+from flask_wtf.csrf import validate_csrf
 
 from ..accounts import user_for_api_token
 from ..extensions import db
@@ -62,12 +73,50 @@ def shop_status(slug):
 
 def _shop_for_caller(slug):
     """(caller, shop, None) when the caller may see the shop named in the URL, else (None, None, the 401
-    answer) with no caller. A shop they may not see is ``shop_for``'s 404, the same as none (views/errors.py
-    answers it as JSON ``not_found``), so slugs cannot be probed."""
+    answer) with no caller, or the 400 of a session request that changes something without the proof of its
+    origin (the module's docstring). A shop they may not see is ``shop_for``'s 404, the same as none
+    (views/errors.py answers it as JSON ``not_found``), so slugs cannot be probed."""
     caller = _caller()
     if caller is None:
         return None, None, _unauthorized()
-    return caller, shop_for(slug, caller), None
+    shop = shop_for(slug, caller)  # first: another shop's owner gets its 404, whatever the request's origin
+    if not _origin_proven():
+        return None, None, problems_answer({"X-CSRFToken": (
+            "Send a JSON object (Content-Type: application/json), or the page's CSRF token in the X-CSRFToken "
+            "header: a signed-in session changes nothing through the API without one of them.")}, error="csrf")
+    return caller, shop, None
+
+
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def _origin_proven():
+    """Does this request come from our pages or a program? Always for reading and for Bearer callers; for a
+    session's POST, PUT or DELETE: a good ``X-CSRFToken`` header or a JSON Content-Type."""
+    if request.method in SAFE_METHODS or request.headers.get("Authorization", "").startswith("Bearer "):
+        return True
+    if request.is_json:
+        return True
+    token = request.headers.get("X-CSRFToken")
+    if not token:
+        return False
+    try:
+        validate_csrf(token)
+    except ValueError:  # flask-wtf's ValidationError: missing, expired or not this session's
+        return False
+    return True
+
+
+def problems_answer(problems, status=400, error=None):
+    """A refused API request: ``{"error", "message", "problems"}`` with a message per problem key (sorted),
+    and whatever the request had begun to write undone. ``error``: bad_request (400) or conflict (409)
+    unless named."""
+    db.session.rollback()
+    messages = {str(key): str(message) for key, message in sorted(problems.items(), key=lambda item: str(item[0]))}
+    response = jsonify(error=error or ("conflict" if status == 409 else "bad_request"),
+                       message=" ".join(messages.values()), problems=messages)
+    response.status_code = status
+    return response
 
 
 def _unauthorized():

@@ -1,6 +1,7 @@
 """``POST /api/v1/shops/<slug>/audience/count`` with ``{"filters": {...}}`` → ``{"contacts": N}``: how many of
 the shop's LINE friends the filters pick (customers/segments.py: the keys of issue 16, blocked friends never),
-on the channel that is connected now, the one a send plan would send through (0 while none is).
+on the channel that is connected now, the one a send plan would send through (0 while none is): the same
+count as the plan form's (``plans.audience_count``).
 
 Let in as the rest of the API (views/api.py): the shop's owner or staff by session, or a staff API token as
 ``Authorization: Bearer …``; another shop's owner gets the 404 of a shop that does not exist. Refused filters
@@ -10,7 +11,8 @@ from flask import Blueprint, jsonify, request
 from flask_babel import force_locale
 
 from ..customers import segments
-from .api import _shop_for_caller
+from ..plans import plans
+from .api import _shop_for_caller, problems_answer
 
 bp = Blueprint("api_audience", __name__, url_prefix="/api/v1")
 
@@ -23,7 +25,7 @@ def audience_count(slug):
     with force_locale("en"):  # the API's messages are English, whatever the session's language
         data = request.get_json(silent=True) if request.is_json else None
         if not isinstance(data, dict):
-            return _bad({"body": "Send a JSON object (Content-Type: application/json) with “filters”."})
+            return problems_answer({"body": "Send a JSON object (Content-Type: application/json) with “filters”."})
         problems = {}
         if "filters" not in data:
             problems["filters"] = "“filters” is missing: send {} for every friend."
@@ -32,11 +34,5 @@ def audience_count(slug):
         clean, refused_filters = segments.check(data.get("filters", {}))
         problems.update(refused_filters)
         if problems:
-            return _bad(problems)
-    channel = shop.channel
-    return jsonify(contacts=segments.count(channel.id, clean) if channel is not None else 0)
-
-
-def _bad(problems):
-    messages = {key: str(message) for key, message in sorted(problems.items())}
-    return jsonify(error="bad_request", message=" ".join(messages.values()), problems=messages), 400
+            return problems_answer(problems)
+    return jsonify(contacts=plans.audience_count(shop, clean) or 0)

@@ -8,6 +8,9 @@
   same key within a day answers the first plan (200) and creates nothing;
 - ``GET …/send-plans/<id>``; ``POST …/<id>/cancel``, ``/pause``, ``/resume``: the plan, or 409 with why not.
 
+A one-off ``send_at`` that has passed is refused (400): ``null`` is the way to send now. A session caller's
+POST sends JSON or the ``X-CSRFToken`` header (views/api.py).
+
 The plan's JSON is plans/plans.py ``as_json``; the messages are English, as the rest of the API's.
 """
 from flask import Blueprint, jsonify, request
@@ -16,16 +19,11 @@ from flask_babel import force_locale
 from .. import queue
 from ..extensions import db
 from ..plans import plans
-from .api import _shop_for_caller
+from .api import _shop_for_caller, problems_answer
 
 bp = Blueprint("api_plans", __name__, url_prefix="/api/v1")
 
 KEYS = {"name", "template_id", "purpose", "audience", "send_at", "repeat", "hour", "up_to_quota", "segment_id"}
-
-
-def _problems(status, error, problems):
-    messages = {key: str(message) for key, message in sorted(problems.items())}
-    return jsonify(error=error, message=" ".join(messages.values()), problems=messages), status
 
 
 @bp.get("/shops/<slug>/send-plans")
@@ -46,27 +44,28 @@ def create(slug):
         if key is not None:
             key = key.strip()
             if not key or len(key) > plans.MAX_KEY or not key.isprintable():
-                return _problems(400, "bad_request", {"Idempotency-Key": "The Idempotency-Key header is 1 to "
+                return problems_answer({"Idempotency-Key": "The Idempotency-Key header is 1 to "
                                                       f"{plans.MAX_KEY} printable characters."})
             first = plans.by_key(shop, key)
             if first is not None:
                 return jsonify(plans.as_json(first)), 200
         data = request.get_json(silent=True) if request.is_json else None
         if not isinstance(data, dict):
-            return _problems(400, "bad_request", {"body": "Send a JSON object (Content-Type: application/json) "
+            return problems_answer({"body": "Send a JSON object (Content-Type: application/json) "
                                                           "with the plan's name, template_id, purpose, audience "
                                                           "and send_at."})
         problems = {key_: f"“{key_}” is not a field of a send plan." for key_ in sorted(set(data) - KEYS)}
         wanted, found_problems = plans.check(shop, data)
         problems.update(found_problems)
         if problems:
-            return _problems(400, "bad_request", problems)
-        if shop.channel is None:
-            return _problems(409, "not_connected", {"shop": "The shop's LINE account is not connected."})
-        found = plans.estimate(shop.channel, wanted)
+            return problems_answer(problems)
+        channel = plans.channel_of(shop)
+        if channel is None:
+            return problems_answer({"shop": "The shop's LINE account is not connected."}, 409, "not_connected")
+        found = plans.estimate(channel, wanted)
         over = plans.quota_problem(found, wanted)
         if over:
-            return _problems(409, "over_quota", {"up_to_quota": over})
+            return problems_answer({"up_to_quota": over}, 409, "over_quota")
         plan, created = plans.create(shop, wanted, caller, key=key, found=found)
     if created and plan.send_at is None and not plan.repeat:
         queue.start_plan.try_now(plan.id, row=f"send plan {plan.id}")
@@ -100,7 +99,7 @@ def _act(slug, plan_id, action):
         try:
             action(plan, caller)
         except plans.Refused as conflict:
-            return _problems(409, "conflict", {"state": str(conflict)})
+            return problems_answer({"state": str(conflict)}, 409, "conflict")
     db.session.expire_all()
     return jsonify(plans.as_json(plans.of_shop(shop, plan_id)))
 

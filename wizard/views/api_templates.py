@@ -3,7 +3,8 @@ staff API token as ``Authorization: Bearer …``):
 
 - ``GET /api/v1/shops/<slug>/templates``: ``{"templates": [{"id", "name", "messages"}]}``;
 - ``POST …/templates`` with ``{"name", "messages": [LINE message objects]}``: 201 and the template;
-- ``GET``, ``PUT`` (the same body) and ``DELETE`` ``…/templates/<id>``.
+- ``GET``, ``PUT`` (the same body) and ``DELETE`` ``…/templates/<id>`` (409 naming the plans while a
+  scheduled, sending or paused send plan uses it).
 
 Messages are LINE's own objects, checked by LINE's validate endpoint before anything is saved. A refused
 request answers 400 (409 when only the name is taken) with ``problems``, a message per problem keyed by
@@ -16,7 +17,7 @@ from flask_babel import force_locale
 from .. import audit
 from ..extensions import db
 from ..plans import templates
-from .api import _shop_for_caller
+from .api import _shop_for_caller, problems_answer
 
 bp = Blueprint("api_templates", __name__, url_prefix="/api/v1")
 
@@ -44,7 +45,11 @@ def one(slug, template_id):
     if request.method == "PUT":
         return _save(caller, shop, template)
     name = template.name
-    templates.delete(template)
+    try:
+        templates.delete(template)
+    except templates.InUse as in_use:
+        with force_locale("en"):
+            return problems_answer({"template": in_use.message}, 409)
     audit.record("message_template.deleted", shop=shop, actor=caller, target=name)
     db.session.commit()
     return "", 204
@@ -54,7 +59,7 @@ def _save(caller, shop, template):
     with force_locale("en"):  # the API's messages are English, whatever the session's language
         data = request.get_json(silent=True) if request.is_json else None
         if not isinstance(data, dict):
-            return _refused({"request": "Send a JSON object (Content-Type: application/json) with “name” and "
+            return problems_answer({"request": "Send a JSON object (Content-Type: application/json) with “name” and "
                                         "“messages”."})
         problems = {key: f"“{key}” is missing." for key in ("name", "messages") if key not in data}
         unknown = sorted(set(data) - {"id", "name", "messages"})
@@ -63,19 +68,12 @@ def _save(caller, shop, template):
         if not isinstance(data.get("name", ""), str):
             problems["name"] = "“name” is text."
         if problems:
-            return _refused(problems)
+            return problems_answer(problems)
         try:
             saved = templates.save(shop, data["name"], data["messages"], template)
-        except templates.Refused as refused:
-            return _refused(refused.problems, 409 if refused.duplicate else 400)
+        except templates.Refused as refusal:
+            return problems_answer(refusal.problems, 409 if refusal.duplicate else 400)
     audit.record("message_template.saved" if template else "message_template.created", shop=shop, actor=caller,
                  target=saved.name, messages=len(saved.messages))
     db.session.commit()
     return jsonify(templates.as_json(saved)), 200 if template else 201
-
-
-def _refused(problems, status=400):
-    db.session.rollback()
-    messages = {key: str(message) for key, message in problems.items()}
-    error = "conflict" if status == 409 else "bad_request"
-    return jsonify(error=error, message=" ".join(messages.values()), problems=messages), status

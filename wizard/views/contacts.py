@@ -3,7 +3,7 @@
 - ``/c/<slug>/contacts``: the list (search, the advanced search's filters, pages), ``/c/<slug>/contacts.csv``
   its export, ``/c/<slug>/contacts/count`` the advanced search's live count (static/js/segments.js);
 - ``POST /c/<slug>/segments`` saves the applied filters under a name, ``…/segments/<id>/rename`` and
-  ``…/segments/<id>/delete`` (customers/segments.py);
+  ``…/segments/<id>/delete`` (which asks first on GET) (customers/segments.py);
 - ``/c/contacts/<id>``: one contact with the conversation and the box to reply (opening it marks the
   customer's messages read on LINE); ``POST /c/contacts/<id>/reply`` sends what was typed;
 - ``/c/contacts/<id>/messages/<message id>/content``: a picture, video, sound or file the customer sent.
@@ -167,10 +167,14 @@ def rename_segment(slug, segment_id):
     return redirect(url_for(".index", slug=shop.slug) + "#saved-segments")
 
 
-@bp.post("/<slug>/segments/<int:segment_id>/delete")
+@bp.route("/<slug>/segments/<int:segment_id>/delete", methods=["GET", "POST"])
 def delete_segment(slug, segment_id):
+    """GET asks first (as a template's delete does); POST deletes. Send plans made with the segment keep a
+    copy of its conditions, so they send as before."""
     shop = shop_for(slug)
     segment = _saved_one(shop, segment_id)
+    if request.method == "GET":
+        return render_template("contacts/delete_segment.html", shop=shop, segment=segment)
     checked_post()
     name = segment.name
     segments.delete(segment)

@@ -15,13 +15,13 @@ import re
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
-from flask_login import current_user, login_required
+from flask_login import login_required
 from markupsafe import Markup, escape
 
 from .. import audit
 from ..extensions import db
 from ..plans import cards, media, templates
-from . import checked_post, shop_for
+from . import acting_for, checked_post, shop_for
 
 bp = Blueprint("message_templates", __name__, url_prefix="/c")
 
@@ -39,7 +39,7 @@ def signed_in():
 def index(slug):
     shop = shop_for(slug)
     return render_template("message_templates/index.html", shop=shop, rows=templates.for_shop(shop),
-                           personal=templates.personal, acting_for=_acting(shop))
+                           personal=templates.personal, acting_for=acting_for(shop))
 
 
 @bp.route("/<slug>/templates/new", methods=["GET", "POST"])
@@ -61,13 +61,18 @@ def delete(slug, template_id):
     if request.method == "POST":
         checked_post()
         name = template.name
-        templates.delete(template)
+        try:
+            templates.delete(template)
+        except templates.InUse as in_use:
+            return render_template("message_templates/delete.html", shop=shop, template=template,
+                                   in_use=in_use, acting_for=acting_for(shop)), 409
         audit.record("message_template.deleted", shop=shop, target=name)
         db.session.commit()
         flash(_("The template “%(name)s” was deleted.", name=name), "success")
         return redirect(url_for(".index", slug=shop.slug))
+    using = templates.live_plans(template)
     return render_template("message_templates/delete.html", shop=shop, template=template,
-                           acting_for=_acting(shop))
+                           in_use=templates.InUse(using) if using else None, acting_for=acting_for(shop))
 
 
 def _template(shop, template_id):
@@ -75,10 +80,6 @@ def _template(shop, template_id):
     if template is None:
         abort(404)
     return template
-
-
-def _acting(shop):
-    return shop if current_user.is_staff else None
 
 
 def _builder(shop, template):
@@ -219,7 +220,7 @@ def _page(shop, template, name, drafts, problems, code=200, previewed=False):
     ids = {key: key.replace(".", "-") for key in problems}
     return render_template(
         "message_templates/edit.html", shop=shop, template=template, name=name, drafts=drafts,
-        problems=problems, problem_ids=ids, previewed=previewed, acting_for=_acting(shop),
+        problems=problems, problem_ids=ids, previewed=previewed, acting_for=acting_for(shop),
         emoji_ids=templates.EMOJI_IDS, default_product=templates.EMOJI_PRODUCT, emoji_picture=_emoji_picture,
         shown=_shown, preview_text=_preview_text,
         max_messages=templates.MAX_MESSAGES, max_cards=cards.MAX_CARDS, max_buttons=cards.MAX_BUTTONS,
