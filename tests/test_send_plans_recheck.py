@@ -29,7 +29,7 @@ def _start(shop, purpose="marketing", text=OFFER):
 
 
 def _api(shop, plan_id, action):
-    response = shop.client.post(f"/api/v1/shops/{shop.slug}/send-plans/{plan_id}/{action}")
+    response = shop.client.post(f"/api/v1/shops/{shop.slug}/send-plans/{plan_id}/{action}", json={})
     assert response.status_code == 200, response.get_data(as_text=True)
 
 
