@@ -90,11 +90,12 @@ class Job:
         kwargs = {"trace": trace} if trace else {}
         return wrapper.schedule(args, kwargs, delay=delay) if delay else wrapper(*args, **kwargs)
 
-    def try_now(self, *args, row=None, app=None):
-        """Queue it; when the queue's store cannot be reached, say so in the log with the row (committed by
-        the caller, so the sweep finds it) instead of failing the caller. Returns whether it was queued."""
+    def try_now(self, *args, row=None, app=None, delay=None):
+        """Queue it (``delay``: to run that many seconds from now); when the queue's store cannot be reached,
+        say so in the log with the row (committed by the caller, so the sweep finds it) instead of failing the
+        caller. Returns whether it was queued."""
         try:
-            self(*args, app=app)
+            self(*args, app=app, delay=delay)
             return True
         except Exception as exc:
             log.warning("could not queue %s for %s (%s); the sweeper will pick it up", self.name,
@@ -134,7 +135,7 @@ send_batch = Job("send_batch", SENDS_NEXT)  # one attempt at one chunk
 # Send plans (wizard/plans/): each minute the due runs start, once (plans/runs.py); each hour the plans whose
 # LINE statistics are a day old are read again, for 14 days after a send (plans/statistics.py).
 send_plans = Job("send_plans", schedule=crontab(minute="*"))
-start_plan = Job("start_plan")  # a plan for "now", started at once instead of at the next minute
+start_plan = Job("start_plan")  # a plan started at its time to the second (now, or later), not at the next tick
 plan_statistics = Job("plan_statistics", schedule=crontab(minute="17"))
 # Each hour, the templates' pictures that nothing uses any more are deleted (plans/media.py), on one consumer.
 media_cleanup = Job("media_cleanup", schedule=crontab(minute="41"))

@@ -24,7 +24,7 @@ from flask_babel import gettext as _
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from .. import audit
+from .. import audit, queue
 from ..customers import contacts as contact_names, segments
 from ..extensions import db
 from ..line.problems import MESSAGES as LINE_PROBLEMS
@@ -640,3 +640,22 @@ def as_json(plan):
         "failed": counted.failed,
         "cost": {"messages": plan.cost_messages, "quota_left": plan.quota_left},
     }
+
+
+# A one-off plan due within this long is also queued to start at its very second; further ahead (and for
+# yearly plans) the minute's tick starts it, as it does whenever the queued start was lost.
+START_QUEUED_WITHIN = timedelta(hours=24)
+
+
+def queue_start(plan, now=None):
+    """After the commit that scheduled ``plan``: ask the queue to start it at its time, to the second (at once
+    for "now"), rather than at the next minute's tick (plans/runs.py). Harmless if the plan was edited,
+    paused or cancelled meanwhile: the start claims only a scheduled plan whose time has come, once."""
+    if plan.repeat or plan.state != PlanState.SCHEDULED:
+        return
+    now = now or utcnow()
+    wait = 0.0 if plan.send_at is None else (plan.send_at - now).total_seconds()
+    if wait > START_QUEUED_WITHIN.total_seconds():
+        return
+    # Half a second late: the start's own check (send_at <= now) must see the time come on this machine too.
+    queue.start_plan.try_now(plan.id, row=f"send plan {plan.id}", delay=wait + 0.5 if wait > 0 else None)

@@ -16,7 +16,6 @@ The plan's JSON is plans/plans.py ``as_json``; the messages are English, as the 
 from flask import Blueprint, jsonify, request
 from flask_babel import force_locale
 
-from .. import queue
 from ..extensions import db
 from ..plans import plans
 from .api import _shop_for_caller, problems_answer
@@ -67,8 +66,8 @@ def create(slug):
         if over:
             return problems_answer({"up_to_quota": over}, 409, "over_quota")
         plan, created = plans.create(shop, wanted, caller, key=key, found=found)
-    if created and plan.send_at is None and not plan.repeat:
-        queue.start_plan.try_now(plan.id, row=f"send plan {plan.id}")
+    if created:
+        plans.queue_start(plan)
     return jsonify(plans.as_json(plan)), 201 if created else 200
 
 

@@ -20,7 +20,6 @@ from flask_babel import gettext as _, ngettext
 from flask_login import current_user, login_required
 from werkzeug.datastructures import MultiDict
 
-from .. import queue
 from ..customers import segments
 from ..models import utcnow
 from ..outgoing import sender as senders
@@ -221,8 +220,7 @@ def confirm(slug, plan_id):
             except plans.Refused as refused:
                 flash(str(refused), "error")
                 return redirect(url_for(".show", slug=shop.slug, plan_id=plan.id))
-            if plan.send_at is None and not plan.repeat:
-                queue.start_plan.try_now(plan.id, row=f"send plan {plan.id}")
+            plans.queue_start(plan)
             flash(_("The plan is scheduled.") if plan.send_at else _("The plan is on its way."), "success")
             return redirect(url_for(".show", slug=shop.slug, plan_id=plan.id))
     return render_template("send_plans/confirm.html", plan=plan, wanted=wanted, found=found, problem=problem,
