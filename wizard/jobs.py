@@ -18,7 +18,9 @@ this is the one module that imports every domain, so nothing else may import it.
 - ``send_batches`` and ``send_batch``: a multicast's or broadcast's chunks (outgoing/batches.py), each
   again after the backoff, LINE's Retry-After or its pace slot; the sweep re-queues those whose worker died;
 - ``send_plans`` (every minute, on one consumer): due send plans start, their outcomes are counted
-  (plans/runs.py); ``plan_statistics`` (hourly): LINE's statistics of recent plans (plans/statistics.py).
+  (plans/runs.py); ``fill_run``: a run whose worker died while writing it slice by slice, queued by the
+  sweep (so a restarted consumer goes on at once) and filled on from its cursor (plans/filling.py);
+  ``plan_statistics`` (hourly): LINE's statistics of recent plans (plans/statistics.py).
 """
 import logging
 import threading
@@ -32,7 +34,7 @@ from .line import quarantine, worker
 from .line.problems import retryable
 from .models import utcnow
 from .outgoing import batches, outbox
-from .plans import runs as plan_runs, statistics as plan_statistics
+from .plans import filling as plan_filling, runs as plan_runs, statistics as plan_statistics
 from .watch import alerts, drift, evidence
 
 log = logging.getLogger(__name__)
@@ -175,6 +177,7 @@ def periodic_send_plans():
 
 queue.send_plans.runs(periodic_send_plans, here=plan_runs.tick)
 queue.start_plan.runs(plan_runs.start, here=plan_runs.start)
+queue.fill_run.runs(plan_runs.resume, here=plan_runs.resume)
 
 
 @queue.plan_statistics.runs
@@ -206,6 +209,8 @@ def sweep():
         queue.send_batch(batch_id)
     for content_id in content.due_ids(limit=500):  # content whose task was lost, or whose lease ran out
         queue.fetch_content(content_id)
+    for run_id in plan_filling.unfilled():  # a send plan's run whose worker died while writing it
+        queue.fill_run(run_id)
     waiting = worker.waiting_work()
     if waiting:
         huey.get(queue.WAKE_FLAG)  # a drain whose task was lost would otherwise hold the flag up for good
@@ -220,10 +225,10 @@ queue.sweep.runs(periodic_sweep, here=sweep)
 
 
 @queue.send_batches.runs
-def send_batches(owner, owner_id):
-    """An owner's chunks that are due (a run just added or resumed): one task each, so every consumer's
-    threads share them."""
-    for batch_id in batches.due_ids(owner, owner_id):
+def send_batches(owner, owner_id, run_key=None):
+    """An owner's chunks that are due (a run just added or resumed; or one piece of it, ``run_key``): one task
+    each, so every consumer's threads share them."""
+    for batch_id in batches.due_ids(owner, owner_id, run_key=run_key):
         queue.send_batch(batch_id)
 
 

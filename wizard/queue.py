@@ -135,6 +135,7 @@ send_batch = Job("send_batch", SENDS_NEXT)  # one attempt at one chunk
 # LINE statistics are a day old are read again, for 14 days after a send (plans/statistics.py).
 send_plans = Job("send_plans", schedule=crontab(minute="*"))
 start_plan = Job("start_plan")  # a plan for "now", started at once instead of at the next minute
+fill_run = Job("fill_run")  # a run whose worker died while writing it, filled on from where it was left
 plan_statistics = Job("plan_statistics", schedule=crontab(minute="17"))
 
 

@@ -211,19 +211,22 @@ def read_quota(channel):
     return answer.get("limit"), int(answer.get("used") or 0)
 
 
-def audience_ids(channel_id, wanted, day=None):
+def audience_ids(channel_id, wanted, day=None, between=None):
     """The Select of contact ids a plan reaches (blocked never), before consent, for the Taipei ``day`` of a
-    yearly plan's run."""
+    yearly plan's run; ``between`` (low, high): only the contacts with low < id <= high (a run's slice,
+    plans/filling.py)."""
     ids = segments.matching(channel_id, wanted.filters if not wanted.all else {})
     if wanted.repeat:
         ids = ids.where(schedule.birthday_condition(wanted.repeat, day))
+    if between is not None:
+        ids = ids.where(Contact.id > between[0], Contact.id <= between[1])
     return ids
 
 
-def recipient_ids(channel_id, wanted, day=None):
+def recipient_ids(channel_id, wanted, day=None, between=None):
     """The Select of contacts who would get it: the audience, and for marketing only those who consent
     (their consent as it is now: one withdrawn since the plan was made counts), in a stable order."""
-    ids = audience_ids(channel_id, wanted, day)
+    ids = audience_ids(channel_id, wanted, day, between)
     query = select(Contact.id).where(Contact.id.in_(ids), Contact.blocked_at.is_(None))
     if wanted.purpose == "marketing":
         query = query.where(Contact.marketing_consent.is_(True))
