@@ -24,6 +24,7 @@ this is the one module that imports every domain, so nothing else may import it.
 """
 import logging
 import threading
+from contextlib import contextmanager
 
 from flask import current_app
 
@@ -44,26 +45,60 @@ DRAIN_SECONDS = 20  # one drain task yields its consumer thread after this long,
 PROFILE = claims.backoff("profile")
 
 
-_draining = {}  # app id → drains running in this process (tests run several apps' consumers in one)
-_draining_lock = threading.Lock()
+_running = {}  # app id → {"drains": n, "fills": n} running in this process (tests run several apps' consumers)
+_running_lock = threading.Lock()
+
+
+def _counts():
+    return _running.setdefault(id(current_app._get_current_object()), {"drains": 0, "fills": 0})
+
+
+def _drain_share(counts):
+    """How many of the consumer's threads drains may hold: all but one, and one fewer while a send plan's run
+    is being written (plans/filling.py holds its thread for the whole run), so its chunks still find a
+    thread and go while later slices are written."""
+    return max(1, queue.consumer_threads() - 1 - counts["fills"])
 
 
 def _drain_slot():
-    """Whether this task may drain: at most all but one of the consumer's threads drain at once, so a
-    backlog of events (a flood of webhooks) never holds every thread and a send plan's chunks, profiles and
-    the watch still get one. A task refused here has nothing to do: the drains running re-queue themselves
+    """Whether this task may drain: drains hold at most their share of the consumer's threads, so a backlog
+    of events (a flood of webhooks) never holds every thread and a send plan's chunks, profiles and the
+    watch still get one. A task refused here has nothing to do: the drains running re-queue themselves
     while work is left, and each checks for new work after leaving its slot."""
-    limit, app = max(1, queue.consumer_threads() - 1), id(current_app._get_current_object())
-    with _draining_lock:
-        if _draining.get(app, 0) >= limit:
+    with _running_lock:
+        counts = _counts()
+        if counts["drains"] >= _drain_share(counts):
             return False
-        _draining[app] = _draining.get(app, 0) + 1
+        counts["drains"] += 1
         return True
 
 
 def _leave_drain_slot():
-    with _draining_lock:
-        _draining[id(current_app._get_current_object())] -= 1
+    with _running_lock:
+        _counts()["drains"] -= 1
+
+
+def _over_share():
+    """Asked by a drain between its batches: when drains now hold more than their share (a run began to be
+    written), this one gives its slot back (True) and stops; it re-queues itself if work is left."""
+    with _running_lock:
+        counts = _counts()
+        if counts["drains"] > _drain_share(counts):
+            counts["drains"] -= 1
+            return True
+        return False
+
+
+@contextmanager
+def _writing_a_run():
+    """Around work that may write a send plan's run (its start, its resume, the minute's tick)."""
+    with _running_lock:
+        _counts()["fills"] += 1
+    try:
+        yield
+    finally:
+        with _running_lock:
+            _counts()["fills"] -= 1
 
 
 @queue.drain_events.runs
@@ -72,11 +107,19 @@ def drain_events():
     huey.get(queue.WAKE_FLAG)  # down before the first claim: anything committed from now on rings again
     if not _drain_slot():
         return  # the flag is down, so what is committed after the running drains' last look rings again
+    left = False
+
+    def keep_going():
+        nonlocal left
+        left = _over_share()
+        return not left
+
     try:
-        if worker.drain(after_commit=enqueue_effects, stop_after=DRAIN_SECONDS):
+        if worker.drain(after_commit=enqueue_effects, stop_after=DRAIN_SECONDS, keep_going=keep_going):
             evidence.ring()  # deliveries may clear a shop recorded broken (watch/evidence.py)
     finally:
-        _leave_drain_slot()  # before the look below: an event committed after it rings a drain that may run
+        if not left:
+            _leave_drain_slot()  # before the look below: an event committed after it rings a drain that may run
     if worker.waiting_work():
         queue.drain_events()  # more than one drain's share, or new arrivals: keep going on any consumer
     else:
@@ -172,12 +215,23 @@ def periodic_retention():
 def periodic_send_plans():
     """Due send plans start (each once: plans/runs.py claims them), on one consumer per minute."""
     if queue.once_per_slot("send_plans", SWEEP_EVERY):
-        plan_runs.tick()
+        with _writing_a_run():
+            plan_runs.tick()
+
+
+def start_plan(plan_id):
+    with _writing_a_run():
+        plan_runs.start(plan_id)
+
+
+def fill_run(run_id):
+    with _writing_a_run():
+        plan_runs.resume(run_id)
 
 
 queue.send_plans.runs(periodic_send_plans, here=plan_runs.tick)
-queue.start_plan.runs(plan_runs.start, here=plan_runs.start)
-queue.fill_run.runs(plan_runs.resume, here=plan_runs.resume)
+queue.start_plan.runs(start_plan, here=plan_runs.start)
+queue.fill_run.runs(fill_run, here=plan_runs.resume)
 
 
 @queue.plan_statistics.runs
