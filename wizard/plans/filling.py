@@ -68,11 +68,12 @@ def unfilled():
                               .order_by(SendPlanRun.id)).all()
 
 
-def fill(run_id):
-    """Write the run's slices until it is filled, no longer open, or another worker moves its cursor first;
-    each slice's deliveries are woken after its commit. Returns how many slices this call wrote."""
+def fill(run_id, slices=None):
+    """Write the run's slices until it is filled, no longer open, or another worker moves its cursor first
+    (or ``slices`` were written); each slice's deliveries are woken after its commit. Returns how many
+    slices this call wrote."""
     written = 0
-    while True:
+    while slices is None or written < slices:
         step = _slice(run_id)
         if step is None:
             return written
@@ -83,7 +84,8 @@ def fill(run_id):
         if run_key is not None:
             batches.wake(OWNER, run_id, run_key)  # never raises: a lost ring is found by the batches' sweep
         if done:
-            return written
+            break
+    return written
 
 
 def _slice(run_id):
@@ -120,7 +122,7 @@ def _slice(run_id):
         .execution_options(synchronize_session=False)).first()
     if won is None:
         db.session.rollback()
-        return None  # another worker wrote this slice, or the run was paused into cancelled meanwhile
+        return None  # another worker wrote this slice, or the run was cancelled meanwhile
     state, pending_before, broadcast = won
     counts = _write_recipients(run_id, channel_id, wanted, day, (low, high), pending_before, sendable, now)
     pending = pending_before + counts.get(PENDING, 0)

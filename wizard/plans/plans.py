@@ -426,6 +426,8 @@ class Totals:
     blocked: int = 0
     over_quota: int = 0
     cancelled: int = 0
+    # A run still being written slice by slice (plans/filling.py): ``recipients`` are those written so far.
+    preparing: bool = False
 
     @property
     def done(self):
@@ -438,6 +440,7 @@ def totals(plan) -> Totals:
     for run in plan.runs:
         for name in ("recipients", "sent", "failed", "no_consent", "blocked", "over_quota", "cancelled"):
             setattr(found, name, getattr(found, name) + getattr(run, name))
+        found.preparing = found.preparing or run.filling
     return found
 
 

@@ -100,9 +100,18 @@ def tick(now=None):
 
 
 def start(plan_id, now=None):
-    """Start the plan's due run (see the module's docstring): win the plan and write the run, then fill it
-    slice by slice. Returns the run's id, or None when there was nothing to start (another worker won it, or
-    a yearly plan's day had nobody)."""
+    """Start the plan's due run (see the module's docstring): win the plan and write the run (``begin``),
+    then fill it slice by slice (``resume``). Returns the run's id, or None when there was nothing to start
+    (another worker won it, or a yearly plan's day had nobody)."""
+    run_id = begin(plan_id, now)
+    if run_id is not None:
+        resume(run_id)
+    return run_id
+
+
+def begin(plan_id, now=None):
+    """Win the due plan and write its run, to be filled (one short transaction; see the module's docstring).
+    Returns the run's id, or None when there was nothing to start."""
     now = now or utcnow()
     plan = db.session.get(SendPlan, plan_id)
     if plan is None or plan.state != PlanState.SCHEDULED or (plan.send_at is not None and plan.send_at > now):
@@ -140,24 +149,21 @@ def start(plan_id, now=None):
     if plan.started_at is None:
         plan.started_at = now
     db.session.commit()
-    run_id = run.id
-    filling.fill(run_id)
-    _finish_if_done(run_id, utcnow())
-    db.session.commit()
-    return run_id
+    return run.id
 
 
-def resume(run_id):
-    """Go on filling a run left half written (its worker died, or a resume beside it: whoever moves the
-    cursor writes the slice), then finish it if nothing is pending."""
+def resume(run_id, slices=None):
+    """Fill the run from where it is (just begun, or left half written by a worker that died; beside another
+    worker filling it, whoever moves the cursor writes each slice), at most ``slices`` slices (None: to the
+    end), then finish it if it is filled and nothing is pending. A failure (the database went away) leaves
+    it where the last slice's commit did, for the next tick or sweep."""
     try:
-        if filling.fill(run_id):
-            log.info("send plan run %s: filling resumed", run_id)
+        filling.fill(run_id, slices)
         _finish_if_done(run_id, utcnow())
         db.session.commit()
     except Exception:
         db.session.rollback()
-        log.exception("send plan run %s could not be filled further now; the next tick tries again", run_id)
+        log.exception("send plan run %s could not be filled further now; the next tick goes on", run_id)
 
 
 def _ring(run, queued):
