@@ -23,7 +23,7 @@ from contextlib import contextmanager
 import psycopg
 from sqlalchemy import create_engine, event
 
-from ..extensions import db, tune_sqlite
+from ..extensions import BUSY_TIMEOUT, db, take_write_lock, tune_sqlite
 
 log = logging.getLogger(__name__)
 
@@ -187,12 +187,10 @@ class SqliteWriter:
     - SQLite has one writer per file and makes the others poll with sleeps (1, 2, 5, 10 … ms) when two
       processes (gunicorn workers) collide. Taking turns on a file lock first makes the loser wait in the
       kernel and wake the moment the winner is done, while its own queue grows into a larger batch.
-    - SQLite's own wait for its write lock (the busy timeout) sleeps 1, 2, 5, 10 … and then 100 ms at a time
-      between looks, and the queue's consumer commits many small transactions one after another: a delivery
-      that found the lock taken used to look again only after 230, 330, 430 ms, and find it taken again (the
-      webhook's p99 was those steps). So the receiver takes the lock itself, ``BEGIN IMMEDIATE`` tried
-      again every millisecond or less until the busy timeout, and waits for a writer no longer than that
-      writer holds the lock.
+    - The receiver takes SQLite's write lock as every writer of the app does (extensions.take_write_lock:
+      ``BEGIN IMMEDIATE`` looked at again every millisecond or so, where SQLite's own wait sleeps up to
+      100 ms between looks), and looks more often than the others, so a delivery is stored first when the
+      receiver and the queue's consumer both wait.
     - In WAL mode the connection whose commit finds the log over 1000 pages copies it into the database
       and syncs it (about 100 ms here), and every delivery queued behind that commit waits. So the
       receiver writes through its own small engine whose connections never checkpoint, and a background
@@ -226,7 +224,6 @@ class SqliteWriter:
         self._thread = None
         self._thread_lock = threading.Lock()
         self._lock = None
-        self.busy_timeout = BUSY_TIMEOUT
 
     @contextmanager
     def transaction(self):
@@ -236,7 +233,7 @@ class SqliteWriter:
         fcntl.flock(lock_file, fcntl.LOCK_EX)
         try:
             with self.engine.begin() as connection:
-                _take_write_lock(connection.connection.driver_connection, self.busy_timeout)
+                take_write_lock(connection.connection.driver_connection, BUSY_TIMEOUT, LOOK_AGAIN)
                 yield connection
         finally:
             fcntl.flock(lock_file, fcntl.LOCK_UN)
@@ -282,28 +279,6 @@ def _no_automatic_checkpoint(dbapi_connection, _record):
     dbapi_connection.execute("PRAGMA wal_autocheckpoint=0")
 
 
-# How long the receiver waits for SQLite's write lock (extensions.tune_sqlite's busy timeout), and how long at
-# most between two looks.
-BUSY_TIMEOUT = 5.0
+# How long the receiver waits between two looks at SQLite's write lock, at first and at most: more often than
+# other writers (extensions.LOOK_AGAIN), so a delivery is stored first when both wait.
 LOOK_AGAIN = (0.0002, 0.001)
-
-
-def _take_write_lock(raw, timeout):
-    """Open the transaction with SQLite's write lock (``BEGIN IMMEDIATE``), looking again every millisecond
-    or less while another connection holds it (see ``SqliteWriter``); after ``timeout`` s, SQLite's "database
-    is locked" as any writer gets it. The connection's own busy timeout is off only for these looks."""
-    deadline = time.monotonic() + timeout
-    pause = LOOK_AGAIN[0]
-    raw.execute("PRAGMA busy_timeout=0")
-    try:
-        while True:
-            try:
-                raw.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
-                    raise
-            time.sleep(pause)
-            pause = min(pause * 2, LOOK_AGAIN[1])
-    finally:
-        raw.execute(f"PRAGMA busy_timeout={int(timeout * 1000)}")
