@@ -44,7 +44,9 @@ def child_exit(server, worker): observability.child_exit(server, worker)
 from wizard import restart  # noqa: E402  (the readiness markers wizard/restart.py waits for)
 def when_ready(server): restart.master_ready(server)
 def post_worker_init(worker):
+    from wizard import heap
     from wizard.line import receiver  # in the worker, its app loaded: the receiver's writer and channels, warm
+    heap.freeze_loaded_app()  # the loaded app out of the collector's full passes (wizard/heap.py says why)
     restart.worker_ready(worker, warm_up=lambda: receiver.warm_up(worker.wsgi))
 def worker_exit(server, worker): restart.worker_gone(server, worker)
 def on_exit(server): restart.master_gone(server)

@@ -51,6 +51,10 @@ DEFAULTS = {
     # second; broadcast (and narrowcast) 60 an hour.
     "LINE_MULTICAST_PER_SECOND": 200.0,
     "LINE_BROADCAST_PER_HOUR": 60.0,
+    # A send plan's run is written this many contacts (of the channel, by id) at a time, each slice one short
+    # transaction (plans/filling.py): SQLite's one write lock is never held long, and the first chunks go out
+    # while the rest is written. Chunks hold 500 (LINE's most) whatever this is; the run's last may hold fewer.
+    "SEND_PLAN_SLICE": 1000,
     "WORKER_POLL_SECONDS": 1.0,
     # A new friend gets the customer data form at most once in this many hours.
     "FORM_RESEND_HOURS": 24,
@@ -193,7 +197,7 @@ _NUMBER = {"LINE_TIMEOUT": float, "LINE_CONTENT_MAX_BYTES": int, "LINE_CONTENT_S
            "WEBHOOK_TEST_COOLDOWN": int, "WEBHOOK_MAX_BYTES": int,
            "MEDIA_SHOP_QUOTA_BYTES": int, "MEDIA_SHOP_MAX_PICTURES": int, "MAX_CONTENT_LENGTH": int,
            "CHECK_MAX_AGE": int, "WORKER_LEASE_SECONDS": float, "WORKER_POLL_SECONDS": float,
-           "LINE_MULTICAST_PER_SECOND": float, "LINE_BROADCAST_PER_HOUR": float,
+           "LINE_MULTICAST_PER_SECOND": float, "LINE_BROADCAST_PER_HOUR": float, "SEND_PLAN_SLICE": int,
            "WORKER_THREADS": int, "WORKER_METRICS_PORT": int,
            "FORM_RESEND_HOURS": float, "QUOTA_CACHE_SECONDS": float, "QUOTA_WARN_PERCENT": float,
            "FORM_LINK_DAYS": float, "WEBHOOK_CHANNEL_CACHE_SECONDS": float,

@@ -18,12 +18,15 @@ this is the one module that imports every domain, so nothing else may import it.
 - ``send_batches`` and ``send_batch``: a multicast's or broadcast's chunks (outgoing/batches.py), each
   again after the backoff, LINE's Retry-After or its pace slot; the sweep re-queues those whose worker died;
 - ``send_plans`` (every minute, on one consumer): due send plans start, their outcomes are counted
-  (plans/runs.py); ``plan_statistics`` (hourly): LINE's statistics of recent plans (plans/statistics.py);
+  (plans/runs.py); ``fill_run``: a run whose worker died while writing it slice by slice, queued by the
+  sweep (so a restarted consumer goes on at once) and filled on from its cursor (plans/filling.py);
+  ``plan_statistics`` (hourly): LINE's statistics of recent plans (plans/statistics.py);
 - ``media_cleanup`` (hourly, on one consumer): the templates' pictures nothing uses any more are deleted
   (plans/media.py).
 """
 import logging
 import threading
+from contextlib import contextmanager
 
 from flask import current_app
 
@@ -34,7 +37,7 @@ from .line import quarantine, worker
 from .line.problems import retryable
 from .models import utcnow
 from .outgoing import batches, outbox
-from .plans import media, runs as plan_runs, statistics as plan_statistics
+from .plans import filling as plan_filling, media, runs as plan_runs, statistics as plan_statistics
 from .watch import alerts, drift, evidence
 
 log = logging.getLogger(__name__)
@@ -44,26 +47,60 @@ DRAIN_SECONDS = 20  # one drain task yields its consumer thread after this long,
 PROFILE = claims.backoff("profile")
 
 
-_draining = {}  # app id → drains running in this process (tests run several apps' consumers in one)
-_draining_lock = threading.Lock()
+_running = {}  # app id → {"drains": n, "fills": n} running in this process (tests run several apps' consumers)
+_running_lock = threading.Lock()
+
+
+def _counts():
+    return _running.setdefault(id(current_app._get_current_object()), {"drains": 0, "fills": 0})
+
+
+def _drain_share(counts):
+    """How many of the consumer's threads drains may hold: all but one, and one fewer while a send plan's run
+    is being written (plans/filling.py holds its thread for the whole run), so its chunks still find a
+    thread and go while later slices are written."""
+    return max(1, queue.consumer_threads() - 1 - counts["fills"])
 
 
 def _drain_slot():
-    """Whether this task may drain: at most all but one of the consumer's threads drain at once, so a
-    backlog of events (a flood of webhooks) never holds every thread and a send plan's chunks, profiles and
-    the watch still get one. A task refused here has nothing to do: the drains running re-queue themselves
+    """Whether this task may drain: drains hold at most their share of the consumer's threads, so a backlog
+    of events (a flood of webhooks) never holds every thread and a send plan's chunks, profiles and the
+    watch still get one. A task refused here has nothing to do: the drains running re-queue themselves
     while work is left, and each checks for new work after leaving its slot."""
-    limit, app = max(1, queue.consumer_threads() - 1), id(current_app._get_current_object())
-    with _draining_lock:
-        if _draining.get(app, 0) >= limit:
+    with _running_lock:
+        counts = _counts()
+        if counts["drains"] >= _drain_share(counts):
             return False
-        _draining[app] = _draining.get(app, 0) + 1
+        counts["drains"] += 1
         return True
 
 
 def _leave_drain_slot():
-    with _draining_lock:
-        _draining[id(current_app._get_current_object())] -= 1
+    with _running_lock:
+        _counts()["drains"] -= 1
+
+
+def _over_share():
+    """Asked by a drain between its batches: when drains now hold more than their share (a run began to be
+    written), this one gives its slot back (True) and stops; it re-queues itself if work is left."""
+    with _running_lock:
+        counts = _counts()
+        if counts["drains"] > _drain_share(counts):
+            counts["drains"] -= 1
+            return True
+        return False
+
+
+@contextmanager
+def _writing_a_run():
+    """Around work that may write a send plan's run (its start, its resume, the minute's tick)."""
+    with _running_lock:
+        _counts()["fills"] += 1
+    try:
+        yield
+    finally:
+        with _running_lock:
+            _counts()["fills"] -= 1
 
 
 @queue.drain_events.runs
@@ -72,11 +109,19 @@ def drain_events():
     huey.get(queue.WAKE_FLAG)  # down before the first claim: anything committed from now on rings again
     if not _drain_slot():
         return  # the flag is down, so what is committed after the running drains' last look rings again
+    left = False
+
+    def keep_going():
+        nonlocal left
+        left = _over_share()
+        return not left
+
     try:
-        if worker.drain(after_commit=enqueue_effects, stop_after=DRAIN_SECONDS):
+        if worker.drain(after_commit=enqueue_effects, stop_after=DRAIN_SECONDS, keep_going=keep_going):
             evidence.ring()  # deliveries may clear a shop recorded broken (watch/evidence.py)
     finally:
-        _leave_drain_slot()  # before the look below: an event committed after it rings a drain that may run
+        if not left:
+            _leave_drain_slot()  # before the look below: an event committed after it rings a drain that may run
     if worker.waiting_work():
         queue.drain_events()  # more than one drain's share, or new arrivals: keep going on any consumer
     else:
@@ -172,11 +217,23 @@ def periodic_retention():
 def periodic_send_plans():
     """Due send plans start (each once: plans/runs.py claims them), on one consumer per minute."""
     if queue.once_per_slot("send_plans", SWEEP_EVERY):
-        plan_runs.tick()
+        with _writing_a_run():
+            plan_runs.tick()
+
+
+def start_plan(plan_id):
+    with _writing_a_run():
+        plan_runs.start(plan_id)
+
+
+def fill_run(run_id):
+    with _writing_a_run():
+        plan_runs.resume(run_id)
 
 
 queue.send_plans.runs(periodic_send_plans, here=plan_runs.tick)
-queue.start_plan.runs(plan_runs.start, here=plan_runs.start)
+queue.start_plan.runs(start_plan, here=plan_runs.start)
+queue.fill_run.runs(fill_run, here=plan_runs.resume)
 
 
 @queue.plan_statistics.runs
@@ -214,6 +271,8 @@ def sweep():
         queue.send_batch(batch_id)
     for content_id in content.due_ids(limit=500):  # content whose task was lost, or whose lease ran out
         queue.fetch_content(content_id)
+    for run_id in plan_filling.unfilled():  # a send plan's run whose worker died while writing it
+        queue.fill_run(run_id)
     waiting = worker.waiting_work()
     if waiting:
         huey.get(queue.WAKE_FLAG)  # a drain whose task was lost would otherwise hold the flag up for good
@@ -228,10 +287,10 @@ queue.sweep.runs(periodic_sweep, here=sweep)
 
 
 @queue.send_batches.runs
-def send_batches(owner, owner_id):
-    """An owner's chunks that are due (a run just added or resumed): one task each, so every consumer's
-    threads share them."""
-    for batch_id in batches.due_ids(owner, owner_id):
+def send_batches(owner, owner_id, run_key=None):
+    """An owner's chunks that are due (a run just added or resumed; or one piece of it, ``run_key``): one task
+    each, so every consumer's threads share them."""
+    for batch_id in batches.due_ids(owner, owner_id, run_key=run_key):
         queue.send_batch(batch_id)
 
 

@@ -906,7 +906,8 @@ class SendPlan(db.Model):
 class SendPlanRun(db.Model):
     """One day's sending of a plan: the only one of a one-off plan, one per Taipei day of a birthday plan.
     Unique per (plan, day): whichever worker inserts it starts it, so a run happens once. Its counters are
-    raised by the deliveries' outcomes (plans/runs.py); ``reason`` says why it failed."""
+    raised as its slices are written (plans/filling.py) and by the deliveries' outcomes (plans/runs.py);
+    ``reason`` says why it failed."""
 
     __tablename__ = "send_plan_runs"
     __table_args__ = (UniqueConstraint("plan_id", "day", name="uq_send_plan_runs_day"),)
@@ -927,6 +928,15 @@ class SendPlanRun(db.Model):
     cancelled: Mapped[int] = mapped_column(default=0)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
+    # Written slice by slice (plans/filling.py): ``filling`` until the last slice is in; the recipients of
+    # the contacts up to ``filled_to`` (contact id) are written, and the deliveries of those up to
+    # ``queued_to``; ``fill_last``: the channel's highest contact id at the start (later ones are not in the
+    # run); ``sendable``: how many may be sent (the month's quota left; None: no limit).
+    filling: Mapped[bool] = mapped_column(default=False, server_default="0")
+    filled_to: Mapped[int] = mapped_column(default=0, server_default="0")
+    queued_to: Mapped[int] = mapped_column(default=0, server_default="0")
+    fill_last: Mapped[int | None]
+    sendable: Mapped[int | None]
 
     plan: Mapped[SendPlan] = relationship(back_populates="runs")
 

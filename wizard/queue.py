@@ -136,6 +136,7 @@ send_batch = Job("send_batch", SENDS_NEXT)  # one attempt at one chunk
 # LINE statistics are a day old are read again, for 14 days after a send (plans/statistics.py).
 send_plans = Job("send_plans", schedule=crontab(minute="*"))
 start_plan = Job("start_plan")  # a plan started at its time to the second (now, or later), not at the next tick
+fill_run = Job("fill_run")  # a run whose worker died while writing it, filled on from where it was left
 plan_statistics = Job("plan_statistics", schedule=crontab(minute="17"))
 # Each hour, the templates' pictures that nothing uses any more are deleted (plans/media.py), on one consumer.
 media_cleanup = Job("media_cleanup", schedule=crontab(minute="41"))

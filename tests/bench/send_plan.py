@@ -17,8 +17,9 @@ wizard worker`` (``--threads``) running the queue, as README's production sectio
    ``--rate`` a second; the load goes on without a break through step 2 until the last chunk is accepted;
 2. a staff API token (as ``flask user token`` prints) creates a text template (``POST …/templates``, checked
    by the sandbox's validate endpoint) and a marketing send plan to all friends, for now (``POST
-   …/send-plans``); the consumer starts it (plans/runs.py: the recipients, by consent, and the chunks of 500
-   with their retry keys in one transaction) and sends the chunks (multicast, paced at LINE's rate). Those
+   …/send-plans``); the consumer starts it (plans/runs.py, plans/filling.py: the recipients, by consent, and
+   the chunks of 500 with their retry keys, a slice of contacts per transaction) and sends the chunks as their
+   slices come in (multicast, paced at LINE's rate). Those
    without consent make it a multicast, not a broadcast, and must receive nothing;
 3. it reports the time from the POST to the first and to the last chunk the sandbox accepted and to the plan
    shown "sent" by the API, the consumer's peak memory (RSS high-water mark, /proc VmHWM), the webhook's

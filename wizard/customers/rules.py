@@ -24,14 +24,22 @@ from . import content, form, replies
 
 def contact_for(channel_id: int, line_user_id: str, lock=False) -> Contact:
     """The channel's contact for this LINE user, created if missing (race-safe: the database skips a twin).
-    ``lock`` holds the row until the commit on PostgreSQL, for decisions that must not interleave."""
+    ``lock`` holds the row until the commit on PostgreSQL, for decisions that must not interleave.
+
+    Read first, written only when missing (nearly never: a customer's messages come after their follow). An
+    INSERT that finds its twin still takes SQLite's write lock, and an event's transaction then held it from
+    its first statement to its commit, through all of the handler's work: the webhooks' receiver waited
+    behind every message of every customer."""
+    query = db.select(Contact).filter_by(channel_id=channel_id, line_user_id=line_user_id)
+    if lock and db.session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update()
+    contact = db.session.scalar(query)
+    if contact is not None:
+        return contact
     insert_ignoring(Contact, [{
         "channel_id": channel_id, "line_user_id": line_user_id,
         "created_at": utcnow(), "updated_at": utcnow(),
     }], ["channel_id", "line_user_id"])
-    query = db.select(Contact).filter_by(channel_id=channel_id, line_user_id=line_user_id)
-    if lock and db.session.get_bind().dialect.name == "postgresql":
-        query = query.with_for_update()
     return db.session.scalar(query)
 
 

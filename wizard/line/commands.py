@@ -41,7 +41,7 @@ def worker_command(threads, once, no_periodic):
     any number of machines; what a killed one was doing is picked up by the others (or by its restart)."""
     from flask import current_app
 
-    from .. import queue
+    from .. import heap, queue
     from . import worker
     app = current_app._get_current_object()
     if once:
@@ -59,5 +59,6 @@ def worker_command(threads, once, no_periodic):
         from .. import metrics
         metrics.start_metrics_server(app.config["WORKER_METRICS_PORT"])
     queue.sweep_soon()
+    heap.freeze_loaded_app()
     consumer.run()
     click.echo("Queue consumer stopped.")

@@ -194,11 +194,13 @@ def _retry_later(event_id, claim, error):
         db.session.rollback()  # still down: the lease runs out and the sweeper finds the event again
 
 
-def drain(after_commit, stop_after=None, limit=None) -> int:
-    """Claim and run events until none is runnable, ``limit`` ran, or ``stop_after`` seconds passed."""
+def drain(after_commit, stop_after=None, limit=None, keep_going=None) -> int:
+    """Claim and run events until none is runnable, ``limit`` ran, ``stop_after`` seconds passed, or
+    ``keep_going()`` (asked before each claim) says no."""
     deadline = None if stop_after is None else time.monotonic() + stop_after
     count = 0
-    while (limit is None or count < limit) and (deadline is None or time.monotonic() < deadline):
+    while ((limit is None or count < limit) and (deadline is None or time.monotonic() < deadline)
+           and (keep_going is None or keep_going())):
         claim, ids = claim_batch(CLAIM_BATCH if limit is None else min(CLAIM_BATCH, limit - count))
         if not ids:
             break

@@ -90,13 +90,15 @@ def unregister(name: str) -> None:
     OWNERS.pop(name, None)
 
 
-def add(channel_id, *, owner: str, owner_id: int, run_key: str, recipients, messages, unit=None) -> int:
+def add(channel_id, *, owner: str, owner_id: int, run_key: str, recipients, messages, unit=None,
+        held=False) -> int:
     """Write one run's chunks in the caller's transaction; returns how many chunks the run has.
 
     ``recipients``: ``[(contact_id, line_user_id), ...]`` (each LINE user once: a repeat is dropped), cut into
     chunks of at most 500; None for a broadcast (one chunk, every friend). Each chunk gets its retry key now.
     A run already written (same owner, owner_id and run_key) is left as it is: adding it again writes nothing.
-    After the commit, ``wake(owner, owner_id)`` starts the sending."""
+    ``held``: written paused (as ``hold`` leaves them), for an owner whose run is paused while it adds more.
+    After the commit, ``wake(owner, owner_id, run_key)`` starts the sending."""
     if owner not in OWNERS:  # refused where it is written, not when its outcome has nowhere to go
         raise ValueError(f"unknown batch owner {owner!r}")
     if not messages or len(messages) > 5:
@@ -115,15 +117,17 @@ def add(channel_id, *, owner: str, owner_id: int, run_key: str, recipients, mess
         "channel_id": channel_id, "owner": owner, "owner_id": owner_id, "run_key": run_key, "seq": seq,
         "kind": kind, "recipients": chunk, "recipient_count": len(chunk or ()), "messages": messages,
         "unit": unit, "retry_key": str(uuid.uuid4()), "status": BatchStatus.QUEUED, "attempts": 0,
-        "created_at": now, "updated_at": now,
+        "held_at": now if held else None, "created_at": now, "updated_at": now,
     } for seq, chunk in enumerate(chunks)], ["owner", "owner_id", "run_key", "seq"])
     return db.session.scalar(select(func.count(OutgoingBatch.id)).where(_run(owner, owner_id, run_key)))
 
 
-def wake(owner, owner_id, app=None) -> bool:
+def wake(owner, owner_id, run_key=None, app=None) -> bool:
     """After the caller's commit: queue the sending of the owner's chunks that are due (one task that queues
-    one per chunk). A lost ring loses nothing: the sweeper finds due chunks every minute."""
-    return queue.send_batches.try_now(owner, owner_id, row=f"{owner} {owner_id}", app=app)
+    one per chunk), or only those of ``run_key`` (an owner adding a run piece by piece wakes each piece, not
+    again every chunk queued before). A lost ring loses nothing: the sweeper finds due chunks every minute."""
+    args = (owner, owner_id) if run_key is None else (owner, owner_id, run_key)
+    return queue.send_batches.try_now(*args, row=f"{owner} {owner_id}", app=app)
 
 
 # ---- the owner's controls (in the caller's transaction) ----------------------------------------------------
@@ -393,10 +397,10 @@ def send_due(limit=None):
     return count
 
 
-def due_ids(owner=None, owner_id=None, limit=None):
+def due_ids(owner=None, owner_id=None, limit=None, run_key=None):
     query = select(OutgoingBatch.id).where(_due(utcnow())).order_by(OutgoingBatch.id)
     if owner is not None:
-        query = query.where(_run(owner, owner_id))
+        query = query.where(_run(owner, owner_id, run_key))
     if limit:
         query = query.limit(limit)
     return list(db.session.scalars(query))

@@ -78,6 +78,23 @@ def add(channel_id, contact_id, purpose, *, event=None, reply_token=None, messag
     return db.session.scalar(select(Outbox).filter_by(retry_key=key))
 
 
+def add_pushes(channel_id, purpose, keyed, *, not_before=None):
+    """Queue many pushes of ``purpose`` at once in the caller's transaction (a send plan's personal messages,
+    a slice at a time): ``keyed`` is ``[(contact_id, retry_key), ...]``; a key already queued is left as it
+    is. ``not_before``: held until then (a paused plan's). Returns {retry_key: outbox id}."""
+    if purpose not in purposes.PURPOSES:
+        raise ValueError(f"unknown outbox purpose {purpose!r}")
+    now = utcnow()
+    insert_ignoring(Outbox, [{
+        "channel_id": channel_id, "contact_id": contact_id, "event_id": None, "purpose": purpose,
+        "method": "push", "reply_token": None, "reply_uncertain": False, "retry_key": key, "messages": None,
+        "status": OutboxStatus.QUEUED, "attempts": 0, "next_attempt_at": not_before, "created_at": now,
+        "updated_at": now,
+    } for contact_id, key in keyed], ["retry_key"])
+    keys = [key for _, key in keyed]
+    return dict(db.session.execute(select(Outbox.retry_key, Outbox.id).where(Outbox.retry_key.in_(keys))).all())
+
+
 def _due(now):
     o = Outbox
     return and_(o.status == OutboxStatus.QUEUED, or_(o.next_attempt_at.is_(None), o.next_attempt_at <= now))

@@ -343,19 +343,22 @@ def broadcast_reach(channel, found):
     return found
 
 
-def audience_ids(channel_id, wanted, day=None):
+def audience_ids(channel_id, wanted, day=None, between=None):
     """The Select of contact ids a plan reaches (blocked never), before consent, for the Taipei ``day`` of a
-    yearly plan's run."""
+    yearly plan's run; ``between`` (low, high): only the contacts with low < id <= high (a run's slice,
+    plans/filling.py)."""
     ids = segments.matching(channel_id, wanted.filters if not wanted.all else {})
     if wanted.repeat:
         ids = ids.where(schedule.birthday_condition(wanted.repeat, day))
+    if between is not None:
+        ids = ids.where(Contact.id > between[0], Contact.id <= between[1])
     return ids
 
 
-def recipient_ids(channel_id, wanted, day=None):
+def recipient_ids(channel_id, wanted, day=None, between=None):
     """The Select of contacts who would get it: the audience, and for marketing only those who consent
     (their consent as it is now: one withdrawn since the plan was made counts), in a stable order."""
-    ids = audience_ids(channel_id, wanted, day)
+    ids = audience_ids(channel_id, wanted, day, between)
     query = select(Contact.id).where(Contact.id.in_(ids), Contact.blocked_at.is_(None))
     if wanted.purpose == "marketing":
         query = query.where(Contact.marketing_consent.is_(True))
@@ -605,6 +608,8 @@ class Totals:
     over_quota: int = 0
     cancelled: int = 0
     pending: int = 0
+    # A run still being written slice by slice (plans/filling.py): ``recipients`` are those written so far.
+    preparing: bool = False
 
     @property
     def done(self):
@@ -619,6 +624,7 @@ def totals(plan) -> Totals:
     for run in plan.runs:
         for name in ("recipients", "sent", "failed", "no_consent", "blocked", "over_quota", "cancelled"):
             setattr(found, name, getattr(found, name) + getattr(run, name))
+        found.preparing = found.preparing or run.filling
     open_runs = [run.id for run in plan.runs if run.state in (PlanState.SENDING, PlanState.PAUSED)]
     if open_runs:
         found.pending = db.session.scalar(select(func.count(SendPlanRecipient.id)).where(

@@ -2,20 +2,25 @@
 each recipient.
 
 ``tick`` (every minute, on one consumer) starts what is due: a one-off plan whose time came, a yearly plan's
-run of the day. A run starts in ONE transaction that first wins the plan with a conditional UPDATE (its state
-and ``send_at`` as read: a second worker, or a second tick, finds nothing to win) and then writes the run
-(unique per plan and Taipei day), every recipient with their outcome, and the deliveries: batches of ≤500 for
-multicast (outgoing/batches.py; a broadcast only for a service plan to all friends within the quota,
-``by_broadcast``), or one outbox row per contact for a personal template ({name}). A crash before the commit
-leaves nothing, and the next tick starts it; after it, the deliveries' own claims and retry keys take over.
+run of the day. The start first wins the plan with a conditional UPDATE (its state and ``send_at`` as read:
+a second worker, or a second tick, finds nothing to win) and writes the run (unique per plan and Taipei
+day), in one short transaction; a crash before its commit leaves nothing, and the next tick starts it. The
+run's recipients with their outcome and their deliveries are then written slice by slice, each slice one
+short transaction (plans/filling.py): batches of ≤500 for multicast (outgoing/batches.py; a broadcast only
+for a service plan to all friends within the quota, as the estimate decides: ``plans.Estimate.broadcast``),
+or one outbox row per contact for a personal template ({name}). Each slice moves the run's cursor in the
+same transaction, so a worker that dies mid-run leaves it at a slice's end, and ``tick`` (or the consumer's
+sweep) goes on from there; no slice is written twice. After a slice, its deliveries' own claims and retry
+keys take over, while later slices are written.
 
 Who gets it is decided at the start, not when it was scheduled: the audience as it is now (customers/
 segments.py), never the blocked, for marketing only those whose consent holds now (withdrawn since: left out,
 counted no_consent), and no more than the month's quota allows (LINE's quota and consumption): over it the
 run is refused in words, or with "send only up to the quota" the first by contact id go and the rest are
-recorded over_quota. A broadcast costs LINE's count of the account's friends (plans.broadcast_reach) and
-cannot stop at the quota: over it, "send only up to the quota" sends by multicast to the contacts the CRM
-knows, up to the quota; the friends it has no record of do not get it (the confirmation says how many).
+recorded over_quota. (Each slice decides for its own contacts as they are when it is written, a moment
+later.) A broadcast costs LINE's count of the account's friends (plans.broadcast_reach) and cannot stop at
+the quota: over it, "send only up to the quota" sends by multicast to the contacts the CRM knows, up to the
+quota; the friends it has no record of do not get it (the confirmation says how many).
 
 Who gets a multicast chunk is checked once more right before LINE is asked for it (``recheck``, the batches'
 Owner hook): a contact who blocked the account, or withdrew marketing consent, since the start (a paused plan
@@ -23,30 +28,24 @@ can wait days) is dropped from the chunk and counted blocked or no_consent.
 
 Outcomes come back from the deliveries: a batch's ``Owner`` callback (sent, failed, over_quota, cancelled;
 in the transaction that records it) and the outbox purpose ``send_plan``'s ``sent``; outbox rows that ended
-otherwise (refused, dead) are counted by ``reconcile``. A run with nothing pending is finished: sent, or
-failed with the reason when nothing went.
+otherwise (refused, dead) are counted by ``reconcile``. A run that is filled and has nothing pending is
+finished: sent, or failed with the reason when nothing went.
 """
 import logging
-import uuid
-from datetime import timedelta
 
 from flask_babel import lazy_gettext as _l
-from sqlalchemy import func, insert, literal, or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from .. import queue
 from ..customers import segments
 from ..extensions import db
 from ..models import Contact, MessageTemplate, Outbox, SendPlan, SendPlanRecipient, SendPlanRun, Shop, utcnow
-from ..outgoing import batches, outbox, purposes, sender as senders
+from ..outgoing import batches, purposes, sender as senders
 from ..statuses import OutboxStatus, PlanState, RecipientOutcome
-from . import plans, schedule, templates
+from . import filling, plans, schedule, templates
+from .filling import HELD_FOR, OWNER, PURPOSE
 
 log = logging.getLogger(__name__)
-
-OWNER = "send_plan"
-PURPOSE = "send_plan"
-# A personal message held while its plan is paused waits this far ahead (resume brings it back to now).
-HELD_FOR = timedelta(days=3650)
 # The reasons an outbox row of a plan is refused when it would go (its error), and the outcome each is.
 REFUSED = {"send_plan:cancelled": RecipientOutcome.CANCELLED, "send_plan:no_consent": RecipientOutcome.NO_CONSENT,
            "send_plan:blocked": RecipientOutcome.BLOCKED}
@@ -54,7 +53,6 @@ REFUSED = {"send_plan:cancelled": RecipientOutcome.CANCELLED, "send_plan:no_cons
 TEMPLATE_GONE = "send_plan:no_template"
 # The run's reason for such a refusal (REASONS).
 REASON_OF_REFUSAL = {TEMPLATE_GONE: "template_deleted"}
-RETRY_NAMESPACE = uuid.UUID("6f1d8a4e-4d0e-4d55-9a57-2f1b3c8e9a16")
 
 REASONS = {
     "not_connected": _l("The shop's LINE account is not connected, so nothing was sent."),
@@ -81,10 +79,6 @@ def reason_text(reason):
     return str(words)
 
 
-def _retry_key(run_id, contact_id):
-    return str(uuid.uuid5(RETRY_NAMESPACE, f"send_plan:{run_id}:{contact_id}"))
-
-
 # ---- starting ----------------------------------------------------------------------------------------------
 
 
@@ -97,7 +91,10 @@ def due(now=None):
 
 
 def tick(now=None):
-    """Start every due run, count the outcomes that came by the outbox, finish what is done."""
+    """Go on filling the runs a dead worker left half written, start every due run, count the outcomes that
+    came by the outbox, finish what is done."""
+    for run_id in filling.unfilled():
+        resume(run_id)
     started = []
     for plan_id in due(now):
         try:
@@ -117,8 +114,18 @@ def tick(now=None):
 
 
 def start(plan_id, now=None):
-    """Start the plan's due run (see the module's docstring). Returns the run's id, or None when there was
-    nothing to start (another worker won it, or a yearly plan's day had nobody)."""
+    """Start the plan's due run (see the module's docstring): win the plan and write the run (``begin``),
+    then fill it slice by slice (``resume``). Returns the run's id, or None when there was nothing to start
+    (another worker won it, or a yearly plan's day had nobody)."""
+    run_id = begin(plan_id, now)
+    if run_id is not None:
+        resume(run_id)
+    return run_id
+
+
+def begin(plan_id, now=None):
+    """Win the due plan and write its run, to be filled (one short transaction; see the module's docstring).
+    Returns the run's id, or None when there was nothing to start."""
     now = now or utcnow()
     plan = db.session.get(SendPlan, plan_id)
     if plan is None or plan.state != PlanState.SCHEDULED or (plan.send_at is not None and plan.send_at > now):
@@ -139,87 +146,48 @@ def start(plan_id, now=None):
         _win(plan, next_at, PlanState.SCHEDULED, now)  # nobody's birthday today: no run
         db.session.commit()
         return None
+    is_personal = templates.personal(template)
+    blocked = _blocked_count(channel.id, wanted, day)
+    last = db.session.scalar(select(func.max(Contact.id)).where(Contact.channel_id == channel.id)) or 0
     if not _win(plan, next_at, PlanState.SCHEDULED if plan.repeat else PlanState.SENDING, now):
         db.session.rollback()
         return None
-    is_personal = templates.personal(template)
-    recipient_ids = plans.recipient_ids(channel.id, wanted, day).order_by(None)
+    # By broadcast only as the estimate decided (``plans.Estimate.broadcast``: a service plan to all friends,
+    # the same for everyone, within the quota; marketing never, consent being each person's) and, as counted
+    # now, with none of the contacts left out (a slice that must leave someone out after all makes it a
+    # multicast).
+    broadcast = found.broadcast and found.no_consent == 0 and found.recipients > 0
     run = SendPlanRun(plan_id=plan.id, day=day, state=PlanState.SENDING, personal=is_personal, started_at=now,
-                      blocked=_blocked_count(channel.id, wanted, day))
+                      blocked=blocked, broadcast=broadcast, filling=True, fill_last=last, sendable=found.left)
     db.session.add(run)
-    db.session.flush()
-    ordered = select(Contact.id).where(Contact.id.in_(recipient_ids)).order_by(Contact.id)
-    _record(run.id, ordered.limit(found.sendable), RecipientOutcome.PENDING, now)
-    _record(run.id, ordered.offset(found.sendable), RecipientOutcome.OVER_QUOTA, now)
-    _record(run.id, select(Contact.id).where(
-        Contact.id.in_(plans.audience_ids(channel.id, wanted, day)), Contact.blocked_at.is_(None),
-        Contact.id.not_in(recipient_ids)), RecipientOutcome.NO_CONSENT, now)
-    written = dict(db.session.execute(select(SendPlanRecipient.outcome, func.count(SendPlanRecipient.id))
-                                      .where(SendPlanRecipient.run_id == run.id)
-                                      .group_by(SendPlanRecipient.outcome)).all())
-    run.recipients = written.get(RecipientOutcome.PENDING, 0)
-    run.over_quota = written.get(RecipientOutcome.OVER_QUOTA, 0)
-    run.no_consent = written.get(RecipientOutcome.NO_CONSENT, 0)
-    # Who is sent to is read back from the rows just written: the record and the deliveries agree whatever
-    # changed in the contacts meanwhile.
-    sending = db.session.execute(select(Contact.id, Contact.line_user_id).join(
-        SendPlanRecipient, SendPlanRecipient.contact_id == Contact.id).where(
-        SendPlanRecipient.run_id == run.id, SendPlanRecipient.outcome == RecipientOutcome.PENDING)
-        .order_by(Contact.id)).all()
-    run.broadcast = by_broadcast(found, run)
     plan.cost_messages, plan.quota_left = found.messages, found.left
     if plan.started_at is None:
         plan.started_at = now
-    queued = []
-    if not sending:
-        _finish(run, now)
-    elif is_personal:
-        for contact_id, _user in sending:
-            row = outbox.add(channel.id, contact_id, PURPOSE, retry_key=_retry_key(run.id, contact_id))
-            queued.append(row.id)
-            db.session.execute(update(SendPlanRecipient).where(
-                SendPlanRecipient.run_id == run.id, SendPlanRecipient.contact_id == contact_id)
-                .values(outbox_id=row.id).execution_options(synchronize_session=False))
-    else:
-        batches.add(channel.id, owner=OWNER, owner_id=run.id, run_key=f"run-{run.id}",
-                    recipients=None if run.broadcast else [(c, u) for c, u in sending],
-                    messages=templates.messages_for_all(template), unit=plan.unit)
     db.session.commit()
-    _ring(run, queued)
     return run.id
 
 
-def by_broadcast(found, run):
-    """Whether a run goes by broadcast (to every friend of the account, those the CRM has no record of too):
-    only as the estimate decided (``plans.Estimate.broadcast``: a service plan to all friends, the same for
-    everyone, within the quota), and only when the run left none of the contacts out and has someone to send
-    to. Marketing never goes by broadcast: consent is each person's, so it goes by multicast to those who
-    gave it."""
-    return found.broadcast and not run.no_consent and not run.over_quota and run.recipients > 0
+def resume(run_id, slices=None):
+    """Fill the run from where it is (just begun, or left half written by a worker that died; beside another
+    worker filling it, whoever moves the cursor writes each slice), at most ``slices`` slices (None: to the
+    end), then finish it if it is filled and nothing is pending. A failure (the database went away) leaves
+    it where the last slice's commit did, for the next tick or sweep."""
+    try:
+        filling.fill(run_id, slices)
+        _finish_if_done(run_id, utcnow())
+        db.session.commit()
+    except Exception:
+        db.session.rollback()
+        log.exception("send plan run %s could not be filled further now; the next tick goes on", run_id)
 
 
 def _ring(run, queued):
-    """After the commit: the deliveries are on record; wake whoever sends them (else the sweep does)."""
+    """After a commit: the deliveries are on record; wake whoever sends them (else the sweep does)."""
     for outbox_id in queued:
         queue.send_message.try_now(outbox_id, row=f"outbox {outbox_id}")
     if queued or run.personal:
         return
     batches.wake(OWNER, run.id)  # never raises: a lost ring is found by the batches' sweep
-
-
-def _record(run_id, contact_ids, outcome, now):
-    """Write a run's recipients ``contact_ids`` (a Select of contact ids) with ``outcome``, in one INSERT …
-    SELECT (drivers do not always tell its row count: the caller counts the rows written).
-
-    Why not rows built here: a run of 100,000 took seconds to build and send them, all inside the start's
-    transaction, and on SQLite that transaction holds the one write lock: the webhooks' receiver waited
-    behind it past its busy timeout."""
-    chosen = contact_ids.subquery()
-    table = SendPlanRecipient.__table__
-    return db.session.execute(insert(SendPlanRecipient).from_select(
-        ["run_id", "contact_id", "outcome", "at"],
-        select(literal(run_id, table.c.run_id.type), chosen.c.id, literal(outcome, table.c.outcome.type),
-               literal(now, table.c.at.type))))
 
 
 def _win(plan, next_at, state, now):
@@ -266,9 +234,14 @@ def _blocked_count(channel_id, wanted, day):
 def _count(run_id, contact_ids, outcome, now):
     """Record ``outcome`` for those of ``contact_ids`` still pending in the run (None: every pending one) and
     raise the run's counter by as many: an outcome told twice counts once."""
-    where = [SendPlanRecipient.run_id == run_id, SendPlanRecipient.outcome == RecipientOutcome.PENDING]
-    if contact_ids is not None:
-        where.append(SendPlanRecipient.contact_id.in_(contact_ids))
+    where = [SendPlanRecipient.outcome == RecipientOutcome.PENDING]
+    if contact_ids is None:
+        where.append(SendPlanRecipient.run_id == run_id)
+    else:
+        # The rows by the run and contact index, then their outcome: asked for together, SQLite walked every
+        # pending row of the run (100,000) by the outcome index to find a chunk's 500, in the chunk's commit.
+        where.append(SendPlanRecipient.id.in_(select(SendPlanRecipient.id).where(
+            SendPlanRecipient.run_id == run_id, SendPlanRecipient.contact_id.in_(contact_ids))))
     changed = db.session.execute(update(SendPlanRecipient).where(*where).values(outcome=outcome, at=now)
                                  .execution_options(synchronize_session=False)).rowcount
     if changed:
@@ -380,16 +353,19 @@ def reconcile(now=None):
 
 
 def _finish_if_done(run_id, now):
-    pending = db.session.scalar(select(func.count(SendPlanRecipient.id)).where(
-        SendPlanRecipient.run_id == run_id, SendPlanRecipient.outcome == RecipientOutcome.PENDING))
-    if not pending:
+    """Finish the run if it is filled and nothing of it is pending. Whether one is pending is asked of the
+    run and outcome index (one row found is enough): counting them all cost each chunk's commit a walk over
+    the run's pending rows."""
+    pending = db.session.scalar(select(SendPlanRecipient.id).where(
+        SendPlanRecipient.run_id == run_id, SendPlanRecipient.outcome == RecipientOutcome.PENDING).limit(1))
+    if pending is None:
         _finish(db.session.get(SendPlanRun, run_id), now)
 
 
 def _finish(run, now):
-    """A run with nothing pending: sent (some went), or failed with its reason (none went)."""
+    """A filled run with nothing pending: sent (some went), or failed with its reason (none went)."""
     db.session.refresh(run)
-    if run.state not in (PlanState.SENDING, PlanState.PAUSED):
+    if run.state not in (PlanState.SENDING, PlanState.PAUSED) or run.filling:
         return
     state = PlanState.FAILED if run.sent == 0 and (run.failed or run.over_quota) else PlanState.SENT
     reason = run.reason or (("failed" if run.failed else "monthly_limit") if state == PlanState.FAILED else None)
@@ -407,9 +383,19 @@ def _outbox_of(run):
                                                      SendPlanRecipient.outbox_id.is_not(None))
 
 
+def _write_state(run, state, **values):
+    """The run's new state, written first in the transaction: a slice being written (plans/filling.py) holds
+    the run's row, so this waits for its commit, and what follows (the deliveries held, released or
+    cancelled) sees that slice's chunks; the slices after it read the new state."""
+    for name, value in dict(values, state=state).items():
+        setattr(run, name, value)
+    db.session.flush()
+
+
 def hold(run):
-    """Pause: what is not yet with LINE waits (batches held; personal messages moved far ahead)."""
-    run.state = PlanState.PAUSED
+    """Pause: what is not yet with LINE waits (batches held; personal messages moved far ahead; slices still
+    to be written come held)."""
+    _write_state(run, PlanState.PAUSED)
     if run.personal:
         db.session.execute(update(Outbox).where(Outbox.id.in_(_outbox_of(run)), Outbox.status == OutboxStatus.QUEUED)
                            .values(next_attempt_at=utcnow() + HELD_FOR).execution_options(synchronize_session=False))
@@ -418,7 +404,7 @@ def hold(run):
 
 
 def release(run):
-    run.state = PlanState.SENDING
+    _write_state(run, PlanState.SENDING)
     if run.personal:
         db.session.execute(update(Outbox).where(Outbox.id.in_(_outbox_of(run)), Outbox.status == OutboxStatus.QUEUED)
                            .values(next_attempt_at=utcnow()).execution_options(synchronize_session=False))
@@ -437,15 +423,17 @@ def after_release(plan):
 def stop(run):
     """Cancel: what is not yet with LINE does not go (queued personal messages are refused now, chunks
     cancelled by the batches); what is in flight or accepted stays sent. Their outcomes are counted as they
-    come (``reconcile``, the batches' callback)."""
+    come (``reconcile``, the batches' callback). A run still being filled is filled no further: who was
+    written but not yet queued is cancelled with the rest."""
     now = utcnow()
+    _write_state(run, PlanState.CANCELLED, finished_at=now)
+    filling.end(run.id, RecipientOutcome.CANCELLED, now=now)
     if run.personal:
         db.session.execute(update(Outbox).where(Outbox.id.in_(_outbox_of(run)), Outbox.status == OutboxStatus.QUEUED)
                            .values(status=OutboxStatus.FAILED, error="send_plan:cancelled", updated_at=now)
                            .execution_options(synchronize_session=False))
     else:
         batches.cancel(OWNER, run.id)
-    run.state, run.finished_at = PlanState.CANCELLED, now
 
 
 def register():
