@@ -200,14 +200,14 @@ def test_a_plan_paused_while_its_run_is_being_written_holds_what_is_written_and_
     plan = plan_shop.plan(plan_id)
     assert plan["state"] == "sending" and plan["recipients"] == 2 and plan["sent"] == 0
     api = f"/api/v1/shops/{plan_shop.slug}/send-plans/{plan_id}"
-    response = plan_shop.client.post(api + "/pause")
+    response = plan_shop.client.post(api + "/pause", json={})
     assert response.status_code == 200 and response.get_json()["state"] == "paused"
     assert "Paused while its recipients are being prepared (2 so far)" in plan_shop.client.get(page).get_data(
         as_text=True)
     plan_shop.send()  # the minute writes the rest, held; nothing goes
     assert [plan_shop.received(user) for user in friends] == [[]] * 6
     assert plan_shop.plan(plan_id)["recipients"] == 6
-    response = plan_shop.client.post(api + "/resume")
+    response = plan_shop.client.post(api + "/resume", json={})
     assert response.status_code == 200 and response.get_json()["state"] == "sending"
     plan_shop.deliver()
     assert [plan_shop.received(user) for user in friends] == [[text.replace("{name}", f"客人{n}")]
@@ -223,7 +223,7 @@ def test_a_plan_cancelled_while_its_run_is_being_written_writes_and_sends_no_mor
     plan_shop.friend("不要廣告", consent=False)
     plan_id = _due_plan(plan_shop, text)
     run_id = _begun(app, plan_id, slices=1)
-    response = plan_shop.client.post(f"/api/v1/shops/{plan_shop.slug}/send-plans/{plan_id}/cancel")
+    response = plan_shop.client.post(f"/api/v1/shops/{plan_shop.slug}/send-plans/{plan_id}/cancel", json={})
     assert response.status_code == 200 and response.get_json()["state"] == "cancelled"
     plan_shop.send()  # the next minute writes nothing more, and nothing goes
     assert [plan_shop.received(user) for user in friends] == [[]] * 6
@@ -235,19 +235,20 @@ def test_a_plan_cancelled_while_its_run_is_being_written_writes_and_sends_no_mor
     assert '<dd data-count="cancelled">2</dd>' in html and "preparing" not in html
 
 
-def test_a_consent_withdrawn_while_a_broadcast_is_written_makes_it_a_multicast_without_them(app, plan_shop):
+def test_a_service_broadcast_written_in_slices_reaches_every_friend_once_whatever_their_marketing_consent(
+        app, plan_shop):
     app.config["SEND_PLAN_SLICE"] = 2
-    friends = [plan_shop.friend(f"客人{n}") for n in range(6)]  # everyone consents: a broadcast, as counted
-    plan_id = _due_plan(plan_shop)
+    friends = [plan_shop.friend(f"客人{n}") for n in range(6)]
+    plan_id = _due_plan(plan_shop, purpose="service")
     run_id = _begun(app, plan_id, slices=1)
-    assert _run(app, run_id).broadcast
-    plan_shop.change(friends[4], marketing_consent=False)  # withdrawn by the form link, in a later slice
+    assert _run(app, run_id).broadcast  # a service plan to all friends, within the quota
+    plan_shop.change(friends[4], marketing_consent=False)  # marketing consent: not asked of a service message
     plan_shop.send()
-    assert [plan_shop.received(user) for user in friends] == [[OFFER]] * 4 + [[]] + [[OFFER]]
-    assert {sent["kind"] for sent in plan_shop.control.sent_messages(plan_shop.id)} == {"multicast"}
-    assert not _run(app, run_id).broadcast
+    assert [plan_shop.received(user) for user in friends] == [[OFFER]] * 6
+    assert [sent["kind"] for sent in plan_shop.control.sends(plan_shop.id)] == ["broadcast"]
+    assert _run(app, run_id).broadcast
     plan = plan_shop.plan(plan_id)
-    assert plan["state"] == "sent" and plan["sent"] == 5 and plan["left_out"]["no_consent"] == 1
+    assert plan["state"] == "sent" and plan["sent"] == 6 and plan["left_out"]["no_consent"] == 0
 
 
 def test_a_run_written_in_slices_counts_like_one_written_whole(app, plan_shop):
