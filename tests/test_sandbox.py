@@ -623,3 +623,14 @@ def test_control_page_sends_every_kind_and_sets_the_quota(sandbox, sink):
     LineClient(channel_id, channel["channelSecret"], host=sandbox.url).mark_as_read(
         sink.events[-1]["message"]["markAsReadToken"])
     assert "Marked as read by the app" in browser.get(base).text
+
+
+def test_the_sandbox_page_keeps_its_own_cookie_so_the_owners_session_in_the_app_next_door_survives(app, sandbox):
+    """The demo runs the app and the sandbox on one host, two ports, and a browser sends cookies by host alone:
+    the sandbox's flash messages must not be kept in a cookie named like the app's session, which they would
+    replace (the owner's forms in the app then said "expired")."""
+    answer = requests.post(f"{sandbox.url}/_sandbox/channels", data={"display_name": "晴天烘焙坊"},
+                           allow_redirects=False, timeout=10)
+    assert answer.status_code == 302
+    assert set(answer.cookies.keys()) == {"line_sandbox_session"}
+    assert app.config.get("SESSION_COOKIE_NAME", "session") not in answer.cookies

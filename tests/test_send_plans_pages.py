@@ -242,3 +242,16 @@ def test_a_draft_whose_template_was_deleted_asks_for_another_before_it_is_confir
     assert "message template was deleted: choose another one with “Change the plan”." in html
     response = plan_shop.client.post(confirm, data={"csrf_token": _token(plan_shop)})
     assert response.status_code == 409 and plan_shop.plan(plan_id)["state"] == "draft"
+
+
+def test_a_plan_for_now_reads_as_starting_until_a_consumer_starts_it_then_as_sending(app, plan_shop):
+    """Confirmed for "now", a plan is scheduled for a moment until the queue starts it: its page says it is
+    starting, never "scheduled" beside a note that it is on its way."""
+    plan_shop.friend("林小美")
+    plan = plan_shop.post(name="今日公休", template_id=plan_shop.template("今天臨時公休，明天見！"), purpose="service",
+                          audience={"all": False, "filters": {"city": ["TPE"]}}).get_json()
+    page = plan_shop.client.get(f"/c/{plan_shop.slug}/plans/{plan['id']}").get_data(as_text=True)
+    assert 'data-starting="1"' in page and "Starting now" in page
+    plan_shop.send()
+    page = plan_shop.client.get(f"/c/{plan_shop.slug}/plans/{plan['id']}").get_data(as_text=True)
+    assert "data-starting" not in page and 'data-state="sent"' in page

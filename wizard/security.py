@@ -21,12 +21,13 @@ from .extensions import limiter
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 INLINE_STYLE = re.compile(r"<style>(.*?)</style>", re.S)
 # LINE's profile pictures (the account card, contacts) come from LINE's CDN over https; the QR code and the
-# sketches are inline SVG, which needs no source.
+# sketches are inline SVG, which needs no source; a picture chosen in the template builder is previewed from
+# the owner's own disk (a blob: address) before it is uploaded.
 POLICY = {
     "default-src": ["'self'"],
     "script-src": ["'self'"],
     "style-src": ["'self'"],
-    "img-src": ["'self'", "data:", "https:"],
+    "img-src": ["'self'", "data:", "blob:", "https:"],
     "connect-src": ["'self'"],
     "font-src": ["'self'"],
     "form-action": ["'self'"],

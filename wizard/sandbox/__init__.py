@@ -29,6 +29,9 @@ def create_sandbox_app(database_url: str, **options) -> Flask:
     app.config["SANDBOX_DATABASE_URL"] = database_url
     # Only flash messages live in the session: a fresh key per process is enough.
     app.secret_key = secrets.token_hex(32)
+    # Its own cookie name: a browser sends cookies by host, not port, so a cookie named like the app's
+    # ("session") would replace the owner's session in the app next door (its forms then read "expired").
+    app.config["SESSION_COOKIE_NAME"] = "line_sandbox_session"
     app.json.ensure_ascii = False
     app.json.sort_keys = False
     app.control = app.extensions["sandbox"] = Sandbox(database_url, **options)

@@ -221,7 +221,8 @@ def confirm(slug, plan_id):
                 flash(str(refused), "error")
                 return redirect(url_for(".show", slug=shop.slug, plan_id=plan.id))
             plans.queue_start(plan)
-            flash(_("The plan is scheduled.") if plan.send_at else _("The plan is on its way."), "success")
+            flash(_("The plan is scheduled.") if plan.send_at
+                  else _("The plan starts in a moment: reload this page to see it sending."), "success")
             return redirect(url_for(".show", slug=shop.slug, plan_id=plan.id))
     return render_template("send_plans/confirm.html", plan=plan, wanted=wanted, found=found, problem=problem,
                            blocker=blocker, quota_error=plans.problem_words(found.quota_error)
@@ -268,7 +269,8 @@ def _act(slug, plan_id, action, done):
 
 @bp.post("/<slug>/plans/<int:plan_id>/cancel")
 def cancel(slug, plan_id):
-    return _act(slug, plan_id, plans.cancel, _("The plan is cancelled: nothing more of it will be sent."))
+    return _act(slug, plan_id, plans.cancel, _("The plan is cancelled: nothing more of it will be sent, except "
+                                               "messages already handed to LINE, which still arrive."))
 
 
 @bp.post("/<slug>/plans/<int:plan_id>/pause")
