@@ -382,3 +382,22 @@ def test_a_plan_cancelled_while_sending_sends_nothing_more(app, plan_shop, text)
     assert plan["state"] == "cancelled" and plan["sent"] == 0 and plan["recipients"] == 3
     html = plan_shop.client.get(f"/c/{plan_shop.slug}/plans/{plan['id']}").get_data(as_text=True)
     assert '<dd data-count="cancelled">3</dd>' in html
+
+
+def test_a_plan_for_next_month_is_not_refused_for_this_months_used_up_quota(app, plan_shop):
+    """LINE's quota is per calendar month (Japan time): with this month's messages used up, a plan for a day of
+    next month is accepted and costed against that month's full quota; this month's plans are still refused."""
+    plan_shop.control.update(plan_shop.id, quota=2)
+    for name in ("客人一", "客人二"):
+        plan_shop.friend(name)
+    template = plan_shop.template(OFFER)
+    assert plan_shop.post(**_marketing(plan_shop, template, send_at=None)).status_code == 201
+    plan_shop.send()  # this month's two messages are used
+    now = utcnow()
+    next_month = (now.replace(day=1) + timedelta(days=40)).replace(day=10, hour=3, minute=0, second=0,
+                                                                    microsecond=0)
+    later = plan_shop.post(**_marketing(plan_shop, template, send_at=next_month.isoformat() + "Z"))
+    assert later.status_code == 201, later.get_data(as_text=True)
+    assert later.get_json()["state"] == "scheduled" and later.get_json()["cost"] == {"messages": 2, "quota_left": 2}
+    again = plan_shop.post(**_marketing(plan_shop, template, send_at=None))
+    assert again.status_code == 409 and "0 are left this month" in again.get_json()["problems"]["up_to_quota"]

@@ -389,6 +389,8 @@ def estimate(channel, wanted, now=None, with_quota=True) -> Estimate:
             found.limit, found.used = read_quota(channel)
         except senders.current().failure as problem:
             found.quota_error = problem.code
+        if later_quota_month(wanted, now):
+            found.used = 0  # what this month used counts for nothing then: that month starts afresh
         if found.over:
             found.left_out_names = [
                 contact_names.name_of(c) or _("(no name)") for c in db.session.scalars(
@@ -396,6 +398,19 @@ def estimate(channel, wanted, now=None, with_quota=True) -> Estimate:
                         recipient_ids(channel.id, wanted, day).offset(found.left).limit(NAMES_SHOWN))
                     ).order_by(Contact.id))]
     return found
+
+
+# LINE counts a month's messages by the calendar month in Japan time.
+LINE_MONTH_ZONE = timezone(timedelta(hours=9))
+
+
+def later_quota_month(wanted, now) -> bool:
+    """Does a one-off plan go in a later month of LINE's quota than ``now``'s (a plan for next month, while
+    this month's messages are used up)? Its start checks that month's quota again (plans/runs.py)."""
+    if wanted.repeat or wanted.send_at is None:
+        return False
+    month = lambda at: at.replace(tzinfo=timezone.utc).astimezone(LINE_MONTH_ZONE).strftime("%Y-%m")  # noqa: E731
+    return month(wanted.send_at) > month(now)
 
 
 def quota_problem(found: Estimate, wanted) -> str | None:
