@@ -57,7 +57,7 @@ lint: $(VENV)/.installed-test
 # pytest-xdist workers: each has its own PostgreSQL database, Redis databases, ports and directories
 # (tests/conftest.py). Most tests wait on I/O (HTTP to the sandbox, subprocesses), so more workers than the two
 # cores pay off; TEST_WORKERS=0 runs in one process.
-TEST_WORKERS  ?= 4
+TEST_WORKERS  ?= 5
 CHECK_WORKERS ?= 4
 
 # The developer's loop: lint, then every test but the browser and system ones (markers in setup.cfg), on SQLite.
