@@ -159,6 +159,9 @@ def _config(db_url, tmp_path, line_host, app_port):
         # As long as the sandbox waits for a webhook's answer: a wizard check that has the sandbox call the app
         # back (the webhook test) must not give up on a busy machine before the sandbox does.
         "LINE_TIMEOUT": SANDBOX_WEBHOOK_TIMEOUT,
+        # /readyz's checks answer in milliseconds; with two suites on two cores one took over the default 2 s.
+        # The tests of an unready store set their own short bound.
+        "READYZ_TIMEOUT": SANDBOX_WEBHOOK_TIMEOUT,
         "PASSWORD_HASH_METHOD": FAST_PASSWORD_HASH,
         # Each test its own queue in a shared PostgreSQL: no task of an earlier test reaches this one's consumer.
         "QUEUE_NAME": f"test-{uuid.uuid4().hex[:12]}",

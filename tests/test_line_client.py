@@ -18,7 +18,9 @@ def channel(sandbox):
 
 @pytest.fixture
 def line_client(sandbox, channel):
-    return LineClient(channel["channelId"], channel["channelSecret"], host=sandbox.url, timeout=3.0)
+    # Generous: these tests are about LINE's answers, not its speed (two suites side by side once made a call
+    # wait over 3 s). test_timeout sets its own short bound.
+    return LineClient(channel["channelId"], channel["channelSecret"], host=sandbox.url, timeout=10.0)
 
 
 def problem_of(call, *args, **kwargs) -> LineProblem:
